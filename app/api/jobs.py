@@ -1,0 +1,62 @@
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Body, Query
+
+from app.deps import SessionDep
+from app.schemas import EventOut, JobOut, MetricPointOut, Page
+from app.services import dispatch, jobs
+from worker.core.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Kind = Literal["pretrain", "finetune", "adapt"]
+
+
+@router.post("", status_code=201)
+def create_job(
+    spec: Annotated[JobSpec, Body()], session: SessionDep, background: BackgroundTasks
+) -> JobOut:
+    job = jobs.create_job(session, spec)
+    session.commit()  # committed before it is sent: a worker must find the job it is woken for
+    background.add_task(dispatch.send, [job.id])
+    return jobs.to_out(job)
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    status: Status | None = None,
+    kind: Kind | None = None,
+    limit: Limit = 20,
+    cursor: str | None = None,
+) -> Page[JobOut]:
+    rows, next_cursor = jobs.list_jobs(session, status, kind, limit, cursor)
+    return Page(data=[jobs.to_out(job) for job in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, session: SessionDep) -> JobOut:
+    return jobs.to_out(jobs.get_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, session: SessionDep) -> JobOut:
+    return jobs.to_out(jobs.cancel_job(session, job_id))
+
+
+@router.get("/{job_id}/metrics")
+def job_metrics(
+    job_id: str, session: SessionDep, limit: Limit = 1000, cursor: str | None = None
+) -> Page[MetricPointOut]:
+    rows, next_cursor = jobs.job_metrics(session, job_id, cursor, limit)
+    return Page(data=[MetricPointOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}/events")
+def job_events(
+    job_id: str, session: SessionDep, limit: Limit = 1000, cursor: str | None = None
+) -> Page[EventOut]:
+    rows, next_cursor = jobs.job_events(session, job_id, cursor, limit)
+    return Page(data=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)

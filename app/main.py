@@ -1,0 +1,40 @@
+"""The FastAPI application: `uvicorn app.main:app`."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app import problems
+from app.api import health, jobs, models
+from app.config import get_settings
+from app.services.dispatch import sweep_forever
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    interval = get_settings().sweep_interval_seconds
+    sweeper = asyncio.create_task(sweep_forever(interval)) if interval > 0 else None
+    yield
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="tunery",
+        version="0.1.0",
+        summary="Pretrain, fine-tune and domain-adapt PyTorch models over HTTP.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(models.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,83 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from worker.core.spec import JOB_KINDS
+from worker.core.validation import SpecIssue
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    def __init__(self, status: int, detail: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.errors = status, detail, errors
+
+
+class NotFound(Problem):
+    def __init__(self, what: str, id_: str) -> None:
+        super().__init__(404, f"no {what} with id {id_!r}")
+
+
+class Conflict(Problem):
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, detail)
+
+
+class InvalidInput(Problem):
+    """A 422 naming each field at fault, as `errors: [{field, message}]`."""
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        errors = [{"field": i.field, "message": i.message} for i in issues]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        super().__init__(422, detail, errors)
+
+
+def problem_response(
+    status: int, detail: str, instance: str, errors: list[dict[str, str]] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field(loc: tuple) -> str:
+    """`("body", "finetune", "hyperparameters", "epochs")` -> `hyperparameters.epochs`."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:] if parts[0] == "body" or len(parts) > 1 else parts
+    if parts and parts[0] in JOB_KINDS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.detail, request.url.path, exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        issues = [SpecIssue(_field(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        error = InvalidInput(issues)
+        return problem_response(422, error.detail, request.url.path, error.errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        response = problem_response(exc.status_code, detail, request.url.path)
+        response.headers.update(exc.headers or {})
+        return response

@@ -1,0 +1,109 @@
+"""The API's response and request bodies (job specs themselves are in `worker.core.spec`)."""
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class Progress(BaseModel):
+    step: int
+    epoch: int
+    total_steps: int | None
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    name: str | None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempt: int
+    error: JobError | None
+    result_model_id: str | None
+    metrics: dict[str, float]
+    progress: Progress
+    spec: dict[str, Any]
+
+
+class MetricPointOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    step: int
+    epoch: int
+    name: str
+    value: float
+    split: str
+    time: datetime
+    attempt: int
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    time: datetime
+    type: Literal["status", "log"]
+    status: str | None
+    message: str
+    attempt: int
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str | None
+    architecture: str
+    params: dict[str, Any]
+    task: str
+    input_shape: list[int]
+    labels: list[str]
+    metrics: dict[str, float]
+    source_job_id: str
+    parent_model_id: str | None
+    created_at: datetime
+    sha256: str
+    size_bytes: int
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        min_length=1,
+        max_length=4096,
+        description="A batch of raw inputs, each of the model's `input_shape`.",
+    )
+    return_embeddings: bool = False
+
+
+class PredictResponse(BaseModel):
+    predictions: list[str]
+    probabilities: list[list[float]]
+    labels: list[str]
+    embeddings: list[list[float]] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]

@@ -1,0 +1,59 @@
+"""Sending jobs to workers, and the sweep that makes a lost or failed send harmless.
+
+The database is the source of truth; a broker message only wakes a worker. A job is marked
+dispatched after its message is sent, and the sweep re-sends queued jobs that were never sent or
+were sent long ago, and re-queues running jobs whose worker stopped renewing its lease.
+Duplicates are harmless: the worker's claim is a conditional UPDATE.
+"""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from app.config import get_settings
+from app.db import session_scope
+from app.models import utcnow
+from app.services import job_state
+from worker.celery_app import RUN_JOB_TASK, celery_app
+
+log = logging.getLogger(__name__)
+
+
+def send(job_ids: list[str]) -> None:
+    """Publish one message per job; a job whose send fails stays undispatched for the sweep."""
+    sent = []
+    for job_id in job_ids:
+        try:
+            celery_app.send_task(
+                RUN_JOB_TASK,
+                args=[job_id],
+                queue=get_settings().queue,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+            )
+            sent.append(job_id)
+        except Exception:
+            log.warning("could not send job %s to the broker; the sweep will retry", job_id)
+    with session_scope() as session:
+        job_state.mark_dispatched(session, sent)
+
+
+def sweep_once() -> None:
+    settings = get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        for job_id in job_state.reap_expired_leases(session, now):
+            log.warning("job %s lost its worker; re-queued", job_id)
+    sent_before = now - timedelta(seconds=settings.redispatch_after_seconds)
+    with session_scope() as session:
+        job_ids = job_state.jobs_to_dispatch(session, sent_before)
+    if job_ids:
+        send(job_ids)
+
+
+async def sweep_forever(interval_seconds: float) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(sweep_once)
+        except Exception:
+            log.exception("sweep failed; trying again in %.0f s", interval_seconds)
+        await asyncio.sleep(interval_seconds)

@@ -1,0 +1,161 @@
+"""The job state machine: every transition is one conditional UPDATE, so races resolve in the database.
+
+    queued -> running -> succeeded | failed | cancelled      (terminal states are final)
+    running -> queued                                          (a retryable loss, attempts left)
+    queued -> cancelled
+
+`attempt` is the fencing token: a worker claims a job by incrementing it, and only the attempt
+holding the lease may extend the lease or record an outcome.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Job, JobEvent, Model, utcnow
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+
+
+def add_event(
+    session: Session, job_id: str, attempt: int, type_: str, message: str, status: str | None = None
+) -> None:
+    session.add(
+        JobEvent(job_id=job_id, attempt=attempt, type=type_, message=message[:4000], status=status)
+    )
+
+
+def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> int | None:
+    """Start an attempt on a queued job; None when it is not queued or has no attempts left."""
+    now = utcnow()
+    attempt = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", Job.attempt < Job.max_attempts)
+        .values(
+            status="running",
+            attempt=Job.attempt + 1,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+        )
+        .returning(Job.attempt)
+    ).scalar_one_or_none()
+    if attempt is not None:
+        add_event(session, job_id, attempt, "status", f"running (attempt {attempt})", "running")
+    return attempt
+
+
+def _held(job_id: str, attempt: int):
+    return and_(Job.id == job_id, Job.status == "running", Job.attempt == attempt)
+
+
+def renew_lease(
+    session: Session, job_id: str, attempt: int, lease_seconds: float, **progress: Any
+) -> bool:
+    """Extend the lease and record progress; False means this attempt no longer owns the job."""
+    values = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds), **progress}
+    result = session.execute(update(Job).where(_held(job_id, attempt)).values(**values))
+    return result.rowcount == 1
+
+
+def succeed(session: Session, job_id: str, attempt: int, model: Model, metrics: dict) -> bool:
+    """Record the model as the job's result, if this attempt still holds the job."""
+    result = session.execute(
+        update(Job)
+        .where(_held(job_id, attempt))
+        .values(
+            status="succeeded",
+            result_model_id=model.id,
+            metrics=metrics,
+            finished_at=utcnow(),
+            lease_expires_at=None,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    session.add(model)
+    add_event(session, job_id, attempt, "status", f"succeeded: model {model.id}", "succeeded")
+    return True
+
+
+def fail(
+    session: Session, job_id: str, attempt: int, error_type: str, message: str, retryable: bool
+) -> str | None:
+    """End this attempt with an error. A retryable one re-queues the job while attempts remain.
+
+    Returns the job's new status, or None when this attempt no longer held the job.
+    """
+    job = session.execute(
+        select(Job).where(_held(job_id, attempt)).with_for_update()
+    ).scalar_one_or_none()
+    if job is None:
+        return None
+    requeue = retryable and job.attempt < job.max_attempts
+    job.status = "queued" if requeue else "failed"
+    job.error_type, job.error_message = error_type, message[:4000]
+    job.lease_owner = job.lease_expires_at = None
+    if requeue:
+        job.dispatched_at = None
+    else:
+        job.finished_at = utcnow()
+    add_event(session, job_id, attempt, "status", f"{job.status}: {error_type}: {message}", job.status)
+    return job.status
+
+
+def cancel(session: Session, job: Job) -> bool:
+    """Cancel a queued or running job; False when it is already terminal.
+
+    A running trainer sees at its next heartbeat that its attempt lost the job, and stops.
+    """
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(ACTIVE))
+        .values(status="cancelled", finished_at=utcnow(), lease_expires_at=None)
+    )
+    if result.rowcount != 1:
+        return False
+    add_event(session, job.id, job.attempt, "status", "cancelled", "cancelled")
+    return True
+
+
+def reap_expired_leases(session: Session, now: datetime) -> list[str]:
+    """Running jobs whose worker stopped renewing: re-queue (attempts left) or fail them."""
+    expired = session.execute(
+        select(Job.id, Job.attempt)
+        .where(
+            Job.status == "running",
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    requeued = []
+    for job_id, attempt in expired:
+        status = fail(session, job_id, attempt, "lease_expired", "the worker stopped", True)
+        if status == "queued":
+            requeued.append(job_id)
+    return requeued
+
+
+def jobs_to_dispatch(session: Session, sent_before: datetime) -> list[str]:
+    """Queued jobs never sent, or sent so long ago that their message may be lost."""
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(
+                Job.status == "queued",
+                or_(Job.dispatched_at.is_(None), Job.dispatched_at < sent_before),
+            )
+            .order_by(Job.created_at)
+            .limit(1000)
+        )
+    )
+
+
+def mark_dispatched(session: Session, job_ids: list[str]) -> None:
+    if job_ids:
+        session.execute(
+            update(Job).where(Job.id.in_(job_ids), Job.status == "queued").values(dispatched_at=utcnow())
+        )

@@ -1,0 +1,109 @@
+"""Submitting, listing and cancelling jobs; reading their metrics and events."""
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.models import Job, JobEvent, MetricPoint, Model, new_id
+from app.problems import Conflict, InvalidInput, NotFound
+from app.schemas import JobError, JobOut, Progress
+from app.services import job_state
+from app.services.pagination import newest_first
+from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
+from worker.core.validation import SpecIssue, check_spec
+
+
+def create_job(session: Session, spec: PretrainSpec | FinetuneSpec | AdaptSpec) -> Job:
+    """Validate the spec against registries and stored models, then record it as queued."""
+    base_card = None
+    base_model_id = getattr(spec, "base_model_id", None)
+    if base_model_id is not None:
+        base = session.get(Model, base_model_id)
+        if base is None:
+            raise InvalidInput([SpecIssue("base_model_id", f"no model {base_model_id!r}")])
+        base_card = base.card
+    issues = check_spec(spec, base_card)
+    if issues:
+        raise InvalidInput(issues)
+    job = Job(
+        id=new_id("job"),
+        kind=spec.kind,
+        name=spec.name,
+        status="queued",
+        spec=spec.model_dump(mode="json"),
+        max_attempts=get_settings().max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    job_state.add_event(session, job.id, 0, "status", "queued", "queued")
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound("job", job_id)
+    return job
+
+
+def list_jobs(
+    session: Session, status: str | None, kind: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    stmt = select(Job)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    return newest_first(session, stmt, Job, limit, cursor)
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    job = get_job(session, job_id)
+    if not job_state.cancel(session, job):
+        raise Conflict(f"job {job_id} is already {job.status}; only queued or running jobs cancel")
+    session.refresh(job)
+    return job
+
+
+def _page_in_order(session: Session, entity, job_id: str, cursor: str | None, limit: int):
+    """Rows of a job's log table in the order they were written, `limit` after `cursor`."""
+    get_job(session, job_id)
+    stmt = select(entity).where(entity.job_id == job_id)
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise InvalidInput([SpecIssue("cursor", "not a cursor this API returned")])
+        stmt = stmt.where(entity.id > int(cursor))
+    rows = list(session.scalars(stmt.order_by(entity.id).limit(limit + 1)))
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def job_metrics(session: Session, job_id: str, cursor: str | None, limit: int):
+    return _page_in_order(session, MetricPoint, job_id, cursor, limit)
+
+
+def job_events(session: Session, job_id: str, cursor: str | None, limit: int):
+    return _page_in_order(session, JobEvent, job_id, cursor, limit)
+
+
+def to_out(job: Job) -> JobOut:
+    error = None
+    if job.status == "failed" and job.error_type is not None:
+        error = JobError(type=job.error_type, message=job.error_message or "")
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        name=job.name,
+        status=job.status,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempt=job.attempt,
+        error=error,
+        result_model_id=job.result_model_id,
+        metrics=job.metrics,
+        progress=Progress(
+            step=job.progress_step, epoch=job.progress_epoch, total_steps=job.progress_total_steps
+        ),
+        spec=job.spec,
+    )

@@ -1,0 +1,1 @@
+"""The worker: Celery tasks that supervise training, and the pure-PyTorch training core."""

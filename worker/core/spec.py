@@ -1,0 +1,102 @@
+"""Job specs: the pydantic models that the API accepts and the trainer runs.
+
+A spec is a discriminated union on `kind`. Rules that need a registry (known architectures,
+methods and datasets) live in `worker.core.validation`, so that this module stays import-light.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JOB_KINDS = ("pretrain", "finetune", "adapt")
+MAX_RUNTIME_SECONDS = 7 * 24 * 3600
+
+DatasetRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="A dataset reference, e.g. `builtin:digits`.",
+        examples=["builtin:digits"],
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """An architecture from the registry and its parameters, for a model trained from scratch."""
+
+    architecture: str = Field(min_length=1, max_length=100, examples=["cnn"])
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodSpec(_Strict):
+    name: str = Field(min_length=1, max_length=100, examples=["supervised"])
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Hyperparameters(_Strict):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+class Resources(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_runtime_seconds: int = Field(24 * 3600, ge=1, le=MAX_RUNTIME_SECONDS)
+
+
+class TrainData(_Strict):
+    """`validation` and `test` default to those splits of the `train` dataset."""
+
+    train: DatasetRef
+    validation: DatasetRef | None = None
+    test: DatasetRef | None = None
+
+
+class AdaptData(_Strict):
+    """Labelled `source`, unlabelled `target`; `target_test` defaults to the target's test split."""
+
+    source: DatasetRef
+    target: DatasetRef
+    target_test: DatasetRef | None = None
+
+
+class _JobSpecBase(_Strict):
+    name: str | None = Field(None, max_length=200)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class PretrainSpec(_JobSpecBase):
+    kind: Literal["pretrain"]
+    model: ModelSpec
+    method: MethodSpec
+    data: TrainData
+
+
+class FinetuneSpec(_JobSpecBase):
+    """Exactly one of `model` (train from scratch) and `base_model_id` (start from a model)."""
+
+    kind: Literal["finetune"]
+    model: ModelSpec | None = None
+    base_model_id: str | None = Field(None, max_length=100)
+    method: MethodSpec = Field(default_factory=lambda: MethodSpec(name="supervised"))
+    data: TrainData
+
+
+class AdaptSpec(_JobSpecBase):
+    kind: Literal["adapt"]
+    model: ModelSpec | None = None
+    base_model_id: str | None = Field(None, max_length=100)
+    method: MethodSpec
+    data: AdaptData
+
+
+JobSpec = Annotated[PretrainSpec | FinetuneSpec | AdaptSpec, Field(discriminator="kind")]

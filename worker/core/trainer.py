@@ -1,0 +1,79 @@
+"""The trainer process: `python -m worker.core.trainer RUN_DIR [--events-fd N]`.
+
+RUN_DIR/run.json holds the job spec, where to find the base model and where to write the new
+one; the trainer writes the model (safetensors, with its card in the header) and reports events as JSON lines on the events channel. Exit status:
+0 success, 1 a deterministic failure (reported as an `error` event first).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from worker.core.artifact import CARD_FORMAT, load_model, save_model
+from worker.core.events import EventSink
+from worker.core.methods import METHODS
+from worker.core.run import LoadedModel, RunContext
+from worker.core.spec import JobSpec
+from worker.core.training import TrainerError, resolve_device
+
+def train(run_dir: Path, events: EventSink) -> None:
+    run = json.loads((run_dir / "run.json").read_text())
+    spec = TypeAdapter(JobSpec).validate_python(run["spec"])
+    base = None
+    if run.get("base_model_path"):
+        base = LoadedModel(*load_model(Path(run["base_model_path"])))
+    device = resolve_device(spec.resources.device)
+    method = METHODS[spec.method.name]
+    result = method.run(RunContext(spec=spec, device=device, events=events, base=base))
+    normalize = result.model.normalize
+    card = {
+        "format": CARD_FORMAT,
+        "model_id": run["model_id"],
+        "job_id": run["job_id"],
+        "name": spec.name,
+        "parent_model_id": getattr(spec, "base_model_id", None),
+        "kind": spec.kind,
+        "method": spec.method.name,
+        "task": "classification",
+        "architecture": result.architecture,
+        "params": result.params,
+        "input_shape": list(result.input_shape),
+        "labels": list(result.labels),
+        "normalization": {
+            "mean": normalize.mean.flatten().tolist(),
+            "std": normalize.std.flatten().tolist(),
+        },
+        "metrics": result.metrics,
+        "created_at": time.time(),
+    }
+    save_model(result.model, card, Path(run["output_path"]))
+    events.emit("result", card=card)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--events-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    stream = os.fdopen(args.events_fd, "w") if args.events_fd is not None else sys.stdout
+    events = EventSink(stream)
+    try:
+        train(args.run_dir, events)
+    except TrainerError as error:
+        events.emit("error", error_type=error.error_type, message=str(error))
+        return 1
+    except Exception as error:
+        traceback.print_exc()
+        events.emit("error", error_type="training_error", message=f"{type(error).__name__}: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

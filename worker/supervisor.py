@@ -1,0 +1,219 @@
+"""Supervises one attempt of a job: claim it, run the trainer as a child process, relay its
+events into the database while renewing the lease, and record the outcome.
+
+The trainer is a fresh interpreter (`python -m worker.core.trainer`), never a fork of this
+process: CUDA cannot be initialised in a forked child, and a separate process can be stopped.
+"""
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.config import Settings
+from app.db import session_scope
+from app.models import Job, MetricPoint, Model, new_id
+from app.services import dispatch, job_state
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+MODEL_FILE = "model.safetensors"
+
+
+def _die_with_parent() -> None:
+    """Runs in the trainer before exec: the kernel kills it if the supervisor dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Attempt:
+    job_id: str
+    attempt: int
+    settings: Settings
+    run_dir: Path
+    model_id: str = field(default_factory=lambda: new_id("model"))
+    events: queue.Queue = field(default_factory=queue.Queue)
+    card: dict = field(default_factory=dict)
+    error: tuple[str, str] | None = None
+
+    def relay(self) -> bool:
+        """Write pending trainer events and renew the lease; False when the job was lost."""
+        points, logs, progress = [], [], {}
+        while not self.events.empty():
+            event = self.events.get_nowait()
+            if event["type"] == "metric":
+                when = datetime.fromtimestamp(event["time"], UTC)
+                fields = {k: event[k] for k in ("name", "split", "value", "step", "epoch")}
+                points.append(MetricPoint(job_id=self.job_id, attempt=self.attempt, time=when, **fields))
+            elif event["type"] == "log":
+                logs.append(event["message"])
+            elif event["type"] == "progress":
+                progress = {
+                    "progress_step": event["step"],
+                    "progress_epoch": event["epoch"],
+                    "progress_total_steps": event["total_steps"],
+                }
+            elif event["type"] == "result":
+                self.card = event["card"]
+            elif event["type"] == "error":
+                self.error = (event["error_type"], event["message"])
+        with session_scope() as session:
+            held = job_state.renew_lease(
+                session, self.job_id, self.attempt, self.settings.lease_seconds, **progress
+            )
+            if held:
+                session.add_all(points)
+                for message in logs:
+                    job_state.add_event(session, self.job_id, self.attempt, "log", message)
+            return held
+
+
+def _read_events(stream, events: queue.Queue) -> None:
+    for line in stream:
+        try:
+            events.put(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("ignored a malformed trainer event: %r", line[:200])
+
+
+def _launch(attempt: Attempt) -> tuple[subprocess.Popen, threading.Thread]:
+    read_fd, write_fd = os.pipe()
+    trainer_log = open(attempt.run_dir / "trainer.log", "wb")  # noqa: SIM115 - outlives this call
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.core.trainer", str(attempt.run_dir), "--events-fd", str(write_fd)],
+        pass_fds=[write_fd],
+        stdout=trainer_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    os.close(write_fd)
+    trainer_log.close()
+    reader = threading.Thread(
+        target=_read_events, args=(os.fdopen(read_fd), attempt.events), daemon=True
+    )
+    reader.start()
+    return process, reader
+
+
+def _stop(process: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM the trainer's process group, then SIGKILL it after the grace period."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _log_tail(run_dir: Path, lines: int = 20) -> str:
+    path = run_dir / "trainer.log"
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _store_model(attempt: Attempt) -> Model:
+    """Copy the trainer's model into the artifact store under a temporary name, then rename it."""
+    relative = Path("models") / attempt.model_id / MODEL_FILE
+    target = attempt.settings.artifact_dir / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(attempt.run_dir / MODEL_FILE, partial)
+    os.replace(partial, target)
+    data = target.read_bytes()
+    card = attempt.card
+    return Model(
+        id=attempt.model_id,
+        source_job_id=attempt.job_id,
+        parent_model_id=card["parent_model_id"],
+        name=card["name"],
+        architecture=card["architecture"],
+        task=card["task"],
+        card=card,
+        path=str(relative),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+    )
+
+
+def _record_outcome(attempt: Attempt, returncode: int) -> None:
+    job_id, n = attempt.job_id, attempt.attempt
+    if returncode == 0 and attempt.card and (attempt.run_dir / MODEL_FILE).exists():
+        model = _store_model(attempt)
+        with session_scope() as session:
+            committed = job_state.succeed(session, job_id, n, model, attempt.card["metrics"])
+        if not committed:
+            shutil.rmtree(attempt.settings.artifact_dir / Path(model.path).parent)
+        return
+    if returncode > 0:
+        error_type, message = attempt.error or ("training_error", _log_tail(attempt.run_dir))
+        retryable = False
+    else:  # killed by a signal (OOM killer, an operator): the same job may well succeed again
+        error_type, message = "trainer_killed", f"the trainer was killed by signal {-returncode}"
+        retryable = True
+    with session_scope() as session:
+        status = job_state.fail(session, job_id, n, error_type, message, retryable)
+    if status == "queued":
+        dispatch.send([job_id])
+
+
+def supervise(job_id: str, settings: Settings, owner: str) -> None:
+    with session_scope() as session:
+        n = job_state.claim(session, job_id, owner, settings.lease_seconds)
+        if n is None:
+            log.info("job %s is not claimable (duplicate delivery, cancelled or done)", job_id)
+            return
+        job = session.get(Job, job_id)
+        spec = job.spec
+        base_id = spec.get("base_model_id")
+        base = session.get(Model, base_id) if base_id else None
+        base_path = str((settings.artifact_dir / base.path).resolve()) if base else None
+
+    run_dir = settings.run_dir / job_id / f"attempt-{n}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    attempt = Attempt(job_id, n, settings, run_dir)
+    run = {
+        "job_id": job_id,
+        "model_id": attempt.model_id,
+        "spec": spec,
+        "base_model_path": base_path,
+        "output_path": str(run_dir / MODEL_FILE),
+    }
+    (run_dir / "run.json").write_text(json.dumps(run))
+    try:
+        process, reader = _launch(attempt)
+        deadline = time.monotonic() + spec["resources"]["max_runtime_seconds"]
+        while process.poll() is None:
+            try:
+                process.wait(timeout=settings.heartbeat_seconds)
+            except subprocess.TimeoutExpired:
+                pass
+            if not attempt.relay():
+                _stop(process, settings.stop_grace_seconds)
+                log.info("job %s attempt %d lost the job (cancelled or reaped); trainer stopped", job_id, n)
+                return
+            if time.monotonic() > deadline:
+                _stop(process, settings.stop_grace_seconds)
+                with session_scope() as session:
+                    limit = spec["resources"]["max_runtime_seconds"]
+                    message = f"the job ran past max_runtime_seconds={limit}"
+                    job_state.fail(session, job_id, n, "timeout", message, retryable=False)
+                return
+        reader.join(timeout=10)
+        if attempt.relay():
+            _record_outcome(attempt, process.returncode)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
