@@ -54,9 +54,11 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
-def _field(loc: tuple) -> str:
+def _field(error: dict[str, Any]) -> str:
     """`("body", "finetune", "hyperparameters", "epochs")` -> `hyperparameters.epochs`."""
-    parts = [str(p) for p in loc]
+    parts = [str(p) for p in error["loc"]]
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append(error["ctx"]["discriminator"].strip("'"))
     if parts and parts[0] in ("body", "query", "path"):
         parts = parts[1:] if parts[0] == "body" or len(parts) > 1 else parts
     if parts and parts[0] in JOB_KINDS:
@@ -71,7 +73,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        issues = [SpecIssue(_field(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        issues = [SpecIssue(_field(e), e["msg"]) for e in exc.errors()]
         error = InvalidInput(issues)
         return problem_response(422, error.detail, request.url.path, error.errors)
 

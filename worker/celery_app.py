@@ -7,6 +7,13 @@ from app.config import get_settings
 RUN_JOB_TASK = "tunery.run_job"
 
 settings = get_settings()
+# Redis redelivers a message not acked within the visibility timeout, even while its job runs:
+# the timeout must outlast the longest job. (The embedded SQLAlchemy transport has none.)
+transport_options = (
+    {"visibility_timeout": settings.broker_visibility_timeout_seconds}
+    if settings.broker_url.startswith(("redis", "rediss"))
+    else {}
+)
 celery_app = Celery("tunery", broker=settings.broker_url, include=["worker.tasks"])
 celery_app.conf.update(
     task_serializer="json",
@@ -20,6 +27,6 @@ celery_app.conf.update(
     worker_prefetch_multiplier=1,
     worker_concurrency=1,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_seconds},
+    broker_transport_options=transport_options,
     visibility_timeout=settings.broker_visibility_timeout_seconds,
 )

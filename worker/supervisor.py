@@ -5,6 +5,7 @@ The trainer is a fresh interpreter (`python -m worker.core.trainer`), never a fo
 process: CUDA cannot be initialised in a forked child, and a separate process can be stopped.
 """
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -55,7 +56,9 @@ class Attempt:
             if event["type"] == "metric":
                 when = datetime.fromtimestamp(event["time"], UTC)
                 fields = {k: event[k] for k in ("name", "split", "value", "step", "epoch")}
-                points.append(MetricPoint(job_id=self.job_id, attempt=self.attempt, time=when, **fields))
+                points.append(
+                    MetricPoint(job_id=self.job_id, attempt=self.attempt, time=when, **fields)
+                )
             elif event["type"] == "log":
                 logs.append(event["message"])
             elif event["type"] == "progress":
@@ -91,7 +94,14 @@ def _launch(attempt: Attempt) -> tuple[subprocess.Popen, threading.Thread]:
     read_fd, write_fd = os.pipe()
     trainer_log = open(attempt.run_dir / "trainer.log", "wb")  # noqa: SIM115 - outlives this call
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.core.trainer", str(attempt.run_dir), "--events-fd", str(write_fd)],
+        [
+            sys.executable,
+            "-m",
+            "worker.core.trainer",
+            str(attempt.run_dir),
+            "--events-fd",
+            str(write_fd),
+        ],
         pass_fds=[write_fd],
         stdout=trainer_log,
         stderr=subprocess.STDOUT,
@@ -197,13 +207,15 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         process, reader = _launch(attempt)
         deadline = time.monotonic() + spec["resources"]["max_runtime_seconds"]
         while process.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=settings.heartbeat_seconds)
-            except subprocess.TimeoutExpired:
-                pass
             if not attempt.relay():
                 _stop(process, settings.stop_grace_seconds)
-                log.info("job %s attempt %d lost the job (cancelled or reaped); trainer stopped", job_id, n)
+                log.info(
+                    "job %s attempt %d lost the job (cancelled or reaped); trainer stopped",
+                    job_id,
+                    n,
+                )
                 return
             if time.monotonic() > deadline:
                 _stop(process, settings.stop_grace_seconds)

@@ -1,4 +1,4 @@
-"""The job state machine: every transition is one conditional UPDATE, so races resolve in the database.
+"""The job state machine: each transition is one conditional UPDATE; races resolve in the database.
 
     queued -> running -> succeeded | failed | cancelled      (terminal states are final)
     running -> queued                                          (a retryable loss, attempts left)
@@ -101,7 +101,9 @@ def fail(
         job.dispatched_at = None
     else:
         job.finished_at = utcnow()
-    add_event(session, job_id, attempt, "status", f"{job.status}: {error_type}: {message}", job.status)
+    add_event(
+        session, job_id, attempt, "status", f"{job.status}: {error_type}: {message}", job.status
+    )
     return job.status
 
 
@@ -157,5 +159,7 @@ def jobs_to_dispatch(session: Session, sent_before: datetime) -> list[str]:
 def mark_dispatched(session: Session, job_ids: list[str]) -> None:
     if job_ids:
         session.execute(
-            update(Job).where(Job.id.in_(job_ids), Job.status == "queued").values(dispatched_at=utcnow())
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.status == "queued")
+            .values(dispatched_at=utcnow())
         )

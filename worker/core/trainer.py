@@ -1,8 +1,9 @@
 """The trainer process: `python -m worker.core.trainer RUN_DIR [--events-fd N]`.
 
 RUN_DIR/run.json holds the job spec, where to find the base model and where to write the new
-one; the trainer writes the model (safetensors, with its card in the header) and reports events as JSON lines on the events channel. Exit status:
-0 success, 1 a deterministic failure (reported as an `error` event first).
+one. The trainer writes the model (safetensors, its card in the header) and reports events as
+JSON lines on the events channel. Exit status: 0 success, 1 a deterministic failure (reported
+as an `error` event first); death by a signal is the supervisor's to classify.
 """
 
 import argparse
@@ -21,6 +22,7 @@ from worker.core.methods import METHODS
 from worker.core.run import LoadedModel, RunContext
 from worker.core.spec import JobSpec
 from worker.core.training import TrainerError, resolve_device
+
 
 def train(run_dir: Path, events: EventSink) -> None:
     run = json.loads((run_dir / "run.json").read_text())
@@ -70,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as error:
         traceback.print_exc()
-        events.emit("error", error_type="training_error", message=f"{type(error).__name__}: {error}")
+        events.emit(
+            "error", error_type="training_error", message=f"{type(error).__name__}: {error}"
+        )
         return 1
     return 0
 

@@ -21,18 +21,14 @@ def _params_issues(params_model: type[BaseModel], params: dict, field: str) -> l
     try:
         params_model.model_validate(params)
     except ValidationError as error:
-        return [
-            SpecIssue(".".join([field, *map(str, e["loc"])]), e["msg"]) for e in error.errors()
-        ]
+        return [SpecIssue(".".join([field, *map(str, e["loc"])]), e["msg"]) for e in error.errors()]
     return []
 
 
 def _model_issues(spec: PretrainSpec | FinetuneSpec | AdaptSpec) -> list[SpecIssue]:
     if spec.kind != "pretrain" and (spec.model is None) == (spec.base_model_id is None):
         field = "model" if spec.model is None else "base_model_id"
-        return [
-            SpecIssue(field, "give exactly one of `model` (from scratch) or `base_model_id`")
-        ]
+        return [SpecIssue(field, "give exactly one of `model` (from scratch) or `base_model_id`")]
     if spec.model is None:
         return []
     arch = ARCHITECTURES.get(spec.model.architecture)

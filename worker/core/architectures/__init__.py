@@ -25,9 +25,7 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
-    for arch in (
-        Architecture("cnn", cnn.CNNParams, cnn.build_backbone, cnn.__doc__ or ""),
-    )
+    for arch in (Architecture("cnn", cnn.CNNParams, cnn.build_backbone, cnn.__doc__ or ""),)
 }
 
 

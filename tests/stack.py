@@ -1,0 +1,110 @@
+"""Starts the real processes for end-to-end tests: a uvicorn API server and a Celery worker."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+
+PG_ADMIN = os.environ.get("TUNERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_url(database: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{database}"
+
+
+def create_postgres_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_postgres_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    base_url: str
+    env: dict[str, str]
+    root: Path
+    processes: list[subprocess.Popen]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.root.glob("*.log"))
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def start_stack(root: Path, database_url: str, broker_url: str, queue: str) -> Stack:
+    """Migrate the database, then start the API server and one worker, and wait until ready."""
+    env = {
+        **os.environ,
+        "TUNERY_DATABASE_URL": database_url,
+        "TUNERY_BROKER_URL": broker_url,
+        "TUNERY_ARTIFACT_DIR": str(root / "artifacts"),
+        "TUNERY_RUN_DIR": str(root / "runs"),
+        "TUNERY_QUEUE": queue,
+        "TUNERY_SWEEP_INTERVAL_SECONDS": "1",
+        "TUNERY_HEARTBEAT_SECONDS": "0.5",
+        "TUNERY_STOP_GRACE_SECONDS": "5",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    api = _spawn(["uvicorn", "app.main:app", "--port", str(port)], env, root / "api.log")
+    worker = _spawn(
+        ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "-c", "1"],
+        env,
+        root / "worker.log",
+    )
+    stack = Stack(f"http://127.0.0.1:{port}", env, root, [api, worker])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{stack.base_url}/readyz", timeout=2).status_code == 200:
+                return stack
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stack.stop()
+    raise RuntimeError(f"the API did not become ready:\n{stack.logs()}")

@@ -1,0 +1,162 @@
+"""The /v1 API in-process, on a migrated Postgres database, dispatching to a real Redis."""
+
+import os
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from tests.test_core import DIGITS_CNN
+
+
+@pytest.fixture(scope="module")
+def client(api_database):
+    from app.main import app
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def queue():
+    """The Redis list the broker uses for our queue, emptied before the test."""
+    connection = redis.Redis.from_url(os.environ["TUNERY_BROKER_URL"])
+    name = os.environ["TUNERY_QUEUE"]
+    connection.delete(name)
+    yield lambda: connection.llen(name)
+    connection.delete(name)
+
+
+def job_count(client) -> int:
+    return len(client.get("/v1/jobs", params={"limit": 1000}).json()["data"])
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    return body
+
+
+def test_submit_records_a_queued_job_and_sends_one_message(client, queue):
+    response = client.post("/v1/jobs", json={**DIGITS_CNN, "name": "digits"})
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["id"].startswith("job_") and len(job["id"]) == 36
+    assert job["status"] == "queued"
+    assert job["name"] == "digits"
+    assert job["spec"]["hyperparameters"]["epochs"] == 10  # defaults are filled in and shown
+    assert job["spec"]["method"] == {"name": "supervised", "params": {}}
+    assert client.get(f"/v1/jobs/{job['id']}").json() == job
+    assert queue() == 1
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    assert [(e["type"], e["status"]) for e in events] == [("status", "queued")]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**DIGITS_CNN, "kind": "train"}, "kind"),
+        ({**DIGITS_CNN, "hyperparameters": {"epochs": -1}}, "hyperparameters.epochs"),
+        ({**DIGITS_CNN, "hyperparameters": {"learning_rate": 0}}, "hyperparameters.learning_rate"),
+        ({**DIGITS_CNN, "hyperparameters": {"optimizer": "adamax"}}, "hyperparameters.optimizer"),
+        ({**DIGITS_CNN, "resources": {"device": "tpu"}}, "resources.device"),
+        ({**DIGITS_CNN, "model": {"architecture": "vgg"}}, "model.architecture"),
+        ({**DIGITS_CNN, "method": {"name": "mystery"}}, "method.name"),
+        ({**DIGITS_CNN, "data": {"train": "builtin:missing"}}, "data.train"),
+        ({**DIGITS_CNN, "data": {}}, "data.train"),
+        ({**DIGITS_CNN, "model": None}, "model"),
+        ({**DIGITS_CNN, "base_model_id": "model_0"}, "base_model_id"),
+        ({**DIGITS_CNN, "model": None, "base_model_id": "model_unknown"}, "base_model_id"),
+        ({**DIGITS_CNN, "surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_spec_is_422_naming_the_field_and_nothing_is_queued(client, queue, body, field):
+    before = job_count(client)
+    problem = assert_problem(client.post("/v1/jobs", json=body), 422)
+    assert field in [error["field"] for error in problem["errors"]]
+    assert field in problem["detail"]
+    assert job_count(client) == before
+    assert queue() == 0
+
+
+def test_malformed_json_is_a_422_problem(client):
+    response = client.post("/v1/jobs", content=b"{", headers={"content-type": "application/json"})
+    assert_problem(response, 422)
+
+
+def test_unknown_ids_are_404_problems(client):
+    for path in (
+        "/v1/jobs/job_0",
+        "/v1/jobs/job_0/metrics",
+        "/v1/jobs/job_0/events",
+        "/v1/models/model_0",
+        "/v1/models/model_0/download",
+    ):
+        assert "job_0" in assert_problem(client.get(path), 404)["detail"] or "model_0" in path
+    assert_problem(client.post("/v1/jobs/job_0/cancel"), 404)
+    assert_problem(client.post("/v1/models/model_0/predict", json={"inputs": [[0]]}), 404)
+
+
+def test_cancel_a_queued_job_then_cancelling_again_is_409(client):
+    job = client.post("/v1/jobs", json=DIGITS_CNN).json()
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["finished_at"] is not None
+    problem = assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel"), 409)
+    assert "cancelled" in problem["detail"]
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+
+
+def test_list_is_newest_first_with_cursor_pagination_and_filters(client):
+    created = [
+        client.post("/v1/jobs", json={**DIGITS_CNN, "name": f"p{i}"}).json()["id"] for i in range(5)
+    ]
+    client.post(f"/v1/jobs/{created[0]}/cancel")
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/jobs", params=params).json()
+        assert len(page["data"]) <= 2
+        seen += [job["id"] for job in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == job_count(client)
+    assert [i for i in seen if i in created] == created[::-1]
+    cancelled = client.get("/v1/jobs", params={"status": "cancelled", "limit": 1000}).json()
+    assert created[0] in [job["id"] for job in cancelled["data"]]
+    assert {job["status"] for job in cancelled["data"]} == {"cancelled"}
+    assert client.get("/v1/jobs", params={"kind": "adapt"}).json()["data"] == []
+    assert_problem(client.get("/v1/jobs", params={"status": "done"}), 422)
+    assert_problem(client.get("/v1/jobs", params={"cursor": "garbage"}), 422)
+    assert_problem(client.get("/v1/jobs", params={"limit": 0}), 422)
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_openapi_documents_the_v1_contract(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/metrics",
+        "/v1/jobs/{job_id}/events",
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/v1/models/{model_id}/download",
+        "/v1/models/{model_id}/predict",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in paths
+    assert client.get("/docs").status_code == 200

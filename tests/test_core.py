@@ -1,0 +1,160 @@
+"""The training core on its own: no FastAPI, Celery, SQLAlchemy or database."""
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from worker.core.architectures import build_classifier
+from worker.core.artifact import load_model, read_card, save_model
+from worker.core.data import load_dataset
+from worker.core.events import EventSink
+from worker.core.methods import supervised
+from worker.core.run import RunContext
+from worker.core.spec import JobSpec
+from worker.core.validation import check_spec
+
+DIGITS_CNN = {
+    "kind": "finetune",
+    "model": {"architecture": "cnn"},
+    "data": {"train": "builtin:digits"},
+}
+
+
+def spec_of(**overrides):
+    return TypeAdapter(JobSpec).validate_python({**DIGITS_CNN, **overrides})
+
+
+def train(spec) -> tuple:
+    stream = io.StringIO()
+    ctx = RunContext(spec=spec, device=torch.device("cpu"), events=EventSink(stream))
+    result = supervised.run(ctx)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return result, events
+
+
+def test_core_imports_no_web_queue_or_database_library():
+    code = (
+        "import sys, worker.core.trainer, worker.core.validation;"
+        "print(sorted({'fastapi','celery','sqlalchemy','app'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_builtin_digits_has_a_fixed_stratified_split_of_upsampled_images():
+    dataset = load_dataset("builtin:digits")
+    sizes = {name: len(split) for name, split in dataset.splits.items()}
+    assert sizes == {"train": 1257, "validation": 180, "test": 360}
+    assert dataset.splits["train"].x.shape[1:] == (1, 28, 28)
+    assert dataset.labels == tuple(str(d) for d in range(10))
+    assert torch.bincount(dataset.splits["test"].y).min() >= 35  # every class is in the test split
+    train_rows = {tuple(r) for r in dataset.splits["train"].x.flatten(1)[:, ::50].tolist()}
+    test_rows = {tuple(r) for r in dataset.splits["test"].x.flatten(1)[:, ::50].tolist()}
+    assert len(train_rows & test_rows) < 5  # near-duplicate digits aside, the splits are disjoint
+
+
+def test_seed_cnn_has_the_seed_layer_stack():
+    model = build_classifier("cnn", {}, (1, 28, 28), 10, [0.0], [1.0])
+    convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert convs == [32, 64, 64]
+    assert linears == [64, 10]
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_supervised_cnn_on_digits_reaches_95_percent_held_out_accuracy():
+    result, events = train(spec_of())
+    assert result.metrics["test_accuracy"] >= 0.95
+    per_epoch = [
+        (e["name"], e["split"]) for e in events if e["type"] == "metric" and e["epoch"] == 1
+    ]
+    assert per_epoch == [("loss", "train"), ("loss", "validation"), ("accuracy", "validation")]
+    tests = [e for e in events if e["type"] == "metric" and e["split"] == "test"]
+    assert [e["value"] for e in tests] == [result.metrics["test_accuracy"]]
+
+
+def test_training_is_reproducible_for_a_seed():
+    spec = spec_of(hyperparameters={"epochs": 1, "seed": 7})
+    first, _ = train(spec)
+    second, _ = train(spec)
+    other, _ = train(spec_of(hyperparameters={"epochs": 1, "seed": 8}))
+    second_state = second.model.state_dict()
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second_state[name]), name
+    assert not torch.equal(first.model.head.weight, other.model.head.weight)
+
+
+def test_artifact_round_trip_keeps_weights_card_and_predictions(tmp_path):
+    result, _ = train(spec_of(hyperparameters={"epochs": 1}))
+    card = {
+        "architecture": "cnn",
+        "params": {},
+        "input_shape": [1, 28, 28],
+        "labels": list(result.labels),
+        "task": "classification",
+        "normalization": {
+            "mean": result.model.normalize.mean.flatten().tolist(),
+            "std": result.model.normalize.std.flatten().tolist(),
+        },
+    }
+    path = tmp_path / "model.safetensors"
+    save_model(result.model, card, path)
+    loaded, loaded_card = load_model(path)
+    assert loaded_card == card == read_card(path)
+    x = load_dataset("builtin:digits").splits["test"].x[:64]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model.eval()(x))
+    assert b"pickle" not in path.read_bytes()[:8]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"model": {"architecture": "vgg"}}, "model.architecture"),
+        ({"model": {"architecture": "cnn", "params": {"channels": []}}}, "model.params.channels"),
+        ({"model": {"architecture": "cnn", "params": {"widht": 3}}}, "model.params.widht"),
+        ({"model": {"architecture": "cnn", "params": {"channels": [8] * 6}}}, "model.params"),
+        ({"model": None}, "model"),
+        ({"base_model_id": "model_x"}, "base_model_id"),
+        ({"method": {"name": "dann"}}, "method.name"),
+        (
+            {"method": {"name": "supervised", "params": {"label_smoothing": 2}}},
+            "method.params.label_smoothing",
+        ),
+        ({"data": {"train": "builtin:nope"}}, "data.train"),
+        ({"data": {"train": "builtin:digits", "test": "s3://x"}}, "data.test"),
+    ],
+)
+def test_check_spec_names_the_field_at_fault(overrides, field):
+    issues = check_spec(spec_of(**overrides))
+    assert [issue.field for issue in issues] == [field]
+
+
+def test_check_spec_accepts_the_seed_job():
+    assert check_spec(spec_of()) == []
+
+
+def test_trainer_process_reports_a_deterministic_error_and_exits_1(tmp_path):
+    run = {
+        "job_id": "job_x",
+        "model_id": "model_x",
+        "base_model_path": None,
+        "output_path": str(tmp_path / "m.safetensors"),
+        "spec": {**DIGITS_CNN, "resources": {"device": "cuda"}},
+    }
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.core.trainer", str(tmp_path)], capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error_type"] == "device_unavailable"
+    assert not (tmp_path / "m.safetensors").exists()

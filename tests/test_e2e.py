@@ -1,0 +1,165 @@
+"""End to end, per configuration: a real uvicorn server and a real Celery worker process.
+
+`postgres-redis` is the production setup; `embedded` is what `make run` uses with no
+environment (SQLite and kombu's SQLAlchemy transport on SQLite).
+"""
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+
+from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.test_core import DIGITS_CNN
+from worker.core.artifact import load_model
+from worker.core.data import load_dataset
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["postgres-redis", "embedded"])
+def stack(request, tmp_path_factory):
+    tag = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp(request.param)
+    if request.param == "postgres-redis":
+        database = f"tunery_e2e_{tag}"
+        create_postgres_database(database)
+        urls = (postgres_url(database), "redis://127.0.0.1:6379/0")
+    else:
+        urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
+    stack = start_stack(root, *urls, queue=f"tunery-e2e-{tag}")
+    yield stack
+    stack.stop()
+    if request.param == "postgres-redis":
+        drop_postgres_database(database)
+
+
+def wait_for(client, job_id: str, done, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if done(job):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} stuck: {job}")
+
+
+def finished(job: dict) -> bool:
+    return job["status"] in ("succeeded", "failed", "cancelled")
+
+
+LOAD_IN_CLEAN_PROCESS = """
+import json, sys
+from safetensors import safe_open
+with safe_open(sys.argv[1], framework="np") as f:
+    card = json.loads(f.metadata()["tunery.model_card"])
+    shapes = {name: list(f.get_tensor(name).shape) for name in f.keys()}
+print(json.dumps({"card": card, "shapes": shapes}))
+"""
+
+
+def test_train_download_and_predict(stack, tmp_path):
+    with stack.client() as client:
+        job = client.post("/v1/jobs", json={**DIGITS_CNN, "name": "e2e"}).json()
+        job = wait_for(client, job["id"], finished)
+        assert job["status"] == "succeeded", stack.logs()
+        assert job["metrics"]["test_accuracy"] >= 0.95
+        assert job["progress"]["epoch"] == 10
+        assert job["progress"]["step"] == job["progress"]["total_steps"]
+
+        points = client.get(f"/v1/jobs/{job['id']}/metrics").json()["data"]
+        series: dict[tuple[str, str], list[int]] = {}
+        for point in points:
+            series.setdefault((point["name"], point["split"]), []).append(point["epoch"])
+        epochs = list(range(1, 11))
+        assert series[("loss", "train")] == series[("loss", "validation")] == epochs
+        assert series[("accuracy", "validation")] == epochs
+        test_points = [p for p in points if p["split"] == "test"]
+        assert [p["value"] for p in test_points] == [job["metrics"]["test_accuracy"]]
+
+        events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+        statuses = [e["status"] for e in events if e["type"] == "status"]
+        assert statuses == ["queued", "running", "succeeded"]
+        assert any(e["type"] == "log" for e in events)
+        assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+
+        model = client.get(f"/v1/models/{job['result_model_id']}").json()
+        assert model["source_job_id"] == job["id"]
+        assert (model["architecture"], model["input_shape"]) == ("cnn", [1, 28, 28])
+        assert model["labels"] == [str(d) for d in range(10)]
+
+        download = client.get(
+            f"/v1/models/{model['id']}/download", params={"format": "safetensors"}
+        )
+        assert download.status_code == 200
+        assert hashlib.sha256(download.content).hexdigest() == model["sha256"]
+        assert download.headers["etag"] == f'"{model["sha256"]}"'
+        path = tmp_path / "model.safetensors"
+        path.write_bytes(download.content)
+        clean = subprocess.run(
+            [sys.executable, "-I", "-c", LOAD_IN_CLEAN_PROCESS, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        loaded = json.loads(clean.stdout)
+        assert loaded["card"]["metrics"] == job["metrics"]
+        assert loaded["shapes"]["head.weight"] == [10, 64]
+
+        test = load_dataset("builtin:digits").splits["test"]
+        response = client.post(
+            f"/v1/models/{model['id']}/predict", json={"inputs": test.x[:50].tolist()}
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        core_model, _ = load_model(path)
+        with torch.no_grad():
+            expected = core_model(test.x[:50]).argmax(dim=1).tolist()
+        assert answer["predictions"] == [str(i) for i in expected]
+        assert len(answer["probabilities"]) == 50
+        assert all(abs(sum(row) - 1) < 1e-5 for row in answer["probabilities"])
+        bad = client.post(f"/v1/models/{model['id']}/predict", json={"inputs": [[1.0, 2.0]]})
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["field"] == "inputs"
+
+
+def test_cancel_a_running_job_stops_its_trainer(stack):
+    with stack.client() as client:
+        spec = {**DIGITS_CNN, "hyperparameters": {"epochs": 2000}}
+        job = client.post("/v1/jobs", json=spec).json()
+        wait_for(client, job["id"], lambda j: j["progress"]["step"] > 0 or finished(j))
+        cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "cancelled"
+        run_dir = stack.root / "runs" / job["id"] / "attempt-1"
+        deadline = time.monotonic() + 20
+        while run_dir.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not run_dir.exists(), "the trainer was not stopped"
+        final = client.get(f"/v1/jobs/{job['id']}").json()
+        assert (final["status"], final["result_model_id"]) == ("cancelled", None)
+        models = client.get("/v1/models", params={"limit": 1000}).json()["data"]
+        assert job["id"] not in [m["source_job_id"] for m in models]
+        step = final["progress"]["step"]
+        time.sleep(1.5)
+        assert client.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] == step
+
+
+def test_invalid_specs_are_rejected_and_nothing_is_queued(stack):
+    with stack.client() as client:
+        before = client.get("/v1/jobs", params={"limit": 1000}).json()["data"]
+        for body, field in [
+            ({**DIGITS_CNN, "hyperparameters": {"epochs": -5}}, "hyperparameters.epochs"),
+            ({**DIGITS_CNN, "model": {"architecture": "nope"}}, "model.architecture"),
+            ({"kind": "finetune", "data": {"train": "builtin:digits"}}, "model"),
+        ]:
+            response = client.post("/v1/jobs", json=body)
+            assert response.status_code == 422
+            assert response.headers["content-type"] == "application/problem+json"
+            assert [e["field"] for e in response.json()["errors"]] == [field]
+        assert client.get("/v1/jobs", params={"limit": 1000}).json()["data"] == before
