@@ -99,6 +99,9 @@ def test_train_download_and_predict(stack, tmp_path):
         assert download.status_code == 200
         assert hashlib.sha256(download.content).hexdigest() == model["sha256"]
         assert download.headers["etag"] == f'"{model["sha256"]}"'
+        head = client.get(f"/v1/models/{model['id']}/download", headers={"Range": "bytes=0-7"})
+        assert head.status_code == 206
+        assert head.content == download.content[:8]
         path = tmp_path / "model.safetensors"
         path.write_bytes(download.content)
         clean = subprocess.run(
