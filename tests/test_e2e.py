@@ -166,3 +166,28 @@ def test_invalid_specs_are_rejected_and_nothing_is_queued(stack):
             assert response.headers["content-type"] == "application/problem+json"
             assert [e["field"] for e in response.json()["errors"]] == [field]
         assert client.get("/v1/jobs", params={"limit": 1000}).json()["data"] == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a worker without a GPU")
+def test_a_deterministic_failure_fails_once_with_its_reason(stack):
+    with stack.client() as client:
+        job = client.post("/v1/jobs", json={**DIGITS_CNN, "resources": {"device": "cuda"}}).json()
+        job = wait_for(client, job["id"], finished)
+        assert job["status"] == "failed"
+        assert job["error"]["type"] == "device_unavailable"
+        assert "cuda" in job["error"]["message"]
+        assert (job["attempt"], job["result_model_id"]) == (1, None)
+
+
+def test_a_job_past_max_runtime_fails_with_timeout(stack):
+    with stack.client() as client:
+        spec = {
+            **DIGITS_CNN,
+            "hyperparameters": {"epochs": 2000},
+            "resources": {"max_runtime_seconds": 3},
+        }
+        job = client.post("/v1/jobs", json=spec).json()
+        job = wait_for(client, job["id"], finished, timeout=60)
+        assert job["status"] == "failed"
+        assert job["error"]["type"] == "timeout"
+        assert job["result_model_id"] is None
