@@ -1,5 +1,6 @@
 """The model registry: reading models, their files, and predicting with them."""
 
+import functools
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -7,15 +8,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from sqlalchemy import select
+from tokenizers import Tokenizer
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.models import Model
-from app.problems import InvalidInput, NotFound
+from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import ModelOut, PredictResponse
 from app.services.pagination import newest_first
-from worker.core.architectures import Classifier
-from worker.core.artifact import load_model
+from worker.core.architectures import Network
+from worker.core.artifact import load_classifier
+from worker.core.text import encode
 from worker.core.validation import SpecIssue
 
 
@@ -43,7 +46,7 @@ def to_out(model: Model) -> ModelOut:
         params=card["params"],
         task=model.task,
         input_shape=card["input_shape"],
-        labels=card["labels"],
+        labels=card.get("labels", []),
         metrics=card["metrics"],
         source_job_id=model.source_job_id,
         parent_model_id=model.parent_model_id,
@@ -58,15 +61,15 @@ class ModelCache:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._models: OrderedDict[str, Classifier] = OrderedDict()
+        self._models: OrderedDict[str, Network] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model: Model) -> Classifier:
+    def get(self, model: Model) -> Network:
         with self._lock:
             if model.id in self._models:
                 self._models.move_to_end(model.id)
                 return self._models[model.id]
-        classifier, _card = load_model(model_file(model))
+        classifier, _card = load_classifier(model_file(model))
         with self._lock:
             self._models[model.id] = classifier
             while len(self._models) > self._capacity:
@@ -77,8 +80,12 @@ class ModelCache:
 _cache = ModelCache(capacity=8)
 
 
-def _as_batch(inputs: list, input_shape: list[int]) -> torch.Tensor:
-    expected = [len(inputs), *input_shape]
+def _as_batch(inputs: list, card: dict) -> torch.Tensor:
+    if card.get("tokenizer"):
+        if not all(isinstance(text, str) for text in inputs):
+            raise InvalidInput([SpecIssue("inputs", "this text model takes a list of strings")])
+        return encode(_tokenizer(card["tokenizer"]), inputs, card["input_shape"][0])
+    expected = [len(inputs), *card["input_shape"]]
     try:
         array = np.asarray(inputs, dtype=np.float32)
     except (ValueError, TypeError):
@@ -92,9 +99,16 @@ def _as_batch(inputs: list, input_shape: list[int]) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer(serialized: str) -> Tokenizer:
+    return Tokenizer.from_str(serialized)
+
+
 def predict(model: Model, inputs: list, return_embeddings: bool) -> PredictResponse:
+    if model.task != "classification":
+        raise Conflict(f"model {model.id} is a {model.task} model; fine-tune it to predict classes")
     labels = model.card["labels"]
-    x = _as_batch(inputs, model.card["input_shape"])
+    x = _as_batch(inputs, model.card)
     classifier = _cache.get(model)
     with torch.inference_mode():
         features = classifier.features(x)

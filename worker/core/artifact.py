@@ -1,7 +1,8 @@
 """Model artifacts: one safetensors file whose header carries the JSON model card.
 
 A single self-describing file: weights load with `safetensors` anywhere, and the card
-(architecture, params, input shape, labels, normalisation, metrics) travels with them.
+(architecture, params, input shape, labels, normalisation, tokenizer, metrics) travels with
+them. Weights are stored under `normalize.`, `backbone.` and `head.`.
 """
 
 import json
@@ -10,14 +11,17 @@ from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from worker.core.architectures import Classifier, build_classifier
+from worker.core.architectures import Network
+from worker.core.run import LoadedModel
+from worker.core.trunk import trunk_from_card
 
 CARD_KEY = "tunery.model_card"
 CARD_FORMAT = "tunery.model/1"
 
 
-def save_model(model: Classifier, card: dict[str, Any], path: Path) -> None:
+def save_model(model: nn.Module, card: dict[str, Any], path: Path) -> None:
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     save_file(tensors, str(path), metadata={CARD_KEY: json.dumps(card)})
 
@@ -30,16 +34,18 @@ def read_card(path: Path) -> dict[str, Any]:
     return json.loads(metadata[CARD_KEY])
 
 
-def load_model(path: Path) -> tuple[Classifier, dict[str, Any]]:
-    card = read_card(path)
-    norm = card["normalization"]
-    model = build_classifier(
-        card["architecture"],
-        card["params"],
-        card["input_shape"],
-        len(card["labels"]),
-        norm["mean"],
-        norm["std"],
-    )
-    model.load_state_dict(load_file(str(path)), strict=True)
+def load_weights(path: Path) -> LoadedModel:
+    return LoadedModel(load_file(str(path)), read_card(path))
+
+
+def load_classifier(path: Path) -> tuple[Network, dict[str, Any]]:
+    """A classification model, ready for inference."""
+    loaded = load_weights(path)
+    card = loaded.card
+    if card["task"] != "classification":
+        raise ValueError(f"a {card['task']} model is not a classifier")
+    trunk = trunk_from_card(card)
+    head = nn.Linear(trunk.backbone.feature_dim, len(card["labels"]))
+    model = Network(trunk.normalize, trunk.backbone, head)
+    model.load_state_dict(loaded.state, strict=True)
     return model.eval(), card

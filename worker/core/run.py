@@ -1,20 +1,20 @@
 """What a training method receives and what it gives back."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
-from worker.core.architectures import Classifier
 from worker.core.events import EventSink
 from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model a job starts from, with the card it was saved with."""
+    """A model a job starts from: its weights by name and the card it was saved with."""
 
-    classifier: Classifier
+    state: dict[str, torch.Tensor]
     card: dict[str, Any]
 
 
@@ -28,9 +28,8 @@ class RunContext:
 
 @dataclass(frozen=True)
 class TrainResult:
-    model: Classifier
-    architecture: str
-    params: dict[str, Any]
-    input_shape: tuple[int, ...]
-    labels: tuple[str, ...]
-    metrics: dict[str, float] = field(default_factory=dict)
+    """The trained network (normalize, backbone, head) and its card: task, architecture,
+    params, input_shape, normalization, labels (classifiers), tokenizer (text), metrics."""
+
+    model: nn.Module
+    card: dict[str, Any]

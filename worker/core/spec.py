@@ -6,17 +6,17 @@ methods and datasets) live in `worker.core.validation`, so that this module stay
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JOB_KINDS = ("pretrain", "finetune", "adapt")
 MAX_RUNTIME_SECONDS = 7 * 24 * 3600
 
-DatasetRef = Annotated[
+DatasetName = Annotated[
     str,
     Field(
         min_length=1,
         max_length=200,
-        description="A dataset reference, e.g. `builtin:digits`.",
+        description="A dataset, e.g. `builtin:digits`.",
         examples=["builtin:digits"],
     ),
 ]
@@ -24,6 +24,23 @@ DatasetRef = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSelection(_Strict):
+    """A dataset and, for its training split, a stratified subset chosen by the job's seed."""
+
+    dataset: DatasetName
+    fraction: float | None = Field(None, gt=0, le=1, description="Keep this share of each class.")
+    per_class: int | None = Field(None, ge=1, le=1_000_000, description="Keep N of each class.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "DatasetSelection":
+        if self.fraction is not None and self.per_class is not None:
+            raise ValueError("give `fraction` or `per_class`, not both")
+        return self
+
+
+DatasetRef = DatasetName | DatasetSelection
 
 
 class ModelSpec(_Strict):
@@ -45,6 +62,21 @@ class Hyperparameters(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(0.0, ge=0, le=10)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="`cosine` decays to zero over the run, after the warm-up."
+    )
+    warmup_steps: int = Field(0, ge=0, le=10_000_000, description="Linear LR warm-up.")
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm.")
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Stop after this many epochs without a better validation metric, and "
+        "restore the weights of the best epoch.",
+    )
+    mixed_precision: Literal["auto", "bf16", "no"] = Field(
+        "auto", description="`auto` trains in bf16 autocast on CUDA, in fp32 on the CPU."
+    )
 
 
 class Resources(_Strict):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from worker.core.artifact import CARD_FORMAT, load_model, save_model
+from worker.core.artifact import CARD_FORMAT, load_weights, save_model
 from worker.core.events import EventSink
 from worker.core.methods import METHODS
-from worker.core.run import LoadedModel, RunContext
+from worker.core.run import RunContext
 from worker.core.spec import JobSpec
 from worker.core.training import TrainerError, resolve_device
 
@@ -27,13 +27,10 @@ from worker.core.training import TrainerError, resolve_device
 def train(run_dir: Path, events: EventSink) -> None:
     run = json.loads((run_dir / "run.json").read_text())
     spec = TypeAdapter(JobSpec).validate_python(run["spec"])
-    base = None
-    if run.get("base_model_path"):
-        base = LoadedModel(*load_model(Path(run["base_model_path"])))
+    base = load_weights(Path(run["base_model_path"])) if run.get("base_model_path") else None
     device = resolve_device(spec.resources.device)
     method = METHODS[spec.method.name]
     result = method.run(RunContext(spec=spec, device=device, events=events, base=base))
-    normalize = result.model.normalize
     card = {
         "format": CARD_FORMAT,
         "model_id": run["model_id"],
@@ -42,16 +39,7 @@ def train(run_dir: Path, events: EventSink) -> None:
         "parent_model_id": getattr(spec, "base_model_id", None),
         "kind": spec.kind,
         "method": spec.method.name,
-        "task": "classification",
-        "architecture": result.architecture,
-        "params": result.params,
-        "input_shape": list(result.input_shape),
-        "labels": list(result.labels),
-        "normalization": {
-            "mean": normalize.mean.flatten().tolist(),
-            "std": normalize.std.flatten().tolist(),
-        },
-        "metrics": result.metrics,
+        **result.card,
         "created_at": time.time(),
     }
     save_model(result.model, card, Path(run["output_path"]))

@@ -5,10 +5,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from worker.core.architectures import ARCHITECTURES, build_classifier
-from worker.core.data import BUILTIN_DATASETS, is_known, load_dataset
+from worker.core.architectures import ARCHITECTURES, build_trunk
+from worker.core.data import BUILTIN_DATASETS, LabelledDataset, dataset_name, is_known, load_dataset
 from worker.core.methods import METHODS, methods_for
 from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
+
+Spec = PretrainSpec | FinetuneSpec | AdaptSpec
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,13 @@ def _params_issues(params_model: type[BaseModel], params: dict, field: str) -> l
     try:
         params_model.model_validate(params)
     except ValidationError as error:
-        return [SpecIssue(".".join([field, *map(str, e["loc"])]), e["msg"]) for e in error.errors()]
+        return [
+            SpecIssue(".".join([field, *map(str, e["loc"])]), e["msg"]) for e in error.errors()
+        ]
     return []
 
 
-def _model_issues(spec: PretrainSpec | FinetuneSpec | AdaptSpec) -> list[SpecIssue]:
+def _model_issues(spec: Spec) -> list[SpecIssue]:
     if spec.kind != "pretrain" and (spec.model is None) == (spec.base_model_id is None):
         field = "model" if spec.model is None else "base_model_id"
         return [SpecIssue(field, "give exactly one of `model` (from scratch) or `base_model_id`")]
@@ -39,57 +43,92 @@ def _model_issues(spec: PretrainSpec | FinetuneSpec | AdaptSpec) -> list[SpecIss
     return _params_issues(arch.params, spec.model.params, "model.params")
 
 
-def _method_issues(spec: PretrainSpec | FinetuneSpec | AdaptSpec) -> list[SpecIssue]:
+def _method_issues(spec: Spec) -> list[SpecIssue]:
     method = METHODS.get(spec.method.name)
-    if method is None or spec.kind not in method.kinds:
-        available = ", ".join(methods_for(spec.kind)) or "none yet"
+    if method is None or method.kind != spec.kind:
+        available = ", ".join(methods_for(spec.kind))
         what = "unknown method" if method is None else f"{spec.kind} jobs cannot use method"
         message = f"{what} {spec.method.name!r}; methods for {spec.kind}: {available}"
         return [SpecIssue("method.name", message)]
     return _params_issues(method.params, spec.method.params, "method.params")
 
 
-def _data_issues(spec: PretrainSpec | FinetuneSpec | AdaptSpec) -> list[SpecIssue]:
+def _data_issues(spec: Spec) -> list[SpecIssue]:
     known = ", ".join(sorted(BUILTIN_DATASETS))
     return [
-        SpecIssue(f"data.{name}", f"unknown dataset {ref!r}; built-in datasets: {known}")
-        for name, ref in spec.data
+        SpecIssue(f"data.{field}", f"unknown dataset {dataset_name(ref)!r}; datasets: {known}")
+        for field, ref in spec.data
         if ref is not None and not is_known(ref)
     ]
 
 
-def _fit_issues(
-    spec: PretrainSpec | FinetuneSpec | AdaptSpec, base_card: dict[str, Any] | None
-) -> list[SpecIssue]:
-    train_ref = spec.data.source if spec.kind == "adapt" else spec.data.train
-    dataset = load_dataset(train_ref)
+def _modality(card: dict[str, Any]) -> str:
+    if card.get("tokenizer"):
+        return "text"
+    return "image" if len(card["input_shape"]) == 3 else "tabular"
+
+
+def _fit_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[SpecIssue]:
+    """Whether the model, the method and the data go together."""
+    field = "data.source" if spec.kind == "adapt" else "data.train"
+    ref = spec.data.source if spec.kind == "adapt" else spec.data.train
+    dataset = load_dataset(dataset_name(ref))
+    issues = []
+    method = METHODS[spec.method.name]
+    if dataset.modality not in method.modalities:
+        message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
+        issues.append(SpecIssue(field, message))
+    if spec.kind == "adapt":
+        issues += _domain_issues(spec, dataset)
     if base_card is not None:
-        if tuple(base_card["input_shape"]) != dataset.input_shape:
-            message = (
-                f"the base model takes inputs of shape {base_card['input_shape']}, "
-                f"but {train_ref} has {list(dataset.input_shape)}"
-            )
-            return [SpecIssue("base_model_id", message)]
-        return []
+        return issues + _base_issues(base_card, dataset)
+    arch = ARCHITECTURES[spec.model.architecture]
+    if dataset.modality not in arch.modalities:
+        message = f"{arch.name} does not read {dataset.modality} data ({dataset.name})"
+        return [*issues, SpecIssue("model.architecture", message)]
     try:
-        channels = dataset.input_shape[0]
-        build_classifier(
-            spec.model.architecture,
-            spec.model.params,
-            dataset.input_shape,
-            len(dataset.labels),
-            [0.0] * channels,
-            [1.0] * channels,
-        )
+        params = arch.params.model_validate(spec.model.params)
+        shape = dataset.input_shape or (getattr(params, "max_length", 1),)
+        build_trunk(arch.name, spec.model.params, shape, None, getattr(params, "vocab_size", None))
     except (RuntimeError, ValueError) as error:
         message = f"cannot build for inputs of shape {list(dataset.input_shape)}: {error}"
-        return [SpecIssue("model.params", message)]
+        issues.append(SpecIssue("model.params", message))
+    return issues
+
+
+def _base_issues(card: dict[str, Any], dataset: LabelledDataset) -> list[SpecIssue]:
+    base_modality = _modality(card)
+    if base_modality != dataset.modality:
+        message = f"the base model reads {base_modality} data, {dataset.name} is {dataset.modality}"
+        return [SpecIssue("base_model_id", message)]
+    if dataset.modality != "text" and tuple(card["input_shape"]) != dataset.input_shape:
+        message = (
+            f"the base model takes inputs of shape {card['input_shape']}, "
+            f"but {dataset.name} has {list(dataset.input_shape)}"
+        )
+        return [SpecIssue("base_model_id", message)]
     return []
 
 
-def check_spec(
-    spec: PretrainSpec | FinetuneSpec | AdaptSpec, base_card: dict[str, Any] | None = None
-) -> list[SpecIssue]:
+def _domain_issues(spec: AdaptSpec, source: LabelledDataset) -> list[SpecIssue]:
+    issues = []
+    for field in ("target", "target_test"):
+        ref = getattr(spec.data, field)
+        if ref is None:
+            continue
+        other = load_dataset(dataset_name(ref))
+        if (other.modality, other.input_shape) != (source.modality, source.input_shape):
+            message = (
+                f"{other.name} has {other.modality} inputs of shape {list(other.input_shape)}, "
+                f"the source {source.name} {list(source.input_shape)}"
+            )
+            issues.append(SpecIssue(f"data.{field}", message))
+        elif field == "target_test" and other.labels != source.labels:
+            issues.append(SpecIssue("data.target_test", "its labels differ from the source's"))
+    return issues
+
+
+def check_spec(spec: Spec, base_card: dict[str, Any] | None = None) -> list[SpecIssue]:
     """Every problem with the spec; an empty list means it can run."""
     issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec)
     if not issues:

@@ -1,18 +1,25 @@
-"""The registry of model architectures. Adding one is a new module plus one line here."""
+"""The registry of model architectures. Adding one is a new module plus one line here.
+
+Every model is a `Network`: input normalisation, a backbone that makes features, and a task
+head. A backbone has `feature_dim` and `blocks()` (its stages from input to output, for partial
+freezing); sequence backbones also have `forward_sequence` (one feature vector per token).
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
-from worker.core.architectures import cnn
+from worker.core.architectures import cnn, mlp, resnet, rnn, transformer
 
 
 class BackboneBuilder(Protocol):
-    def __call__(self, params: BaseModel, input_shape: Sequence[int]) -> nn.Module: ...
+    def __call__(
+        self, params: Any, input_shape: Sequence[int], vocab_size: int | None
+    ) -> nn.Module: ...
 
 
 @dataclass(frozen=True)
@@ -20,17 +27,27 @@ class Architecture:
     name: str
     params: type[BaseModel]
     build_backbone: BackboneBuilder
-    description: str
+    modalities: frozenset[str]  # the kinds of data it reads: image, tabular, text
 
+
+IMAGES, TABLES, TEXT = frozenset({"image"}), frozenset({"image", "tabular"}), frozenset({"text"})
 
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
-    for arch in (Architecture("cnn", cnn.CNNParams, cnn.build_backbone, cnn.__doc__ or ""),)
+    for arch in (
+        Architecture("cnn", cnn.CNNParams, cnn.build_backbone, IMAGES),
+        Architecture("resnet", resnet.ResNetParams, resnet.build_backbone, IMAGES),
+        Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES),
+        Architecture("gru", rnn.RNNParams, rnn.build_gru, TEXT),
+        Architecture("lstm", rnn.RNNParams, rnn.build_lstm, TEXT),
+        Architecture("transformer", transformer.TransformerParams, transformer.build_backbone, TEXT),
+    )
 }
 
 
 class Normalize(nn.Module):
-    """Per-channel standardisation, kept inside the model so it receives raw inputs."""
+    """Per-channel (images) or per-feature (tables) standardisation inside the model, so that
+    the model takes raw inputs."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], input_rank: int) -> None:
         super().__init__()
@@ -42,14 +59,18 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class Classifier(nn.Module):
-    """Normalisation, then a backbone that makes features, then a linear task head."""
+def normalization_of(x: torch.Tensor) -> dict[str, list[float]]:
+    """Mean and std per channel (dimension 1) of a batch of raw inputs."""
+    dims = [0, *range(2, x.dim())]
+    return {"mean": x.mean(dim=dims).tolist(), "std": x.std(dim=dims).clamp_min(1e-6).tolist()}
 
-    def __init__(self, normalize: Normalize, backbone: nn.Module, num_classes: int) -> None:
+
+class Network(nn.Module):
+    def __init__(self, normalize: nn.Module, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.normalize = normalize
         self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, num_classes)
+        self.head = head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))
@@ -58,14 +79,28 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
+def build_trunk(
+    architecture: str,
+    params: dict[str, Any],
+    input_shape: Sequence[int],
+    normalization: dict[str, list[float]] | None,
+    vocab_size: int | None = None,
+) -> tuple[nn.Module, nn.Module]:
+    """The normalisation layer and the backbone of a network."""
+    arch = ARCHITECTURES[architecture]
+    backbone = arch.build_backbone(arch.params.model_validate(params), input_shape, vocab_size)
+    if normalization is None:
+        return nn.Identity(), backbone
+    return Normalize(normalization["mean"], normalization["std"], len(input_shape)), backbone
+
+
 def build_classifier(
     architecture: str,
-    params: dict,
+    params: dict[str, Any],
     input_shape: Sequence[int],
     num_classes: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> Classifier:
-    arch = ARCHITECTURES[architecture]
-    backbone = arch.build_backbone(arch.params.model_validate(params), input_shape)
-    return Classifier(Normalize(mean, std, len(input_shape)), backbone, num_classes)
+    normalization: dict[str, list[float]] | None,
+    vocab_size: int | None = None,
+) -> Network:
+    normalize, backbone = build_trunk(architecture, params, input_shape, normalization, vocab_size)
+    return Network(normalize, backbone, nn.Linear(backbone.feature_dim, num_classes))

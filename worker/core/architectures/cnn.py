@@ -20,21 +20,24 @@ class CNNBackbone(nn.Module):
 
     def __init__(self, params: CNNParams, input_shape: Sequence[int]) -> None:
         super().__init__()
-        in_channels, layers = input_shape[0], []
+        in_channels, convs = input_shape[0], []
         for i, out_channels in enumerate(params.channels):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            layers += [nn.Conv2d(in_channels, out_channels, params.kernel_size), nn.ReLU()]
+            pool = [nn.MaxPool2d(2)] if i > 0 else []
+            conv = nn.Conv2d(in_channels, out_channels, params.kernel_size)
+            convs.append(nn.Sequential(*pool, conv, nn.ReLU()))
             in_channels = out_channels
-        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.convs = nn.Sequential(*convs)
         with torch.no_grad():
-            flat = self.conv(torch.zeros(1, *input_shape)).shape[1]
-        self.dense = nn.Sequential(nn.Linear(flat, params.hidden), nn.ReLU())
+            flat = self.convs(torch.zeros(1, *input_shape)).flatten(1).shape[1]
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(flat, params.hidden), nn.ReLU())
         self.feature_dim = params.hidden
 
+    def blocks(self) -> list[nn.Module]:
+        return [*self.convs, self.dense]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(self.conv(x))
+        return self.dense(self.convs(x))
 
 
-def build_backbone(params: CNNParams, input_shape: Sequence[int]) -> CNNBackbone:
+def build_backbone(params: CNNParams, input_shape: Sequence[int], _vocab: int | None) -> nn.Module:
     return CNNBackbone(params, input_shape)

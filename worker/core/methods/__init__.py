@@ -5,25 +5,49 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from worker.core.methods import supervised
+from worker.core.methods import (
+    autoencoder,
+    causal_lm,
+    contrastive,
+    coral,
+    dann,
+    mmd,
+    source_only,
+    supervised,
+)
 from worker.core.run import RunContext, TrainResult
+
+ANY, IMAGES, IMAGES_TABLES, TEXT = (
+    frozenset({"image", "tabular", "text"}),
+    frozenset({"image"}),
+    frozenset({"image", "tabular"}),
+    frozenset({"text"}),
+)
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    kinds: frozenset[str]
+    kind: str  # the job kind it serves
     params: type[BaseModel]
     run: Callable[[RunContext], TrainResult]
+    modalities: frozenset[str]  # the data it reads
 
 
 METHODS: dict[str, Method] = {
-    method.name: method
-    for method in (
-        Method("supervised", frozenset({"finetune"}), supervised.Params, supervised.run),
+    m.name: m
+    for m in (
+        Method("autoencoder", "pretrain", autoencoder.Params, autoencoder.run, IMAGES_TABLES),
+        Method("contrastive", "pretrain", contrastive.Params, contrastive.run, IMAGES),
+        Method("causal_lm", "pretrain", causal_lm.Params, causal_lm.run, TEXT),
+        Method("supervised", "finetune", supervised.Params, supervised.run, ANY),
+        Method("source_only", "adapt", source_only.Params, source_only.run, ANY),
+        Method("dann", "adapt", dann.Params, dann.run, ANY),
+        Method("coral", "adapt", coral.Params, coral.run, ANY),
+        Method("mmd", "adapt", mmd.Params, mmd.run, ANY),
     )
 }
 
 
 def methods_for(kind: str) -> list[str]:
-    return sorted(name for name, method in METHODS.items() if kind in method.kinds)
+    return sorted(name for name, method in METHODS.items() if method.kind == kind)

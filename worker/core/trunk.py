@@ -1,0 +1,72 @@
+"""The part of a network that transfers between jobs: input normalisation plus backbone.
+
+A job starts its trunk either fresh from `model` in its spec (normalisation computed on its
+training split; for text, a tokenizer trained on its training texts) or from its base model.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from worker.core.architectures import ARCHITECTURES, build_trunk, normalization_of
+from worker.core.data import LabelledDataset, Split
+from worker.core.run import RunContext
+from worker.core.text import encode, train_tokenizer
+
+TRUNK_KEYS = ("architecture", "params", "input_shape", "normalization", "tokenizer", "vocab_size")
+
+
+@dataclass
+class Trunk:
+    normalize: nn.Module
+    backbone: nn.Module
+    card: dict[str, Any]  # TRUNK_KEYS: what rebuilds it; the tokenizer is JSON
+    tokenizer: Tokenizer | None = None
+
+    def inputs(self, split: Split) -> torch.Tensor:
+        """The model's inputs for a split: raw values, or token ids for text."""
+        if self.tokenizer is None:
+            return split.x
+        return encode(self.tokenizer, split.texts, self.card["input_shape"][0])
+
+
+def _load_weights(module: nn.Module, state: dict, prefix: str) -> None:
+    own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    module.load_state_dict(own, strict=True)
+
+
+def trunk_from_card(card: dict[str, Any]) -> Trunk:
+    normalize, backbone = build_trunk(
+        card["architecture"],
+        card["params"],
+        card["input_shape"],
+        card["normalization"],
+        card.get("vocab_size"),
+    )
+    tokenizer = Tokenizer.from_str(card["tokenizer"]) if card.get("tokenizer") else None
+    return Trunk(normalize, backbone, {k: card.get(k) for k in TRUNK_KEYS}, tokenizer)
+
+
+def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trunk:
+    if ctx.base is not None:
+        trunk = trunk_from_card(ctx.base.card)
+        _load_weights(trunk.normalize, ctx.base.state, "normalize.")
+        _load_weights(trunk.backbone, ctx.base.state, "backbone.")
+        return trunk
+    spec = ctx.spec.model
+    card = {"architecture": spec.architecture, "params": spec.params}
+    if dataset.modality == "text":
+        params = ARCHITECTURES[spec.architecture].params.model_validate(spec.params)
+        tokenizer = train_tokenizer(train.texts, params.vocab_size)
+        card |= {
+            "input_shape": [params.max_length],
+            "normalization": None,
+            "tokenizer": tokenizer.to_str(),
+            "vocab_size": tokenizer.get_vocab_size(),
+        }
+    else:
+        card |= {"input_shape": list(dataset.input_shape), "normalization": normalization_of(train.x)}
+    return trunk_from_card(card)
