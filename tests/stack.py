@@ -71,8 +71,11 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         )
 
 
-def start_stack(root: Path, database_url: str, broker_url: str, queue: str) -> Stack:
-    """Migrate the database, then start the API server and one worker, and wait until ready."""
+def start_stack(
+    root: Path, database_url: str, broker_url: str, queue: str, concurrency: int = 1
+) -> Stack:
+    """Migrate the database, then start the API server and a worker of `concurrency` processes,
+    and wait until the API is ready. With several processes each trainer gets one thread."""
     env = {
         **os.environ,
         "TUNERY_DATABASE_URL": database_url,
@@ -84,6 +87,8 @@ def start_stack(root: Path, database_url: str, broker_url: str, queue: str) -> S
         "TUNERY_HEARTBEAT_SECONDS": "0.5",
         "TUNERY_STOP_GRACE_SECONDS": "5",
     }
+    if concurrency > 1:
+        env["OMP_NUM_THREADS"] = "1"
     subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
         env=env,
@@ -93,7 +98,16 @@ def start_stack(root: Path, database_url: str, broker_url: str, queue: str) -> S
     port = free_port()
     api = _spawn(["uvicorn", "app.main:app", "--port", str(port)], env, root / "api.log")
     worker = _spawn(
-        ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "-c", "1"],
+        [
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "-c",
+            str(concurrency),
+        ],
         env,
         root / "worker.log",
     )

@@ -10,7 +10,7 @@ import torch
 from pydantic import TypeAdapter
 
 from worker.core.architectures import build_classifier
-from worker.core.artifact import load_model, read_card, save_model
+from worker.core.artifact import load_classifier, read_card, save_model
 from worker.core.data import load_dataset
 from worker.core.events import EventSink
 from worker.core.methods import supervised
@@ -59,7 +59,7 @@ def test_builtin_digits_has_a_fixed_stratified_split_of_upsampled_images():
 
 
 def test_seed_cnn_has_the_seed_layer_stack():
-    model = build_classifier("cnn", {}, (1, 28, 28), 10, [0.0], [1.0])
+    model = build_classifier("cnn", {}, (1, 28, 28), 10, {"mean": [0.0], "std": [1.0]})
     convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert convs == [32, 64, 64]
@@ -69,13 +69,13 @@ def test_seed_cnn_has_the_seed_layer_stack():
 
 def test_supervised_cnn_on_digits_reaches_95_percent_held_out_accuracy():
     result, events = train(spec_of())
-    assert result.metrics["test_accuracy"] >= 0.95
+    assert result.card["metrics"]["test_accuracy"] >= 0.95
     per_epoch = [
         (e["name"], e["split"]) for e in events if e["type"] == "metric" and e["epoch"] == 1
     ]
     assert per_epoch == [("loss", "train"), ("loss", "validation"), ("accuracy", "validation")]
     tests = [e for e in events if e["type"] == "metric" and e["split"] == "test"]
-    assert [e["value"] for e in tests] == [result.metrics["test_accuracy"]]
+    assert [e["value"] for e in tests] == [result.card["metrics"]["test_accuracy"]]
 
 
 def test_training_is_reproducible_for_a_seed():
@@ -91,21 +91,11 @@ def test_training_is_reproducible_for_a_seed():
 
 def test_artifact_round_trip_keeps_weights_card_and_predictions(tmp_path):
     result, _ = train(spec_of(hyperparameters={"epochs": 1}))
-    card = {
-        "architecture": "cnn",
-        "params": {},
-        "input_shape": [1, 28, 28],
-        "labels": list(result.labels),
-        "task": "classification",
-        "normalization": {
-            "mean": result.model.normalize.mean.flatten().tolist(),
-            "std": result.model.normalize.std.flatten().tolist(),
-        },
-    }
     path = tmp_path / "model.safetensors"
-    save_model(result.model, card, path)
-    loaded, loaded_card = load_model(path)
-    assert loaded_card == card == read_card(path)
+    save_model(result.model, result.card, path)
+    loaded, loaded_card = load_classifier(path)
+    assert loaded_card == result.card == read_card(path)
+    assert loaded_card["normalization"]["mean"] == pytest.approx([4.878], abs=0.01)
     x = load_dataset("builtin:digits").splits["test"].x[:64]
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model.eval()(x))

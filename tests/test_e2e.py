@@ -16,7 +16,7 @@ import torch
 
 from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
 from tests.test_core import DIGITS_CNN
-from worker.core.artifact import load_model
+from worker.core.artifact import load_classifier
 from worker.core.data import load_dataset
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +120,7 @@ def test_train_download_and_predict(stack, tmp_path):
         )
         assert response.status_code == 200, response.text
         answer = response.json()
-        core_model, _ = load_model(path)
+        core_model, _ = load_classifier(path)
         with torch.no_grad():
             expected = core_model(test.x[:50]).argmax(dim=1).tolist()
         assert answer["predictions"] == [str(i) for i in expected]
@@ -191,3 +191,56 @@ def test_a_job_past_max_runtime_fails_with_timeout(stack):
         assert job["status"] == "failed"
         assert job["error"]["type"] == "timeout"
         assert job["result_model_id"] is None
+
+
+TINY_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
+
+
+def test_one_job_of_each_kind_pretrain_then_finetune_then_adapt(stack):
+    """pretrain -> finetune from it -> adapt from that, each through the API."""
+    few = {"epochs": 2, "batch_size": 32}
+    with stack.client() as client:
+
+        def run(spec: dict) -> dict:
+            response = client.post("/v1/jobs", json=spec)
+            assert response.status_code == 201, response.text
+            job = wait_for(client, response.json()["id"], finished)
+            assert job["status"] == "succeeded", (job, stack.logs())
+            return job
+
+        pretrain = run(
+            {"kind": "pretrain", "model": TINY_CNN, "method": {"name": "contrastive"},
+             "data": {"train": {"dataset": "builtin:digits", "per_class": 20}},
+             "hyperparameters": few}
+        )  # fmt: skip
+        assert (
+            pretrain["metrics"]["validation_loss"] < pretrain["metrics"]["initial_validation_loss"]
+        )
+        base = client.get(f"/v1/models/{pretrain['result_model_id']}").json()
+        assert (base["task"], base["labels"]) == ("contrastive", [])
+        refused = client.post(f"/v1/models/{base['id']}/predict", json={"inputs": [[[[0.0]]]]})
+        assert refused.status_code == 409
+
+        finetune = run(
+            {"kind": "finetune", "base_model_id": base["id"],
+             "method": {"name": "supervised", "params": {"freeze": "backbone"}},
+             "data": {"train": {"dataset": "builtin:digits", "fraction": 0.05}},
+             "hyperparameters": few}
+        )  # fmt: skip
+        tuned = client.get(f"/v1/models/{finetune['result_model_id']}").json()
+        assert tuned["parent_model_id"] == base["id"]
+        assert 0 < finetune["metrics"]["test_accuracy"] <= 1
+
+        adapt = run(
+            {"kind": "adapt", "model": TINY_CNN, "method": {"name": "dann"},
+             "data": {"source": {"dataset": "builtin:digits-rgb", "per_class": 10},
+                      "target": {"dataset": "builtin:digits-m", "per_class": 10}},
+             "hyperparameters": few}
+        )  # fmt: skip
+        assert set(adapt["metrics"]) >= {"test_accuracy", "source_test_accuracy"}
+        adapted = client.get(f"/v1/models/{adapt['result_model_id']}").json()
+        assert adapted["input_shape"] == [3, 28, 28]
+        colour = load_dataset("builtin:digits-m").splits["test"].x[:3].tolist()
+        predicted = client.post(f"/v1/models/{adapted['id']}/predict", json={"inputs": colour})
+        assert predicted.status_code == 200
+        assert len(predicted.json()["predictions"]) == 3

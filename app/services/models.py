@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from sqlalchemy import select
-from tokenizers import Tokenizer
 from sqlalchemy.orm import Session
+from tokenizers import Tokenizer
 
 from app.config import get_settings
 from app.models import Model

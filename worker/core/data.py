@@ -119,11 +119,25 @@ def _breast_cancer() -> LabelledDataset:
     return _tensor_dataset("builtin:breast-cancer", "tabular", table.data, table.target, labels)
 
 
+def _bbc_news() -> LabelledDataset:
+    """BBC News articles and their topics (`worker.core.text_corpora`). Language-model
+    pretraining reads the texts of its training split only, so fine-tuning's test split stays
+    unseen."""
+    from worker.core.text_corpora import load_bbc_news
+
+    texts, labels, names = load_bbc_news()
+    y = np.asarray(labels)
+    full = Split(y=torch.from_numpy(y.astype(np.int64)), texts=tuple(texts))
+    splits = {name: full.take(idx) for name, idx in fixed_split(y).items()}
+    return LabelledDataset("builtin:bbc-news", "text", (), names, splits)
+
+
 BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:digits": _digits,
     "builtin:digits-rgb": _digits_rgb,
     "builtin:digits-m": _digits_m,
     "builtin:breast-cancer": _breast_cancer,
+    "builtin:bbc-news": _bbc_news,
 }
 
 

@@ -154,12 +154,17 @@ def fit(
         events.progress(step, epoch, total_steps, force=True)
 
         value = validation[metric]
-        improved = best_value is None or (value < best_value if mode == "min" else value > best_value)
+        improved = best_value is None or (
+            value < best_value if mode == "min" else value > best_value
+        )
         if improved:
             best_value, best_epoch, best_validation = value, epoch, validation
             if hp.early_stopping_patience is not None:
                 best_state = copy.deepcopy(model.state_dict())
-        elif hp.early_stopping_patience is not None and epoch - best_epoch >= hp.early_stopping_patience:
+        elif (
+            hp.early_stopping_patience is not None
+            and epoch - best_epoch >= hp.early_stopping_patience
+        ):
             events.log(f"early stopping after epoch {epoch}: best {metric} at epoch {best_epoch}")
             break
 

@@ -68,5 +68,8 @@ def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trun
             "vocab_size": tokenizer.get_vocab_size(),
         }
     else:
-        card |= {"input_shape": list(dataset.input_shape), "normalization": normalization_of(train.x)}
+        card |= {
+            "input_shape": list(dataset.input_shape),
+            "normalization": normalization_of(train.x),
+        }
     return trunk_from_card(card)

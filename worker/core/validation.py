@@ -23,9 +23,7 @@ def _params_issues(params_model: type[BaseModel], params: dict, field: str) -> l
     try:
         params_model.model_validate(params)
     except ValidationError as error:
-        return [
-            SpecIssue(".".join([field, *map(str, e["loc"])]), e["msg"]) for e in error.errors()
-        ]
+        return [SpecIssue(".".join([field, *map(str, e["loc"])]), e["msg"]) for e in error.errors()]
     return []
 
 

@@ -40,7 +40,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES),
         Architecture("gru", rnn.RNNParams, rnn.build_gru, TEXT),
         Architecture("lstm", rnn.RNNParams, rnn.build_lstm, TEXT),
-        Architecture("transformer", transformer.TransformerParams, transformer.build_backbone, TEXT),
+        Architecture(
+            "transformer", transformer.TransformerParams, transformer.build_backbone, TEXT
+        ),
     )
 }
 

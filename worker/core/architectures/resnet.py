@@ -46,7 +46,9 @@ class ResNetBackbone(nn.Module):
         stages, in_channels = [], width
         for i, out_channels in enumerate(params.widths):
             layers = [
-                BasicBlock(in_channels if j == 0 else out_channels, out_channels, 2 if i and not j else 1)
+                BasicBlock(
+                    in_channels if j == 0 else out_channels, out_channels, 2 if i and not j else 1
+                )
                 for j in range(params.blocks_per_stage)
             ]
             stages.append(nn.Sequential(*layers))
@@ -62,5 +64,7 @@ class ResNetBackbone(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
 
-def build_backbone(params: ResNetParams, input_shape: Sequence[int], _vocab: int | None) -> nn.Module:
+def build_backbone(
+    params: ResNetParams, input_shape: Sequence[int], _vocab: int | None
+) -> nn.Module:
     return ResNetBackbone(params, input_shape)

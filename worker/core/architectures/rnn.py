@@ -35,8 +35,9 @@ class RNNBackbone(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, params.embedding_dim, padding_idx=PAD_ID)
         dropout = params.dropout if params.layers > 1 else 0.0
-        self.rnn = cell(params.embedding_dim, params.hidden, params.layers, batch_first=True,
-                        dropout=dropout)
+        self.rnn = cell(
+            params.embedding_dim, params.hidden, params.layers, batch_first=True, dropout=dropout
+        )
         self.feature_dim = params.hidden
 
     def blocks(self) -> list[nn.Module]:

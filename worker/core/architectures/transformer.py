@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from worker.core.architectures.rnn import require_vocab, masked_mean
+from worker.core.architectures.rnn import masked_mean, require_vocab
 
 
 class TransformerParams(BaseModel):

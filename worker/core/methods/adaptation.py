@@ -5,6 +5,7 @@ Model selection sees no target labels: early stopping watches source validation 
 Reported: `test_accuracy` on the target test split, and `source_test_accuracy`.
 """
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -25,6 +26,11 @@ DomainLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 DomainLossFactory = Callable[[int], tuple[DomainLoss, nn.Module | None]]
 
 
+def ramp(progress: float) -> float:
+    """0 at the start, near 1 by the end: 2 / (1 + exp(-10 p)) - 1 (Ganin et al., 2016)."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
 class AdaptParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,7 +49,9 @@ def _paired_batches(
         yield source.x[index], source.y[index], target.x[target_index]
 
 
-def adapt(ctx: RunContext, weight: float, make_domain_loss: DomainLossFactory | None) -> TrainResult:
+def adapt(
+    ctx: RunContext, weight: float, make_domain_loss: DomainLossFactory | None
+) -> TrainResult:
     """Train with `loss = cross-entropy(source) + weight * domain_loss(...)`.
 
     The method's own module (e.g. a discriminator) trains alongside the network and is not
@@ -64,7 +72,9 @@ def adapt(ctx: RunContext, weight: float, make_domain_loss: DomainLossFactory | 
     trunk = start_trunk(ctx, source_set, source)
     head = nn.Linear(trunk.backbone.feature_dim, len(source_set.labels))
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
-    loss_of, extra = make_domain_loss(trunk.backbone.feature_dim) if make_domain_loss else (None, None)
+    loss_of, extra = (
+        make_domain_loss(trunk.backbone.feature_dim) if make_domain_loss else (None, None)
+    )
     trainable = nn.ModuleList([model, extra.to(device)]) if extra is not None else model
     splits = {
         "source": source,
@@ -81,12 +91,12 @@ def adapt(ctx: RunContext, weight: float, make_domain_loss: DomainLossFactory | 
 
     def batch_loss(batch, progress: float) -> torch.Tensor:
         xs, ys, xt = (t.to(device) for t in batch)
+        if loss_of is None:  # the baseline never sees the target, not even BatchNorm does
+            return F.cross_entropy(model(xs), ys)
         features = model.features(torch.cat([xs, xt]))
         fs, ft = features[: len(xs)], features[len(xs) :]
         loss = F.cross_entropy(model.head(fs), ys)
-        if loss_of is not None and weight > 0:
-            loss = loss + weight * loss_of(fs.float(), ft.float(), progress)
-        return loss
+        return loss + weight * loss_of(fs.float(), ft.float(), progress)
 
     result = fit(
         ctx,

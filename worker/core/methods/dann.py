@@ -1,15 +1,13 @@
 """DANN (Ganin et al., 2016): a domain discriminator learns to tell source features from
 target features through a gradient-reversal layer, so the backbone learns to fool it. The
-reversal strength follows the paper's schedule, lambda_p = 2 / (1 + exp(-10 p)) - 1."""
-
-import math
+reversal strength follows the paper's schedule, `adaptation.ramp`."""
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from worker.core.methods.adaptation import AdaptParams, adapt
+from worker.core.methods.adaptation import AdaptParams, adapt, ramp
 from worker.core.run import RunContext, TrainResult
 
 
@@ -33,10 +31,6 @@ def reverse_gradient(x: torch.Tensor, strength: float) -> torch.Tensor:
     return _ReverseGradient.apply(x, strength)
 
 
-def reversal_strength(progress: float) -> float:
-    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
-
-
 def discriminator(feature_dim: int, hidden: int) -> nn.Module:
     return nn.Sequential(
         nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -51,7 +45,7 @@ def run(ctx: RunContext) -> TrainResult:
         critic = discriminator(feature_dim, params.discriminator_hidden)
 
         def loss(source: torch.Tensor, target: torch.Tensor, progress: float) -> torch.Tensor:
-            features = reverse_gradient(torch.cat([source, target]), reversal_strength(progress))
+            features = reverse_gradient(torch.cat([source, target]), ramp(progress))
             domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))])
             logits = critic(features).squeeze(1)
             return F.binary_cross_entropy_with_logits(logits, domains.to(logits.device))

@@ -41,13 +41,19 @@ def run(ctx: RunContext) -> TrainResult:
     trunk = start_trunk(ctx, dataset, train)
     head = nn.Linear(trunk.backbone.feature_dim, len(dataset.labels))
     base = ctx.base
-    if base and base.card["task"] == "classification" and base.card["labels"] == list(dataset.labels):
+    if (
+        base
+        and base.card["task"] == "classification"
+        and base.card["labels"] == list(dataset.labels)
+    ):
         head.load_state_dict({"weight": base.state["head.weight"], "bias": base.state["head.bias"]})
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
     frozen = freeze(trunk.backbone, params.freeze, params.trainable_blocks)
     train, validation, test = (Split(s.y, trunk.inputs(s)) for s in (train, validation, test))
 
-    groups = [{"params": list(head.parameters()), "lr": params.head_learning_rate or hp.learning_rate}]
+    groups = [
+        {"params": list(head.parameters()), "lr": params.head_learning_rate or hp.learning_rate}
+    ]
     backbone_params = trainable_parameters(trunk.backbone)
     if backbone_params:
         lr = params.backbone_learning_rate or hp.learning_rate

@@ -1,0 +1,211 @@
+"""Each architecture and method of the training core on tiny data (no service parts)."""
+
+import io
+import json
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from worker.core.architectures import ARCHITECTURES, build_trunk
+from worker.core.data import load_dataset, select
+from worker.core.events import EventSink
+from worker.core.methods import METHODS
+from worker.core.methods.adaptation import ramp
+from worker.core.methods.contrastive import nt_xent
+from worker.core.methods.coral import coral_loss
+from worker.core.methods.dann import reverse_gradient
+from worker.core.methods.mmd import mmd_loss
+from worker.core.run import LoadedModel, RunContext
+from worker.core.spec import DatasetSelection, JobSpec
+from worker.core.training import lr_factor
+
+TINY_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
+FEW_DIGITS = {"dataset": "builtin:digits", "per_class": 8}
+FAST = {"epochs": 4, "batch_size": 16}
+
+
+def run(spec: dict, base: LoadedModel | None = None):
+    parsed = TypeAdapter(JobSpec).validate_python(spec)
+    stream = io.StringIO()
+    ctx = RunContext(parsed, torch.device("cpu"), EventSink(stream), base)
+    result = METHODS[parsed.method.name].run(ctx)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return result, events
+
+
+def series(events: list[dict], name: str, split: str) -> list[float]:
+    return [
+        e["value"]
+        for e in events
+        if e["type"] == "metric" and (e["name"], e["split"]) == (name, split)
+    ]
+
+
+def test_selection_is_stratified_reproducible_and_seeded():
+    train = load_dataset("builtin:digits").splits["train"]
+    five_percent = DatasetSelection(dataset="builtin:digits", fraction=0.05)
+    first, again, other = (select(train, five_percent, seed) for seed in (0, 0, 1))
+    counts = torch.bincount(first.y, minlength=10)
+    expected = torch.tensor([round(0.05 * int(n)) for n in torch.bincount(train.y)])
+    assert torch.equal(counts, expected.clamp_min(1))
+    assert torch.equal(first.x, again.x)
+    assert not torch.equal(first.x, other.x)
+    per_class = select(train, DatasetSelection(dataset="builtin:digits", per_class=3), 0)
+    assert torch.bincount(per_class.y).tolist() == [3] * 10
+
+
+def test_digits_m_is_a_deterministic_coloured_shift_of_the_same_digits():
+    rgb, shifted = load_dataset("builtin:digits-rgb"), load_dataset("builtin:digits-m")
+    assert rgb.input_shape == shifted.input_shape == (3, 28, 28)
+    for split in ("train", "test"):
+        assert torch.equal(rgb.splits[split].y, shifted.splits[split].y)
+    x_rgb, x_m = rgb.splits["train"].x, shifted.splits["train"].x
+    assert torch.equal(x_rgb[:, 0], x_rgb[:, 1])  # grey
+    assert not torch.equal(x_m[:, 0], x_m[:, 1])  # colour
+    assert (x_m - x_rgb).abs().mean() > 2.0  # a real shift: backgrounds are no longer blank
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_makes_features_of_its_declared_size(name):
+    arch = ARCHITECTURES[name]
+    if "text" in arch.modalities:
+        normalize, backbone = build_trunk(name, {"max_length": 16}, [16], None, vocab_size=50)
+        x = torch.randint(1, 50, (3, 16))
+        assert backbone.forward_sequence(x).shape == (3, 16, backbone.feature_dim)
+    else:
+        shape = [1, 28, 28] if "image" in arch.modalities else [30]
+        normalize, backbone = build_trunk(name, {}, shape, {"mean": [0.0], "std": [1.0]})
+        x = torch.randn(3, *shape)
+    assert backbone(normalize(x)).shape == (3, backbone.feature_dim)
+    assert len(backbone.blocks()) >= 2
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru", "lstm"])
+def test_sequence_models_are_causal(name):
+    _, backbone = build_trunk(name, {"max_length": 12}, [12], None, vocab_size=40)
+    backbone.eval()
+    x = torch.randint(1, 40, (2, 12))
+    changed = x.clone()
+    changed[:, 8:] = torch.randint(1, 40, (2, 4))
+    with torch.no_grad():
+        before, after = backbone.forward_sequence(x), backbone.forward_sequence(changed)
+    assert torch.allclose(before[:, :8], after[:, :8], atol=1e-5)
+    assert not torch.allclose(before[:, 8:], after[:, 8:])
+
+
+def test_gradient_reversal_reverses_and_scales_the_gradient():
+    x = torch.randn(4, 3, requires_grad=True)
+    (reverse_gradient(x, 0.5) * 2).sum().backward()
+    assert torch.equal(x.grad, torch.full((4, 3), -1.0))
+    assert ramp(0.0) == 0.0
+    assert 0.99 < ramp(1.0) < 1.0
+    assert ramp(0.1) < ramp(0.5)
+
+
+def test_domain_losses_are_zero_for_one_distribution_and_grow_with_a_shift():
+    torch.manual_seed(0)
+    a, b = torch.randn(64, 8), torch.randn(64, 8)
+    for loss in (coral_loss, mmd_loss):
+        same, shifted = loss(a, b), loss(a, b * 3 + 2)
+        assert same < 0.1 * shifted
+        assert loss(a, a).abs() < 1e-6
+
+
+def test_nt_xent_prefers_matching_views():
+    torch.manual_seed(0)
+    z = torch.randn(16, 8)
+    assert nt_xent(z, z + 0.01 * torch.randn(16, 8), 0.2) < nt_xent(z, torch.randn(16, 8), 0.2)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    hp = TypeAdapter(JobSpec).validate_python(
+        {"kind": "finetune", "model": TINY_CNN, "data": {"train": "builtin:digits"},
+         "hyperparameters": {"warmup_steps": 10, "lr_schedule": "cosine"}}
+    ).hyperparameters  # fmt: skip
+    factors = [lr_factor(hp, step, 110) for step in range(110)]
+    assert factors[0] == pytest.approx(0.1)
+    assert factors[9] == pytest.approx(1.0)
+    assert factors[60] == pytest.approx(0.5)
+    assert factors[-1] < 0.01
+
+
+@pytest.mark.parametrize("name", ["autoencoder", "contrastive"])
+def test_image_pretraining_lowers_its_validation_loss(name):
+    result, events = run(
+        {"kind": "pretrain", "model": TINY_CNN, "method": {"name": name},
+         "data": {"train": FEW_DIGITS}, "hyperparameters": FAST}
+    )  # fmt: skip
+    metrics = result.card["metrics"]
+    assert metrics["validation_loss"] < metrics["initial_validation_loss"]
+    assert result.card["task"] == name
+    assert set(result.model.state_dict()) >= {"head.0.weight", "backbone.dense.1.weight"}
+    assert series(events, "loss", "validation")[0] == metrics["initial_validation_loss"]
+
+
+def test_autoencoder_pretrains_tables_too():
+    result, _ = run(
+        {"kind": "pretrain", "model": {"architecture": "mlp"}, "method": {"name": "autoencoder"},
+         "data": {"train": "builtin:breast-cancer"}, "hyperparameters": FAST}
+    )  # fmt: skip
+    assert (
+        result.card["metrics"]["validation_loss"]
+        < result.card["metrics"]["initial_validation_loss"]
+    )
+
+
+def test_finetuning_a_pretrained_backbone_keeps_it_frozen_when_asked():
+    pretrained, _ = run(
+        {"kind": "pretrain", "model": TINY_CNN, "method": {"name": "autoencoder"},
+         "data": {"train": FEW_DIGITS}, "hyperparameters": {"epochs": 1}}
+    )  # fmt: skip
+    base = LoadedModel(pretrained.model.state_dict(), pretrained.card)
+    probe, _ = run(
+        {"kind": "finetune", "base_model_id": "model_x",
+         "method": {"name": "supervised", "params": {"freeze": "backbone"}},
+         "data": {"train": FEW_DIGITS}, "hyperparameters": FAST}, base
+    )  # fmt: skip
+    partial, _ = run(
+        {"kind": "finetune", "base_model_id": "model_x",
+         "method": {"name": "supervised", "params": {"freeze": "partial", "trainable_blocks": 1}},
+         "data": {"train": FEW_DIGITS}, "hyperparameters": FAST}, base
+    )  # fmt: skip
+    for name, before in base.state.items():
+        if name.startswith("backbone."):
+            assert torch.equal(probe.model.state_dict()[name], before), name
+    changed = {
+        name.split(".")[1]
+        for name, before in base.state.items()
+        if name.startswith("backbone.")
+        and not torch.equal(partial.model.state_dict()[name], before)
+    }
+    assert changed == {"dense"}  # the top block only
+    assert probe.card["labels"] == [str(d) for d in range(10)]
+
+
+def test_early_stopping_restores_the_best_epoch():
+    result, events = run(
+        {"kind": "finetune", "model": TINY_CNN, "data": {"train": FEW_DIGITS},
+         "hyperparameters": {"epochs": 40, "batch_size": 16, "learning_rate": 0.01,
+                             "early_stopping_patience": 2}}
+    )  # fmt: skip
+    accuracy = series(events, "accuracy", "validation")
+    metrics = result.card["metrics"]
+    assert len(accuracy) < 40
+    assert metrics["validation_accuracy"] == max(accuracy)
+    assert metrics["best_epoch"] == accuracy.index(max(accuracy)) + 1
+
+
+@pytest.mark.parametrize("name", ["source_only", "dann", "coral", "mmd"])
+def test_adaptation_methods_report_target_and_source_accuracy(name):
+    result, events = run(
+        {"kind": "adapt", "model": TINY_CNN, "method": {"name": name},
+         "data": {"source": {"dataset": "builtin:digits-rgb", "per_class": 8},
+                  "target": {"dataset": "builtin:digits-m", "per_class": 8}},
+         "hyperparameters": FAST}
+    )  # fmt: skip
+    metrics = result.card["metrics"]
+    assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["source_test_accuracy"] <= 1
+    assert metrics["source_test_accuracy"] > 0.2  # it learned the labelled source
+    assert series(events, "accuracy", "test") == [metrics["test_accuracy"]]
+    assert not any(key.startswith("critic") for key in result.model.state_dict())
