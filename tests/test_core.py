@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
-from worker.core.architectures import build_classifier
+from worker.core.architectures import Network, build_trunk
 from worker.core.artifact import load_classifier, read_card, save_model
 from worker.core.data import load_dataset
 from worker.core.events import EventSink
@@ -59,7 +59,8 @@ def test_builtin_digits_has_a_fixed_stratified_split_of_upsampled_images():
 
 
 def test_seed_cnn_has_the_seed_layer_stack():
-    model = build_classifier("cnn", {}, (1, 28, 28), 10, {"mean": [0.0], "std": [1.0]})
+    normalize, backbone = build_trunk("cnn", {}, (1, 28, 28), {"mean": [0.0], "std": [1.0]})
+    model = Network(normalize, backbone, torch.nn.Linear(backbone.feature_dim, 10))
     convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert convs == [32, 64, 64]
@@ -118,6 +119,9 @@ def test_artifact_round_trip_keeps_weights_card_and_predictions(tmp_path):
         ),
         ({"data": {"train": "builtin:nope"}}, "data.train"),
         ({"data": {"train": "builtin:digits", "test": "s3://x"}}, "data.test"),
+        ({"data": {"train": "builtin:bbc-news"}}, "model.architecture"),
+        ({"model": {"architecture": "transformer"}}, "model.architecture"),
+        ({"data": {"train": {"dataset": "builtin:nope", "fraction": 0.1}}}, "data.train"),
     ],
 )
 def test_check_spec_names_the_field_at_fault(overrides, field):
@@ -148,3 +152,36 @@ def test_trainer_process_reports_a_deterministic_error_and_exits_1(tmp_path):
     assert events[-1]["type"] == "error"
     assert events[-1]["error_type"] == "device_unavailable"
     assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"kind": "pretrain", "model": {"architecture": "transformer"},
+          "method": {"name": "contrastive"}, "data": {"train": "builtin:bbc-news"}}, "data.train"),
+        ({"kind": "pretrain", "model": {"architecture": "cnn"},
+          "method": {"name": "causal_lm"}, "data": {"train": "builtin:digits"}}, "data.train"),
+        ({"kind": "pretrain", "model": {"architecture": "cnn"},
+          "method": {"name": "supervised"}, "data": {"train": "builtin:digits"}}, "method.name"),
+        ({"kind": "adapt", "model": {"architecture": "cnn"}, "method": {"name": "dann"},
+          "data": {"source": "builtin:digits", "target": "builtin:digits-m"}}, "data.target"),
+        ({"kind": "adapt", "model": {"architecture": "cnn"}, "method": {"name": "coral"},
+          "data": {"source": "builtin:digits-rgb", "target": "builtin:digits-m",
+                   "target_test": "builtin:breast-cancer"}}, "data.target_test"),
+    ],
+)  # fmt: skip
+def test_check_spec_refuses_models_methods_and_data_that_do_not_fit(spec, field):
+    issues = check_spec(TypeAdapter(JobSpec).validate_python(spec))
+    assert field in [issue.field for issue in issues]
+
+
+def test_check_spec_accepts_every_kind():
+    for spec in (
+        {"kind": "pretrain", "model": {"architecture": "transformer"},
+         "method": {"name": "causal_lm"}, "data": {"train": "builtin:bbc-news"}},
+        {"kind": "pretrain", "model": {"architecture": "mlp"},
+         "method": {"name": "autoencoder"}, "data": {"train": "builtin:breast-cancer"}},
+        {"kind": "adapt", "model": {"architecture": "resnet"}, "method": {"name": "mmd"},
+         "data": {"source": "builtin:digits-rgb", "target": "builtin:digits-m"}},
+    ):  # fmt: skip
+        assert check_spec(TypeAdapter(JobSpec).validate_python(spec)) == []

@@ -6,8 +6,10 @@ import json
 import pytest
 import torch
 from pydantic import TypeAdapter
+from tokenizers import Tokenizer
 
 from worker.core.architectures import ARCHITECTURES, build_trunk
+from worker.core.artifact import load_classifier, save_model
 from worker.core.data import load_dataset, select
 from worker.core.events import EventSink
 from worker.core.methods import METHODS
@@ -18,6 +20,7 @@ from worker.core.methods.dann import reverse_gradient
 from worker.core.methods.mmd import mmd_loss
 from worker.core.run import LoadedModel, RunContext
 from worker.core.spec import DatasetSelection, JobSpec
+from worker.core.text import encode
 from worker.core.training import lr_factor
 
 TINY_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
@@ -209,3 +212,43 @@ def test_adaptation_methods_report_target_and_source_accuracy(name):
     assert metrics["source_test_accuracy"] > 0.2  # it learned the labelled source
     assert series(events, "accuracy", "test") == [metrics["test_accuracy"]]
     assert not any(key.startswith("critic") for key in result.model.state_dict())
+
+
+TINY_TRANSFORMER = {
+    "architecture": "transformer",
+    "params": {"d_model": 32, "layers": 1, "heads": 2, "max_length": 32, "vocab_size": 300},
+}
+FEW_TEXTS = {"dataset": "builtin:bbc-news", "per_class": 6}
+
+
+def test_causal_lm_lowers_perplexity_and_keeps_its_tokenizer(tmp_path):
+    result, _ = run(
+        {"kind": "pretrain", "model": TINY_TRANSFORMER, "method": {"name": "causal_lm"},
+         "data": {"train": FEW_TEXTS}, "hyperparameters": {"epochs": 2, "batch_size": 16}}
+    )  # fmt: skip
+    metrics = result.card["metrics"]
+    assert metrics["val_perplexity"] < metrics["initial_val_perplexity"]
+    assert metrics["initial_val_perplexity"] > 100  # an untrained model guesses among ~300
+    tokenizer = Tokenizer.from_str(result.card["tokenizer"])
+    assert tokenizer.token_to_id("[PAD]") == 0
+    assert result.card["vocab_size"] == tokenizer.get_vocab_size() <= 300
+    assert result.model.state_dict()["head.weight"].shape == (result.card["vocab_size"], 32)
+
+
+def test_text_classifier_fine_tuned_from_a_language_model_predicts_strings(tmp_path):
+    pretrained, _ = run(
+        {"kind": "pretrain", "model": TINY_TRANSFORMER, "method": {"name": "causal_lm"},
+         "data": {"train": FEW_TEXTS}, "hyperparameters": {"epochs": 1}}
+    )  # fmt: skip
+    base = LoadedModel(pretrained.model.state_dict(), pretrained.card)
+    tuned, _ = run(
+        {"kind": "finetune", "base_model_id": "model_x", "data": {"train": FEW_TEXTS},
+         "hyperparameters": {"epochs": 2, "batch_size": 8}}, base
+    )  # fmt: skip
+    assert tuned.card["tokenizer"] == pretrained.card["tokenizer"]
+    assert tuned.card["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+    path = tmp_path / "model.safetensors"
+    save_model(tuned.model, tuned.card, path)
+    classifier, card = load_classifier(path)
+    tokens = encode(Tokenizer.from_str(card["tokenizer"]), ["Shares fell on Wall Street"], 32)
+    assert classifier(tokens).shape == (1, 5)

@@ -94,15 +94,3 @@ def build_trunk(
     if normalization is None:
         return nn.Identity(), backbone
     return Normalize(normalization["mean"], normalization["std"], len(input_shape)), backbone
-
-
-def build_classifier(
-    architecture: str,
-    params: dict[str, Any],
-    input_shape: Sequence[int],
-    num_classes: int,
-    normalization: dict[str, list[float]] | None,
-    vocab_size: int | None = None,
-) -> Network:
-    normalize, backbone = build_trunk(architecture, params, input_shape, normalization, vocab_size)
-    return Network(normalize, backbone, nn.Linear(backbone.feature_dim, num_classes))
