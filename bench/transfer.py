@@ -34,7 +34,7 @@ FEW_TEXTS = {"dataset": "builtin:bbc-news", "fraction": 0.2}
 
 
 def hp(seed: int, **overrides) -> dict:
-    return {"seed": seed, "lr_schedule": "cosine", **overrides}
+    return {"seed": seed, **overrides}
 
 
 def few_label_specs(seed: int) -> dict[str, dict]:
@@ -52,23 +52,26 @@ def few_label_specs(seed: int) -> dict[str, dict]:
 
 def adaptation_specs(seed: int) -> dict[str, dict]:
     data = {"source": "builtin:digits-rgb", "target": "builtin:digits-m"}
-    adapt = {"kind": "adapt", "model": CNN, "data": data, "hyperparameters": hp(seed, epochs=15)}
+    adapt_hp = hp(seed, epochs=15, lr_schedule="cosine")
+    adapt = {"kind": "adapt", "model": CNN, "data": data, "hyperparameters": adapt_hp}
     specs = {m: adapt | {"method": {"name": m}} for m in ("source_only", "dann", "coral", "mmd")}
     specs["target labels (upper bound)"] = {
         "kind": "finetune", "model": CNN, "data": {"train": "builtin:digits-m"},
-        "hyperparameters": hp(seed, epochs=15),
+        "hyperparameters": adapt_hp,
     }  # fmt: skip
     return specs
 
 
 def text_specs(seed: int) -> dict[str, dict]:
-    finetune = {"kind": "finetune", "data": {"train": FEW_TEXTS},
-                "hyperparameters": hp(seed, epochs=15, batch_size=16)}  # fmt: skip
+    text_hp = hp(seed, epochs=15, batch_size=16, lr_schedule="cosine")
+    finetune = {"kind": "finetune", "data": {"train": FEW_TEXTS}, "hyperparameters": text_hp}
     return {
         "causal_lm": {
             "kind": "pretrain", "model": TRANSFORMER, "method": {"name": "causal_lm"},
             "data": {"train": "builtin:bbc-news"},
-            "hyperparameters": hp(seed, epochs=3, batch_size=32, warmup_steps=50),
+            "hyperparameters": hp(
+                seed, epochs=3, batch_size=32, warmup_steps=50, lr_schedule="cosine"
+            ),
         },
         "scratch": finetune | {"model": TRANSFORMER},
         "finetune": finetune,

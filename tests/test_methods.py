@@ -202,7 +202,8 @@ def test_early_stopping_restores_the_best_epoch():
 @pytest.mark.parametrize("name", ["source_only", "dann", "coral", "mmd"])
 def test_adaptation_methods_report_target_and_source_accuracy(name):
     result, events = run(
-        {"kind": "adapt", "model": TINY_CNN, "method": {"name": name},
+        {"kind": "adapt", "model": TINY_CNN,
+         "method": {"name": name, "params": {} if name == "source_only" else {"weight": 0.1}},
          "data": {"source": {"dataset": "builtin:digits-rgb", "per_class": 8},
                   "target": {"dataset": "builtin:digits-m", "per_class": 8}},
          "hyperparameters": FAST}

@@ -93,8 +93,8 @@ def adapt(
         xs, ys, xt = (t.to(device) for t in batch)
         if loss_of is None:  # the baseline never sees the target, not even BatchNorm does
             return F.cross_entropy(model(xs), ys)
-        features = model.features(torch.cat([xs, xt]))
-        fs, ft = features[: len(xs)], features[len(xs) :]
+        # Two passes, not one: BatchNorm normalises each domain with its own statistics.
+        fs, ft = model.features(xs), model.features(xt)
         loss = F.cross_entropy(model.head(fs), ys)
         return loss + weight * loss_of(fs.float(), ft.float(), progress)
 
