@@ -57,9 +57,10 @@ def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trun
         _load_weights(trunk.backbone, ctx.base.state, "backbone.")
         return trunk
     spec = ctx.spec.model
-    card = {"architecture": spec.architecture, "params": spec.params}
+    # The card keeps every parameter, defaults included, so later defaults cannot change it.
+    params = ARCHITECTURES[spec.architecture].params.model_validate(spec.params)
+    card = {"architecture": spec.architecture, "params": params.model_dump()}
     if dataset.modality == "text":
-        params = ARCHITECTURES[spec.architecture].params.model_validate(spec.params)
         tokenizer = train_tokenizer(train.texts, params.vocab_size)
         card |= {
             "input_shape": [params.max_length],
