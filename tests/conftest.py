@@ -4,6 +4,7 @@ The environment is set here, before any test imports `app`, because settings are
 """
 
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -17,6 +18,7 @@ os.environ.update(
     TUNERY_BROKER_URL=os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     TUNERY_QUEUE=f"tunery-test-{SESSION_TAG}",
     TUNERY_SWEEP_INTERVAL_SECONDS="0",
+    TUNERY_ARTIFACT_DIR=tempfile.mkdtemp(prefix="tunery-api-artifacts-"),
 )
 
 

@@ -160,3 +160,40 @@ def test_openapi_documents_the_v1_contract(client):
     ):
         assert path in paths
     assert client.get("/docs").status_code == 200
+
+
+def test_predict_with_a_text_classifier_takes_strings(client):
+    """A model registered in the database, its file made by the training core."""
+    from pathlib import Path
+
+    from app.config import get_settings
+    from app.db import session_scope
+    from app.models import Job, Model, new_id
+    from tests.test_methods import FEW_TEXTS, TINY_TRANSFORMER, run
+    from worker.core.artifact import save_model
+
+    result, _ = run(
+        {"kind": "finetune", "model": TINY_TRANSFORMER, "data": {"train": FEW_TEXTS},
+         "hyperparameters": {"epochs": 1}}
+    )  # fmt: skip
+    model_id, job_id = new_id("model"), new_id("job")
+    relative = Path("models") / model_id / "model.safetensors"
+    (get_settings().artifact_dir / relative).parent.mkdir(parents=True)
+    save_model(result.model, result.card, get_settings().artifact_dir / relative)
+    with session_scope() as session:
+        session.add(Job(id=job_id, kind="finetune", status="succeeded", spec={}, max_attempts=1))
+        session.flush()
+        session.add(Model(id=model_id, source_job_id=job_id, architecture="transformer",
+                          task="classification", card=result.card, path=str(relative),
+                          sha256="0" * 64, size_bytes=1))  # fmt: skip
+
+    texts = ["Shares in the bank fell sharply", "The striker scored twice on Saturday"]
+    answer = client.post(f"/v1/models/{model_id}/predict", json={"inputs": texts})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert all(label in body["labels"] for label in body["predictions"])
+    assert len(body["probabilities"]) == 2
+    numbers = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1, 2, 3]]})
+    assert numbers.status_code == 422
+    assert "strings" in numbers.json()["detail"]
