@@ -1,8 +1,8 @@
 """The model registry: reading models, their files, and predicting with them."""
 
-import functools
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,63 +56,69 @@ def to_out(model: Model) -> ModelOut:
     )
 
 
+@dataclass(frozen=True)
+class Predictor:
+    """A classifier ready for inference, and how it turns request inputs into a batch."""
+
+    network: Network
+    card: dict
+    tokenizer: Tokenizer | None
+
+    def batch(self, inputs: list) -> torch.Tensor:
+        if self.tokenizer is not None:
+            if not all(isinstance(text, str) for text in inputs):
+                issue = SpecIssue("inputs", "this text model takes a list of strings")
+                raise InvalidInput([issue])
+            return encode(self.tokenizer, inputs, self.card["input_shape"][0])
+        expected = [len(inputs), *self.card["input_shape"]]
+        try:
+            array = np.asarray(inputs, dtype=np.float32)
+        except (ValueError, TypeError):
+            issue = SpecIssue("inputs", f"must be numbers in an array of shape {expected}")
+            raise InvalidInput([issue]) from None
+        if list(array.shape) != expected:
+            message = f"has shape {list(array.shape)}; this model takes {expected}"
+            raise InvalidInput([SpecIssue("inputs", message)])
+        if not np.isfinite(array).all():
+            raise InvalidInput([SpecIssue("inputs", "contains NaN or infinite values")])
+        return torch.from_numpy(array)
+
+
 class ModelCache:
     """Loaded models by id, least recently used first out; model files never change."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._models: OrderedDict[str, Network] = OrderedDict()
+        self._models: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model: Model) -> Network:
+    def get(self, model: Model) -> Predictor:
         with self._lock:
             if model.id in self._models:
                 self._models.move_to_end(model.id)
                 return self._models[model.id]
-        classifier, _card = load_classifier(model_file(model))
+        network, card = load_classifier(model_file(model))
+        tokenizer = Tokenizer.from_str(card["tokenizer"]) if card.get("tokenizer") else None
+        predictor = Predictor(network, card, tokenizer)
         with self._lock:
-            self._models[model.id] = classifier
+            self._models[model.id] = predictor
             while len(self._models) > self._capacity:
                 self._models.popitem(last=False)
-        return classifier
+        return predictor
 
 
 _cache = ModelCache(capacity=8)
-
-
-def _as_batch(inputs: list, card: dict) -> torch.Tensor:
-    if card.get("tokenizer"):
-        if not all(isinstance(text, str) for text in inputs):
-            raise InvalidInput([SpecIssue("inputs", "this text model takes a list of strings")])
-        return encode(_tokenizer(card["tokenizer"]), inputs, card["input_shape"][0])
-    expected = [len(inputs), *card["input_shape"]]
-    try:
-        array = np.asarray(inputs, dtype=np.float32)
-    except (ValueError, TypeError):
-        issue = SpecIssue("inputs", f"must be numbers in an array of shape {expected}")
-        raise InvalidInput([issue]) from None
-    if list(array.shape) != expected:
-        message = f"has shape {list(array.shape)}; this model takes {expected}"
-        raise InvalidInput([SpecIssue("inputs", message)])
-    if not np.isfinite(array).all():
-        raise InvalidInput([SpecIssue("inputs", "contains NaN or infinite values")])
-    return torch.from_numpy(array)
-
-
-@functools.lru_cache(maxsize=8)
-def _tokenizer(serialized: str) -> Tokenizer:
-    return Tokenizer.from_str(serialized)
 
 
 def predict(model: Model, inputs: list, return_embeddings: bool) -> PredictResponse:
     if model.task != "classification":
         raise Conflict(f"model {model.id} is a {model.task} model; fine-tune it to predict classes")
     labels = model.card["labels"]
-    x = _as_batch(inputs, model.card)
-    classifier = _cache.get(model)
+    predictor = _cache.get(model)
+    x = predictor.batch(inputs)
     with torch.inference_mode():
-        features = classifier.features(x)
-        probabilities = torch.softmax(classifier.head(features), dim=1)
+        features = predictor.network.features(x)
+        probabilities = torch.softmax(predictor.network.head(features), dim=1)
     return PredictResponse(
         predictions=[labels[i] for i in probabilities.argmax(dim=1).tolist()],
         probabilities=probabilities.tolist(),
