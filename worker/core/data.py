@@ -15,8 +15,6 @@ import torch.nn.functional as F
 
 from worker.core.spec import DatasetSelection
 
-SPLITS = ("train", "validation", "test")
-
 
 @dataclass(frozen=True)
 class Split:
