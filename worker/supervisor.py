@@ -143,7 +143,8 @@ def _store_model(attempt: Attempt) -> Model:
     partial = target.with_suffix(".partial")
     shutil.copyfile(attempt.run_dir / MODEL_FILE, partial)
     os.replace(partial, target)
-    data = target.read_bytes()
+    with open(target, "rb") as f:
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: models can be large
     card = attempt.card
     return Model(
         id=attempt.model_id,
@@ -154,8 +155,8 @@ def _store_model(attempt: Attempt) -> Model:
         task=card["task"],
         card=card,
         path=str(relative),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
+        sha256=sha256,
+        size_bytes=target.stat().st_size,
     )
 
 

@@ -119,6 +119,7 @@ def fit(
     hp, events, device = ctx.spec.hyperparameters, ctx.events, ctx.device
     frozen = list(frozen)
     optimizer = build_optimizer(hp, param_groups)
+    clipped = [p for group in param_groups for p in group["params"]]
     total_steps = steps_per_epoch * hp.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(hp, step, total_steps)
@@ -139,8 +140,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hp.grad_clip_norm is not None:
-                params = [p for group in param_groups for p in group["params"]]
-                nn.utils.clip_grad_norm_(params, hp.grad_clip_norm)
+                nn.utils.clip_grad_norm_(clipped, hp.grad_clip_norm)
             optimizer.step()
             schedule.step()
             step += 1
