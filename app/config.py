@@ -16,9 +16,24 @@ class Settings(BaseSettings):
     # wake-up signal only; the sweep below re-sends what it loses.
     broker_url: str = "sqla+sqlite:///var/broker.db"
     artifact_dir: Path = Path("var/artifacts")
+    # Where uploaded datasets are kept: `artifact_dir` on this machine, or an S3-compatible
+    # bucket (`s3://bucket/prefix`) that workers on other machines share. `s3_endpoint_url`
+    # points at a non-AWS server (MinIO, Ceph); credentials come from the usual AWS variables.
+    artifact_store_url: str | None = None
+    s3_endpoint_url: str | None = None
+    # Local copies of stored files for trainers and previews, kept by content hash.
+    cache_dir: Path = Path("var/cache")
     # Per-attempt scratch directories for trainers, removed when the attempt ends.
     run_dir: Path = Path("var/runs")
     queue: str = "training"
+
+    # Request bodies are counted as they stream in and refused past these sizes (413).
+    max_upload_bytes: int = 2 * 1024**3
+    max_request_bytes: int = 16 * 1024**2
+    # Zip archives: member count, expanded size and compression ratio (zip-bomb guards).
+    max_archive_members: int = 100_000
+    max_archive_expanded_bytes: int = 4 * 1024**3
+    max_compression_ratio: float = 100.0
 
     max_attempts: int = 3
     lease_seconds: float = 60.0

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from app import problems
-from app.api import health, jobs, models
+from app.api import datasets, health, jobs, models
 from app.config import get_settings
+from app.limits import BodySizeLimit
 from app.services.dispatch import sweep_forever
 
 
@@ -31,7 +32,14 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    settings = get_settings()
+    app.add_middleware(
+        BodySizeLimit,
+        upload_bytes=settings.max_upload_bytes,
+        request_bytes=settings.max_request_bytes,
+    )
     app.include_router(health.router)
+    app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
     return app

@@ -122,3 +122,36 @@ class Model(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Dataset(Base):
+    """An uploaded file, validated and described. Its bytes live in the artifact store under
+    `datasets/sha256/<sha256>`: the same bytes uploaded twice are stored once."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(32))
+    format: Mapped[str] = mapped_column(String(16))
+    modality: Mapped[str] = mapped_column(String(16))
+    num_examples: Mapped[int] = mapped_column(BigInteger)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    feature_names: Mapped[list[str] | None] = mapped_column(JSON)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    class_counts: Mapped[dict[str, Any]]
+    splits: Mapped[dict[str, Any]]
+    label_column: Mapped[str | None] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobDataset(Base):
+    """Which datasets a job reads: a dataset in use by a queued or running job is not deleted."""
+
+    __tablename__ = "job_datasets"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)

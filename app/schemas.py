@@ -106,3 +106,38 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     checks: dict[str, str]
+
+
+DatasetTask = Literal["classification", "pretraining"]
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    task: DatasetTask
+    format: str
+    modality: Literal["image", "tabular", "text"]
+    num_examples: int
+    input_shape: list[int] = Field(description="One example's shape; [] for text.")
+    feature_names: list[str] | None = Field(
+        description="Tabular: the model's input features, categorical columns one-hot encoded."
+    )
+    labels: list[str]
+    class_counts: dict[str, int]
+    splits: dict[str, int] = Field(description="Examples in each of train, validation, test.")
+    label_column: str | None
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+class PreviewImage(BaseModel):
+    label: str | None
+    png_base64: str
+
+
+class DatasetPreview(BaseModel):
+    rows: list[dict[str, Any]] | None = None
+    images: list[PreviewImage] | None = None

@@ -19,6 +19,7 @@ os.environ.update(
     TUNERY_QUEUE=f"tunery-test-{SESSION_TAG}",
     TUNERY_SWEEP_INTERVAL_SECONDS="0",
     TUNERY_ARTIFACT_DIR=tempfile.mkdtemp(prefix="tunery-api-artifacts-"),
+    TUNERY_CACHE_DIR=tempfile.mkdtemp(prefix="tunery-api-cache-"),
 )
 
 

@@ -72,7 +72,12 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def start_stack(
-    root: Path, database_url: str, broker_url: str, queue: str, concurrency: int = 1
+    root: Path,
+    database_url: str,
+    broker_url: str,
+    queue: str,
+    concurrency: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> Stack:
     """Migrate the database, then start the API server and a worker of `concurrency` processes,
     and wait until the API is ready. With several processes each trainer gets one thread."""
@@ -82,10 +87,12 @@ def start_stack(
         "TUNERY_BROKER_URL": broker_url,
         "TUNERY_ARTIFACT_DIR": str(root / "artifacts"),
         "TUNERY_RUN_DIR": str(root / "runs"),
+        "TUNERY_CACHE_DIR": str(root / "cache"),
         "TUNERY_QUEUE": queue,
         "TUNERY_SWEEP_INTERVAL_SECONDS": "1",
         "TUNERY_HEARTBEAT_SECONDS": "0.5",
         "TUNERY_STOP_GRACE_SECONDS": "5",
+        **(extra_env or {}),
     }
     if concurrency > 1:
         env["OMP_NUM_THREADS"] = "1"

@@ -244,3 +244,32 @@ def test_one_job_of_each_kind_pretrain_then_finetune_then_adapt(stack):
         predicted = client.post(f"/v1/models/{adapted['id']}/predict", json={"inputs": colour})
         assert predicted.status_code == 200
         assert len(predicted.json()["predictions"]) == 3
+
+
+def test_an_uploaded_dataset_trains_and_its_model_predicts_raw_inputs(stack):
+    """Upload to the local store, train on it in the worker, predict with the model."""
+    from tests import files
+
+    with stack.client() as client:
+        dataset = client.post(
+            "/v1/datasets",
+            files={"file": ("cancer.csv", files.cancer_csv(300))},
+            data={"name": "cancer", "task": "classification"},
+        ).json()
+        spec = {
+            "kind": "finetune",
+            "model": {"architecture": "mlp"},
+            "data": {"train": dataset["id"]},
+            "hyperparameters": {"epochs": 30},
+        }
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
+        assert job["status"] == "succeeded", (job, stack.logs())
+        assert job["metrics"]["test_accuracy"] > 0.8  # 300 rows of a separable table
+        model = client.get(f"/v1/models/{job['result_model_id']}").json()
+        assert model["labels"] == ["benign", "malignant"]
+        table = files.cancer_table(300)
+        row = [*table.iloc[0, :6].astype(float), float(table["size"][0] == "large")]
+        row.append(1.0 - row[-1])
+        predict = client.post(f"/v1/models/{model['id']}/predict", json={"inputs": [row]})
+        assert predict.status_code == 200, predict.text
+        assert predict.json()["predictions"][0] in ("benign", "malignant")

@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
+
 from app.config import Settings
 from app.db import session_scope
-from app.models import Job, MetricPoint, Model, new_id
+from app.models import Dataset, Job, JobDataset, MetricPoint, Model, new_id
 from app.services import dispatch, job_state
+from app.services.datasets import storage_key
+from app.storage import get_store
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -192,6 +196,20 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         base_id = spec.get("base_model_id")
         base = session.get(Model, base_id) if base_id else None
         base_path = str((settings.artifact_dir / base.path).resolve()) if base else None
+        uploads = session.scalars(
+            select(Dataset).join(JobDataset, JobDataset.dataset_id == Dataset.id)
+            .where(JobDataset.job_id == job_id)
+        ).all()  # fmt: skip
+        # The trainer reads each file from a local copy (fetched once per content hash).
+        datasets = {
+            row.id: {
+                "path": str(get_store().local_path(storage_key(row.sha256)).resolve()),
+                "format": row.format,
+                "labelled": row.task == "classification",
+                "label_column": row.label_column or "label",
+            }
+            for row in uploads
+        }
 
     run_dir = settings.run_dir / job_id / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +219,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         "model_id": attempt.model_id,
         "spec": spec,
         "base_model_path": base_path,
+        "datasets": datasets,
         "output_path": str(run_dir / MODEL_FILE),
     }
     (run_dir / "run.json").write_text(json.dumps(run))

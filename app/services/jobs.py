@@ -7,7 +7,7 @@ from app.config import get_settings
 from app.models import Job, JobEvent, MetricPoint, Model, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Progress
-from app.services import job_state
+from app.services import datasets, job_state
 from app.services.pagination import newest_first
 from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
 from worker.core.validation import SpecIssue, check_spec
@@ -22,7 +22,7 @@ def create_job(session: Session, spec: PretrainSpec | FinetuneSpec | AdaptSpec) 
         if base is None:
             raise InvalidInput([SpecIssue("base_model_id", f"no model {base_model_id!r}")])
         base_card = base.card
-    issues = check_spec(spec, base_card)
+    issues = check_spec(spec, base_card, datasets.describer(session))
     if issues:
         raise InvalidInput(issues)
     job = Job(
@@ -35,6 +35,7 @@ def create_job(session: Session, spec: PretrainSpec | FinetuneSpec | AdaptSpec) 
     )
     session.add(job)
     session.flush()
+    datasets.record_job_datasets(session, job.id, spec.data)
     job_state.add_event(session, job.id, 0, "status", "queued", "queued")
     return job
 

@@ -1,19 +1,25 @@
 """Datasets the trainer can read, resolved from the references in a job spec.
 
-Built-in datasets come from installed packages only: nothing is downloaded at run time. Every
-built-in has a fixed stratified train/validation/test split (70/10/20, seed 0); a reference
-may select a reproducible, stratified subset of its training split (`fraction`, `per_class`).
+Built-in datasets (`builtin:...`) come from installed packages only: nothing is downloaded at
+run time. Uploaded datasets (`ds_...`) are files the trainer is handed (`register_file`).
+Every dataset has a fixed train/validation/test split (70/10/20, stratified, seed 0) unless
+its file assigns one; a reference may select a reproducible, stratified subset of its
+training split (`fraction`, `per_class`).
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worker.core.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset
 from worker.core.spec import DatasetSelection
+
+UNLABELLED = -1  # the label of every example of an unlabelled dataset
 
 
 @dataclass(frozen=True)
@@ -35,22 +41,60 @@ class Split:
 
 
 @dataclass(frozen=True)
-class LabelledDataset:
+class DatasetInfo:
+    """What checking a job spec needs to know of a dataset, without loading it."""
+
     name: str
     modality: str  # "image", "tabular" or "text"
     input_shape: tuple[int, ...]  # () for text: the model's tokenizer decides the length
+    labels: tuple[str, ...]  # () when unlabelled
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.labels)
+
+
+@dataclass(frozen=True)
+class LabelledDataset:
+    name: str
+    modality: str
+    input_shape: tuple[int, ...]
     labels: tuple[str, ...]
     splits: dict[str, Split]
+    feature_names: tuple[str, ...] | None = None  # tabular files: encoded feature names
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(self.name, self.modality, self.input_shape, self.labels)
 
 
-def fixed_split(y: np.ndarray) -> dict[str, np.ndarray]:
-    """Stratified 70/10/20 train/validation/test indices, the same on every machine."""
+def _hold_out(index: np.ndarray, y: np.ndarray | None, share: float):
+    """Split `index` in two, `share` of it held out; stratified by label where every class can
+    give to both parts."""
     from sklearn.model_selection import train_test_split
 
-    index = np.arange(len(y))
-    rest, test = train_test_split(index, test_size=0.2, stratify=y, random_state=0)
-    train, validation = train_test_split(rest, test_size=0.125, stratify=y[rest], random_state=0)
+    labels = None if y is None else y[index]
+    try:
+        return train_test_split(index, test_size=share, stratify=labels, random_state=0)
+    except ValueError:  # a class too small to stratify
+        return train_test_split(index, test_size=share, random_state=0)
+
+
+def fixed_split(y: np.ndarray | None, count: int | None = None) -> dict[str, np.ndarray]:
+    """Stratified 70/10/20 train/validation/test indices, the same on every machine."""
+    rest, test = _hold_out(np.arange(len(y) if y is not None else count), y, 0.2)
+    train, validation = _hold_out(rest, y, 0.125)
     return {"train": train, "validation": validation, "test": test}
+
+
+def assigned_split(y: np.ndarray | None, given: np.ndarray) -> dict[str, np.ndarray]:
+    """The split a file assigns; validation and test it leaves empty are taken from train."""
+    parts = {name: np.flatnonzero(given == name) for name in SPLIT_NAMES}
+    if len(parts["train"]) == 0:
+        raise DatasetError("split", "no example is assigned to `train`")
+    for name, share in (("test", 0.2), ("validation", 0.125)):
+        if len(parts[name]) == 0:
+            parts["train"], parts[name] = _hold_out(parts["train"], y, share)
+    return parts
 
 
 def _tensor_dataset(
@@ -130,6 +174,44 @@ def _bbc_news() -> LabelledDataset:
     return LabelledDataset("builtin:bbc-news", "text", (), names, splits)
 
 
+def read_file_dataset(
+    name: str,
+    path: Path,
+    fmt: str,
+    labelled: bool,
+    label_column: str = "label",
+    limits: ReadLimits | None = None,
+) -> LabelledDataset:
+    """An uploaded dataset, read and checked by `worker.core.readers` (`DatasetError`)."""
+    parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits())
+    y = parsed.y if parsed.y is not None else np.full(len(parsed), UNLABELLED)
+    full = Split(
+        y=torch.from_numpy(y.astype(np.int64)),
+        x=None if parsed.x is None else torch.from_numpy(parsed.x),
+        texts=parsed.texts,
+    )
+    labels_or_none = parsed.y if labelled else None
+    parts = (
+        fixed_split(labels_or_none, len(parsed))
+        if parsed.split is None
+        else assigned_split(labels_or_none, parsed.split)
+    )
+    input_shape = () if parsed.x is None else tuple(parsed.x.shape[1:])
+    splits = {part: full.take(np.sort(index)) for part, index in parts.items()}
+    return LabelledDataset(
+        name, parsed.modality, input_shape, parsed.labels, splits, parsed.feature_names
+    )
+
+
+# Uploaded datasets this process was handed: id -> loader.
+_FILES: dict[str, Callable[[], LabelledDataset]] = {}
+
+
+def register_file(name: str, path: Path, fmt: str, labelled: bool, label_column: str) -> None:
+    """Make the uploaded dataset `name` (its file at `path`) loadable by `load_dataset`."""
+    _FILES[name] = partial(read_file_dataset, name, path, fmt, labelled, label_column)
+
+
 BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:digits": _digits,
     "builtin:digits-rgb": _digits_rgb,
@@ -143,16 +225,20 @@ def dataset_name(ref: str | DatasetSelection) -> str:
     return ref if isinstance(ref, str) else ref.dataset
 
 
-def is_known(ref: str | DatasetSelection) -> bool:
-    return dataset_name(ref) in BUILTIN_DATASETS
+def dataset_names(data: object) -> set[str]:
+    """The datasets a spec's `data` section refers to."""
+    return {dataset_name(ref) for _field, ref in data if ref is not None}
+
+
+def describe_builtin(name: str) -> DatasetInfo | None:
+    return load_dataset(name).info() if name in BUILTIN_DATASETS else None
 
 
 @cache
 def load_dataset(name: str) -> LabelledDataset:
-    try:
-        loader = BUILTIN_DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}") from None
+    loader = BUILTIN_DATASETS.get(name) or _FILES.get(name)
+    if loader is None:
+        raise KeyError(f"unknown dataset {name!r}")
     return loader()
 
 

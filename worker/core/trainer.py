@@ -1,9 +1,10 @@
 """The trainer process: `python -m worker.core.trainer RUN_DIR [--events-fd N]`.
 
-RUN_DIR/run.json holds the job spec, where to find the base model and where to write the new
-one. The trainer writes the model (safetensors, its card in the header) and reports events as
-JSON lines on the events channel. Exit status: 0 success, 1 a deterministic failure (reported
-as an `error` event first); death by a signal is the supervisor's to classify.
+RUN_DIR/run.json holds the job spec, where to find the base model and the uploaded datasets,
+and where to write the new model. The trainer writes the model (safetensors, its card in the
+header) and reports events as JSON lines on the events channel. Exit status: 0 success, 1 a
+deterministic failure (reported as an `error` event first); death by a signal is the
+supervisor's to classify.
 """
 
 import argparse
@@ -17,6 +18,7 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from worker.core.artifact import CARD_FORMAT, load_weights, save_model
+from worker.core.data import register_file
 from worker.core.events import EventSink
 from worker.core.methods import METHODS
 from worker.core.run import RunContext
@@ -28,6 +30,10 @@ def train(run_dir: Path, events: EventSink) -> None:
     run = json.loads((run_dir / "run.json").read_text())
     spec = TypeAdapter(JobSpec).validate_python(run["spec"])
     base = load_weights(Path(run["base_model_path"])) if run.get("base_model_path") else None
+    for name, upload in run.get("datasets", {}).items():
+        register_file(
+            name, Path(upload["path"]), upload["format"], upload["labelled"], upload["label_column"]
+        )
     device = resolve_device(spec.resources.device)
     method = METHODS[spec.method.name]
     result = method.run(RunContext(spec=spec, device=device, events=events, base=base))

@@ -16,7 +16,15 @@ from worker.core.data import LabelledDataset, Split
 from worker.core.run import RunContext
 from worker.core.text import encode, train_tokenizer
 
-TRUNK_KEYS = ("architecture", "params", "input_shape", "normalization", "tokenizer", "vocab_size")
+TRUNK_KEYS = (
+    "architecture",
+    "params",
+    "input_shape",
+    "normalization",
+    "tokenizer",
+    "vocab_size",
+    "feature_names",
+)
 
 
 @dataclass
@@ -71,6 +79,9 @@ def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trun
     else:
         card |= {
             "input_shape": list(dataset.input_shape),
+            # Statistics of this job's training split only; the model applies them itself.
             "normalization": normalization_of(train.x),
+            # Tables: the order of the input features, categorical columns one-hot encoded.
+            "feature_names": list(dataset.feature_names) if dataset.feature_names else None,
         }
     return trunk_from_card(card)

@@ -1,16 +1,25 @@
 """Checks on a job spec that need the registries: run at submission, before anything is queued."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from worker.core.architectures import ARCHITECTURES, build_trunk
-from worker.core.data import BUILTIN_DATASETS, LabelledDataset, dataset_name, is_known, load_dataset
+from worker.core.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
 from worker.core.methods import METHODS, methods_for
 from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
 
 Spec = PretrainSpec | FinetuneSpec | AdaptSpec
+# Looks a dataset up by name: built-in or uploaded; None when there is no such dataset.
+Describe = Callable[[str], DatasetInfo | None]
+# The data fields whose datasets must carry labels, by job kind.
+LABELLED_FIELDS = {
+    "pretrain": (),
+    "finetune": ("train", "validation", "test"),
+    "adapt": ("source", "target_test"),
+}
 
 
 @dataclass(frozen=True)
@@ -51,13 +60,23 @@ def _method_issues(spec: Spec) -> list[SpecIssue]:
     return _params_issues(method.params, spec.method.params, "method.params")
 
 
-def _data_issues(spec: Spec) -> list[SpecIssue]:
+def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
     known = ", ".join(sorted(BUILTIN_DATASETS))
-    return [
-        SpecIssue(f"data.{field}", f"unknown dataset {dataset_name(ref)!r}; datasets: {known}")
-        for field, ref in spec.data
-        if ref is not None and not is_known(ref)
-    ]
+    issues = []
+    for field, ref in spec.data:
+        if ref is None:
+            continue
+        info = describe(dataset_name(ref))
+        if info is None:
+            message = (
+                f"unknown dataset {dataset_name(ref)!r}; use the id of an uploaded dataset "
+                f"or a built-in: {known}"
+            )
+            issues.append(SpecIssue(f"data.{field}", message))
+        elif field in LABELLED_FIELDS[spec.kind] and not info.labelled:
+            message = f"{info.name} has no labels; {spec.kind} jobs need labels in `{field}`"
+            issues.append(SpecIssue(f"data.{field}", message))
+    return issues
 
 
 def _modality(card: dict[str, Any]) -> str:
@@ -66,18 +85,20 @@ def _modality(card: dict[str, Any]) -> str:
     return "image" if len(card["input_shape"]) == 3 else "tabular"
 
 
-def _fit_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[SpecIssue]:
+def _fit_issues(
+    spec: Spec, base_card: dict[str, Any] | None, describe: Describe
+) -> list[SpecIssue]:
     """Whether the model, the method and the data go together."""
     field = "data.source" if spec.kind == "adapt" else "data.train"
     ref = spec.data.source if spec.kind == "adapt" else spec.data.train
-    dataset = load_dataset(dataset_name(ref))
+    dataset = describe(dataset_name(ref))
     issues = []
     method = METHODS[spec.method.name]
     if dataset.modality not in method.modalities:
         message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
         issues.append(SpecIssue(field, message))
     if spec.kind == "adapt":
-        issues += _domain_issues(spec, dataset)
+        issues += _domain_issues(spec, dataset, describe)
     if base_card is not None:
         return issues + _base_issues(base_card, dataset)
     arch = ARCHITECTURES[spec.model.architecture]
@@ -94,7 +115,7 @@ def _fit_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[SpecIssue]
     return issues
 
 
-def _base_issues(card: dict[str, Any], dataset: LabelledDataset) -> list[SpecIssue]:
+def _base_issues(card: dict[str, Any], dataset: DatasetInfo) -> list[SpecIssue]:
     base_modality = _modality(card)
     if base_modality != dataset.modality:
         message = f"the base model reads {base_modality} data, {dataset.name} is {dataset.modality}"
@@ -108,13 +129,13 @@ def _base_issues(card: dict[str, Any], dataset: LabelledDataset) -> list[SpecIss
     return []
 
 
-def _domain_issues(spec: AdaptSpec, source: LabelledDataset) -> list[SpecIssue]:
+def _domain_issues(spec: AdaptSpec, source: DatasetInfo, describe: Describe) -> list[SpecIssue]:
     issues = []
     for field in ("target", "target_test"):
         ref = getattr(spec.data, field)
         if ref is None:
             continue
-        other = load_dataset(dataset_name(ref))
+        other = describe(dataset_name(ref))
         if (other.modality, other.input_shape) != (source.modality, source.input_shape):
             message = (
                 f"{other.name} has {other.modality} inputs of shape {list(other.input_shape)}, "
@@ -126,9 +147,11 @@ def _domain_issues(spec: AdaptSpec, source: LabelledDataset) -> list[SpecIssue]:
     return issues
 
 
-def check_spec(spec: Spec, base_card: dict[str, Any] | None = None) -> list[SpecIssue]:
+def check_spec(
+    spec: Spec, base_card: dict[str, Any] | None = None, describe: Describe = describe_builtin
+) -> list[SpecIssue]:
     """Every problem with the spec; an empty list means it can run."""
-    issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec)
+    issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec, describe)
     if not issues:
-        issues = _fit_issues(spec, base_card)
+        issues = _fit_issues(spec, base_card, describe)
     return issues

@@ -1,0 +1,54 @@
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from app.deps import SessionDep
+from app.schemas import DatasetOut, DatasetPreview, DatasetTask, Page
+from app.services import datasets
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post("", status_code=201)
+def upload_dataset(
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description=".npz, .csv, .parquet, .jsonl or .zip")],
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    task: Annotated[DatasetTask, Form()],
+    label_column: Annotated[
+        str, Form(min_length=1, max_length=200, description="csv/parquet: the label's column")
+    ] = "label",
+) -> DatasetOut:
+    """Upload a file; it is checked whole and stored only if it is a valid dataset."""
+    dataset = datasets.create_dataset(
+        session, file.file, file.filename or "", name, task, label_column
+    )
+    return datasets.to_out(dataset)
+
+
+@router.get("")
+def list_datasets(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20, cursor: str | None = None
+) -> Page[DatasetOut]:
+    rows, next_cursor = datasets.list_datasets(session, limit, cursor)
+    return Page(data=[datasets.to_out(d) for d in rows], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}")
+def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
+    return datasets.to_out(datasets.get_dataset(session, dataset_id))
+
+
+@router.get("/{dataset_id}/preview")
+def preview_dataset(
+    dataset_id: str, session: SessionDep, count: Annotated[int, Query(ge=1, le=50)] = 5
+) -> DatasetPreview:
+    """The first rows (tables, texts) or images (as PNG, base64) of the dataset."""
+    return datasets.preview_dataset(datasets.get_dataset(session, dataset_id), count)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: str, session: SessionDep) -> Response:
+    """Delete a dataset; `409` while a queued or running job reads it."""
+    datasets.delete_dataset(session, dataset_id)
+    return Response(status_code=204)

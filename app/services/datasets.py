@@ -1,0 +1,158 @@
+"""Uploaded datasets: validated whole before anything is stored, stored once by content hash.
+
+An upload is streamed to a temporary file while its sha256 is computed, read and checked by
+the training core's readers (the same code the trainer loads it with), then put in the
+artifact store and recorded. A file that fails a check leaves no row and no stored file.
+"""
+
+import hashlib
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from worker.core.readers import DatasetError, ReadLimits, format_of, preview
+
+from app.config import get_settings
+from app.models import Dataset, Job, JobDataset, new_id
+from app.problems import Conflict, InvalidInput, NotFound
+from app.schemas import DatasetOut, DatasetPreview
+from app.services.pagination import newest_first
+from app.storage import get_store
+from worker.core.data import DatasetInfo, dataset_names, describe_builtin, read_file_dataset
+from worker.core.validation import SpecIssue
+
+ACTIVE = ("queued", "running")
+CHUNK = 1024 * 1024
+
+
+def storage_key(sha256: str) -> str:
+    return f"datasets/sha256/{sha256}"
+
+
+def read_limits() -> ReadLimits:
+    s = get_settings()
+    return ReadLimits(
+        max_members=s.max_archive_members,
+        max_uncompressed_bytes=s.max_archive_expanded_bytes,
+        max_compression_ratio=s.max_compression_ratio,
+    )
+
+
+def _copy_hashing(source: BinaryIO, destination: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(destination, "wb") as out:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return digest.hexdigest(), size
+
+
+def _invalid(error: DatasetError) -> InvalidInput:
+    return InvalidInput([SpecIssue("file", str(error))])
+
+
+def create_dataset(
+    session: Session, upload: BinaryIO, filename: str, name: str, task: str, label_column: str
+) -> Dataset:
+    labelled = task == "classification"
+    try:
+        fmt = format_of(filename)
+    except DatasetError as error:
+        raise _invalid(error) from None
+    with tempfile.TemporaryDirectory(prefix="tunery-upload-") as scratch:
+        path = Path(scratch) / f"upload.{fmt}"
+        sha256, size = _copy_hashing(upload, path)
+        dataset_id = new_id("ds")
+        try:
+            loaded = read_file_dataset(dataset_id, path, fmt, labelled, label_column, read_limits())
+        except DatasetError as error:
+            raise _invalid(error) from None
+        store = get_store()
+        if not store.exists(storage_key(sha256)):
+            store.put(storage_key(sha256), path)
+    counts = Counter(int(y) for part in loaded.splits.values() for y in part.y)
+    dataset = Dataset(
+        id=dataset_id,
+        name=name,
+        task=task,
+        format=fmt,
+        modality=loaded.modality,
+        num_examples=sum(len(part) for part in loaded.splits.values()),
+        input_shape=list(loaded.input_shape),
+        feature_names=list(loaded.feature_names) if loaded.feature_names else None,
+        labels=list(loaded.labels),
+        class_counts={label: counts[i] for i, label in enumerate(loaded.labels)},
+        splits={part: len(split) for part, split in loaded.splits.items()},
+        label_column=label_column if labelled and loaded.modality == "tabular" else None,
+        sha256=sha256,
+        size_bytes=size,
+    )
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def get_dataset(session: Session, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound("dataset", dataset_id)
+    return dataset
+
+
+def list_datasets(session: Session, limit: int, cursor: str | None):
+    return newest_first(session, select(Dataset), Dataset, limit, cursor)
+
+
+def dataset_file(dataset: Dataset) -> Path:
+    return get_store().local_path(storage_key(dataset.sha256))
+
+
+def preview_dataset(dataset: Dataset, count: int) -> DatasetPreview:
+    label_column = dataset.label_column or "label"
+    shown = preview(dataset_file(dataset), dataset.format, label_column, count, read_limits())
+    return DatasetPreview.model_validate(shown)
+
+
+def delete_dataset(session: Session, dataset_id: str) -> None:
+    dataset = get_dataset(session, dataset_id)
+    users = session.scalars(
+        select(Job.id)
+        .join(JobDataset, JobDataset.job_id == Job.id)
+        .where(JobDataset.dataset_id == dataset_id, Job.status.in_(ACTIVE))
+    ).all()
+    if users:
+        raise Conflict(f"dataset {dataset_id} is in use by {', '.join(users)}; cancel them first")
+    session.delete(dataset)
+    session.flush()
+    others = session.scalar(select(Dataset.id).where(Dataset.sha256 == dataset.sha256).limit(1))
+    if others is None:
+        get_store().delete(storage_key(dataset.sha256))
+
+
+def describer(session: Session):
+    """Looks datasets up for job-spec checks: built-ins, then uploads by id."""
+
+    def describe(name: str) -> DatasetInfo | None:
+        builtin = describe_builtin(name)
+        if builtin is not None:
+            return builtin
+        row = session.get(Dataset, name) if name.startswith("ds_") else None
+        if row is None:
+            return None
+        return DatasetInfo(row.id, row.modality, tuple(row.input_shape), tuple(row.labels))
+
+    return describe
+
+
+def record_job_datasets(session: Session, job_id: str, data: object) -> None:
+    for name in dataset_names(data):
+        if describe_builtin(name) is None:
+            session.add(JobDataset(job_id=job_id, dataset_id=name))
+
+
+def to_out(dataset: Dataset) -> DatasetOut:
+    return DatasetOut.model_validate(dataset)

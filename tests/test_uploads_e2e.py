@@ -1,0 +1,236 @@
+"""Uploads against real processes: an S3-protocol server (moto), the API server and a Celery
+worker that reads the datasets back from the bucket, as workers on other machines would.
+
+Also the limits that protect the server: bodies over the size limit are refused while they
+stream, and a 1 GB zip bomb is refused, both without the server's memory growing past
+`MEMORY_BOUND`.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import files
+from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.test_e2e import finished, wait_for
+
+pytestmark = pytest.mark.e2e
+
+UPLOAD_LIMIT = 32 * 1024**2
+MEMORY_BOUND = 64 * 1024**2  # growth of the API server's resident memory
+AWS = {
+    "AWS_ACCESS_KEY_ID": "tunery-test",
+    "AWS_SECRET_ACCESS_KEY": "tunery-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server in its own process, and a fresh bucket on it."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **AWS},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(endpoint, timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.2)
+    import boto3
+
+    bucket = f"tunery-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+    client.create_bucket(Bucket=bucket)
+    yield endpoint, bucket, client
+    server.kill()
+    server.wait()
+    log.close()
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": AWS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": AWS["AWS_DEFAULT_REGION"],
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(s3, tmp_path_factory):
+    endpoint, bucket, _client = s3
+    tag = uuid.uuid4().hex[:8]
+    database = f"tunery_uploads_{tag}"
+    create_postgres_database(database)
+    env = {
+        **AWS,
+        "TUNERY_ARTIFACT_STORE_URL": f"s3://{bucket}/tunery",
+        "TUNERY_S3_ENDPOINT_URL": endpoint,
+        "TUNERY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+    }
+    root = tmp_path_factory.mktemp("uploads")
+    stack = start_stack(
+        root,
+        postgres_url(database),
+        "redis://127.0.0.1:6379/0",
+        queue=f"tunery-uploads-{tag}",
+        extra_env=env,
+    )
+    yield stack
+    stack.stop()
+    drop_postgres_database(database)
+
+
+def test_the_s3_store_shows_a_file_only_whole_and_fetches_it_once(s3, tmp_path):
+    from app.storage import S3Store
+
+    endpoint, bucket, _client = s3
+    os.environ.update(AWS)
+    store = S3Store(f"s3://{bucket}/unit", tmp_path / "cache", endpoint)
+    source = tmp_path / "blob"
+    source.write_bytes(b"x" * 100_000)
+    assert not store.exists("datasets/sha256/abc")
+    store.put("datasets/sha256/abc", source)
+    assert store.exists("datasets/sha256/abc")
+    local = store.local_path("datasets/sha256/abc")
+    assert local.read_bytes() == source.read_bytes()
+    assert list(local.parent.iterdir()) == [local]  # no partial file left beside it
+    store.delete("datasets/sha256/abc")
+    assert not store.exists("datasets/sha256/abc")
+
+
+TINY_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
+MLP = {"architecture": "mlp"}
+FORMATS = [
+    ("digits.npz", files.digits_npz(300), "classification", "finetune", TINY_CNN),
+    ("digits.zip", files.digits_zip(200), "classification", "finetune", TINY_CNN),
+    ("cancer.csv", files.cancer_csv(200), "classification", "finetune", MLP),
+    ("cancer.parquet", files.cancer_parquet(), "classification", "finetune", MLP),
+    (
+        "topics.jsonl",
+        files.topics_jsonl(120),
+        "classification",
+        "finetune",
+        {"architecture": "gru", "params": {"vocab_size": 200, "max_length": 32}},
+    ),
+    (
+        "corpus.jsonl",
+        files.topics_jsonl(120, labelled=False),
+        "pretraining",
+        "pretrain",
+        {"architecture": "transformer", "params": {"vocab_size": 200, "max_length": 32}},
+    ),
+    ("flat.zip", files.digits_zip(100, labelled=False), "pretraining", "pretrain", TINY_CNN),
+]
+
+
+def test_each_format_uploads_to_s3_and_a_worker_trains_on_it(stack, s3):
+    _endpoint, bucket, client = s3
+    with stack.client() as api:
+        jobs = {}
+        for filename, content, task, kind, model in FORMATS:
+            response = api.post(
+                "/v1/datasets",
+                files={"file": (filename, content)},
+                data={"name": filename, "task": task},
+            )
+            assert response.status_code == 201, response.text
+            dataset = response.json()
+            key = f"tunery/datasets/sha256/{dataset['sha256']}"
+            assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == content
+            spec = {
+                "kind": kind,
+                "model": model,
+                "data": {"train": dataset["id"]},
+                "hyperparameters": {"epochs": 2, "batch_size": 16},
+            }
+            if kind == "pretrain":
+                method = "causal_lm" if filename.endswith(".jsonl") else "autoencoder"
+                spec["method"] = {"name": method}
+            job = api.post("/v1/jobs", json=spec)
+            assert job.status_code == 201, job.text
+            jobs[filename] = job.json()["id"]
+        for filename, job_id in jobs.items():
+            job = wait_for(api, job_id, finished, timeout=300)
+            assert job["status"] == "succeeded", (filename, job, stack.logs())
+            metric = "val_perplexity" if filename == "corpus.jsonl" else None
+            assert metric is None or job["metrics"][metric] > 0
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _zip_bomb(path: Path, expanded: int) -> None:
+    """One member of `expanded` zero bytes: about 1 MB on disk per GB expanded."""
+    chunk = bytes(1024**2)
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("0/zeros.png", "w", force_zip64=True) as member,
+    ):
+        for _ in range(expanded // len(chunk)):
+            member.write(chunk)
+
+
+def test_oversized_bodies_and_a_zip_bomb_are_refused_in_bounded_memory(stack, tmp_path):
+    api_pid = stack.processes[0].pid
+    with stack.client() as api:
+        api.get("/v1/datasets")  # warm the server up before measuring
+        baseline = _rss_bytes(api_pid)
+
+        def too_big():  # no Content-Length: the server must count as it reads
+            yield (
+                b"--xyz\r\nContent-Disposition: form-data; name=file; filename=big.npz\r\n"
+                b"Content-Type: application/octet-stream\r\n\r\n"
+            )
+            for _ in range(UPLOAD_LIMIT // 2**20 * 2):
+                yield b"0" * 2**20
+
+        headers = {"content-type": "multipart/form-data; boundary=xyz"}
+        streamed = api.post("/v1/datasets", content=too_big(), headers=headers)
+        assert streamed.status_code == 413, streamed.text
+        assert streamed.headers["content-type"] == "application/problem+json"
+        declared = api.post("/v1/datasets", content=b"0" * (UPLOAD_LIMIT + 1), headers=headers)
+        assert declared.status_code == 413
+
+        bomb = tmp_path / "bomb.zip"
+        _zip_bomb(bomb, 1024**3)
+        assert bomb.stat().st_size < 5 * 1024**2
+        with open(bomb, "rb") as f:
+            response = api.post(
+                "/v1/datasets",
+                files={"file": ("bomb.zip", f)},
+                data={"name": "bomb", "task": "classification"},
+            )
+        assert response.status_code == 422, response.text
+        assert "compression ratio" in response.json()["errors"][0]["message"]
+        assert _rss_bytes(api_pid) - baseline < MEMORY_BOUND
+        names = [d["name"] for d in api.get("/v1/datasets", params={"limit": 1000}).json()["data"]]
+        assert "bomb" not in names
