@@ -1,0 +1,181 @@
+"""What every format shares: the error, limits and result types, and the checks and helpers
+used by more than one reader (format check, labels, splits, archive checks, JSON-safe values,
+PNG encoding for previews)."""
+
+import base64
+import io
+import math
+import stat
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+FORMATS = ("npz", "csv", "parquet", "jsonl", "zip")
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+class DatasetError(ValueError):
+    """A file that cannot be a dataset; `where` says where (e.g. "file", "array 'x'",
+    "row 12, column 'age'", "line 3", "archive member 'cats/x.png'")."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+    def __reduce__(self):  # pickles (e.g. across processes) with both arguments
+        return type(self), (self.where, self.message)
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    max_members: int = 10_000  # zip members
+    max_uncompressed_bytes: int = 2 * 1024**3  # expanded archive; also the decoded image array
+    max_compression_ratio: float = 100.0  # uncompressed / compressed, archive and per member
+    max_image_pixels: int = 4096 * 4096  # per image (decompression-bomb guard)
+    max_categories: int = 100  # distinct values of one categorical column
+
+
+# eq=False: the fields are arrays, which have no single truth value to compare or hash by.
+@dataclass(frozen=True, eq=False)
+class ParsedDataset:
+    modality: str  # "image", "tabular" or "text"
+    x: np.ndarray | None  # float32; images (N, C, H, W), tabular (N, F); None for text
+    texts: tuple[str, ...] | None  # text only
+    y: np.ndarray | None  # int64 indices into `labels`; None when unlabelled
+    labels: tuple[str, ...]  # class names in index order; () when unlabelled
+    split: np.ndarray | None  # per-example str in SPLIT_NAMES, when the file assigns splits
+    feature_names: tuple[str, ...] | None  # tabular: names after encoding ("colour=red")
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.texts is not None else len(self.x)
+
+
+def check_not_empty(path: Path, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise DatasetError("file", f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")
+    if path.stat().st_size == 0:
+        raise DatasetError("file", "the file is empty")
+
+
+# Labels and splits
+
+
+def encode_labels(values: Any, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Label indices and class names (the str of each value) for a labelled dataset."""
+    names, inverse = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    labels = _class_order(names.tolist())
+    if len(labels) < 2:
+        message = f"only one class ('{labels[0]}'); a classifier needs at least two"
+        raise DatasetError(where, message)
+    position = {name: i for i, name in enumerate(labels)}
+    y = np.array([position[name] for name in names.tolist()], dtype=np.int64)[inverse]
+    return y.reshape(-1), tuple(labels)
+
+
+def _class_order(names: list[str]) -> list[str]:
+    """Numeric order when every name is a number (so "2" comes before "10"), else sorted."""
+    try:
+        numbers = [float(name) for name in names]
+    except ValueError:
+        return sorted(names)
+    if not all(math.isfinite(n) for n in numbers):
+        return sorted(names)
+    return [name for _number, name in sorted(zip(numbers, names, strict=True))]
+
+
+def check_split(values: Any, where_of: Callable[[int], str], numbered: bool = False) -> np.ndarray:
+    """Split names as a str array; `where_of(i)` locates example i, and `numbered` names it
+    in the message too (for arrays, where the location alone does not say which)."""
+    values = np.asarray(values).astype(str)
+    bad = np.flatnonzero(~np.isin(values, SPLIT_NAMES))
+    if bad.size:
+        i = int(bad[0])
+        at = f" at example {i}" if numbered else ""
+        message = f"value '{values[i]}'{at} is not one of {', '.join(SPLIT_NAMES)}"
+        raise DatasetError(where_of(i), message)
+    return values
+
+
+# Zip archives (npz files are zip archives too)
+
+
+def member_where(info: zipfile.ZipInfo) -> str:
+    return f"archive member '{info.filename}'"
+
+
+def check_archive(
+    archive: zipfile.ZipFile, limits: ReadLimits, check_ratio: bool = True
+) -> list[zipfile.ZipInfo]:
+    """Every member, checked from the central directory alone: nothing is decompressed yet."""
+    infos = archive.infolist()
+    if len(infos) > limits.max_members:
+        message = f"the archive has {len(infos)} members; at most {limits.max_members} are allowed"
+        raise DatasetError("file", message)
+    for info in infos:
+        if _unsafe_name(info):
+            raise DatasetError(member_where(info), "unsafe name (absolute, '..' or symlink)")
+    expanded = sum(info.file_size for info in infos)
+    if expanded > limits.max_uncompressed_bytes:
+        message = (
+            f"the archive would expand to {expanded} bytes; "
+            f"at most {limits.max_uncompressed_bytes} are allowed"
+        )
+        raise DatasetError("file", message)
+    if check_ratio:
+        for info in infos:
+            _check_ratio(member_where(info), info.file_size, info.compress_size, limits)
+        _check_ratio("file", expanded, sum(info.compress_size for info in infos), limits)
+    return infos
+
+
+def _unsafe_name(info: zipfile.ZipInfo) -> bool:
+    name = info.filename
+    return (
+        name.startswith("/")
+        or name[1:2] == ":"  # a Windows drive
+        or "\\" in name
+        or "\x00" in name
+        or ".." in name.split("/")
+        or stat.S_ISLNK(info.external_attr >> 16)
+    )
+
+
+def _check_ratio(where: str, expanded: int, compressed: int, limits: ReadLimits) -> None:
+    if compressed > 0 and expanded / compressed > limits.max_compression_ratio:
+        ratio, most = expanded / compressed, limits.max_compression_ratio
+        raise DatasetError(where, f"compression ratio {ratio:.0f}:1 exceeds {most:g}:1")
+
+
+# Previews
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as JSON can carry it: native types, NaN as null, dates and the like as text."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else (None if math.isnan(value) else str(value))
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
