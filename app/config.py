@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_archive_expanded_bytes: int = 4 * 1024**3
     max_compression_ratio: float = 100.0
 
+    # Weights of the models `predict` keeps loaded, least recently used out first.
+    model_cache_bytes: int = 1024**3
+
     max_attempts: int = 3
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 1.0

@@ -77,6 +77,8 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
     dispatched_at: Mapped[datetime | None]
+    # The model a finetune or adapt job starts from: a model in use is not deleted.
+    base_model_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -109,10 +111,14 @@ class MetricPoint(Base):
 
 
 class Model(Base):
+    """A trained or imported model. Deleting one removes its files but keeps the row, marked
+    `deleted_at`, so that the lineage of its descendants stays whole."""
+
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    source_job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    # None for imported models.
+    source_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), unique=True)
     parent_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     architecture: Mapped[str] = mapped_column(String(100))
@@ -121,6 +127,11 @@ class Model(Base):
     path: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The datasets it was trained on: name (built-in or upload id) -> sha256 of the upload,
+    # or null for a built-in.
+    datasets: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deleted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 

@@ -1,9 +1,9 @@
 """The API's response and request bodies (job specs themselves are in `worker.core.spec`)."""
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 T = TypeVar("T")
 
@@ -65,20 +65,50 @@ class EventOut(BaseModel):
     attempt: int
 
 
+class Ancestor(BaseModel):
+    id: str
+    name: str | None
+    kind: str | None = Field(description="The job kind that made it; null when imported.")
+    method: str | None
+    source_job_id: str | None
+    deleted: bool
+
+
 class ModelOut(BaseModel):
     id: str
     name: str | None
+    tags: list[str]
     architecture: str
     params: dict[str, Any]
     task: str
     input_shape: list[int]
+    feature_names: list[str] | None
     labels: list[str]
     metrics: dict[str, float]
-    source_job_id: str
+    kind: str | None
+    method: str | None
+    spec: dict[str, Any] | None = Field(description="The spec of the job that made it.")
+    datasets: dict[str, str | None] = Field(
+        description="Datasets it was trained on: name -> sha256 of the upload (null: built-in)."
+    )
+    source_job_id: str | None
     parent_model_id: str | None
+    lineage: list[Ancestor] = Field(
+        description="Its ancestors, the first pretrained base first, its parent last."
+    )
     created_at: datetime
     sha256: str
     size_bytes: int
+
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$")]
+
+
+class ModelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=50, description="Replaces all tags.")
 
 
 class PredictRequest(BaseModel):

@@ -63,6 +63,19 @@ print(json.dumps({"card": card, "shapes": shapes}))
 """
 
 
+RUN_ONNX_IN_CLEAN_PROCESS = """
+import json, sys
+from pathlib import Path
+import numpy as np, onnxruntime
+here = Path(sys.argv[1])
+session = onnxruntime.InferenceSession(str(here / "model.onnx"))
+inputs = np.asarray(json.loads((here / "inputs.json").read_text()), dtype=np.float32)
+probabilities, embeddings = session.run(None, {"inputs": inputs})
+assert not any(name.split(".")[0] in ("app", "worker", "torch") for name in sys.modules)
+print(json.dumps(probabilities.tolist()))
+"""
+
+
 def test_train_download_and_predict(stack, tmp_path):
     with stack.client() as client:
         job = client.post("/v1/jobs", json={**DIGITS_CNN, "name": "e2e"}).json()
@@ -129,6 +142,26 @@ def test_train_download_and_predict(stack, tmp_path):
         bad = client.post(f"/v1/models/{model['id']}/predict", json={"inputs": [[1.0, 2.0]]})
         assert bad.status_code == 422
         assert bad.json()["errors"][0]["field"] == "inputs"
+
+        # The ONNX file, run by onnxruntime alone, agrees with `predict` on raw inputs.
+        onnx = client.get(f"/v1/models/{model['id']}/download", params={"format": "onnx"})
+        assert onnx.status_code == 200, onnx.text
+        assert onnx.headers["etag"] == f'"{hashlib.sha256(onnx.content).hexdigest()}"'
+        (tmp_path / "model.onnx").write_bytes(onnx.content)
+        (tmp_path / "inputs.json").write_text(json.dumps(test.x[:50].tolist()))
+        served = subprocess.run(
+            [sys.executable, "-I", "-c", RUN_ONNX_IN_CLEAN_PROCESS, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        onnx_probabilities = json.loads(served.stdout)
+        difference = max(
+            abs(a - b)
+            for row_a, row_b in zip(onnx_probabilities, answer["probabilities"], strict=True)
+            for a, b in zip(row_a, row_b, strict=True)
+        )
+        assert difference <= 1e-4
 
 
 def test_cancel_a_running_job_stops_its_trainer(stack):
@@ -210,7 +243,7 @@ def test_one_job_of_each_kind_pretrain_then_finetune_then_adapt(stack):
 
         pretrain = run(
             {"kind": "pretrain", "model": TINY_CNN, "method": {"name": "contrastive"},
-             "data": {"train": {"dataset": "builtin:digits", "per_class": 20}},
+             "data": {"train": {"dataset": "builtin:digits-rgb", "per_class": 20}},
              "hyperparameters": few}
         )  # fmt: skip
         assert (
@@ -224,7 +257,7 @@ def test_one_job_of_each_kind_pretrain_then_finetune_then_adapt(stack):
         finetune = run(
             {"kind": "finetune", "base_model_id": base["id"],
              "method": {"name": "supervised", "params": {"freeze": "backbone"}},
-             "data": {"train": {"dataset": "builtin:digits", "fraction": 0.05}},
+             "data": {"train": {"dataset": "builtin:digits-rgb", "fraction": 0.05}},
              "hyperparameters": few}
         )  # fmt: skip
         tuned = client.get(f"/v1/models/{finetune['result_model_id']}").json()
@@ -232,7 +265,7 @@ def test_one_job_of_each_kind_pretrain_then_finetune_then_adapt(stack):
         assert 0 < finetune["metrics"]["test_accuracy"] <= 1
 
         adapt = run(
-            {"kind": "adapt", "model": TINY_CNN, "method": {"name": "dann"},
+            {"kind": "adapt", "base_model_id": tuned["id"], "method": {"name": "dann"},
              "data": {"source": {"dataset": "builtin:digits-rgb", "per_class": 10},
                       "target": {"dataset": "builtin:digits-m", "per_class": 10}},
              "hyperparameters": few}
@@ -240,6 +273,15 @@ def test_one_job_of_each_kind_pretrain_then_finetune_then_adapt(stack):
         assert set(adapt["metrics"]) >= {"test_accuracy", "source_test_accuracy"}
         adapted = client.get(f"/v1/models/{adapt['result_model_id']}").json()
         assert adapted["input_shape"] == [3, 28, 28]
+        # The registry keeps the lineage, the data and the spec of every step.
+        assert [(a["id"], a["kind"], a["method"]) for a in adapted["lineage"]] == [
+            (base["id"], "pretrain", "contrastive"),
+            (tuned["id"], "finetune", "supervised"),
+        ]
+        assert adapted["datasets"] == {"builtin:digits-rgb": None, "builtin:digits-m": None}
+        assert adapted["spec"]["base_model_id"] == tuned["id"]
+        children = client.get("/v1/models", params={"parent_id": tuned["id"]}).json()["data"]
+        assert [m["id"] for m in children] == [adapted["id"]]
         colour = load_dataset("builtin:digits-m").splits["test"].x[:3].tolist()
         predicted = client.post(f"/v1/models/{adapted['id']}/predict", json={"inputs": colour})
         assert predicted.status_code == 200

@@ -7,7 +7,6 @@ process: CUDA cannot be initialised in a forked child, and a separate process ca
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import logging
 import os
@@ -29,11 +28,11 @@ from app.db import session_scope
 from app.models import Dataset, Job, JobDataset, MetricPoint, Model, new_id
 from app.services import dispatch, job_state
 from app.services.datasets import storage_key
+from app.services.model_files import MODEL_FILE, store_model_file
 from app.storage import get_store
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
-MODEL_FILE = "model.safetensors"
 
 
 def _die_with_parent() -> None:
@@ -51,6 +50,8 @@ class Attempt:
     events: queue.Queue = field(default_factory=queue.Queue)
     card: dict = field(default_factory=dict)
     error: tuple[str, str] | None = None
+    # What the model is trained on: dataset name -> sha256 of the upload (None: built-in).
+    datasets: dict[str, str | None] = field(default_factory=dict)
 
     def relay(self) -> bool:
         """Write pending trainer events and renew the lease; False when the job was lost."""
@@ -140,15 +141,7 @@ def _log_tail(run_dir: Path, lines: int = 20) -> str:
 
 
 def _store_model(attempt: Attempt) -> Model:
-    """Copy the trainer's model into the artifact store under a temporary name, then rename it."""
-    relative = Path("models") / attempt.model_id / MODEL_FILE
-    target = attempt.settings.artifact_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    shutil.copyfile(attempt.run_dir / MODEL_FILE, partial)
-    os.replace(partial, target)
-    with open(target, "rb") as f:
-        sha256 = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: models can be large
+    path, sha256, size = store_model_file(attempt.run_dir / MODEL_FILE, attempt.model_id)
     card = attempt.card
     return Model(
         id=attempt.model_id,
@@ -158,9 +151,10 @@ def _store_model(attempt: Attempt) -> Model:
         architecture=card["architecture"],
         task=card["task"],
         card=card,
-        path=str(relative),
+        path=path,
         sha256=sha256,
-        size_bytes=target.stat().st_size,
+        size_bytes=size,
+        datasets=attempt.datasets,
     )
 
 
@@ -214,6 +208,10 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     run_dir = settings.run_dir / job_id / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
     attempt = Attempt(job_id, n, settings, run_dir)
+    references = [ref for ref in spec["data"].values() if ref is not None]
+    names = [ref if isinstance(ref, str) else ref["dataset"] for ref in references]
+    sha256_of = {row.id: row.sha256 for row in uploads}
+    attempt.datasets = {name: sha256_of.get(name) for name in names}
     run = {
         "job_id": job_id,
         "model_id": attempt.model_id,

@@ -1,43 +1,79 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from app.deps import SessionDep
-from app.schemas import ModelOut, Page, PredictRequest, PredictResponse
-from app.services import models
+from app.schemas import ModelOut, ModelUpdate, Page, PredictRequest, PredictResponse
+from app.services import exports, imports, models
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
 def list_models(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20, cursor: str | None = None
+    session: SessionDep,
+    parent_id: Annotated[str | None, Query(description="Only models made from this one.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    cursor: str | None = None,
 ) -> Page[ModelOut]:
-    rows, next_cursor = models.list_models(session, limit, cursor)
-    return Page(data=[models.to_out(m) for m in rows], next_cursor=next_cursor)
+    rows, next_cursor = models.list_models(session, parent_id, limit, cursor)
+    return Page(data=[models.to_out(session, m) for m in rows], next_cursor=next_cursor)
+
+
+@router.post("/import", status_code=201)
+def import_model(
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description="Weights as safetensors; never a pickle.")],
+    card: Annotated[
+        str | None,
+        Form(description="JSON: architecture, params, task, input_shape, labels, normalization"),
+    ] = None,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> ModelOut:
+    """A model made elsewhere, for a registered architecture: usable as a `base_model_id`."""
+    model = imports.import_model(session, file.file, file.filename or "", card, name)
+    return models.to_out(session, model)
 
 
 @router.get("/{model_id}")
 def get_model(model_id: str, session: SessionDep) -> ModelOut:
-    return models.to_out(models.get_model(session, model_id))
+    return models.to_out(session, models.get_model(session, model_id))
+
+
+@router.patch("/{model_id}")
+def update_model(model_id: str, update: ModelUpdate, session: SessionDep) -> ModelOut:
+    """Rename or re-tag a model (`tags` replaces the whole list)."""
+    return models.to_out(session, models.update_model(session, model_id, update))
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(model_id: str, session: SessionDep) -> Response:
+    """Delete a model's files; `409` while a queued or running job starts from it."""
+    models.delete_model(session, model_id)
+    return Response(status_code=204)
 
 
 @router.get(
     "/{model_id}/download",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: {"content": {"application/octet-stream": {}, "application/zip": {}}}},
 )
 def download_model(
-    model_id: str, session: SessionDep, format: Literal["safetensors"] = "safetensors"
+    model_id: str,
+    session: SessionDep,
+    format: Literal["safetensors", "onnx", "archive"] = "safetensors",
 ) -> FileResponse:
-    """The weights as safetensors; the JSON model card is in the file's header metadata."""
-    model = models.get_model(session, model_id)
+    """`safetensors`: the weights, the JSON model card in the header. `onnx`: opset 18, any
+    batch size, raw inputs in (normalisation inside), `probabilities` and `embeddings` out.
+    `archive`: a zip of both, `model_card.json` and a `serve.py` that needs only onnxruntime.
+    `ETag` is the file's sha256; `Range` requests are served."""
+    download = exports.download(models.get_model(session, model_id), format)
     return FileResponse(
-        models.model_file(model),
-        media_type="application/octet-stream",
-        filename=f"{model.id}.{format}",
-        headers={"ETag": f'"{model.sha256}"', "X-Content-SHA256": model.sha256},
+        download.path,
+        media_type=download.media_type,
+        filename=download.filename,
+        headers={"ETag": f'"{download.sha256}"', "X-Content-SHA256": download.sha256},
     )
 
 

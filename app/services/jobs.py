@@ -19,7 +19,7 @@ def create_job(session: Session, spec: PretrainSpec | FinetuneSpec | AdaptSpec) 
     base_model_id = getattr(spec, "base_model_id", None)
     if base_model_id is not None:
         base = session.get(Model, base_model_id)
-        if base is None:
+        if base is None or base.deleted_at is not None:
             raise InvalidInput([SpecIssue("base_model_id", f"no model {base_model_id!r}")])
         base_card = base.card
     issues = check_spec(spec, base_card, datasets.describer(session))
@@ -32,6 +32,7 @@ def create_job(session: Session, spec: PretrainSpec | FinetuneSpec | AdaptSpec) 
         status="queued",
         spec=spec.model_dump(mode="json"),
         max_attempts=get_settings().max_attempts,
+        base_model_id=base_model_id,
     )
     session.add(job)
     session.flush()

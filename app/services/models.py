@@ -1,124 +1,115 @@
-"""The model registry: reading models, their files, and predicting with them."""
+"""The model registry: models, their lineage, naming and tagging, deletion, predictions."""
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
+import shutil
 
-import numpy as np
-import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tokenizers import Tokenizer
 
 from app.config import get_settings
-from app.models import Model
-from app.problems import Conflict, InvalidInput, NotFound
-from app.schemas import ModelOut, PredictResponse
+from app.models import Job, Model, utcnow
+from app.problems import Conflict, NotFound
+from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
+from app.services.inference import ModelCache
+from app.services.model_files import model_file
 from app.services.pagination import newest_first
-from worker.core.architectures import Network
-from worker.core.artifact import load_classifier
-from worker.core.text import encode
-from worker.core.validation import SpecIssue
+
+ACTIVE = ("queued", "running")
+MAX_LINEAGE = 1000  # a guard: parent links cannot form a cycle, but a bug must not hang a request
+
+_cache = ModelCache(get_settings().model_cache_bytes)
 
 
 def get_model(session: Session, model_id: str) -> Model:
     model = session.get(Model, model_id)
-    if model is None:
+    if model is None or model.deleted_at is not None:
         raise NotFound("model", model_id)
     return model
 
 
-def list_models(session: Session, limit: int, cursor: str | None) -> tuple[list[Model], str | None]:
-    return newest_first(session, select(Model), Model, limit, cursor)
+def list_models(
+    session: Session, parent_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[Model], str | None]:
+    stmt = select(Model).where(Model.deleted_at.is_(None))
+    if parent_id is not None:
+        stmt = stmt.where(Model.parent_model_id == parent_id)
+    return newest_first(session, stmt, Model, limit, cursor)
 
 
-def model_file(model: Model) -> Path:
-    return get_settings().artifact_dir / model.path
+def lineage(session: Session, model: Model) -> list[Ancestor]:
+    ancestors, parent_id = [], model.parent_model_id
+    while parent_id is not None and len(ancestors) < MAX_LINEAGE:
+        parent = session.get(Model, parent_id)
+        if parent is None:
+            break
+        ancestors.append(
+            Ancestor(
+                id=parent.id,
+                name=parent.name,
+                kind=parent.card.get("kind"),
+                method=parent.card.get("method"),
+                source_job_id=parent.source_job_id,
+                deleted=parent.deleted_at is not None,
+            )
+        )
+        parent_id = parent.parent_model_id
+    return ancestors[::-1]
 
 
-def to_out(model: Model) -> ModelOut:
+def update_model(session: Session, model_id: str, update: ModelUpdate) -> Model:
+    model = get_model(session, model_id)
+    if "name" in update.model_fields_set:
+        model.name = update.name
+    if update.tags is not None:
+        model.tags = sorted(set(update.tags))
+    session.flush()
+    return model
+
+
+def delete_model(session: Session, model_id: str) -> None:
+    """Remove its files; the row stays, marked deleted, for its descendants' lineage."""
+    model = get_model(session, model_id)
+    users = session.scalars(
+        select(Job.id).where(Job.base_model_id == model_id, Job.status.in_(ACTIVE))
+    ).all()
+    if users:
+        raise Conflict(f"model {model_id} is the base of {', '.join(users)}; cancel them first")
+    model.deleted_at = utcnow()
+    session.flush()
+    _cache.drop(model_id)
+    shutil.rmtree(model_file(model).parent, ignore_errors=True)
+
+
+def to_out(session: Session, model: Model) -> ModelOut:
     card = model.card
     return ModelOut(
         id=model.id,
         name=model.name,
+        tags=model.tags,
         architecture=model.architecture,
         params=card["params"],
         task=model.task,
         input_shape=card["input_shape"],
+        feature_names=card.get("feature_names"),
         labels=card.get("labels", []),
-        metrics=card["metrics"],
+        metrics=card.get("metrics", {}),
+        kind=card.get("kind"),
+        method=card.get("method"),
+        spec=card.get("spec"),
+        datasets=model.datasets,
         source_job_id=model.source_job_id,
         parent_model_id=model.parent_model_id,
+        lineage=lineage(session, model),
         created_at=model.created_at,
         sha256=model.sha256,
         size_bytes=model.size_bytes,
     )
 
 
-@dataclass(frozen=True)
-class Predictor:
-    """A classifier ready for inference, and how it turns request inputs into a batch."""
-
-    network: Network
-    card: dict
-    tokenizer: Tokenizer | None
-
-    def batch(self, inputs: list) -> torch.Tensor:
-        if self.tokenizer is not None:
-            if not all(isinstance(text, str) for text in inputs):
-                issue = SpecIssue("inputs", "this text model takes a list of strings")
-                raise InvalidInput([issue])
-            return encode(self.tokenizer, inputs, self.card["input_shape"][0])
-        expected = [len(inputs), *self.card["input_shape"]]
-        try:
-            array = np.asarray(inputs, dtype=np.float32)
-        except (ValueError, TypeError):
-            issue = SpecIssue("inputs", f"must be numbers in an array of shape {expected}")
-            raise InvalidInput([issue]) from None
-        if list(array.shape) != expected:
-            message = f"has shape {list(array.shape)}; this model takes {expected}"
-            raise InvalidInput([SpecIssue("inputs", message)])
-        if not np.isfinite(array).all():
-            raise InvalidInput([SpecIssue("inputs", "contains NaN or infinite values")])
-        return torch.from_numpy(array)
-
-
-class ModelCache:
-    """Loaded models by id, least recently used first out; model files never change."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._models: OrderedDict[str, Predictor] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, model: Model) -> Predictor:
-        with self._lock:
-            if model.id in self._models:
-                self._models.move_to_end(model.id)
-                return self._models[model.id]
-        network, card = load_classifier(model_file(model))
-        tokenizer = Tokenizer.from_str(card["tokenizer"]) if card.get("tokenizer") else None
-        predictor = Predictor(network, card, tokenizer)
-        with self._lock:
-            self._models[model.id] = predictor
-            while len(self._models) > self._capacity:
-                self._models.popitem(last=False)
-        return predictor
-
-
-_cache = ModelCache(capacity=8)
-
-
 def predict(model: Model, inputs: list, return_embeddings: bool) -> PredictResponse:
     if model.task != "classification":
         raise Conflict(f"model {model.id} is a {model.task} model; fine-tune it to predict classes")
     labels = model.card["labels"]
-    predictor = _cache.get(model)
-    x = predictor.batch(inputs)
-    with torch.inference_mode():
-        features = predictor.network.features(x)
-        probabilities = torch.softmax(predictor.network.head(features), dim=1)
+    probabilities, features = _cache.get(model.id, model_file(model)).predict(inputs)
     return PredictResponse(
         predictions=[labels[i] for i in probabilities.argmax(dim=1).tolist()],
         probabilities=probabilities.tolist(),

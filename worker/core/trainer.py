@@ -45,6 +45,7 @@ def train(run_dir: Path, events: EventSink) -> None:
         "parent_model_id": getattr(spec, "base_model_id", None),
         "kind": spec.kind,
         "method": spec.method.name,
+        "spec": run["spec"],
         **result.card,
         "created_at": time.time(),
     }

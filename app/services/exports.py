@@ -1,0 +1,83 @@
+"""The files a model can be downloaded as: its safetensors file, an ONNX export, and an
+archive of both with the card and a `serve.py` that needs only onnxruntime.
+
+Exports are made on first request and kept beside the model (models never change), each
+written under a temporary name and renamed, with its sha256 in a sidecar for the `ETag`.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.models import Model
+from app.problems import Conflict
+from app.services.model_files import model_file
+from worker.core.export import export_onnx
+
+SERVE_SCRIPT = Path(__file__).parent.parent / "serving" / "serve.py"
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    sha256: str
+    media_type: str
+    filename: str
+
+
+def _lock(key: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _made_once(path: Path, make: Callable[[Path], None]) -> str:
+    """Make `path` unless it exists (one maker at a time); its sha256."""
+    sidecar = path.with_name(path.name + ".sha256")
+    with _lock(str(path)):
+        if not sidecar.exists():
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+            try:
+                make(partial)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+            with open(path, "rb") as f:
+                sidecar.write_text(hashlib.file_digest(f, "sha256").hexdigest())
+    return sidecar.read_text()
+
+
+def _onnx(model: Model) -> tuple[Path, str]:
+    path = model_file(model).with_name("model.onnx")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # optional-package notices
+    return path, _made_once(path, lambda out: export_onnx(model_file(model), out))
+
+
+def _archive(model: Model, onnx: Path, out: Path) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(model_file(model), "model.safetensors")
+        archive.write(onnx, "model.onnx")
+        archive.writestr("model_card.json", json.dumps(model.card, indent=2))
+        archive.write(SERVE_SCRIPT, "serve.py")
+
+
+def download(model: Model, fmt: str) -> Download:
+    if fmt == "safetensors":
+        name = f"{model.id}.safetensors"
+        return Download(model_file(model), model.sha256, "application/octet-stream", name)
+    if model.task != "classification":
+        raise Conflict(f"model {model.id} is a {model.task} model; only classifiers export")
+    onnx, onnx_sha256 = _onnx(model)
+    if fmt == "onnx":
+        return Download(onnx, onnx_sha256, "application/octet-stream", f"{model.id}.onnx")
+    path = model_file(model).with_name("model.zip")
+    sha256 = _made_once(path, lambda out: _archive(model, onnx, out))
+    return Download(path, sha256, "application/zip", f"{model.id}.zip")

@@ -1,0 +1,100 @@
+"""Importing a model made elsewhere: a safetensors file and a card for a registered
+architecture. Pickles (`torch.save` files) are refused unread: loading one runs its code."""
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from sqlalchemy.orm import Session
+
+from app.models import Model, new_id
+from app.problems import InvalidInput
+from app.services.model_files import store_model_file
+from worker.core.artifact import CARD_FORMAT, CARD_KEY, save_model
+from worker.core.importing import ImportCard, card_issues, rebuild
+from worker.core.validation import SpecIssue
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+# How pickles begin: the protocol opcode (protocol 2 and later), or the zip that wraps one in
+# torch.save's format.
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
+REFUSED = (
+    "is a pickle (torch.save) file, and pickles are never loaded: loading one runs whatever "
+    "code it carries. Save the weights as safetensors instead: "
+    "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`"
+)
+
+
+def _refuse(field: str, message: str) -> InvalidInput:
+    return InvalidInput([SpecIssue(field, message)])
+
+
+def _card(card_json: str | None, path: Path) -> ImportCard:
+    if card_json is None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            card_json = (f.metadata() or {}).get(CARD_KEY)
+        if card_json is None:
+            raise _refuse("card", "give a model card: the file's header carries none")
+    try:
+        return ImportCard.model_validate(json.loads(card_json))
+    except json.JSONDecodeError as error:
+        raise _refuse("card", f"not valid JSON: {error}") from None
+    except ValidationError as error:
+        raise InvalidInput([SpecIssue(f, m) for f, m in card_issues(error)]) from None
+
+
+def import_model(
+    session: Session, upload: BinaryIO, filename: str, card_json: str | None, name: str | None
+) -> Model:
+    head = upload.read(8)
+    if filename.lower().endswith(PICKLE_SUFFIXES) or head.startswith(PICKLE_MAGIC):
+        raise _refuse("file", f"{filename or 'the file'} {REFUSED}")
+    with tempfile.TemporaryDirectory(prefix="tunery-import-") as scratch:
+        uploaded, stored = Path(scratch) / "upload.safetensors", Path(scratch) / "model"
+        with open(uploaded, "wb") as out:
+            out.write(head)
+            while chunk := upload.read(1024 * 1024):
+                out.write(chunk)
+        try:
+            tensors = load_file(str(uploaded))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise _refuse("file", f"not a safetensors file: {error}") from None
+        card = _card(card_json, uploaded)
+        try:
+            network, trunk_card = rebuild(tensors, card)
+        except ValueError as error:
+            raise _refuse("file", f"the weights do not fit the card: {error}") from None
+        model_id = new_id("model")
+        full_card = trunk_card | {
+            "format": CARD_FORMAT,
+            "model_id": model_id,
+            "name": name,
+            "imported_from": filename,
+            "metrics": {},
+            "created_at": time.time(),
+        }
+        save_model(network, full_card, stored)
+        path, sha256, size = store_model_file(stored, model_id)
+    model = Model(
+        id=model_id,
+        source_job_id=None,
+        parent_model_id=None,
+        name=name,
+        architecture=card.architecture,
+        task=card.task,
+        card=full_card,
+        path=path,
+        sha256=sha256,
+        size_bytes=size,
+        datasets={},
+    )
+    session.add(model)
+    session.flush()
+    return model

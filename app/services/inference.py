@@ -1,0 +1,142 @@
+"""Predictions: loaded models in a least-recently-used cache bounded in bytes, and concurrent
+requests for one model run as one batch.
+
+Micro-batching: a request that arrives while its model is busy waits in that model's queue;
+when the model is free, everything queued runs as one forward pass (up to `MAX_BATCH_ROWS`).
+An idle model runs a lone request at once, so batching adds no wait at low load.
+"""
+
+import queue
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from app.problems import InvalidInput
+from worker.core.architectures import Network
+from worker.core.artifact import load_classifier
+from worker.core.text import encode
+from worker.core.validation import SpecIssue
+
+MAX_BATCH_ROWS = 4096
+Outputs = tuple[torch.Tensor, torch.Tensor]  # probabilities, embeddings
+
+
+class MicroBatcher:
+    def __init__(self, network: Network) -> None:
+        self._network = network
+        self._queue: queue.SimpleQueue[tuple[torch.Tensor, Future] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True, name="micro-batcher").start()
+
+    def submit(self, x: torch.Tensor) -> Outputs:
+        done: Future[Outputs] = Future()
+        self._queue.put((x, done))
+        return done.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _serve(self) -> None:
+        while (first := self._queue.get()) is not None:
+            waiting, rows = [first], len(first[0])
+            while rows < MAX_BATCH_ROWS:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                waiting.append(item)
+                rows += len(item[0])
+            self._run(waiting)
+
+    def _run(self, waiting: list[tuple[torch.Tensor, Future]]) -> None:
+        try:
+            with torch.inference_mode():
+                features = self._network.features(torch.cat([x for x, _ in waiting]))
+                probabilities = torch.softmax(self._network.head(features), dim=1)
+        except Exception as error:  # every waiting request learns of it
+            for _, done in waiting:
+                done.set_exception(error)
+            return
+        start = 0
+        for x, done in waiting:
+            end = start + len(x)
+            done.set_result((probabilities[start:end], features[start:end]))
+            start = end
+
+
+class Predictor:
+    """A classifier ready for inference, and how request inputs become its batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.network, self.card = load_classifier(path)
+        tokenizer = self.card.get("tokenizer")
+        self.tokenizer = Tokenizer.from_str(tokenizer) if tokenizer else None
+        tensors = [*self.network.parameters(), *self.network.buffers()]
+        self.size_bytes = sum(t.numel() * t.element_size() for t in tensors)
+        self.batcher = MicroBatcher(self.network)
+
+    def inputs(self, inputs: list) -> torch.Tensor:
+        """The request's inputs as a batch, or a 422 saying how they differ from the spec."""
+        if self.tokenizer is not None:
+            if not all(isinstance(text, str) for text in inputs):
+                issue = SpecIssue("inputs", "this text model takes a list of strings")
+                raise InvalidInput([issue])
+            return encode(self.tokenizer, inputs, self.card["input_shape"][0])
+        expected = [len(inputs), *self.card["input_shape"]]
+        try:
+            array = np.asarray(inputs, dtype=np.float32)
+        except (ValueError, TypeError):
+            issue = SpecIssue("inputs", f"must be numbers in an array of shape {expected}")
+            raise InvalidInput([issue]) from None
+        if list(array.shape) != expected:
+            message = f"has shape {list(array.shape)}; this model takes {expected}"
+            raise InvalidInput([SpecIssue("inputs", message)])
+        if not np.isfinite(array).all():
+            raise InvalidInput([SpecIssue("inputs", "contains NaN or infinite values")])
+        return torch.from_numpy(array)
+
+    def predict(self, inputs: list) -> Outputs:
+        return self.batcher.submit(self.inputs(inputs))
+
+
+class ModelCache:
+    """Predictors by model id; least recently used out first once over `max_bytes` of
+    weights. Model files never change, so a cached predictor never goes stale."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._predictors: OrderedDict[str, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str, path: Path) -> Predictor:
+        with self._lock:
+            if model_id in self._predictors:
+                self._predictors.move_to_end(model_id)
+                return self._predictors[model_id]
+        loaded = Predictor(path)
+        with self._lock:
+            predictor = self._predictors.setdefault(model_id, loaded)
+            self._predictors.move_to_end(model_id)
+            while len(self._predictors) > 1 and self.size_bytes > self._max_bytes:
+                _id, evicted = self._predictors.popitem(last=False)
+                evicted.batcher.close()
+        if predictor is not loaded:  # another request loaded it meanwhile
+            loaded.batcher.close()
+        return predictor
+
+    def drop(self, model_id: str) -> None:
+        with self._lock:
+            predictor = self._predictors.pop(model_id, None)
+        if predictor is not None:
+            predictor.batcher.close()
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.size_bytes for p in self._predictors.values())

@@ -1,0 +1,67 @@
+"""Serve this model with onnxruntime alone: `python serve.py [--port 8080]`.
+
+POST /predict with {"inputs": [...]} (raw values as in the training data, or strings for a
+text model) answers {"predictions": [...], "probabilities": [[...]], "labels": [...]}.
+Needs `pip install onnxruntime numpy` (and `tokenizers` for text models); nothing from tunery.
+"""
+
+import argparse
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+HERE = Path(__file__).parent
+CARD = json.loads((HERE / "model_card.json").read_text())
+SESSION = onnxruntime.InferenceSession(str(HERE / "model.onnx"))
+
+
+def _token_ids(texts: list[str]) -> np.ndarray:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(CARD["tokenizer"])
+    length = CARD["input_shape"][0]
+    ids = np.zeros((len(texts), length), dtype=np.int64)  # id 0 pads
+    for row, encoding in zip(ids, tokenizer.encode_batch(texts), strict=True):
+        row[: min(length, len(encoding.ids))] = encoding.ids[:length]
+    return ids
+
+
+def predict(inputs: list) -> dict:
+    text = CARD.get("tokenizer") is not None
+    batch = _token_ids(inputs) if text else np.asarray(inputs, dtype=np.float32)
+    probabilities, _embeddings = SESSION.run(None, {"inputs": batch})
+    labels = CARD["labels"]
+    return {
+        "predictions": [labels[i] for i in probabilities.argmax(axis=1)],
+        "probabilities": probabilities.tolist(),
+        "labels": labels,
+    }
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        if self.path != "/predict":
+            self.send_error(404)
+            return
+        try:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            answer, status = predict(body["inputs"]), 200
+        except (ValueError, KeyError, TypeError) as error:
+            answer, status = {"detail": str(error)}, 422
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
