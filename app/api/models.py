@@ -1,7 +1,10 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 
 from app.deps import SessionDep
 from app.schemas import ModelOut, ModelUpdate, Page, PredictRequest, PredictResponse
@@ -77,7 +80,37 @@ def download_model(
     )
 
 
-@router.post("/{model_id}/predict")
-def predict(model_id: str, request: PredictRequest, session: SessionDep) -> PredictResponse:
-    model = models.get_model(session, model_id)
-    return models.predict(model, request.inputs, request.return_embeddings)
+NPY = "application/x-npy"
+
+
+@router.post(
+    "/{model_id}/predict",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": PredictRequest.model_json_schema()},
+                NPY: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def predict(
+    model_id: str,
+    request: Request,
+    return_embeddings: Annotated[bool, Query(description="With an npy body.")] = False,
+) -> PredictResponse:
+    """Predict on a batch: JSON `{"inputs": [...]}`, or for numeric models the batch as one
+    `.npy` array (`Content-Type: application/x-npy`), which skips parsing JSON numbers."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith(NPY):
+        inputs = models.npy_inputs(body)
+    else:
+        try:
+            parsed = PredictRequest.model_validate_json(body)
+        except ValidationError as error:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
+            ) from None
+        inputs, return_embeddings = parsed.inputs, parsed.return_embeddings
+    return await run_in_threadpool(models.predict_by_id, model_id, inputs, return_embeddings)

@@ -82,10 +82,10 @@ class Predictor:
         self.size_bytes = sum(t.numel() * t.element_size() for t in tensors)
         self.batcher = MicroBatcher(self.network)
 
-    def inputs(self, inputs: list) -> torch.Tensor:
+    def inputs(self, inputs: list | np.ndarray) -> torch.Tensor:
         """The request's inputs as a batch, or a 422 saying how they differ from the spec."""
         if self.tokenizer is not None:
-            if not all(isinstance(text, str) for text in inputs):
+            if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
                 issue = SpecIssue("inputs", "this text model takes a list of strings")
                 raise InvalidInput([issue])
             return encode(self.tokenizer, inputs, self.card["input_shape"][0])
@@ -102,7 +102,7 @@ class Predictor:
             raise InvalidInput([SpecIssue("inputs", "contains NaN or infinite values")])
         return torch.from_numpy(array)
 
-    def predict(self, inputs: list) -> Outputs:
+    def predict(self, inputs: list | np.ndarray) -> Outputs:
         return self.batcher.submit(self.inputs(inputs))
 
 

@@ -1,19 +1,24 @@
 """The model registry: models, their lineage, naming and tagging, deletion, predictions."""
 
+import io
 import shutil
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.db import session_scope
 from app.models import Job, Model, utcnow
-from app.problems import Conflict, NotFound
+from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
 from app.services.inference import ModelCache
 from app.services.model_files import model_file
 from app.services.pagination import newest_first
+from worker.core.validation import SpecIssue
 
 ACTIVE = ("queued", "running")
+MAX_BATCH = 4096
 MAX_LINEAGE = 1000  # a guard: parent links cannot form a cycle, but a bug must not hang a request
 
 _cache = ModelCache(get_settings().model_cache_bytes)
@@ -105,7 +110,28 @@ def to_out(session: Session, model: Model) -> ModelOut:
     )
 
 
-def predict(model: Model, inputs: list, return_embeddings: bool) -> PredictResponse:
+def npy_inputs(body: bytes) -> np.ndarray:
+    """A batch sent as one .npy array; never unpickled."""
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise InvalidInput([SpecIssue("body", f"not a numeric .npy array: {error}")]) from None
+    if array.dtype.kind not in "biuf" or array.ndim == 0 or not 1 <= len(array) <= MAX_BATCH:
+        message = (
+            f"must be a numeric array of 1 to {MAX_BATCH} inputs, "
+            f"not {array.dtype} of shape {array.shape}"
+        )
+        raise InvalidInput([SpecIssue("inputs", message)])
+    return array
+
+
+def predict_by_id(model_id: str, inputs, return_embeddings: bool) -> PredictResponse:
+    with session_scope() as session:
+        model = get_model(session, model_id)
+    return predict(model, inputs, return_embeddings)
+
+
+def predict(model: Model, inputs, return_embeddings: bool) -> PredictResponse:
     if model.task != "classification":
         raise Conflict(f"model {model.id} is a {model.task} model; fine-tune it to predict classes")
     labels = model.card["labels"]
