@@ -38,7 +38,7 @@ def a_model(job_id: str) -> Model:
         source_job_id=job_id,
         architecture="cnn",
         task="classification",
-        card={},
+        card={"params": {}, "input_shape": [1, 28, 28], "labels": ["0", "1"], "metrics": {}},
         path="x",
         sha256="0" * 64,
         size_bytes=1,

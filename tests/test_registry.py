@@ -14,12 +14,14 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from app.api.models import NPY
 from tests.test_api import assert_problem
 from worker.core.architectures import Network, build_trunk
 
@@ -125,6 +127,21 @@ def test_imports_that_do_not_fit_are_422(client, card, drop, field, phrase):
 def test_not_safetensors_is_422(client):
     error = assert_problem(import_model(client, b"{not weights at all}"), 422)["errors"][0]
     assert error["field"] == "file" and "not a safetensors file" in error["message"]
+
+
+def test_an_npy_batch_predicts_as_json_does_and_is_never_unpickled(client):
+    model = import_model(client, weights(network())).json()
+    url = f"/v1/models/{model['id']}/predict"
+    inputs = (torch.rand(4, 1, 8, 8) * 16).numpy()
+    body = io.BytesIO()
+    np.save(body, inputs)
+    npy = client.post(url, content=body.getvalue(), headers={"content-type": NPY})
+    assert npy.status_code == 200, npy.text
+    assert npy.json() == client.post(url, json={"inputs": inputs.tolist()}).json()
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    refused = client.post(url, content=pickled.getvalue(), headers={"content-type": NPY})
+    assert assert_problem(refused, 422)["errors"][0]["field"] == "body"
 
 
 def test_predict_validates_inputs_against_the_model(client):
