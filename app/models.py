@@ -166,3 +166,18 @@ class JobDataset(Base):
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     dataset_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a request sent with an `Idempotency-Key`: a replay gets it again.
+    Recorded in the transaction that creates the resource, so a key and its resource are
+    committed together or not at all."""
+
+    __tablename__ = "idempotency_keys"
+
+    route: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int]
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

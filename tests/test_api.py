@@ -1,6 +1,7 @@
 """The /v1 API in-process, on a migrated Postgres database, dispatching to a real Redis."""
 
 import os
+import uuid
 
 import pytest
 import redis
@@ -197,3 +198,20 @@ def test_predict_with_a_text_classifier_takes_strings(client):
     numbers = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1, 2, 3]]})
     assert numbers.status_code == 422
     assert "strings" in numbers.json()["detail"]
+
+
+def test_an_idempotency_key_makes_a_replay_return_the_first_job(client, queue):
+    key = {"Idempotency-Key": f"submit-{uuid.uuid4()}"}
+    first = client.post("/v1/jobs", json=DIGITS_CNN, headers=key)
+    assert first.status_code == 201, first.text
+    count = job_count(client)
+    replay = client.post("/v1/jobs", json=DIGITS_CNN, headers=key)
+    assert (replay.status_code, replay.json()) == (201, first.json())
+    assert job_count(client) == count and queue() == 1
+    other = client.post("/v1/jobs", json={**DIGITS_CNN, "name": "other"}, headers=key)
+    assert assert_problem(other, 422)["errors"][0]["field"] == "Idempotency-Key"
+    assert job_count(client) == count
+    fresh = client.post(
+        "/v1/jobs", json=DIGITS_CNN, headers={"Idempotency-Key": "x" + key["Idempotency-Key"]}
+    )
+    assert fresh.json()["id"] != first.json()["id"]

@@ -232,3 +232,22 @@ def test_list_is_paginated_newest_first(client):
     second = client.get("/v1/datasets", params={"limit": 2, "cursor": first["next_cursor"]})
     assert [d["id"] for d in first["data"]] == ids[::-1][:2]
     assert second.json()["data"][0]["id"] == ids[0]
+
+
+def test_an_idempotency_key_makes_a_replayed_upload_return_the_first_dataset(client):
+    key = {"Idempotency-Key": "upload-once"}
+    content = files.digits_npz(90)
+
+    def send():
+        return client.post(
+            "/v1/datasets",
+            files={"file": ("once.npz", content)},
+            data={"name": "once", "task": "classification"},
+            headers=key,
+        )
+
+    first = send()
+    assert first.status_code == 201, first.text
+    count = dataset_count(client)
+    assert send().json() == first.json()
+    assert dataset_count(client) == count

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 
+import httpx
 import pytest
 import torch
 
@@ -315,3 +316,24 @@ def test_an_uploaded_dataset_trains_and_its_model_predicts_raw_inputs(stack):
         predict = client.post(f"/v1/models/{model['id']}/predict", json={"inputs": [row]})
         assert predict.status_code == 200, predict.text
         assert predict.json()["predictions"][0] in ("benign", "malignant")
+
+
+def test_concurrent_submissions_with_one_idempotency_key_create_one_job(stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = {"Idempotency-Key": f"burst-{uuid.uuid4()}"}
+    spec = {**DIGITS_CNN, "hyperparameters": {"epochs": 1}}
+
+    def submit(_: int) -> httpx.Response:
+        with stack.client() as own:
+            return own.post("/v1/jobs", json=spec, headers=key)
+
+    with stack.client() as client:
+        before = len(client.get("/v1/jobs", params={"limit": 1000}).json()["data"])
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(submit, range(8)))
+        assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+        assert len({a.json()["id"] for a in answers}) == 1
+        after = client.get("/v1/jobs", params={"limit": 1000}).json()["data"]
+        assert len(after) == before + 1
+        wait_for(client, answers[0].json()["id"], finished)

@@ -1,10 +1,10 @@
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 
 from app.deps import SessionDep
 from app.schemas import DatasetOut, DatasetPreview, DatasetTask, Page
-from app.services import datasets
+from app.services import datasets, idempotency
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -18,12 +18,26 @@ def upload_dataset(
     label_column: Annotated[
         str, Form(min_length=1, max_length=200, description="csv/parquet: the label's column")
     ] = "label",
+    idempotency_key: Annotated[
+        str | None, Header(alias=idempotency.HEADER, min_length=1, max_length=200)
+    ] = None,
 ) -> DatasetOut:
     """Upload a file; it is checked whole and stored only if it is a valid dataset."""
-    dataset = datasets.create_dataset(
-        session, file.file, file.filename or "", name, task, label_column
+    print_ = idempotency.fingerprint(
+        file.filename, datasets.sha256_of(file.file), name, task, label_column
     )
-    return datasets.to_out(dataset)
+    response, _created = idempotency.once(
+        session,
+        "POST /v1/datasets",
+        idempotency_key,
+        print_,
+        lambda: datasets.to_out(
+            datasets.create_dataset(
+                session, file.file, file.filename or "", name, task, label_column
+            )
+        ),
+    )
+    return DatasetOut.model_validate(response)
 
 
 @router.get("")

@@ -1,10 +1,10 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Body, Query
+from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
 
 from app.deps import SessionDep
 from app.schemas import EventOut, JobOut, MetricPointOut, Page
-from app.services import dispatch, jobs
+from app.services import dispatch, idempotency, jobs
 from worker.core.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -16,12 +16,30 @@ Kind = Literal["pretrain", "finetune", "adapt"]
 
 @router.post("", status_code=201)
 def create_job(
-    spec: Annotated[JobSpec, Body()], session: SessionDep, background: BackgroundTasks
+    spec: Annotated[JobSpec, Body()],
+    session: SessionDep,
+    background: BackgroundTasks,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            min_length=1,
+            max_length=200,
+            description="A replay with the same key and spec returns the first answer.",
+        ),
+    ] = None,
 ) -> JobOut:
-    job = jobs.create_job(session, spec)
+    response, created = idempotency.once(
+        session,
+        "POST /v1/jobs",
+        idempotency_key,
+        idempotency.fingerprint(spec.model_dump(mode="json")),
+        lambda: jobs.to_out(jobs.create_job(session, spec)),
+    )
     session.commit()  # committed before it is sent: a worker must find the job it is woken for
-    background.add_task(dispatch.send, [job.id])
-    return jobs.to_out(job)
+    if created:
+        background.add_task(dispatch.send, [response["id"]])
+    return JobOut.model_validate(response)
 
 
 @router.get("")

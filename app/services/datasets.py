@@ -13,7 +13,6 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from worker.core.readers import DatasetError, ReadLimits, format_of, preview
 
 from app.config import get_settings
 from app.models import Dataset, Job, JobDataset, new_id
@@ -22,6 +21,7 @@ from app.schemas import DatasetOut, DatasetPreview
 from app.services.pagination import newest_first
 from app.storage import get_store
 from worker.core.data import DatasetInfo, dataset_names, describe_builtin, read_file_dataset
+from worker.core.readers import DatasetError, ReadLimits, format_of, preview
 from worker.core.validation import SpecIssue
 
 ACTIVE = ("queued", "running")
@@ -49,6 +49,15 @@ def _copy_hashing(source: BinaryIO, destination: Path) -> tuple[str, int]:
             size += len(chunk)
             out.write(chunk)
     return digest.hexdigest(), size
+
+
+def sha256_of(upload: BinaryIO) -> str:
+    """The upload's hash, read in chunks; the file is left at its start."""
+    digest = hashlib.sha256()
+    while chunk := upload.read(CHUNK):
+        digest.update(chunk)
+    upload.seek(0)
+    return digest.hexdigest()
 
 
 def _invalid(error: DatasetError) -> InvalidInput:
