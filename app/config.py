@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # Weights of the models `predict` keeps loaded, least recently used out first.
     model_cache_bytes: int = 1024**3
 
+    # A trainer saves a checkpoint this often, and on SIGTERM; a new attempt resumes from it.
+    checkpoint_every_steps: int = 200
+
     max_attempts: int = 3
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 1.0

@@ -30,8 +30,10 @@ from app.services import dispatch, job_state
 from app.services.datasets import storage_key
 from app.services.model_files import MODEL_FILE, store_model_file
 from app.storage import get_store
+from worker.core.checkpoint import INTERRUPTED_EXIT
 
 log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "checkpoint.pt"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -167,7 +169,10 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
         if not committed:
             shutil.rmtree(attempt.settings.artifact_dir / Path(model.path).parent)
         return
-    if returncode > 0:
+    if returncode == INTERRUPTED_EXIT:
+        error_type, message = "interrupted", "the trainer stopped at a checkpoint on SIGTERM"
+        retryable = True
+    elif returncode > 0:
         error_type, message = attempt.error or ("training_error", _log_tail(attempt.run_dir))
         retryable = False
     else:  # killed by a signal (OOM killer, an operator): the same job may well succeed again
@@ -205,7 +210,8 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
             for row in uploads
         }
 
-    run_dir = settings.run_dir / job_id / f"attempt-{n}"
+    job_dir = settings.run_dir / job_id  # outlives attempts: it holds the checkpoint
+    run_dir = job_dir / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
     attempt = Attempt(job_id, n, settings, run_dir)
     references = [ref for ref in spec["data"].values() if ref is not None]
@@ -219,6 +225,8 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         "base_model_path": base_path,
         "datasets": datasets,
         "output_path": str(run_dir / MODEL_FILE),
+        "checkpoint_path": str((job_dir / CHECKPOINT_FILE).resolve()),
+        "checkpoint_every_steps": settings.checkpoint_every_steps,
     }
     (run_dir / "run.json").write_text(json.dumps(run))
     try:
@@ -247,3 +255,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
             _record_outcome(attempt, process.returncode)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+        with session_scope() as session:
+            done = session.get(Job, job_id).status not in ("queued", "running")
+        if done:  # no attempt will resume: the checkpoint goes too
+            shutil.rmtree(job_dir, ignore_errors=True)

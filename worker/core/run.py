@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from worker.core.checkpoint import Checkpointing
 from worker.core.events import EventSink
 from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
 
@@ -24,6 +25,7 @@ class RunContext:
     device: torch.device
     events: EventSink
     base: LoadedModel | None = None
+    checkpointing: Checkpointing | None = None
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,14 @@
 RUN_DIR/run.json holds the job spec, where to find the base model and the uploaded datasets,
 and where to write the new model. The trainer writes the model (safetensors, its card in the
 header) and reports events as JSON lines on the events channel. Exit status: 0 success, 1 a
-deterministic failure (reported as an `error` event first); death by a signal is the
-supervisor's to classify.
+deterministic failure (reported as an `error` event first), 75 stopped at a checkpoint after
+SIGTERM (run again to resume); death by a signal is the supervisor's to classify.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -18,6 +19,7 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from worker.core.artifact import CARD_FORMAT, load_weights, save_model
+from worker.core.checkpoint import INTERRUPTED_EXIT, Checkpointing, Interrupted
 from worker.core.data import register_file
 from worker.core.events import EventSink
 from worker.core.methods import METHODS
@@ -36,7 +38,14 @@ def train(run_dir: Path, events: EventSink) -> None:
         )
     device = resolve_device(spec.resources.device)
     method = METHODS[spec.method.name]
-    result = method.run(RunContext(spec=spec, device=device, events=events, base=base))
+    checkpointing = None
+    if run.get("checkpoint_path"):
+        checkpointing = Checkpointing(Path(run["checkpoint_path"]), run["checkpoint_every_steps"])
+        # SIGTERM (a cancel, a deadline, a worker shutting down) stops at the next step,
+        # after a checkpoint.
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: checkpointing.stop.set())
+    context = RunContext(spec, device, events, base, checkpointing)
+    result = method.run(context)
     card = {
         "format": CARD_FORMAT,
         "model_id": run["model_id"],
@@ -62,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     events = EventSink(stream)
     try:
         train(args.run_dir, events)
+    except Interrupted:
+        return INTERRUPTED_EXIT
     except TrainerError as error:
         events.emit("error", error_type=error.error_type, message=str(error))
         return 1

@@ -9,7 +9,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.core.checkpoint import Interrupted
 from worker.core.data import Split
 from worker.core.run import RunContext
 from worker.core.spec import Hyperparameters
@@ -126,53 +127,120 @@ def fit(
     )
     bf16 = hp.mixed_precision == "bf16" or (hp.mixed_precision == "auto" and device.type == "cuda")
     metric, mode = monitor
-    best_value, best_epoch, best_state, best_validation = None, 0, None, {}
-    step, epoch, train_loss = 0, 0, float("nan")
+    s = _RunState()
+    checkpointing = ctx.checkpointing
+    saved = checkpointing.load() if checkpointing else None
+    if saved is not None:
+        s = _resume(saved, model, optimizer, schedule)
+        events.log(f"resumed from the checkpoint at step {s.step} (epoch {s.epoch})")
+        events.emit("resumed", step=s.step, epoch=s.epoch)
 
-    for epoch in range(1, hp.epochs + 1):
+    def save_checkpoint() -> None:
+        checkpointing.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "generator": generator.get_state(),
+                "run": s.as_dict(),
+            }
+        )
+
+    for epoch in range(s.epoch, hp.epochs + 1):
+        s.epoch = epoch
         model.train()
         for module in frozen:
             module.eval()  # frozen BatchNorm keeps its statistics
-        loss_sum, batches = 0.0, 0
-        for batch in epoch_batches(generator):
+        if s.batches_done == 0:
+            s.epoch_generator = generator.get_state()
+        batches = iter(epoch_batches(_at(generator, s.epoch_generator)))
+        if s.batches_done:  # the epoch's order again; skip what the checkpoint had done
+            for _ in range(s.batches_done):
+                next(batches)
+            generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+        for batch in batches:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = batch_loss(batch, step / total_steps)
+                loss = batch_loss(batch, s.step / total_steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hp.grad_clip_norm is not None:
                 nn.utils.clip_grad_norm_(clipped, hp.grad_clip_norm)
             optimizer.step()
             schedule.step()
-            step += 1
-            loss_sum, batches = loss_sum + loss.item(), batches + 1
-            events.progress(step, epoch, total_steps)
-        train_loss = loss_sum / max(1, batches)
+            s.step, s.batches_done = s.step + 1, s.batches_done + 1
+            s.loss_sum += loss.item()
+            events.progress(s.step, s.epoch, total_steps)
+            if checkpointing and (
+                s.step % checkpointing.every_steps == 0 or checkpointing.stop.is_set()
+            ):
+                save_checkpoint()
+                if checkpointing.stop.is_set():
+                    events.log(f"stopped at a checkpoint at step {s.step}")
+                    raise Interrupted(f"stopped at step {s.step}")
+        s.train_loss = s.loss_sum / max(1, s.batches_done)
+        s.loss_sum, s.batches_done = 0.0, 0
         validation = validate()
-        events.metric("loss", "train", train_loss, step, epoch)
+        events.metric("loss", "train", s.train_loss, s.step, s.epoch)
         for name, value in validation.items():
-            events.metric(name, "validation", value, step, epoch)
-        events.progress(step, epoch, total_steps, force=True)
+            events.metric(name, "validation", value, s.step, s.epoch)
+        events.progress(s.step, s.epoch, total_steps, force=True)
 
         value = validation[metric]
-        improved = best_value is None or (
-            value < best_value if mode == "min" else value > best_value
+        improved = s.best_value is None or (
+            value < s.best_value if mode == "min" else value > s.best_value
         )
         if improved:
-            best_value, best_epoch, best_validation = value, epoch, validation
+            s.best_value, s.best_epoch, s.best_validation = value, s.epoch, validation
             if hp.early_stopping_patience is not None:
-                best_state = copy.deepcopy(model.state_dict())
+                s.best_state = copy.deepcopy(model.state_dict())
         elif (
             hp.early_stopping_patience is not None
-            and epoch - best_epoch >= hp.early_stopping_patience
+            and s.epoch - s.best_epoch >= hp.early_stopping_patience
         ):
-            events.log(f"early stopping after epoch {epoch}: best {metric} at epoch {best_epoch}")
+            events.log(
+                f"early stopping after epoch {s.epoch}: best {metric} at epoch {s.best_epoch}"
+            )
             break
 
+    best_state, best_epoch, best_value = s.best_state, s.best_epoch, s.best_value
+    validation = validation if s.best_state is None else s.best_validation
     if best_state is not None:
         model.load_state_dict(best_state)
         events.log(f"restored the weights of epoch {best_epoch} ({metric} {best_value:.4f})")
-        validation = best_validation
-    return FitResult(step, epoch, best_epoch, train_loss, validation)
+    return FitResult(s.step, s.epoch, best_epoch, s.train_loss, validation)
+
+
+@dataclass
+class _RunState:
+    """Where a run is: what a checkpoint keeps besides weights, optimiser and generators."""
+
+    step: int = 0
+    epoch: int = 1
+    batches_done: int = 0  # in this epoch
+    epoch_generator: torch.Tensor | None = None  # the generator as this epoch began
+    loss_sum: float = 0.0
+    train_loss: float = float("nan")
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_validation: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _resume(saved: dict, model: nn.Module, optimizer, schedule) -> _RunState:
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    return _RunState(**saved["run"])
+
+
+def _at(generator: torch.Generator, state: torch.Tensor) -> torch.Generator:
+    generator.set_state(state)
+    return generator
 
 
 def freeze(backbone: nn.Module, strategy: str, trainable_blocks: int) -> list[nn.Module]:

@@ -1,0 +1,91 @@
+"""Checkpoints in the trainer process: stopped by SIGTERM or killed by SIGKILL, a run resumed
+from its checkpoint ends with exactly the weights of a run never interrupted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from worker.core.checkpoint import INTERRUPTED_EXIT
+
+SPEC = {
+    "kind": "finetune",
+    "model": {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}},
+    "data": {"train": "builtin:digits"},
+    "method": {"name": "supervised", "params": {}},
+    # Dropout-free, but shuffling, a cosine schedule and early stopping all carry state.
+    "hyperparameters": {"epochs": 6, "batch_size": 32, "lr_schedule": "cosine",
+                        "early_stopping_patience": 10, "seed": 3},
+}  # fmt: skip
+
+
+def start(run_dir: Path, every: int | None) -> subprocess.Popen:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = {
+        "job_id": "job_test",
+        "model_id": "model_test",
+        "spec": SPEC,
+        "output_path": str(run_dir / "model.safetensors"),
+    }
+    if every is not None:
+        run |= {"checkpoint_path": str(run_dir / "checkpoint.pt"), "checkpoint_every_steps": every}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.core.trainer", str(run_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    assert start(run_dir, None).wait(timeout=300) == 0
+    return weights(run_dir)
+
+
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, uninterrupted, stop):
+    run_dir = tmp_path / "run"
+    first = start(run_dir, every=7)
+    wait_for_checkpoint(run_dir, first)
+    time.sleep(0.3)  # mid-epoch, some steps past the checkpoint
+    first.send_signal(stop)
+    code = first.wait(timeout=60)
+    assert code == (INTERRUPTED_EXIT if stop == signal.SIGTERM else -signal.SIGKILL)
+    assert not (run_dir / "model.safetensors").exists()
+    saved_step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["run"]["step"]
+    assert 0 < saved_step < 6 * 40
+
+    second = start(run_dir, every=7)
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0
+    events = [json.loads(line) for line in output.splitlines()]
+    resumed = [e for e in events if e["type"] == "resumed"]
+    assert [e["step"] for e in resumed] == [saved_step]
+    steps = [e["step"] for e in events if e["type"] == "progress"]
+    assert steps == sorted(steps) and steps[0] > saved_step  # onwards from the checkpoint
+    resumed_weights = weights(run_dir)
+    assert resumed_weights.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed_weights[name], tensor), name
