@@ -53,6 +53,14 @@ class Stack:
             for p in sorted(self.root.glob("*.log"))
         )
 
+    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
+        """Another Celery worker process (its log: worker-<n>.log)."""
+        worker = _spawn(
+            _worker_args(concurrency), self.env, self.root / f"worker-{len(self.processes)}.log"
+        )
+        self.processes.append(worker)
+        return worker
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -69,6 +77,11 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _worker_args(concurrency: int) -> list[str]:
+    return ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+            "-c", str(concurrency)]  # fmt: skip
 
 
 def start_stack(
@@ -104,20 +117,7 @@ def start_stack(
     )
     port = free_port()
     api = _spawn(["uvicorn", "app.main:app", "--port", str(port)], env, root / "api.log")
-    worker = _spawn(
-        [
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "-c",
-            str(concurrency),
-        ],
-        env,
-        root / "worker.log",
-    )
+    worker = _spawn(_worker_args(concurrency), env, root / "worker.log")
     stack = Stack(f"http://127.0.0.1:{port}", env, root, [api, worker])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
