@@ -77,6 +77,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, uninterrupted, stop
     saved_step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["run"]["step"]
     assert 0 < saved_step < 6 * 40
 
+    # A kill in the middle of writing the next checkpoint leaves only its temporary file.
+    (run_dir / "checkpoint.pt.partial").write_bytes(b"a torn write")
     second = start(run_dir, every=7)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0
