@@ -1,0 +1,114 @@
+"""A Hypothesis stateful test of the job state machine on Postgres: random sequences of
+claims, lease renewals and lapses, successes, failures, cancels and reaps, from current and
+stale attempts, checked against a model of what each transition may do."""
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from sqlalchemy import update
+
+from app.db import session_scope
+from app.models import Job, Model, new_id, utcnow
+from app.services import job_state
+from tests.test_core import DIGITS_CNN
+from tests.test_job_state import a_model
+
+MAX_ATTEMPTS = 3
+
+
+class JobLifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.job_id = new_id("job")
+        with session_scope() as session:
+            session.add(
+                Job(id=self.job_id, kind="finetune", status="queued", spec=DIGITS_CNN,
+                    max_attempts=MAX_ATTEMPTS)
+            )  # fmt: skip
+        self.status, self.attempt, self.models = "queued", 0, 0
+
+    def _held_by(self, attempt: int) -> bool:
+        return self.status == "running" and attempt == self.attempt
+
+    @rule()
+    def claim(self) -> None:
+        with session_scope() as session:
+            claimed = job_state.claim(session, self.job_id, "test", 60)
+        if self.status == "queued" and self.attempt < MAX_ATTEMPTS:
+            self.attempt += 1
+            self.status = "running"
+            assert claimed == self.attempt
+        else:
+            assert claimed is None
+
+    @rule(stale=st.booleans())
+    def renew(self, stale: bool) -> None:
+        attempt = self.attempt - 1 if stale else self.attempt
+        with session_scope() as session:
+            renewed = job_state.renew_lease(session, self.job_id, attempt, 60)
+        assert renewed == self._held_by(attempt)
+
+    @rule(stale=st.booleans())
+    def succeed(self, stale: bool) -> None:
+        attempt = self.attempt - 1 if stale else self.attempt
+        with session_scope() as session:
+            done = job_state.succeed(session, self.job_id, attempt, a_model(self.job_id), {})
+        assert done == self._held_by(attempt)
+        if done:
+            self.status, self.models = "succeeded", self.models + 1
+
+    @rule(stale=st.booleans(), retryable=st.booleans())
+    def fail(self, stale: bool, retryable: bool) -> None:
+        attempt = self.attempt - 1 if stale else self.attempt
+        with session_scope() as session:
+            status = job_state.fail(session, self.job_id, attempt, "x", "y", retryable)
+        if not self._held_by(attempt):
+            assert status is None
+            return
+        self.status = "queued" if retryable and self.attempt < MAX_ATTEMPTS else "failed"
+        assert status == self.status
+
+    @rule()
+    def cancel(self) -> None:
+        with session_scope() as session:
+            cancelled = job_state.cancel(session, session.get(Job, self.job_id))
+        assert cancelled == (self.status in ("queued", "running"))
+        if cancelled:
+            self.status = "cancelled"
+
+    @rule()
+    def worker_dies_and_the_reaper_runs(self) -> None:
+        with session_scope() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == self.job_id)
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+        with session_scope() as session:
+            job_state.reap_expired_leases(session, utcnow())
+        if self.status == "running":
+            self.status = "queued" if self.attempt < MAX_ATTEMPTS else "failed"
+
+    @invariant()
+    def matches_the_model(self) -> None:
+        with session_scope() as session:
+            job = session.get(Job, self.job_id)
+            models = session.query(Model).filter(Model.source_job_id == self.job_id).count()
+        assert (job.status, job.attempt) == (self.status, self.attempt)
+        assert job.attempt <= MAX_ATTEMPTS
+        assert models == self.models <= 1
+        assert (job.result_model_id is not None) == (job.status == "succeeded")
+
+
+@pytest.mark.usefixtures("api_database")
+def test_job_lifecycle_follows_its_state_machine():
+    JobLifecycle.TestCase.settings = settings(
+        max_examples=40,
+        stateful_step_count=15,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    JobLifecycle.TestCase().runTest()
