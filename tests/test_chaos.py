@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import datetime
 
+import httpx
 import pytest
 import redis
 
@@ -139,3 +140,62 @@ def test_a_flushed_broker_loses_no_queued_job(stack):
             f"FLUSHDB with 2 queued jobs: both done {time.time() - flushed_at:.1f} s later"
         )
     print("\n" + "\n".join(FIGURES))
+
+
+def _restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def _restart_redis() -> None:
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True)
+    subprocess.run(
+        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
+         "--save", "", "--appendonly", "no"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not redis.Redis().ping():  # raises until the server answers
+        assert time.monotonic() < deadline
+
+
+def wait_through_outage(stack, job_id: str) -> dict:
+    """Poll until the job ends, riding out the seconds when the API cannot answer."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with stack.client() as client:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+            if finished(job):
+                return job
+        except (httpx.TransportError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish:\n{stack.logs()}")
+
+
+def test_a_postgres_restart_mid_job_does_not_lose_it(stack):
+    with stack.client() as client:
+        job_id = client.post("/v1/jobs", json=LONG_JOB).json()["id"]
+        running_past_a_checkpoint(client, job_id)
+    _restart_postgres()
+    job = wait_through_outage(stack, job_id)
+    assert job["status"] == "succeeded", (job, stack.logs())
+    with stack.client() as client:
+        models = client.get("/v1/models", params={"limit": 1000}).json()["data"]
+    assert [m["source_job_id"] for m in models].count(job_id) == 1
+
+
+def test_a_redis_restart_mid_job_loses_no_job(stack):
+    with stack.client() as client:
+        running = client.post("/v1/jobs", json=LONG_JOB).json()["id"]
+        running_past_a_checkpoint(client, running)
+        queued = client.post("/v1/jobs", json=SHORT_JOB).json()["id"]  # waits behind it
+    _restart_redis()
+    with stack.client() as client:
+        after = client.post("/v1/jobs", json=SHORT_JOB).json()["id"]  # sent after the restart
+    for job_id in (running, queued, after):
+        job = wait_through_outage(stack, job_id)
+        assert job["status"] == "succeeded", (job, stack.logs())

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.db import session_scope
@@ -54,12 +55,35 @@ class Attempt:
     error: tuple[str, str] | None = None
     # What the model is trained on: dataset name -> sha256 of the upload (None: built-in).
     datasets: dict[str, str | None] = field(default_factory=dict)
+    pending: list[dict] = field(default_factory=list)  # events not yet written
+    renewed_at: float = field(default_factory=time.monotonic)
 
     def relay(self) -> bool:
-        """Write pending trainer events and renew the lease; False when the job was lost."""
-        points, logs, progress = [], [], {}
+        """Write pending trainer events and renew the lease; False when the job was lost.
+
+        A database that cannot be reached keeps the events for the next heartbeat; once it has
+        been unreachable for a whole lease, the job may be another attempt's: lost."""
         while not self.events.empty():
             event = self.events.get_nowait()
+            if event["type"] == "result":
+                self.card = event["card"]
+            elif event["type"] == "error":
+                self.error = (event["error_type"], event["message"])
+            else:
+                self.pending.append(event)
+        try:
+            held = self._write(self.pending)
+        except DBAPIError as error:
+            unreachable_for = time.monotonic() - self.renewed_at
+            log.warning("job %s: heartbeat failed (%s); retrying", self.job_id, error.orig)
+            return unreachable_for < self.settings.lease_seconds
+        self.pending.clear()
+        self.renewed_at = time.monotonic()
+        return held
+
+    def _write(self, events: list[dict]) -> bool:
+        points, logs, progress = [], [], {}
+        for event in events:
             if event["type"] == "metric":
                 when = datetime.fromtimestamp(event["time"], UTC)
                 fields = {k: event[k] for k in ("name", "split", "value", "step", "epoch")}
@@ -74,10 +98,6 @@ class Attempt:
                     "progress_epoch": event["epoch"],
                     "progress_total_steps": event["total_steps"],
                 }
-            elif event["type"] == "result":
-                self.card = event["card"]
-            elif event["type"] == "error":
-                self.error = (event["error_type"], event["message"])
         with session_scope() as session:
             held = job_state.renew_lease(
                 session, self.job_id, self.attempt, self.settings.lease_seconds, **progress
