@@ -45,6 +45,7 @@ def stack(tmp_path_factory):
     yield stack
     stack.stop()
     drop_postgres_database(database)
+    print("\n" + "\n".join(FIGURES))  # shown with -s: the figures in docs/RELIABILITY.md
 
 
 def trainer_pids(job_id: str) -> list[int]:
@@ -199,3 +200,19 @@ def test_a_redis_restart_mid_job_loses_no_job(stack):
     for job_id in (running, queued, after):
         job = wait_through_outage(stack, job_id)
         assert job["status"] == "succeeded", (job, stack.logs())
+
+
+def test_a_stopping_worker_hands_its_job_back_at_a_checkpoint(stack):
+    with stack.client() as client:
+        job_id = client.post("/v1/jobs", json=LONG_JOB).json()["id"]
+        seen = running_past_a_checkpoint(client, job_id)
+        worker = stack.processes[-1]
+        os.kill(worker.pid, signal.SIGTERM)  # a warm shutdown, as a deploy sends
+        stopped_at = time.time()
+        assert worker.wait(timeout=60) is not None  # it did not wait for the 40 epochs
+        events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
+        assert any(e["message"].startswith("queued: interrupted") for e in events), events
+        stack.start_worker()
+        assert_resumed_once_and_succeeded(
+            client, stack, job_id, seen, stopped_at, "SIGTERM to the worker"
+        )

@@ -14,7 +14,10 @@ transport_options = (
     if settings.broker_url.startswith(("redis", "rediss"))
     else {}
 )
-celery_app = Celery("tunery", broker=settings.broker_url, include=["worker.tasks"])
+# `worker.shutdown`: a stopping worker hands its jobs back at a checkpoint.
+celery_app = Celery(
+    "tunery", broker=settings.broker_url, include=["worker.tasks", "worker.shutdown"]
+)
 celery_app.conf.update(
     task_serializer="json",
     accept_content=["json"],

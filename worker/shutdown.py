@@ -1,0 +1,52 @@
+"""A worker asked to stop (SIGTERM to its main process: a deploy, a scale-down) hands its jobs
+back instead of waiting for them: every trainer it runs gets SIGTERM, saves a checkpoint and
+exits 75, its supervisor re-queues the job as retryable, and the next attempt — on any
+worker — resumes from the checkpoint. Celery's warm shutdown then finds the tasks done."""
+
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from celery.signals import worker_shutting_down
+
+log = logging.getLogger(__name__)
+TRAINER_MODULE = b"worker.core.trainer"
+
+
+def _children() -> dict[int, list[int]]:
+    """Every process's children, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name may hold spaces and parentheses: the parent pid follows the last ")".
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+    return children
+
+
+def trainers_under(pid: int) -> list[int]:
+    """The trainer processes among `pid`'s descendants."""
+    children, found, stack = _children(), [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            stack.append(child)
+            try:
+                if TRAINER_MODULE in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(child)
+            except OSError:
+                continue
+    return found
+
+
+@worker_shutting_down.connect
+def hand_jobs_back(sig: str | None = None, how: str | None = None, **_: object) -> None:
+    for pid in trainers_under(os.getpid()):
+        log.info("worker stopping (%s, %s): asking trainer %d to checkpoint", sig, how, pid)
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(pid, signal.SIGTERM)
