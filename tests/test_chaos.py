@@ -140,7 +140,6 @@ def test_a_flushed_broker_loses_no_queued_job(stack):
         FIGURES.append(
             f"FLUSHDB with 2 queued jobs: both done {time.time() - flushed_at:.1f} s later"
         )
-    print("\n" + "\n".join(FIGURES))
 
 
 def _restart_postgres() -> None:
