@@ -17,7 +17,14 @@ from app.config import get_settings
 
 
 class ArtifactStore(Protocol):
+    # Whether workers on other machines share it: only then do checkpoints travel through it.
+    remote: bool
+
     def put(self, key: str, source: Path) -> None: ...
+
+    def get(self, key: str, destination: Path) -> None:
+        """Copy `key`, which may change (checkpoints), to `destination`, whole."""
+        ...
 
     def exists(self, key: str) -> bool: ...
 
@@ -42,6 +49,8 @@ def _replace_atomically(write, destination: Path) -> None:
 
 
 class LocalStore:
+    remote = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -50,6 +59,9 @@ class LocalStore:
 
     def put(self, key: str, source: Path) -> None:
         _replace_atomically(lambda tmp: shutil.copyfile(source, tmp), self._path(key))
+
+    def get(self, key: str, destination: Path) -> None:
+        _replace_atomically(lambda tmp: shutil.copyfile(self._path(key), tmp), destination)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -62,6 +74,8 @@ class LocalStore:
 
 
 class S3Store:
+    remote = True
+
     def __init__(self, url: str, cache_dir: Path, endpoint_url: str | None = None) -> None:
         import fsspec
 
@@ -75,7 +89,11 @@ class S3Store:
     def put(self, key: str, source: Path) -> None:
         self.fs.put_file(str(source), self._url(key))
 
+    def get(self, key: str, destination: Path) -> None:
+        _replace_atomically(lambda tmp: self.fs.get_file(self._url(key), str(tmp)), destination)
+
     def exists(self, key: str) -> bool:
+        self.fs.invalidate_cache()  # another machine may have written it since
         return self.fs.exists(self._url(key))
 
     def delete(self, key: str) -> None:

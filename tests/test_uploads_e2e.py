@@ -91,6 +91,8 @@ def stack(s3, tmp_path_factory):
         "TUNERY_ARTIFACT_STORE_URL": f"s3://{bucket}/tunery",
         "TUNERY_S3_ENDPOINT_URL": endpoint,
         "TUNERY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+        "TUNERY_CHECKPOINT_EVERY_STEPS": "10",
+        "TUNERY_LEASE_SECONDS": "4",
     }
     root = tmp_path_factory.mktemp("uploads")
     stack = start_stack(
@@ -234,3 +236,32 @@ def test_oversized_bodies_and_a_zip_bomb_are_refused_in_bounded_memory(stack, tm
         assert _rss_bytes(api_pid) - baseline < MEMORY_BOUND
         names = [d["name"] for d in api.get("/v1/datasets", params={"limit": 1000}).json()["data"]]
         assert "bomb" not in names
+
+
+def test_a_checkpoint_follows_its_job_to_another_machine(stack, s3):
+    """The worker dies with its disk: the next worker finds the checkpoint in the bucket."""
+    import shutil
+    import signal
+
+    from tests.test_chaos import LONG_JOB, running_past_a_checkpoint
+
+    _endpoint, bucket, client = s3
+    with stack.client() as api:
+        job_id = api.post("/v1/jobs", json=LONG_JOB).json()["id"]
+        running_past_a_checkpoint(api, job_id)
+        key = f"tunery/checkpoints/{job_id}"
+        deadline = time.monotonic() + 30
+        while "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=key):
+            assert time.monotonic() < deadline, "no checkpoint reached the bucket"
+            time.sleep(0.2)
+        worker = stack.processes[1]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        shutil.rmtree(Path(stack.env["TUNERY_RUN_DIR"]) / job_id)  # the machine is gone
+        stack.start_worker()
+        job = wait_for(api, job_id, finished, timeout=300)
+        assert (job["status"], job["attempt"]) == ("succeeded", 2), (job, stack.logs())
+        events = api.get(f"/v1/jobs/{job_id}/events").json()["data"]
+        resumed = [e for e in events if e["message"].startswith("resumed from the checkpoint")]
+        assert len(resumed) == 1, events
+        assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=key)  # cleaned up

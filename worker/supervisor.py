@@ -30,7 +30,7 @@ from app.models import Dataset, Job, JobDataset, MetricPoint, Model, new_id
 from app.services import dispatch, job_state
 from app.services.datasets import storage_key
 from app.services.model_files import MODEL_FILE, store_model_file
-from app.storage import get_store
+from app.storage import ArtifactStore, get_store
 from worker.core.checkpoint import INTERRUPTED_EXIT
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,38 @@ class Attempt:
                 for message in logs:
                     job_state.add_event(session, self.job_id, self.attempt, "log", message)
             return held
+
+
+@dataclass
+class CheckpointSync:
+    """With a store that other machines share, a job's checkpoint follows the job: fetched
+    before an attempt when this machine has none, uploaded whenever the trainer writes a new
+    one, deleted with the job. With a local store there is nothing to do."""
+
+    local: Path
+    key: str
+    store: ArtifactStore
+    uploaded: int = 0  # mtime (ns) of the checkpoint last uploaded
+
+    def fetch(self) -> None:
+        if self.store.remote and not self.local.exists() and self.store.exists(self.key):
+            self.store.get(self.key, self.local)
+            self.uploaded = self.local.stat().st_mtime_ns
+
+    def upload(self) -> None:
+        if not self.store.remote or not self.local.exists():
+            return
+        written = self.local.stat().st_mtime_ns
+        if written != self.uploaded:
+            try:
+                self.store.put(self.key, self.local)  # reads one inode, even if replaced
+                self.uploaded = written
+            except OSError as error:
+                log.warning("could not upload the checkpoint %s: %s", self.key, error)
+
+    def delete(self) -> None:
+        if self.store.remote:
+            self.store.delete(self.key)
 
 
 def _read_events(stream, events: queue.Queue) -> None:
@@ -249,12 +281,15 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         "checkpoint_every_steps": settings.checkpoint_every_steps,
     }
     (run_dir / "run.json").write_text(json.dumps(run))
+    checkpoint = CheckpointSync(job_dir / CHECKPOINT_FILE, f"checkpoints/{job_id}", get_store())
     try:
+        checkpoint.fetch()
         process, reader = _launch(attempt)
         deadline = time.monotonic() + spec["resources"]["max_runtime_seconds"]
         while process.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=settings.heartbeat_seconds)
+            checkpoint.upload()
             if not attempt.relay():
                 _stop(process, settings.stop_grace_seconds)
                 log.info(
@@ -271,6 +306,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
                     job_state.fail(session, job_id, n, "timeout", message, retryable=False)
                 return
         reader.join(timeout=10)
+        checkpoint.upload()
         if attempt.relay():
             _record_outcome(attempt, process.returncode)
     finally:
@@ -279,3 +315,4 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
             done = session.get(Job, job_id).status not in ("queued", "running")
         if done:  # no attempt will resume: the checkpoint goes too
             shutil.rmtree(job_dir, ignore_errors=True)
+            checkpoint.delete()
