@@ -15,7 +15,6 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ import onnxruntime
 import torch
 from tokenizers import Tokenizer
 
+from bench.service import service
 from worker.core.artifact import load_classifier, read_card
 from worker.core.data import load_dataset
 from worker.core.text import encode
@@ -169,28 +169,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running tunery; default: start an embedded one")
     args = parser.parse_args()
-    stack = None
-    if args.url is None:
-        from tests.stack import start_stack
-
-        root = Path(tempfile.mkdtemp(prefix="tunery-bench-"))
-        stack = start_stack(
-            root, f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db",
-            queue=f"bench-{uuid.uuid4().hex[:8]}",
-        )  # fmt: skip
-        args.url = stack.base_url
     scratch = Path(tempfile.mkdtemp(prefix="tunery-inference-"))
-    try:
-        with httpx.Client(base_url=args.url, timeout=120) as client:
-            models = train(client)
-            lines = ["| architecture | max abs difference, ONNX vs predict (64 inputs) |"]
-            lines.append("|---|---|")
-            for arch, model_id in models.items():
-                lines.append(f"| {arch} | {onnx_agreement(client, arch, model_id, scratch):.1e} |")
-            lines += ["", *latency_and_throughput(client, models["cnn"], scratch)]
-    finally:
-        if stack is not None:
-            stack.stop()
+    with service(args.url) as url, httpx.Client(base_url=url, timeout=120) as client:
+        models = train(client)
+        lines = ["| architecture | max abs difference, ONNX vs predict (64 inputs) |"]
+        lines.append("|---|---|")
+        for arch, model_id in models.items():
+            lines.append(f"| {arch} | {onnx_agreement(client, arch, model_id, scratch):.1e} |")
+        lines += ["", *latency_and_throughput(client, models["cnn"], scratch)]
     print("\n".join(lines))
 
 

@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
+
+from bench.service import service
 
 CNN = {"architecture": "cnn"}
 TRANSFORMER = {
@@ -230,22 +230,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
     args = parser.parse_args()
     started = time.monotonic()
-    stack = None
-    if args.url is None:
-        from tests.stack import start_stack
-
-        root = Path(tempfile.mkdtemp(prefix="tunery-bench-"))
-        stack = start_stack(
-            root, f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db",
-            queue=f"bench-{uuid.uuid4().hex[:8]}", concurrency=os.cpu_count() or 1,
-        )  # fmt: skip
-        args.url = stack.base_url
-    try:
-        with httpx.Client(base_url=args.url, timeout=60) as client:
-            results = run_experiments(Runner(client), args.seeds)
-    finally:
-        if stack is not None:
-            stack.stop()
+    with (
+        service(args.url, concurrency=os.cpu_count() or 1) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        results = run_experiments(Runner(client), args.seeds)
     text, checks = report(results, args.seeds, time.monotonic() - started)
     args.out.write_text(text)
     print(text)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
@@ -32,6 +33,8 @@ from app.services.datasets import storage_key
 from app.services.model_files import MODEL_FILE, store_model_file
 from app.storage import ArtifactStore, get_store
 from worker.core.checkpoint import INTERRUPTED_EXIT
+from worker.core.data import dataset_names
+from worker.core.spec import JobSpec
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -266,10 +269,9 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     run_dir = job_dir / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
     attempt = Attempt(job_id, n, settings, run_dir)
-    references = [ref for ref in spec["data"].values() if ref is not None]
-    names = [ref if isinstance(ref, str) else ref["dataset"] for ref in references]
     sha256_of = {row.id: row.sha256 for row in uploads}
-    attempt.datasets = {name: sha256_of.get(name) for name in names}
+    names = dataset_names(TypeAdapter(JobSpec).validate_python(spec).data)
+    attempt.datasets = {name: sha256_of.get(name) for name in sorted(names)}
     run = {
         "job_id": job_id,
         "model_id": attempt.model_id,

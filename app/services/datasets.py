@@ -7,10 +7,10 @@ artifact store and recorded. A file that fails a check leaves no row and no stor
 
 import hashlib
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import BinaryIO
 
+import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,13 @@ from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import DatasetOut, DatasetPreview
 from app.services.pagination import newest_first
 from app.storage import get_store
-from worker.core.data import DatasetInfo, dataset_names, describe_builtin, read_file_dataset
+from worker.core.data import (
+    BUILTIN_DATASETS,
+    DatasetInfo,
+    dataset_names,
+    describe_builtin,
+    read_file_dataset,
+)
 from worker.core.readers import DatasetError, ReadLimits, format_of, preview
 from worker.core.validation import SpecIssue
 
@@ -83,7 +89,8 @@ def create_dataset(
         store = get_store()
         if not store.exists(storage_key(sha256)):
             store.put(storage_key(sha256), path)
-    counts = Counter(int(y) for part in loaded.splits.values() for y in part.y)
+    labels = torch.cat([part.y for part in loaded.splits.values()])
+    counts = torch.bincount(labels, minlength=len(loaded.labels)) if loaded.labels else []
     dataset = Dataset(
         id=dataset_id,
         name=name,
@@ -94,7 +101,7 @@ def create_dataset(
         input_shape=list(loaded.input_shape),
         feature_names=list(loaded.feature_names) if loaded.feature_names else None,
         labels=list(loaded.labels),
-        class_counts={label: counts[i] for i, label in enumerate(loaded.labels)},
+        class_counts={label: int(counts[i]) for i, label in enumerate(loaded.labels)},
         splits={part: len(split) for part, split in loaded.splits.items()},
         label_column=label_column if labelled and loaded.modality == "tabular" else None,
         sha256=sha256,
@@ -159,7 +166,7 @@ def describer(session: Session):
 
 def record_job_datasets(session: Session, job_id: str, data: object) -> None:
     for name in dataset_names(data):
-        if describe_builtin(name) is None:
+        if name not in BUILTIN_DATASETS:
             session.add(JobDataset(job_id=job_id, dataset_id=name))
 
 

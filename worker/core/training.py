@@ -204,12 +204,11 @@ def fit(
             )
             break
 
-    best_state, best_epoch, best_value = s.best_state, s.best_epoch, s.best_value
-    validation = validation if s.best_state is None else s.best_validation
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        events.log(f"restored the weights of epoch {best_epoch} ({metric} {best_value:.4f})")
-    return FitResult(s.step, s.epoch, best_epoch, s.train_loss, validation)
+    if s.best_state is not None:
+        model.load_state_dict(s.best_state)
+        events.log(f"restored the weights of epoch {s.best_epoch} ({metric} {s.best_value:.4f})")
+        validation = s.best_validation
+    return FitResult(s.step, s.epoch, s.best_epoch, s.train_loss, validation)
 
 
 @dataclass
