@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     # A trainer saves a checkpoint this often, and on SIGTERM; a new attempt resumes from it.
     checkpoint_every_steps: int = 200
 
+    # Per-tenant quotas, unless the tenant sets its own (`tunery admin create-tenant --help`).
+    tenant_max_running_jobs: int = 4
+    tenant_max_queued_jobs: int = 100
+    tenant_max_storage_bytes: int = 100 * 1024**3
+    tenant_requests_per_minute: int = 6000
+    # Where request counts are kept: `memory://` counts per API process; with several API
+    # processes point them all at one Redis (`redis://host:6379/1`) so the limit is shared.
+    rate_limit_storage_url: str = "memory://"
+    # How long an authenticated key is trusted without asking the database: a revoked key
+    # stops working within this many seconds.
+    auth_cache_seconds: float = 5.0
+    # Origins allowed to call the API from a browser; none by default (CORS off).
+    cors_origins: list[str] = []
+
     max_attempts: int = 3
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 1.0

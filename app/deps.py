@@ -3,10 +3,12 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.db import get_sessionmaker
+from app.services.auth import Caller
 
 
 def get_session() -> Iterator[Session]:
@@ -16,3 +18,16 @@ def get_session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+# Declares the scheme in the OpenAPI document; the key itself is checked by
+# `app.security.ApiKeyAuth` before the request reaches a route.
+_bearer = HTTPBearer(auto_error=False, description="An API key from `tunery admin create-key`.")
+
+
+def get_caller(
+    request: Request, _key: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Caller:
+    return request.state.caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -5,11 +5,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import problems
 from app.api import datasets, health, jobs, models
 from app.config import get_settings
 from app.limits import BodySizeLimit
+from app.security import ApiKeyAuth, SecurityHeaders
 from app.services.dispatch import sweep_forever
 
 
@@ -33,11 +35,22 @@ def create_app() -> FastAPI:
     )
     problems.install(app)
     settings = get_settings()
+    # Outermost last: headers on every answer, CORS preflights (only if origins are
+    # configured) before the key check, and no body is read for a request without a key.
     app.add_middleware(
         BodySizeLimit,
         upload_bytes=settings.max_upload_bytes,
         request_bytes=settings.max_request_bytes,
     )
+    app.add_middleware(ApiKeyAuth, rate_limit_storage_url=settings.rate_limit_storage_url)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    app.add_middleware(SecurityHeaders)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

@@ -52,14 +52,46 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
+class Tenant(Base):
+    """Who owns jobs, datasets and models. A quota left null takes the server's default."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    max_running_jobs: Mapped[int | None]
+    max_queued_jobs: Mapped[int | None]
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    requests_per_minute: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key, kept only as the SHA-256 of its secret: the secret is shown once, at
+    creation. Keys are random 256-bit strings, so a fast hash is enough (no password
+    stretching: there is nothing to brute-force)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    read_only: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_tenant_created_at_id", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
@@ -115,8 +147,10 @@ class Model(Base):
     `deleted_at`, so that the lineage of its descendants stays whole."""
 
     __tablename__ = "models"
+    __table_args__ = (Index("ix_models_tenant_created_at_id", "tenant_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     # None for imported models.
     source_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), unique=True)
     parent_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), index=True)
@@ -132,7 +166,7 @@ class Model(Base):
     # or null for a built-in.
     datasets: Mapped[dict[str, Any]] = mapped_column(default=dict)
     deleted_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Dataset(Base):
@@ -140,9 +174,10 @@ class Dataset(Base):
     `datasets/sha256/<sha256>`: the same bytes uploaded twice are stored once."""
 
     __tablename__ = "datasets"
-    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_datasets_tenant_created_at_id", "tenant_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     name: Mapped[str] = mapped_column(String(200))
     task: Mapped[str] = mapped_column(String(32))
     format: Mapped[str] = mapped_column(String(16))

@@ -15,9 +15,16 @@ PROBLEM_JSON = "application/problem+json"
 
 
 class Problem(Exception):
-    def __init__(self, status: int, detail: str, errors: list[dict[str, str]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail)
         self.status, self.detail, self.errors = status, detail, errors
+        self.headers = headers or {}
 
 
 class NotFound(Problem):
@@ -28,6 +35,24 @@ class NotFound(Problem):
 class Conflict(Problem):
     def __init__(self, detail: str) -> None:
         super().__init__(409, detail)
+
+
+class Unauthorized(Problem):
+    def __init__(self, detail: str) -> None:
+        super().__init__(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(Problem):
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        errors = [{"field": field, "message": detail}] if field else None
+        super().__init__(403, detail, errors)
+
+
+class TooManyRequests(Problem):
+    """A 429 saying when to come back: `Retry-After` in seconds."""
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(429, detail, headers={"Retry-After": str(retry_after_seconds)})
 
 
 class InvalidInput(Problem):
@@ -69,7 +94,9 @@ def _field(error: dict[str, Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.detail, request.url.path, exc.errors)
+        response = problem_response(exc.status, exc.detail, request.url.path, exc.errors)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,7 @@ Run: `.venv/bin/python -m bench.inference` (starts its own embedded service; abo
 
 import argparse
 import io
+import os
 import statistics
 import tempfile
 import threading
@@ -135,7 +136,7 @@ def latency_and_throughput(client: httpx.Client, model_id: str, scratch: Path) -
 
     def clients(count: int, requests: int) -> float:
         def work() -> None:
-            with httpx.Client(base_url=str(client.base_url)) as own:
+            with httpx.Client(base_url=client.base_url, headers=client.headers) as own:
                 for _ in range(requests):
                     own.post(url, json={"inputs": one}).raise_for_status()
 
@@ -168,9 +169,10 @@ def latency_and_throughput(client: httpx.Client, model_id: str, scratch: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running tunery; default: start an embedded one")
+    parser.add_argument("--key", default=os.environ.get("TUNERY_API_KEY"), help="its API key")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="tunery-inference-"))
-    with service(args.url) as url, httpx.Client(base_url=url, timeout=120) as client:
+    with service(args.url, args.key) as client:
         models = train(client)
         lines = ["| architecture | max abs difference, ONNX vs predict (64 inputs) |"]
         lines.append("|---|---|")

@@ -6,13 +6,18 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
 
 @contextlib.contextmanager
-def service(url: str | None, concurrency: int = 1) -> Iterator[str]:
-    """The base URL of `url`, or of an embedded service (SQLite, kombu on SQLite) stopped on
-    exit, whose worker runs `concurrency` jobs at once."""
+def service(url: str | None, key: str | None, concurrency: int = 1) -> Iterator[httpx.Client]:
+    """A client of the service at `url` (with API key `key`), or of an embedded service
+    (SQLite, kombu on SQLite, a tenant of its own) stopped on exit, whose worker runs
+    `concurrency` jobs at once."""
     if url is not None:
-        yield url
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
+            yield client
         return
     from tests.stack import start_stack
 
@@ -22,6 +27,8 @@ def service(url: str | None, concurrency: int = 1) -> Iterator[str]:
         queue=f"bench-{uuid.uuid4().hex[:8]}", concurrency=concurrency,
     )  # fmt: skip
     try:
-        yield stack.base_url
+        with stack.client() as client:
+            client.timeout = httpx.Timeout(120)
+            yield client
     finally:
         stack.stop()

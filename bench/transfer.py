@@ -226,14 +226,12 @@ def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running tunery; default: start an embedded one")
+    parser.add_argument("--key", default=os.environ.get("TUNERY_API_KEY"), help="its API key")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
     args = parser.parse_args()
     started = time.monotonic()
-    with (
-        service(args.url, concurrency=os.cpu_count() or 1) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
+    with service(args.url, args.key, concurrency=os.cpu_count() or 1) as client:
         results = run_experiments(Runner(client), args.seeds)
     text, checks = report(results, args.seeds, time.monotonic() - started)
     args.out.write_text(text)

@@ -6,6 +6,7 @@ The environment is set here, before any test imports `app`, because settings are
 import os
 import tempfile
 import uuid
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +21,7 @@ os.environ.update(
     TUNERY_SWEEP_INTERVAL_SECONDS="0",
     TUNERY_ARTIFACT_DIR=tempfile.mkdtemp(prefix="tunery-api-artifacts-"),
     TUNERY_CACHE_DIR=tempfile.mkdtemp(prefix="tunery-api-cache-"),
+    TUNERY_AUTH_CACHE_SECONDS="0.5",
 )
 
 
@@ -36,3 +38,31 @@ def api_database() -> str:
 
     get_engine().dispose()
     drop_postgres_database(API_DATABASE)
+
+
+@dataclass(frozen=True)
+class Key:
+    tenant_id: str
+    secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+def new_tenant(read_only: bool = False, **quotas: int) -> Key:
+    """A tenant of its own (a unique name) and an API key for it."""
+    from app.db import session_scope
+    from app.services import tenants
+
+    with session_scope() as session:
+        tenant = tenants.create_tenant(session, f"t-{uuid.uuid4().hex[:12]}", **quotas)
+        _key, secret = tenants.create_key(session, tenant.name, read_only=read_only)
+        return Key(tenant.id, secret)
+
+
+@pytest.fixture(scope="session")
+def api_key(api_database) -> Key:
+    """The tenant the in-process API tests act as; its running-job quota is out of the way of
+    state-machine tests that leave many jobs running."""
+    return new_tenant(max_running_jobs=1_000_000)

@@ -11,10 +11,10 @@ from tests.test_core import DIGITS_CNN
 
 
 @pytest.fixture(scope="module")
-def client(api_database):
+def client(api_key):
     from app.main import app
 
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=api_key.headers) as test_client:
         yield test_client
 
 
@@ -163,7 +163,7 @@ def test_openapi_documents_the_v1_contract(client):
     assert client.get("/docs").status_code == 200
 
 
-def test_predict_with_a_text_classifier_takes_strings(client):
+def test_predict_with_a_text_classifier_takes_strings(client, api_key):
     """A model registered in the database, its file made by the training core."""
     from pathlib import Path
 
@@ -182,9 +182,11 @@ def test_predict_with_a_text_classifier_takes_strings(client):
     (get_settings().artifact_dir / relative).parent.mkdir(parents=True)
     save_model(result.model, result.card, get_settings().artifact_dir / relative)
     with session_scope() as session:
-        session.add(Job(id=job_id, kind="finetune", status="succeeded", spec={}, max_attempts=1))
+        session.add(Job(id=job_id, tenant_id=api_key.tenant_id, kind="finetune",
+                        status="succeeded", spec={}, max_attempts=1))  # fmt: skip
         session.flush()
-        session.add(Model(id=model_id, source_job_id=job_id, architecture="transformer",
+        session.add(Model(id=model_id, tenant_id=api_key.tenant_id, source_job_id=job_id,
+                          architecture="transformer",
                           task="classification", card=result.card, path=str(relative),
                           sha256="0" * 64, size_bytes=1))  # fmt: skip
 

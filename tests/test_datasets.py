@@ -17,10 +17,10 @@ from tests.test_api import assert_problem
 
 
 @pytest.fixture(scope="module")
-def client(api_database):
+def client(api_key):
     from app.main import app
 
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=api_key.headers) as test_client:
         yield test_client
 
 

@@ -13,10 +13,15 @@ from tests.test_core import DIGITS_CNN
 
 
 @pytest.fixture
-def job_id(api_database) -> str:
+def job_id(api_key) -> str:
     with session_scope() as session:
         job = Job(
-            id=new_id("job"), kind="finetune", status="queued", spec=DIGITS_CNN, max_attempts=2
+            id=new_id("job"),
+            tenant_id=api_key.tenant_id,
+            kind="finetune",
+            status="queued",
+            spec=DIGITS_CNN,
+            max_attempts=2,
         )
         session.add(job)
     return job.id
@@ -33,8 +38,11 @@ def claim(job_id: str, lease_seconds: float = 60) -> int | None:
 
 
 def a_model(job_id: str) -> Model:
+    with session_scope() as session:
+        tenant_id = session.get(Job, job_id).tenant_id
     return Model(
         id=new_id("model"),
+        tenant_id=tenant_id,
         source_job_id=job_id,
         architecture="cnn",
         task="classification",
@@ -93,9 +101,10 @@ def test_deterministic_failure_is_not_retried(job_id):
         assert job_state.fail(session, job_id, 1, "training_error", "bad", False) == "failed"
 
 
-def test_reaper_requeues_a_job_whose_lease_expired_and_leaves_live_ones(job_id, api_database):
+def test_reaper_requeues_a_job_whose_lease_expired_and_leaves_live_ones(job_id, api_key):
     claim(job_id, lease_seconds=-1)
-    live = Job(id=new_id("job"), kind="finetune", status="queued", spec=DIGITS_CNN, max_attempts=2)
+    live = Job(id=new_id("job"), tenant_id=api_key.tenant_id, kind="finetune", status="queued",
+               spec=DIGITS_CNN, max_attempts=2)  # fmt: skip
     with session_scope() as session:
         session.add(live)
     claim(live.id, lease_seconds=60)

@@ -4,7 +4,6 @@ stale attempts, checked against a model of what each transition may do."""
 
 from datetime import timedelta
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -20,13 +19,15 @@ MAX_ATTEMPTS = 3
 
 
 class JobLifecycle(RuleBasedStateMachine):
+    tenant_id: str  # set by the test
+
     def __init__(self) -> None:
         super().__init__()
         self.job_id = new_id("job")
         with session_scope() as session:
             session.add(
-                Job(id=self.job_id, kind="finetune", status="queued", spec=DIGITS_CNN,
-                    max_attempts=MAX_ATTEMPTS)
+                Job(id=self.job_id, tenant_id=self.tenant_id, kind="finetune", status="queued",
+                    spec=DIGITS_CNN, max_attempts=MAX_ATTEMPTS)
             )  # fmt: skip
         self.status, self.attempt, self.models = "queued", 0, 0
 
@@ -103,8 +104,8 @@ class JobLifecycle(RuleBasedStateMachine):
         assert (job.result_model_id is not None) == (job.status == "succeeded")
 
 
-@pytest.mark.usefixtures("api_database")
-def test_job_lifecycle_follows_its_state_machine():
+def test_job_lifecycle_follows_its_state_machine(api_key):
+    JobLifecycle.tenant_id = api_key.tenant_id
     JobLifecycle.TestCase.settings = settings(
         max_examples=40,
         stateful_step_count=15,

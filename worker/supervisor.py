@@ -49,6 +49,7 @@ def _die_with_parent() -> None:
 @dataclass
 class Attempt:
     job_id: str
+    tenant_id: str
     attempt: int
     settings: Settings
     run_dir: Path
@@ -202,6 +203,7 @@ def _store_model(attempt: Attempt) -> Model:
     card = attempt.card
     return Model(
         id=attempt.model_id,
+        tenant_id=attempt.tenant_id,
         source_job_id=attempt.job_id,
         parent_model_id=card["parent_model_id"],
         name=card["name"],
@@ -239,13 +241,25 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
         dispatch.send([job_id])
 
 
+def _wake_waiting_jobs(tenant_id: str) -> None:
+    """This attempt's running-job slot is free: send the tenant's jobs that wait for one."""
+    with session_scope() as session:
+        waiting = job_state.jobs_to_dispatch(session, None, tenant_id)
+    if waiting:
+        dispatch.send(waiting)
+
+
 def supervise(job_id: str, settings: Settings, owner: str) -> None:
     with session_scope() as session:
         n = job_state.claim(session, job_id, owner, settings.lease_seconds)
         if n is None:
-            log.info("job %s is not claimable (duplicate delivery, cancelled or done)", job_id)
+            if job_state.wait_for_slot(session, job_id):
+                log.info("job %s waits for a running-job slot of its tenant", job_id)
+            else:
+                log.info("job %s is not claimable (duplicate delivery, cancelled or done)", job_id)
             return
         job = session.get(Job, job_id)
+        tenant_id = job.tenant_id
         spec = job.spec
         base_id = spec.get("base_model_id")
         base = session.get(Model, base_id) if base_id else None
@@ -268,7 +282,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     job_dir = settings.run_dir / job_id  # outlives attempts: it holds the checkpoint
     run_dir = job_dir / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    attempt = Attempt(job_id, n, settings, run_dir)
+    attempt = Attempt(job_id, tenant_id, n, settings, run_dir)
     sha256_of = {row.id: row.sha256 for row in uploads}
     names = dataset_names(TypeAdapter(JobSpec).validate_python(spec).data)
     attempt.datasets = {name: sha256_of.get(name) for name in sorted(names)}
@@ -318,3 +332,4 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         if done:  # no attempt will resume: the checkpoint goes too
             shutil.rmtree(job_dir, ignore_errors=True)
             checkpoint.delete()
+        _wake_waiting_jobs(tenant_id)

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 
-from app.deps import SessionDep
+from app.deps import CallerDep, SessionDep
 from app.schemas import DatasetOut, DatasetPreview, DatasetTask, Page
 from app.services import datasets, idempotency
 
@@ -12,6 +12,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 @router.post("", status_code=201)
 def upload_dataset(
     session: SessionDep,
+    caller: CallerDep,
     file: Annotated[UploadFile, File(description=".npz, .csv, .parquet, .jsonl or .zip")],
     name: Annotated[str, Form(min_length=1, max_length=200)],
     task: Annotated[DatasetTask, Form()],
@@ -28,12 +29,18 @@ def upload_dataset(
     )
     response, _created = idempotency.once(
         session,
-        "POST /v1/datasets",
+        f"{caller.tenant_id} POST /v1/datasets",
         idempotency_key,
         print_,
         lambda: datasets.to_out(
             datasets.create_dataset(
-                session, file.file, file.filename or "", name, task, label_column
+                session,
+                caller.tenant_id,
+                file.file,
+                file.filename or "",
+                name,
+                task,
+                label_column,
             )
         ),
     )
@@ -42,27 +49,34 @@ def upload_dataset(
 
 @router.get("")
 def list_datasets(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20, cursor: str | None = None
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    cursor: str | None = None,
 ) -> Page[DatasetOut]:
-    rows, next_cursor = datasets.list_datasets(session, limit, cursor)
+    rows, next_cursor = datasets.list_datasets(session, caller.tenant_id, limit, cursor)
     return Page(data=[datasets.to_out(d) for d in rows], next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}")
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
-    return datasets.to_out(datasets.get_dataset(session, dataset_id))
+def get_dataset(dataset_id: str, session: SessionDep, caller: CallerDep) -> DatasetOut:
+    return datasets.to_out(datasets.get_dataset(session, caller.tenant_id, dataset_id))
 
 
 @router.get("/{dataset_id}/preview")
 def preview_dataset(
-    dataset_id: str, session: SessionDep, count: Annotated[int, Query(ge=1, le=50)] = 5
+    dataset_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    count: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> DatasetPreview:
     """The first rows (tables, texts) or images (as PNG, base64) of the dataset."""
-    return datasets.preview_dataset(datasets.get_dataset(session, dataset_id), count)
+    dataset = datasets.get_dataset(session, caller.tenant_id, dataset_id)
+    return datasets.preview_dataset(dataset, count)
 
 
 @router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(dataset_id: str, session: SessionDep) -> Response:
+def delete_dataset(dataset_id: str, session: SessionDep, caller: CallerDep) -> Response:
     """Delete a dataset; `409` while a queued or running job reads it."""
-    datasets.delete_dataset(session, dataset_id)
+    datasets.delete_dataset(session, caller.tenant_id, dataset_id)
     return Response(status_code=204)

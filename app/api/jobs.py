@@ -2,7 +2,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
 
-from app.deps import SessionDep
+from app.deps import CallerDep, SessionDep
 from app.schemas import EventOut, JobOut, MetricPointOut, Page
 from app.services import dispatch, idempotency, jobs
 from worker.core.spec import JobSpec
@@ -18,6 +18,7 @@ Kind = Literal["pretrain", "finetune", "adapt"]
 def create_job(
     spec: Annotated[JobSpec, Body()],
     session: SessionDep,
+    caller: CallerDep,
     background: BackgroundTasks,
     idempotency_key: Annotated[
         str | None,
@@ -31,10 +32,10 @@ def create_job(
 ) -> JobOut:
     response, created = idempotency.once(
         session,
-        "POST /v1/jobs",
+        f"{caller.tenant_id} POST /v1/jobs",
         idempotency_key,
         idempotency.fingerprint(spec.model_dump(mode="json")),
-        lambda: jobs.to_out(jobs.create_job(session, spec)),
+        lambda: jobs.to_out(jobs.create_job(session, caller.tenant_id, spec)),
     )
     session.commit()  # committed before it is sent: a worker must find the job it is woken for
     if created:
@@ -45,36 +46,45 @@ def create_job(
 @router.get("")
 def list_jobs(
     session: SessionDep,
+    caller: CallerDep,
     status: Status | None = None,
     kind: Kind | None = None,
     limit: Limit = 20,
     cursor: str | None = None,
 ) -> Page[JobOut]:
-    rows, next_cursor = jobs.list_jobs(session, status, kind, limit, cursor)
+    rows, next_cursor = jobs.list_jobs(session, caller.tenant_id, status, kind, limit, cursor)
     return Page(data=[jobs.to_out(job) for job in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep) -> JobOut:
-    return jobs.to_out(jobs.get_job(session, job_id))
+def get_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    return jobs.to_out(jobs.get_job(session, caller.tenant_id, job_id))
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, session: SessionDep) -> JobOut:
-    return jobs.to_out(jobs.cancel_job(session, job_id))
+def cancel_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    return jobs.to_out(jobs.cancel_job(session, caller.tenant_id, job_id))
 
 
 @router.get("/{job_id}/metrics")
 def job_metrics(
-    job_id: str, session: SessionDep, limit: Limit = 1000, cursor: str | None = None
+    job_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Limit = 1000,
+    cursor: str | None = None,
 ) -> Page[MetricPointOut]:
-    rows, next_cursor = jobs.job_metrics(session, job_id, cursor, limit)
+    rows, next_cursor = jobs.job_metrics(session, caller.tenant_id, job_id, cursor, limit)
     return Page(data=[MetricPointOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}/events")
 def job_events(
-    job_id: str, session: SessionDep, limit: Limit = 1000, cursor: str | None = None
+    job_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Limit = 1000,
+    cursor: str | None = None,
 ) -> Page[EventOut]:
-    rows, next_cursor = jobs.job_events(session, job_id, cursor, limit)
+    rows, next_cursor = jobs.job_events(session, caller.tenant_id, job_id, cursor, limit)
     return Page(data=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)

@@ -6,7 +6,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from app.deps import SessionDep
+from app.deps import CallerDep, SessionDep
 from app.schemas import ModelOut, ModelUpdate, Page, PredictRequest, PredictResponse
 from app.services import exports, imports, models
 
@@ -16,17 +16,19 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 @router.get("")
 def list_models(
     session: SessionDep,
+    caller: CallerDep,
     parent_id: Annotated[str | None, Query(description="Only models made from this one.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     cursor: str | None = None,
 ) -> Page[ModelOut]:
-    rows, next_cursor = models.list_models(session, parent_id, limit, cursor)
+    rows, next_cursor = models.list_models(session, caller.tenant_id, parent_id, limit, cursor)
     return Page(data=[models.to_out(session, m) for m in rows], next_cursor=next_cursor)
 
 
 @router.post("/import", status_code=201)
 def import_model(
     session: SessionDep,
+    caller: CallerDep,
     file: Annotated[UploadFile, File(description="Weights as safetensors; never a pickle.")],
     card: Annotated[
         str | None,
@@ -35,25 +37,29 @@ def import_model(
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> ModelOut:
     """A model made elsewhere, for a registered architecture: usable as a `base_model_id`."""
-    model = imports.import_model(session, file.file, file.filename or "", card, name)
+    model = imports.import_model(
+        session, caller.tenant_id, file.file, file.filename or "", card, name
+    )
     return models.to_out(session, model)
 
 
 @router.get("/{model_id}")
-def get_model(model_id: str, session: SessionDep) -> ModelOut:
-    return models.to_out(session, models.get_model(session, model_id))
+def get_model(model_id: str, session: SessionDep, caller: CallerDep) -> ModelOut:
+    return models.to_out(session, models.get_model(session, caller.tenant_id, model_id))
 
 
 @router.patch("/{model_id}")
-def update_model(model_id: str, update: ModelUpdate, session: SessionDep) -> ModelOut:
+def update_model(
+    model_id: str, update: ModelUpdate, session: SessionDep, caller: CallerDep
+) -> ModelOut:
     """Rename or re-tag a model (`tags` replaces the whole list)."""
-    return models.to_out(session, models.update_model(session, model_id, update))
+    return models.to_out(session, models.update_model(session, caller.tenant_id, model_id, update))
 
 
 @router.delete("/{model_id}", status_code=204)
-def delete_model(model_id: str, session: SessionDep) -> Response:
+def delete_model(model_id: str, session: SessionDep, caller: CallerDep) -> Response:
     """Delete a model's files; `409` while a queued or running job starts from it."""
-    models.delete_model(session, model_id)
+    models.delete_model(session, caller.tenant_id, model_id)
     return Response(status_code=204)
 
 
@@ -65,13 +71,14 @@ def delete_model(model_id: str, session: SessionDep) -> Response:
 def download_model(
     model_id: str,
     session: SessionDep,
+    caller: CallerDep,
     format: Literal["safetensors", "onnx", "archive"] = "safetensors",
 ) -> FileResponse:
     """`safetensors`: the weights, the JSON model card in the header. `onnx`: opset 18, any
     batch size, raw inputs in (normalisation inside), `probabilities` and `embeddings` out.
     `archive`: a zip of both, `model_card.json` and a `serve.py` that needs only onnxruntime.
     `ETag` is the file's sha256; `Range` requests are served."""
-    download = exports.download(models.get_model(session, model_id), format)
+    download = exports.download(models.get_model(session, caller.tenant_id, model_id), format)
     return FileResponse(
         download.path,
         media_type=download.media_type,
@@ -98,6 +105,7 @@ NPY = "application/x-npy"
 async def predict(
     model_id: str,
     request: Request,
+    caller: CallerDep,
     return_embeddings: Annotated[bool, Query(description="With an npy body.")] = False,
 ) -> PredictResponse:
     """Predict on a batch: JSON `{"inputs": [...]}`, or for numeric models the batch as one
@@ -113,4 +121,6 @@ async def predict(
                 [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
             ) from None
         inputs, return_embeddings = parsed.inputs, parsed.return_embeddings
-    return await run_in_threadpool(models.predict_by_id, model_id, inputs, return_embeddings)
+    return await run_in_threadpool(
+        models.predict_by_id, caller.tenant_id, model_id, inputs, return_embeddings
+    )

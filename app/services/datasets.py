@@ -18,6 +18,7 @@ from app.config import get_settings
 from app.models import Dataset, Job, JobDataset, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import DatasetOut, DatasetPreview
+from app.services import tenants
 from app.services.pagination import newest_first
 from app.storage import get_store
 from worker.core.data import (
@@ -71,7 +72,13 @@ def _invalid(error: DatasetError) -> InvalidInput:
 
 
 def create_dataset(
-    session: Session, upload: BinaryIO, filename: str, name: str, task: str, label_column: str
+    session: Session,
+    tenant_id: str,
+    upload: BinaryIO,
+    filename: str,
+    name: str,
+    task: str,
+    label_column: str,
 ) -> Dataset:
     labelled = task == "classification"
     try:
@@ -81,6 +88,7 @@ def create_dataset(
     with tempfile.TemporaryDirectory(prefix="tunery-upload-") as scratch:
         path = Path(scratch) / f"upload.{fmt}"
         sha256, size = _copy_hashing(upload, path)
+        tenants.check_storage_quota(session, tenant_id, size, "file")
         dataset_id = new_id("ds")
         try:
             loaded = read_file_dataset(dataset_id, path, fmt, labelled, label_column, read_limits())
@@ -93,6 +101,7 @@ def create_dataset(
     counts = torch.bincount(labels, minlength=len(loaded.labels)) if loaded.labels else []
     dataset = Dataset(
         id=dataset_id,
+        tenant_id=tenant_id,
         name=name,
         task=task,
         format=fmt,
@@ -112,15 +121,18 @@ def create_dataset(
     return dataset
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
+def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
+    )
     if dataset is None:
         raise NotFound("dataset", dataset_id)
     return dataset
 
 
-def list_datasets(session: Session, limit: int, cursor: str | None):
-    return newest_first(session, select(Dataset), Dataset, limit, cursor)
+def list_datasets(session: Session, tenant_id: str, limit: int, cursor: str | None):
+    stmt = select(Dataset).where(Dataset.tenant_id == tenant_id)
+    return newest_first(session, stmt, Dataset, limit, cursor)
 
 
 def dataset_file(dataset: Dataset) -> Path:
@@ -133,8 +145,8 @@ def preview_dataset(dataset: Dataset, count: int) -> DatasetPreview:
     return DatasetPreview.model_validate(shown)
 
 
-def delete_dataset(session: Session, dataset_id: str) -> None:
-    dataset = get_dataset(session, dataset_id)
+def delete_dataset(session: Session, tenant_id: str, dataset_id: str) -> None:
+    dataset = get_dataset(session, tenant_id, dataset_id)
     users = session.scalars(
         select(Job.id)
         .join(JobDataset, JobDataset.job_id == Job.id)
@@ -149,14 +161,18 @@ def delete_dataset(session: Session, dataset_id: str) -> None:
         get_store().delete(storage_key(dataset.sha256))
 
 
-def describer(session: Session):
-    """Looks datasets up for job-spec checks: built-ins, then uploads by id."""
+def describer(session: Session, tenant_id: str):
+    """Looks datasets up for job-spec checks: built-ins, then the tenant's uploads by id."""
 
     def describe(name: str) -> DatasetInfo | None:
         builtin = describe_builtin(name)
         if builtin is not None:
             return builtin
-        row = session.get(Dataset, name) if name.startswith("ds_") else None
+        if not name.startswith("ds_"):
+            return None
+        row = session.scalar(
+            select(Dataset).where(Dataset.id == name, Dataset.tenant_id == tenant_id)
+        )
         if row is None:
             return None
         return DatasetInfo(row.id, row.modality, tuple(row.input_shape), tuple(row.labels))

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Model, new_id
 from app.problems import InvalidInput
+from app.services import tenants
 from app.services.model_files import store_model_file
 from worker.core.artifact import CARD_FORMAT, CARD_KEY, save_model
 from worker.core.importing import ImportCard, card_issues, rebuild
@@ -51,7 +52,12 @@ def _card(card_json: str | None, path: Path) -> ImportCard:
 
 
 def import_model(
-    session: Session, upload: BinaryIO, filename: str, card_json: str | None, name: str | None
+    session: Session,
+    tenant_id: str,
+    upload: BinaryIO,
+    filename: str,
+    card_json: str | None,
+    name: str | None,
 ) -> Model:
     head = upload.read(8)
     if filename.lower().endswith(PICKLE_SUFFIXES) or head.startswith(PICKLE_MAGIC):
@@ -81,9 +87,11 @@ def import_model(
             "created_at": time.time(),
         }
         save_model(network, full_card, stored)
+        tenants.check_storage_quota(session, tenant_id, stored.stat().st_size, "file")
         path, sha256, size = store_model_file(stored, model_id)
     model = Model(
         id=model_id,
+        tenant_id=tenant_id,
         source_job_id=None,
         parent_model_id=None,
         name=name,

@@ -6,15 +6,19 @@
 
 `attempt` is the fencing token: a worker claims a job by incrementing it, and only the attempt
 holding the lease may extend the lease or record an outcome.
+
+A claim also takes one of the tenant's running-job slots (its `max_running_jobs` quota). A job
+refused for want of a slot stays queued, undispatched, and is sent again when a slot frees.
 """
 
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
-from app.models import Job, JobEvent, Model, utcnow
+from app.config import get_settings
+from app.models import Job, JobEvent, Model, Tenant, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -28,12 +32,41 @@ def add_event(
     )
 
 
+def _has_free_slot():
+    """True where the job's tenant runs fewer jobs than its `max_running_jobs` quota."""
+    running = aliased(Job)
+    used = (
+        select(func.count())
+        .where(running.tenant_id == Job.tenant_id, running.status == "running")
+        .scalar_subquery()
+    )
+    limit = (
+        select(func.coalesce(Tenant.max_running_jobs, get_settings().tenant_max_running_jobs))
+        .where(Tenant.id == Job.tenant_id)
+        .scalar_subquery()
+    )
+    return used < limit
+
+
 def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> int | None:
-    """Start an attempt on a queued job; None when it is not queued or has no attempts left."""
+    """Start an attempt on a queued job; None when it is not queued, has no attempts left, or
+    its tenant has no free running-job slot (then see `wait_for_slot`)."""
+    # The tenant's row is locked first, so that concurrent claims count its running jobs one
+    # at a time (Postgres; SQLite runs one writer at a time anyway).
+    session.execute(
+        select(Tenant.id)
+        .where(Tenant.id == select(Job.tenant_id).where(Job.id == job_id).scalar_subquery())
+        .with_for_update()
+    )
     now = utcnow()
     attempt = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", Job.attempt < Job.max_attempts)
+        .where(
+            Job.id == job_id,
+            Job.status == "queued",
+            Job.attempt < Job.max_attempts,
+            _has_free_slot(),
+        )
         .values(
             status="running",
             attempt=Job.attempt + 1,
@@ -46,6 +79,22 @@ def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> in
     if attempt is not None:
         add_event(session, job_id, attempt, "status", f"running (attempt {attempt})", "running")
     return attempt
+
+
+def wait_for_slot(session: Session, job_id: str) -> bool:
+    """After a refused claim: a job still claimable waits for a running-job slot of its tenant.
+    It is marked undispatched, to be sent when a slot frees. True if it waits."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", Job.attempt < Job.max_attempts)
+        .values(dispatched_at=None)
+        .returning(Job.attempt)
+    ).scalar_one_or_none()
+    if result is None:
+        return False
+    message = "waiting: the tenant runs as many jobs as its max_running_jobs quota allows"
+    add_event(session, job_id, result, "log", message)
+    return True
 
 
 def _held(job_id: str, attempt: int):
@@ -141,19 +190,20 @@ def reap_expired_leases(session: Session, now: datetime) -> list[str]:
     return requeued
 
 
-def jobs_to_dispatch(session: Session, sent_before: datetime) -> list[str]:
-    """Queued jobs never sent, or sent so long ago that their message may be lost."""
-    return list(
-        session.scalars(
-            select(Job.id)
-            .where(
-                Job.status == "queued",
-                or_(Job.dispatched_at.is_(None), Job.dispatched_at < sent_before),
-            )
-            .order_by(Job.created_at)
-            .limit(1000)
-        )
+def jobs_to_dispatch(
+    session: Session, sent_before: datetime | None, tenant_id: str | None = None
+) -> list[str]:
+    """Queued jobs never sent, or sent before `sent_before` (their message may be lost), of
+    tenants with a free running-job slot (of one tenant, if given)."""
+    unsent = Job.dispatched_at.is_(None)
+    stmt = select(Job.id).where(
+        Job.status == "queued",
+        unsent if sent_before is None else or_(unsent, Job.dispatched_at < sent_before),
+        _has_free_slot(),
     )
+    if tenant_id is not None:
+        stmt = stmt.where(Job.tenant_id == tenant_id)
+    return list(session.scalars(stmt.order_by(Job.created_at).limit(1000)))
 
 
 def mark_dispatched(session: Session, job_ids: list[str]) -> None:

@@ -7,26 +7,35 @@ from app.config import get_settings
 from app.models import Job, JobEvent, MetricPoint, Model, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Progress
-from app.services import datasets, job_state
+from app.services import datasets, job_state, tenants
 from app.services.pagination import newest_first
 from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
 from worker.core.validation import SpecIssue, check_spec
 
 
-def create_job(session: Session, spec: PretrainSpec | FinetuneSpec | AdaptSpec) -> Job:
-    """Validate the spec against registries and stored models, then record it as queued."""
+def create_job(
+    session: Session, tenant_id: str, spec: PretrainSpec | FinetuneSpec | AdaptSpec
+) -> Job:
+    """Validate the spec against registries and the tenant's models and datasets, check the
+    tenant's quota, then record the job as queued."""
     base_card = None
     base_model_id = getattr(spec, "base_model_id", None)
     if base_model_id is not None:
-        base = session.get(Model, base_model_id)
-        if base is None or base.deleted_at is not None:
+        base = session.scalar(
+            select(Model).where(
+                Model.id == base_model_id, Model.tenant_id == tenant_id, Model.deleted_at.is_(None)
+            )
+        )
+        if base is None:
             raise InvalidInput([SpecIssue("base_model_id", f"no model {base_model_id!r}")])
         base_card = base.card
-    issues = check_spec(spec, base_card, datasets.describer(session))
+    issues = check_spec(spec, base_card, datasets.describer(session, tenant_id))
     if issues:
         raise InvalidInput(issues)
+    tenants.check_job_quota(session, tenant_id)
     job = Job(
         id=new_id("job"),
+        tenant_id=tenant_id,
         kind=spec.kind,
         name=spec.name,
         status="queued",
@@ -41,17 +50,22 @@ def create_job(session: Session, spec: PretrainSpec | FinetuneSpec | AdaptSpec) 
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
     if job is None:
         raise NotFound("job", job_id)
     return job
 
 
 def list_jobs(
-    session: Session, status: str | None, kind: str | None, limit: int, cursor: str | None
+    session: Session,
+    tenant_id: str,
+    status: str | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
 ) -> tuple[list[Job], str | None]:
-    stmt = select(Job)
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if kind is not None:
@@ -59,17 +73,19 @@ def list_jobs(
     return newest_first(session, stmt, Job, limit, cursor)
 
 
-def cancel_job(session: Session, job_id: str) -> Job:
-    job = get_job(session, job_id)
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = get_job(session, tenant_id, job_id)
     if not job_state.cancel(session, job):
         raise Conflict(f"job {job_id} is already {job.status}; only queued or running jobs cancel")
     session.refresh(job)
     return job
 
 
-def _page_in_order(session: Session, entity, job_id: str, cursor: str | None, limit: int):
+def _page_in_order(
+    session: Session, entity, tenant_id: str, job_id: str, cursor: str | None, limit: int
+):
     """Rows of a job's log table in the order they were written, `limit` after `cursor`."""
-    get_job(session, job_id)
+    get_job(session, tenant_id, job_id)
     stmt = select(entity).where(entity.job_id == job_id)
     if cursor is not None:
         if not cursor.isdigit():
@@ -80,12 +96,12 @@ def _page_in_order(session: Session, entity, job_id: str, cursor: str | None, li
     return rows[:limit], next_cursor
 
 
-def job_metrics(session: Session, job_id: str, cursor: str | None, limit: int):
-    return _page_in_order(session, MetricPoint, job_id, cursor, limit)
+def job_metrics(session: Session, tenant_id: str, job_id: str, cursor: str | None, limit: int):
+    return _page_in_order(session, MetricPoint, tenant_id, job_id, cursor, limit)
 
 
-def job_events(session: Session, job_id: str, cursor: str | None, limit: int):
-    return _page_in_order(session, JobEvent, job_id, cursor, limit)
+def job_events(session: Session, tenant_id: str, job_id: str, cursor: str | None, limit: int):
+    return _page_in_order(session, JobEvent, tenant_id, job_id, cursor, limit)
 
 
 def to_out(job: Job) -> JobOut:

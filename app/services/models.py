@@ -24,17 +24,21 @@ MAX_LINEAGE = 1000  # a guard: parent links cannot form a cycle, but a bug must 
 _cache = ModelCache(get_settings().model_cache_bytes)
 
 
-def get_model(session: Session, model_id: str) -> Model:
-    model = session.get(Model, model_id)
-    if model is None or model.deleted_at is not None:
+def get_model(session: Session, tenant_id: str, model_id: str) -> Model:
+    model = session.scalar(
+        select(Model).where(
+            Model.id == model_id, Model.tenant_id == tenant_id, Model.deleted_at.is_(None)
+        )
+    )
+    if model is None:
         raise NotFound("model", model_id)
     return model
 
 
 def list_models(
-    session: Session, parent_id: str | None, limit: int, cursor: str | None
+    session: Session, tenant_id: str, parent_id: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Model], str | None]:
-    stmt = select(Model).where(Model.deleted_at.is_(None))
+    stmt = select(Model).where(Model.tenant_id == tenant_id, Model.deleted_at.is_(None))
     if parent_id is not None:
         stmt = stmt.where(Model.parent_model_id == parent_id)
     return newest_first(session, stmt, Model, limit, cursor)
@@ -44,7 +48,7 @@ def lineage(session: Session, model: Model) -> list[Ancestor]:
     ancestors, parent_id = [], model.parent_model_id
     while parent_id is not None and len(ancestors) < MAX_LINEAGE:
         parent = session.get(Model, parent_id)
-        if parent is None:
+        if parent is None or parent.tenant_id != model.tenant_id:
             break
         ancestors.append(
             Ancestor(
@@ -60,8 +64,8 @@ def lineage(session: Session, model: Model) -> list[Ancestor]:
     return ancestors[::-1]
 
 
-def update_model(session: Session, model_id: str, update: ModelUpdate) -> Model:
-    model = get_model(session, model_id)
+def update_model(session: Session, tenant_id: str, model_id: str, update: ModelUpdate) -> Model:
+    model = get_model(session, tenant_id, model_id)
     if "name" in update.model_fields_set:
         model.name = update.name
     if update.tags is not None:
@@ -70,9 +74,9 @@ def update_model(session: Session, model_id: str, update: ModelUpdate) -> Model:
     return model
 
 
-def delete_model(session: Session, model_id: str) -> None:
+def delete_model(session: Session, tenant_id: str, model_id: str) -> None:
     """Remove its files; the row stays, marked deleted, for its descendants' lineage."""
-    model = get_model(session, model_id)
+    model = get_model(session, tenant_id, model_id)
     users = session.scalars(
         select(Job.id).where(Job.base_model_id == model_id, Job.status.in_(ACTIVE))
     ).all()
@@ -125,9 +129,11 @@ def npy_inputs(body: bytes) -> np.ndarray:
     return array
 
 
-def predict_by_id(model_id: str, inputs, return_embeddings: bool) -> PredictResponse:
+def predict_by_id(
+    tenant_id: str, model_id: str, inputs, return_embeddings: bool
+) -> PredictResponse:
     with session_scope() as session:
-        model = get_model(session, model_id)
+        model = get_model(session, tenant_id, model_id)
     return predict(model, inputs, return_embeddings)
 
 

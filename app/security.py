@@ -1,0 +1,104 @@
+"""The API's front door, as ASGI middleware: an API key on every `/v1` request, checked before
+any of the body is read; the tenant's request rate; and security headers on every response.
+
+Doing it here rather than in each route means a route cannot be added without it: every path
+under `/v1` (even one that does not exist) answers `401` to a request without a valid key.
+"""
+
+import math
+import re
+import time
+
+from anyio import to_thread
+from limits import RateLimitItemPerMinute, storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.problems import Forbidden, Problem, TooManyRequests, Unauthorized, problem_response
+from app.services import auth
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POSTs that change nothing: read-only keys may call them too.
+READING_POSTS = re.compile(r"^/v1/models/[^/]+/predict$")
+
+
+def rate_limiter(storage_url: str) -> SlidingWindowCounterRateLimiter:
+    """Counts requests in `memory://` (one process) or Redis (shared by every API process)."""
+    options = {"implementation": "redispy"} if storage_url.startswith("redis") else {}
+    return SlidingWindowCounterRateLimiter(
+        storage.storage_from_string(f"async+{storage_url}", **options)
+    )
+
+
+class ApiKeyAuth:
+    def __init__(self, app: ASGIApp, rate_limit_storage_url: str) -> None:
+        self.app = app
+        self.limiter = rate_limiter(rate_limit_storage_url)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
+            return await self.app(scope, receive, send)
+        try:
+            scope.setdefault("state", {})["caller"] = await self._caller(scope)
+        except Problem as problem:
+            response = problem_response(problem.status, problem.detail, path, problem.errors)
+            response.headers.update(problem.headers)
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    async def _caller(self, scope: Scope) -> auth.Caller:
+        scheme, _, secret = Headers(scope=scope).get("authorization", "").partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthorized("send an API key: `Authorization: Bearer <key>`")
+        caller = auth.cached_caller(secret) or await to_thread.run_sync(auth.authenticate, secret)
+        if caller is None:
+            raise Unauthorized("the API key is unknown or revoked")
+        if (
+            caller.read_only
+            and scope["method"] not in SAFE_METHODS
+            and not READING_POSTS.match(scope["path"])
+        ):
+            raise Forbidden("this API key is read-only: it may read and predict, not change")
+        limit = RateLimitItemPerMinute(caller.requests_per_minute)
+        if not await self.limiter.hit(limit, caller.tenant_id):
+            stats = await self.limiter.get_window_stats(limit, caller.tenant_id)
+            raise TooManyRequests(
+                f"rate limit: more than {caller.requests_per_minute} requests a minute",
+                retry_after_seconds=max(1, math.ceil(stats.reset_time - time.time())),
+            )
+        return caller
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+# The API's own answers are data, never pages: nothing in them may run or be framed.
+API_ONLY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = SECURITY_HEADERS + (API_ONLY_HEADERS if scope["path"].startswith("/v1") else [])
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(k, v) for k, v in extra if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,92 @@
+"""API keys: making them, and knowing who calls with one.
+
+A key is `tunery_` + 256 random bits. Only its SHA-256 is stored, and it is looked up by that
+hash, so neither the database nor the time a lookup takes says anything about the secret.
+An authenticated key is trusted for `auth_cache_seconds` before the database is asked again:
+a revoked key stops working within that time, and a warm request costs no query.
+"""
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from app.config import get_settings
+from app.db import session_scope
+from app.models import ApiKey, Tenant
+
+KEY_PREFIX = "tunery_"
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from."""
+
+    tenant_id: str
+    key_id: str
+    read_only: bool
+    requests_per_minute: int
+
+
+class _TrustedKeys:
+    """Keys known to be valid, each until a deadline. Unknown keys are never remembered, so a
+    key made a moment ago works at once."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, tuple[Caller, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Caller | None:
+        entry = self._keys.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, digest: str, caller: Caller, seconds: float) -> None:
+        with self._lock:
+            if len(self._keys) > 10_000:  # expired entries of keys not used again
+                now = time.monotonic()
+                self._keys = {d: e for d, e in self._keys.items() if e[1] >= now}
+            self._keys[digest] = (caller, time.monotonic() + seconds)
+
+
+_trusted = _TrustedKeys()
+
+
+def cached_caller(secret: str) -> Caller | None:
+    """The caller of a key authenticated recently; None means: ask `authenticate`."""
+    return _trusted.get(secret_sha256(secret))
+
+
+def authenticate(secret: str) -> Caller | None:
+    """The caller a key belongs to, or None for an unknown or revoked key."""
+    digest = secret_sha256(secret)
+    with session_scope() as session:
+        row = session.execute(
+            select(ApiKey, Tenant)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.secret_sha256 == digest, ApiKey.revoked_at.is_(None))
+        ).first()
+    if row is None or not hmac.compare_digest(row.ApiKey.secret_sha256, digest):
+        return None
+    settings = get_settings()
+    caller = Caller(
+        tenant_id=row.Tenant.id,
+        key_id=row.ApiKey.id,
+        read_only=row.ApiKey.read_only,
+        requests_per_minute=row.Tenant.requests_per_minute or settings.tenant_requests_per_minute,
+    )
+    _trusted.put(digest, caller, settings.auth_cache_seconds)
+    return caller

@@ -1,0 +1,262 @@
+"""Tenancy in-process on Postgres: every `/v1` route demands a key; another tenant's ids answer
+exactly as unknown ids do; revoked and read-only keys; quotas and the request rate."""
+
+import re
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.db import session_scope
+from app.models import Dataset, Job
+from app.services import tenants
+from tests import files
+from tests.conftest import Key, new_tenant
+from tests.test_api import assert_problem
+from tests.test_core import DIGITS_CNN
+from tests.test_registry import import_model, network, weights
+
+UNKNOWN = {"job": "job_" + "0" * 32, "dataset": "ds_" + "0" * 32, "model": "model_" + "0" * 32}
+
+
+@pytest.fixture(scope="module")
+def app(api_database):
+    from app.main import app
+
+    return app
+
+
+def client_for(app, key: Key | None) -> TestClient:
+    return TestClient(app, headers=key.headers if key else {})
+
+
+@dataclass
+class Owned:
+    """What tenant `owner` made: a queued job, an uploaded dataset, an imported model."""
+
+    owner: Key
+    job: str
+    dataset: str
+    model: str
+
+
+@pytest.fixture
+def owned(app) -> Owned:
+    owner = new_tenant()
+    with client_for(app, owner) as client:
+        job = client.post("/v1/jobs", json=DIGITS_CNN)
+        dataset = client.post(
+            "/v1/datasets",
+            files={"file": ("cancer.csv", files.cancer_csv())},
+            data={"name": "cancer", "task": "classification", "label_column": "label"},
+        )
+        model = import_model(client, weights(network()))
+        for response in (job, dataset, model):
+            assert response.status_code == 201, response.text
+    return Owned(owner, job.json()["id"], dataset.json()["id"], model.json()["id"])
+
+
+PREDICT = {"json": {"inputs": torch.rand(1, 1, 8, 8).tolist()}}
+# Every route that takes an id, with a request that succeeds for the owner. Mutating ones last.
+ID_ROUTES = [
+    ("GET", "/v1/jobs/{job}", {}),
+    ("GET", "/v1/jobs/{job}/metrics", {}),
+    ("GET", "/v1/jobs/{job}/events", {}),
+    ("GET", "/v1/datasets/{dataset}", {}),
+    ("GET", "/v1/datasets/{dataset}/preview", {}),
+    ("GET", "/v1/models/{model}", {}),
+    ("GET", "/v1/models/{model}/download", {}),
+    ("POST", "/v1/models/{model}/predict", PREDICT),
+    ("PATCH", "/v1/models/{model}", {"json": {"tags": ["mine"]}}),
+    ("POST", "/v1/jobs/{job}/cancel", {}),
+    ("DELETE", "/v1/datasets/{dataset}", {}),
+    ("DELETE", "/v1/models/{model}", {}),
+]
+
+
+def _fill(template: str, ids: dict[str, str]) -> str:
+    return template.format(**ids)
+
+
+def _route_templates(app) -> set[tuple[str, str]]:
+    """(method, path) of every /v1 route, path parameters renamed to the resource they name."""
+    return {
+        (method.upper(), re.sub(r"\{(\w+)_id\}", r"{\1}", path))
+        for path, operations in app.openapi()["paths"].items()
+        if path.startswith("/v1")
+        for method in operations
+    }
+
+
+def test_the_matrix_covers_every_route_that_takes_an_id(app):
+    with_ids = {(m, p) for m, p in _route_templates(app) if "{" in p}
+    assert with_ids == {(method, path) for method, path, _ in ID_ROUTES}
+
+
+def test_every_v1_route_demands_a_key(app):
+    revoked = new_tenant()
+    with session_scope() as session:
+        key_id = tenants.list_keys(session, _tenant_name(revoked))[0].id
+        tenants.revoke_key(session, key_id)
+    wrong = [
+        {},
+        {"Authorization": "Bearer tunery_not-a-key"},
+        {"Authorization": f"Basic {revoked.secret}"},
+        revoked.headers,
+    ]
+    routes = [*sorted(_route_templates(app)), ("GET", "/v1/no-such-route")]
+    with client_for(app, None) as client:
+        for method, template in routes:
+            for headers in wrong:
+                response = client.request(method, _fill(template, UNKNOWN), headers=headers)
+                problem = assert_problem(response, 401)
+                assert response.headers["WWW-Authenticate"] == "Bearer", (method, template)
+                assert "key" in problem["detail"]
+
+
+def _tenant_name(key: Key) -> str:
+    from app.models import Tenant
+
+    with session_scope() as session:
+        return session.get(Tenant, key.tenant_id).name
+
+
+def _without_ids(problem: dict, *ids: str) -> dict:
+    text = repr(problem)
+    for id_ in ids:
+        text = text.replace(id_, "<id>")
+    return {"text": text}
+
+
+def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, owned):
+    ids = {"job": owned.job, "dataset": owned.dataset, "model": owned.model}
+    with client_for(app, new_tenant()) as stranger:
+        for method, template, kwargs in ID_ROUTES:
+            theirs = stranger.request(method, _fill(template, ids), **kwargs)
+            unknown = stranger.request(method, _fill(template, UNKNOWN), **kwargs)
+            assert theirs.status_code == unknown.status_code == 404, (method, template)
+            assert _without_ids(theirs.json(), *ids.values()) == _without_ids(
+                unknown.json(), *UNKNOWN.values()
+            )
+        for path in (
+            "/v1/jobs",
+            "/v1/datasets",
+            "/v1/models",
+            f"/v1/models?parent_id={owned.model}",
+        ):
+            assert stranger.get(path).json()["data"] == [], path
+        # Naming another tenant's dataset or model in a spec is the same as naming none.
+        spec = DIGITS_CNN | {"data": {"train": owned.dataset}, "base_model_id": owned.model}
+        errors = assert_problem(stranger.post("/v1/jobs", json=spec), 422)["errors"]
+        assert {e["field"] for e in errors} >= {"base_model_id"}
+    with session_scope() as session:
+        assert session.get(Job, owned.job).status == "queued"
+        assert session.get(Dataset, owned.dataset) is not None
+
+
+def test_the_owner_reaches_everything_it_made(app, owned):
+    ids = {"job": owned.job, "dataset": owned.dataset, "model": owned.model}
+    with client_for(app, owned.owner) as client:
+        for path, id_ in (("/v1/jobs", owned.job), ("/v1/datasets", owned.dataset),
+                          ("/v1/models", owned.model)):  # fmt: skip
+            assert id_ in [item["id"] for item in client.get(path).json()["data"]]
+        for method, template, kwargs in ID_ROUTES:
+            response = client.request(method, _fill(template, ids), **kwargs)
+            assert response.is_success, (method, template, response.text)
+    assert re.fullmatch(r"job_[0-9a-f]{32}", owned.job)  # 122 random bits: not guessable
+
+
+def test_a_revoked_key_stops_working_within_seconds(app):
+    key = new_tenant()
+    with client_for(app, key) as client:
+        assert client.get("/v1/jobs").status_code == 200
+        with session_scope() as session:
+            tenants.revoke_key(session, tenants.list_keys(session, _tenant_name(key))[0].id)
+        started = time.monotonic()
+        while client.get("/v1/jobs").status_code == 200:
+            assert time.monotonic() - started < 5, "the revoked key still works"
+            time.sleep(0.1)
+        assert_problem(client.get("/v1/jobs"), 401)
+
+
+def test_a_read_only_key_reads_and_predicts_but_changes_nothing(app, owned):
+    with session_scope() as session:
+        _key, secret = tenants.create_key(session, _tenant_name(owned.owner), read_only=True)
+    reader = Key(owned.owner.tenant_id, secret)
+    with client_for(app, reader) as client:
+        assert client.get("/v1/jobs").status_code == 200
+        assert client.get(f"/v1/models/{owned.model}").status_code == 200
+        assert client.post(f"/v1/models/{owned.model}/predict", **PREDICT).status_code == 200
+        for method, path, kwargs in [
+            ("POST", "/v1/jobs", {"json": DIGITS_CNN}),
+            ("PATCH", f"/v1/models/{owned.model}", {"json": {"name": "x"}}),
+            ("DELETE", f"/v1/models/{owned.model}", {}),
+            ("POST", "/v1/models/import", {"files": {"file": ("m.safetensors", b"x")}}),
+        ]:
+            assert (
+                "read-only" in assert_problem(client.request(method, path, **kwargs), 403)["detail"]
+            )
+
+
+def _job_count(tenant_id: str) -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count()).where(Job.tenant_id == tenant_id))
+
+
+def test_submissions_past_the_queued_jobs_quota_are_refused_before_queueing(app):
+    key = new_tenant(max_queued_jobs=2)
+    with client_for(app, key) as client:
+        assert [client.post("/v1/jobs", json=DIGITS_CNN).status_code for _ in range(2)] == [201] * 2
+        refused = client.post("/v1/jobs", json=DIGITS_CNN)
+        assert "2 jobs are queued" in assert_problem(refused, 429)["detail"]
+        assert int(refused.headers["Retry-After"]) > 0
+        assert _job_count(key.tenant_id) == 2
+        client.post(f"/v1/jobs/{client.get('/v1/jobs').json()['data'][0]['id']}/cancel")
+        assert client.post("/v1/jobs", json=DIGITS_CNN).status_code == 201
+
+
+def test_uploads_past_the_storage_quota_are_refused_and_nothing_is_kept(app):
+    content = files.cancer_csv()
+    key = new_tenant(max_storage_bytes=len(content) + 100)
+    upload = {
+        "files": {"file": ("cancer.csv", content)},
+        "data": {"name": "cancer", "task": "classification", "label_column": "label"},
+    }
+    with client_for(app, key) as client:
+        assert client.post("/v1/datasets", **upload).status_code == 201
+        problem = assert_problem(client.post("/v1/datasets", **upload), 403)
+        assert problem["errors"][0]["field"] == "file" and "storage quota" in problem["detail"]
+        assert len(client.get("/v1/datasets").json()["data"]) == 1
+        model = assert_problem(import_model(client, weights(network())), 403)
+        assert "storage quota" in model["detail"]
+        assert client.get("/v1/models").json()["data"] == []
+
+
+def test_requests_past_the_rate_limit_get_429_with_retry_after(app):
+    key = new_tenant(requests_per_minute=5)
+    other = new_tenant()
+    with client_for(app, key) as client, client_for(app, other) as neighbour:
+        assert [client.get("/v1/jobs").status_code for _ in range(5)] == [200] * 5
+        limited = client.get("/v1/jobs")
+        assert "rate limit" in assert_problem(limited, 429)["detail"]
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert neighbour.get("/v1/jobs").status_code == 200  # one tenant's rate is its own
+
+
+def test_security_headers_and_no_cors_by_default(app):
+    with client_for(app, new_tenant()) as client:
+        response = client.get("/v1/jobs", headers={"Origin": "https://evil.example"})
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "Access-Control-Allow-Origin" not in response.headers
+        preflight = client.options(
+            "/v1/jobs",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "Access-Control-Allow-Origin" not in preflight.headers
+        assert client.get("/healthz").headers["X-Content-Type-Options"] == "nosniff"
