@@ -21,8 +21,10 @@ migrate: install
 	mkdir -p var
 	$(BIN)/alembic upgrade head
 
-# The API in the foreground and one worker beside it; Ctrl-C stops both.
+# The API in the foreground and one worker beside it; Ctrl-C stops both. The development
+# tenant's API key is printed and kept in var/dev-api-key.
 run: migrate
+	$(BIN)/tunery admin dev-key var/dev-api-key
 	@trap 'kill 0' EXIT; \
 	$(BIN)/celery -A worker.celery_app worker --loglevel INFO & \
 	$(BIN)/uvicorn app.main:app --host 127.0.0.1 --port 8000

@@ -87,7 +87,7 @@ def list_keys(tenant: Annotated[str, typer.Option(help="The tenant's name.")]) -
 
 
 @admin.command("dev-key")
-def dev_key(path: Path = Path("var/dev-api-key")) -> None:
+def dev_key(path: Annotated[Path, typer.Argument()] = Path("var/dev-api-key")) -> None:
     """The development tenant's key, kept in PATH: reused while valid, else created."""
     with session_scope() as session:
         secret = tenants.dev_key(session, path)

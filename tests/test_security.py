@@ -1,11 +1,15 @@
 """Tenancy in-process on Postgres: every `/v1` route demands a key; another tenant's ids answer
 exactly as unknown ids do; revoked and read-only keys; quotas and the request rate."""
 
+import base64
+import json
+import os
 import re
 import time
 from dataclasses import dataclass
 
 import pytest
+import redis
 import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -260,3 +264,17 @@ def test_security_headers_and_no_cors_by_default(app):
         )
         assert "Access-Control-Allow-Origin" not in preflight.headers
         assert client.get("/healthz").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_task_message_carries_the_job_id_and_nothing_else(app):
+    broker = redis.Redis.from_url(os.environ["TUNERY_BROKER_URL"])
+    queue = os.environ["TUNERY_QUEUE"]
+    broker.delete(queue)
+    key = new_tenant()
+    with client_for(app, key) as client:
+        job = client.post("/v1/jobs", json=DIGITS_CNN).json()
+    (raw,) = broker.lrange(queue, 0, -1)
+    broker.delete(queue)
+    args, kwargs, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    assert (args, kwargs) == ([job["id"]], {})
+    assert key.secret.encode() not in raw and b"builtin:digits" not in raw

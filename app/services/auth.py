@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from sqlalchemy import select
 
 from app.config import get_settings
@@ -40,34 +41,18 @@ class Caller:
     requests_per_minute: int
 
 
-class _TrustedKeys:
-    """Keys known to be valid, each until a deadline. Unknown keys are never remembered, so a
-    key made a moment ago works at once."""
-
-    def __init__(self) -> None:
-        self._keys: dict[str, tuple[Caller, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> Caller | None:
-        entry = self._keys.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
-
-    def put(self, digest: str, caller: Caller, seconds: float) -> None:
-        with self._lock:
-            if len(self._keys) > 10_000:  # expired entries of keys not used again
-                now = time.monotonic()
-                self._keys = {d: e for d, e in self._keys.items() if e[1] >= now}
-            self._keys[digest] = (caller, time.monotonic() + seconds)
-
-
-_trusted = _TrustedKeys()
+# Keys known to be valid, each for `auth_cache_seconds`. Unknown keys are never remembered,
+# so a key made a moment ago works at once.
+_trusted: TTLCache[str, Caller] = TTLCache(
+    maxsize=100_000, ttl=get_settings().auth_cache_seconds, timer=time.monotonic
+)
+_trusted_lock = threading.Lock()
 
 
 def cached_caller(secret: str) -> Caller | None:
     """The caller of a key authenticated recently; None means: ask `authenticate`."""
-    return _trusted.get(secret_sha256(secret))
+    with _trusted_lock:
+        return _trusted.get(secret_sha256(secret))
 
 
 def authenticate(secret: str) -> Caller | None:
@@ -88,5 +73,6 @@ def authenticate(secret: str) -> Caller | None:
         read_only=row.ApiKey.read_only,
         requests_per_minute=row.Tenant.requests_per_minute or settings.tenant_requests_per_minute,
     )
-    _trusted.put(digest, caller, settings.auth_cache_seconds)
+    with _trusted_lock:
+        _trusted[digest] = caller
     return caller
