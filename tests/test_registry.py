@@ -262,7 +262,9 @@ def test_concurrent_requests_run_as_one_batch_with_each_answer_its_own():
     requests = [torch.rand(i + 1, 1, 8, 8) * 16 for i in range(12)]
     answers: dict[int, torch.Tensor] = {}
     threads = [
-        threading.Thread(target=lambda i=i: answers.__setitem__(i, batcher.submit(requests[i])[0]))
+        threading.Thread(
+            target=lambda i=i: answers.__setitem__(i, batcher.submit(requests[i]).result()[0])
+        )
         for i in range(12)
     ]
     for thread in threads:

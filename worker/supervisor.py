@@ -262,11 +262,14 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         tenant_id = job.tenant_id
         spec = job.spec
         base_id = spec.get("base_model_id")
-        base = session.get(Model, base_id) if base_id else None
+        # Checked at submission; scoped again here so a trainer never reads another tenant's.
+        base = session.scalar(
+            select(Model).where(Model.id == base_id, Model.tenant_id == tenant_id)
+        ) if base_id else None  # fmt: skip
         base_path = str((settings.artifact_dir / base.path).resolve()) if base else None
         uploads = session.scalars(
             select(Dataset).join(JobDataset, JobDataset.dataset_id == Dataset.id)
-            .where(JobDataset.job_id == job_id)
+            .where(JobDataset.job_id == job_id, Dataset.tenant_id == tenant_id)
         ).all()  # fmt: skip
         # The trainer reads each file from a local copy (fetched once per content hash).
         datasets = {

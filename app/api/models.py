@@ -1,7 +1,6 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
@@ -121,6 +120,4 @@ async def predict(
                 [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
             ) from None
         inputs, return_embeddings = parsed.inputs, parsed.return_embeddings
-    return await run_in_threadpool(
-        models.predict_by_id, caller.tenant_id, model_id, inputs, return_embeddings
-    )
+    return await models.predict_by_id(caller.tenant_id, model_id, inputs, return_embeddings)

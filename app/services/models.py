@@ -1,9 +1,14 @@
 """The model registry: models, their lineage, naming and tagging, deletion, predictions."""
 
+import asyncio
 import io
 import shutil
+import threading
+import time
 
 import numpy as np
+from anyio import to_thread
+from cachetools import TTLCache
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +27,10 @@ MAX_BATCH = 4096
 MAX_LINEAGE = 1000  # a guard: parent links cannot form a cycle, but a bug must not hang a request
 
 _cache = ModelCache(get_settings().model_cache_bytes)
+# The rows of models `predict` served lately, so that a warm predict makes no query. A model
+# deleted through another API process may go on answering here for up to `ttl` seconds.
+_rows: TTLCache[tuple[str, str], Model] = TTLCache(maxsize=10_000, ttl=2.0, timer=time.monotonic)
+_rows_lock = threading.Lock()
 
 
 def get_model(session: Session, tenant_id: str, model_id: str) -> Model:
@@ -84,6 +93,8 @@ def delete_model(session: Session, tenant_id: str, model_id: str) -> None:
         raise Conflict(f"model {model_id} is the base of {', '.join(users)}; cancel them first")
     model.deleted_at = utcnow()
     session.flush()
+    with _rows_lock:
+        _rows.pop((tenant_id, model_id), None)
     _cache.drop(model_id)
     shutil.rmtree(model_file(model).parent, ignore_errors=True)
 
@@ -129,19 +140,32 @@ def npy_inputs(body: bytes) -> np.ndarray:
     return array
 
 
-def predict_by_id(
-    tenant_id: str, model_id: str, inputs, return_embeddings: bool
-) -> PredictResponse:
+def _load_row(tenant_id: str, model_id: str) -> Model:
     with session_scope() as session:
         model = get_model(session, tenant_id, model_id)
-    return predict(model, inputs, return_embeddings)
+    with _rows_lock:
+        _rows[(tenant_id, model_id)] = model
+    return model
 
 
-def predict(model: Model, inputs, return_embeddings: bool) -> PredictResponse:
+async def predict_by_id(
+    tenant_id: str, model_id: str, inputs, return_embeddings: bool
+) -> PredictResponse:
+    """Warm (its row and weights cached) a prediction makes no query and no thread hop: the
+    request waits on the event loop for its model's batcher. Cold, the row and the weights
+    are loaded in a worker thread."""
+    with _rows_lock:
+        model = _rows.get((tenant_id, model_id))
+    if model is None:
+        model = await to_thread.run_sync(_load_row, tenant_id, model_id)
     if model.task != "classification":
         raise Conflict(f"model {model.id} is a {model.task} model; fine-tune it to predict classes")
+    predictor = _cache.peek(model.id) or await to_thread.run_sync(
+        _cache.get, model.id, model_file(model)
+    )
+    done = predictor.batcher.submit(predictor.inputs(inputs))
+    probabilities, features = await asyncio.wrap_future(done)
     labels = model.card["labels"]
-    probabilities, features = _cache.get(model.id, model_file(model)).predict(inputs)
     return PredictResponse(
         predictions=[labels[i] for i in probabilities.argmax(dim=1).tolist()],
         probabilities=probabilities.tolist(),
