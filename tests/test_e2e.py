@@ -337,3 +337,24 @@ def test_concurrent_submissions_with_one_idempotency_key_create_one_job(stack):
         after = client.get("/v1/jobs", params={"limit": 1000}).json()["data"]
         assert len(after) == before + 1
         wait_for(client, answers[0].json()["id"], finished)
+
+
+def test_a_hugging_face_encoder_finetunes_with_lora_and_predicts_text(stack):
+    few = {"dataset": "builtin:bbc-news", "per_class": 2}
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "hf_encoder", "params": {"max_length": 32}},
+        "method": {"name": "supervised", "params": {"lora_rank": 4}},
+        "data": {"train": few, "validation": few, "test": few},
+        "hyperparameters": {"epochs": 1, "batch_size": 8},
+    }
+    with stack.client() as client:
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
+        assert job["status"] == "succeeded", stack.logs()
+        assert job["metrics"]["trained_parameters"] < 0.01 * job["metrics"]["parameters"]
+        texts = ["Shares in the bank fell sharply", "The striker scored twice on Saturday"]
+        answer = client.post(f"/v1/models/{job['result_model_id']}/predict", json={"inputs": texts})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert len(body["predictions"]) == 2
+        assert body["labels"] == ["business", "entertainment", "politics", "sports", "tech"]

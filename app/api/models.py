@@ -6,8 +6,10 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from app.deps import CallerDep, SessionDep
+from app.problems import InvalidInput
 from app.schemas import ModelOut, ModelUpdate, Page, PredictRequest, PredictResponse
 from app.services import exports, imports, models
+from worker.core.validation import SpecIssue
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -28,7 +30,13 @@ def list_models(
 def import_model(
     session: SessionDep,
     caller: CallerDep,
-    file: Annotated[UploadFile, File(description="Weights as safetensors; never a pickle.")],
+    file: Annotated[
+        UploadFile | None, File(description="Weights as safetensors; never a pickle.")
+    ] = None,
+    hf_model: Annotated[
+        str | None,
+        Form(description="Instead of a file: a Hugging Face model directory configured here."),
+    ] = None,
     card: Annotated[
         str | None,
         Form(description="JSON: architecture, params, task, input_shape, labels, normalization"),
@@ -36,9 +44,15 @@ def import_model(
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> ModelOut:
     """A model made elsewhere, for a registered architecture: usable as a `base_model_id`."""
-    model = imports.import_model(
-        session, caller.tenant_id, file.file, file.filename or "", card, name
-    )
+    if (file is None) == (hf_model is None):
+        problem = SpecIssue("file", "give exactly one of `file` or `hf_model`")
+        raise InvalidInput([problem])
+    if hf_model is not None:
+        model = imports.import_hf_model(session, caller.tenant_id, hf_model, name)
+    else:
+        model = imports.import_model(
+            session, caller.tenant_id, file.file, file.filename or "", card, name
+        )
     return models.to_out(session, model)
 
 
@@ -71,11 +85,12 @@ def download_model(
     model_id: str,
     session: SessionDep,
     caller: CallerDep,
-    format: Literal["safetensors", "onnx", "archive"] = "safetensors",
+    format: Literal["safetensors", "onnx", "archive", "hf"] = "safetensors",
 ) -> FileResponse:
     """`safetensors`: the weights, the JSON model card in the header. `onnx`: opset 18, any
     batch size, raw inputs in (normalisation inside), `probabilities` and `embeddings` out.
     `archive`: a zip of both, `model_card.json` and a `serve.py` that needs only onnxruntime.
+    `hf` (`hf_encoder` models): a zipped Hugging Face directory for `AutoModel.from_pretrained`.
     `ETag` is the file's sha256; `Range` requests are served."""
     download = exports.download(models.get_model(session, caller.tenant_id, model_id), format)
     return FileResponse(

@@ -1,5 +1,6 @@
-"""The files a model can be downloaded as: its safetensors file, an ONNX export, and an
-archive of both with the card and a `serve.py` that needs only onnxruntime.
+"""The files a model can be downloaded as: its safetensors file, an ONNX export, an archive
+of both with the card and a `serve.py` that needs only onnxruntime, and for Hugging Face
+encoders a zipped Hugging Face model directory.
 
 Exports are made on first request and kept beside the model (models never change), each
 written under a temporary name and renamed, with its sha256 in a sidecar for the `ETag`.
@@ -9,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 import uuid
 import zipfile
@@ -19,7 +21,7 @@ from pathlib import Path
 from app.models import Model
 from app.problems import Conflict
 from app.services.model_files import model_file
-from worker.core.export import export_onnx
+from worker.core.export import export_hf_directory, export_onnx
 
 SERVE_SCRIPT = Path(__file__).parent.parent / "serving" / "serve.py"
 _locks: dict[str, threading.Lock] = {}
@@ -69,10 +71,24 @@ def _archive(model: Model, onnx: Path, out: Path) -> None:
         archive.write(SERVE_SCRIPT, "serve.py")
 
 
+def _hf_archive(model: Model, out: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="tunery-hf-") as scratch:
+        export_hf_directory(model_file(model), Path(scratch))
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(scratch).iterdir()):
+                archive.write(path, path.name)
+
+
 def download(model: Model, fmt: str) -> Download:
     if fmt == "safetensors":
         name = f"{model.id}.safetensors"
         return Download(model_file(model), model.sha256, "application/octet-stream", name)
+    if fmt == "hf":
+        if model.architecture != "hf_encoder":
+            raise Conflict(f"model {model.id} is a {model.architecture} model, not hf_encoder")
+        path = model_file(model).with_name("hf.zip")
+        sha256 = _made_once(path, lambda out: _hf_archive(model, out))
+        return Download(path, sha256, "application/zip", f"{model.id}-hf.zip")
     if model.task != "classification":
         raise Conflict(f"model {model.id} is a {model.task} model; only classifiers export")
     onnx, onnx_sha256 = _onnx(model)

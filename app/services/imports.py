@@ -11,13 +11,17 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from sqlalchemy.orm import Session
+from torch import nn
 
 from app.models import Model, new_id
 from app.problems import InvalidInput
 from app.services import tenants
 from app.services.model_files import store_model_file
+from worker.core.architectures import Network
+from worker.core.architectures.hf_encoder import HFEncoderParams
 from worker.core.artifact import CARD_FORMAT, CARD_KEY, save_model
 from worker.core.importing import ImportCard, card_issues, rebuild
+from worker.core.trunk import pretrained_trunk
 from worker.core.validation import SpecIssue
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
@@ -63,7 +67,7 @@ def import_model(
     if filename.lower().endswith(PICKLE_SUFFIXES) or head.startswith(PICKLE_MAGIC):
         raise _refuse("file", f"{filename or 'the file'} {REFUSED}")
     with tempfile.TemporaryDirectory(prefix="tunery-import-") as scratch:
-        uploaded, stored = Path(scratch) / "upload.safetensors", Path(scratch) / "model"
+        uploaded = Path(scratch) / "upload.safetensors"
         with open(uploaded, "wb") as out:
             out.write(head)
             while chunk := upload.read(1024 * 1024):
@@ -77,15 +81,42 @@ def import_model(
             network, trunk_card = rebuild(tensors, card)
         except ValueError as error:
             raise _refuse("file", f"the weights do not fit the card: {error}") from None
-        model_id = new_id("model")
-        full_card = trunk_card | {
-            "format": CARD_FORMAT,
-            "model_id": model_id,
-            "name": name,
-            "imported_from": filename,
-            "metrics": {},
-            "created_at": time.time(),
-        }
+    return _register(session, tenant_id, network, trunk_card, name, filename)
+
+
+def import_hf_model(session: Session, tenant_id: str, hf_model: str, name: str | None) -> Model:
+    """A Hugging Face model directory configured on the server, as a features model: the base
+    of `finetune` and `adapt` jobs."""
+    try:
+        params = HFEncoderParams(base=hf_model)
+    except ValidationError as error:
+        raise _refuse("hf_model", error.errors()[0]["msg"]) from None
+    trunk = pretrained_trunk("hf_encoder", params)
+    network = Network(trunk.normalize, trunk.backbone, nn.Identity())
+    card = trunk.card | {"task": "features", "labels": []}
+    return _register(session, tenant_id, network, card, name, f"hf:{hf_model}")
+
+
+def _register(
+    session: Session,
+    tenant_id: str,
+    network: nn.Module,
+    trunk_card: dict,
+    name: str | None,
+    imported_from: str,
+) -> Model:
+    """Store the network as a model of the tenant's, within its storage quota."""
+    model_id = new_id("model")
+    full_card = trunk_card | {
+        "format": CARD_FORMAT,
+        "model_id": model_id,
+        "name": name,
+        "imported_from": imported_from,
+        "metrics": {},
+        "created_at": time.time(),
+    }
+    with tempfile.TemporaryDirectory(prefix="tunery-import-") as scratch:
+        stored = Path(scratch) / "model"
         save_model(network, full_card, stored)
         tenants.check_storage_quota(session, tenant_id, stored.stat().st_size, "file")
         path, sha256, size = store_model_file(stored, model_id)
@@ -95,8 +126,8 @@ def import_model(
         source_job_id=None,
         parent_model_id=None,
         name=name,
-        architecture=card.architecture,
-        task=card.task,
+        architecture=trunk_card["architecture"],
+        task=trunk_card["task"],
         card=full_card,
         path=path,
         sha256=sha256,

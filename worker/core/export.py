@@ -7,14 +7,16 @@ operator; it is in the model card (`tokenizer`, a `tokenizers` JSON) for the cal
 
 import contextlib
 import io
+import json
 import warnings
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from worker.core.architectures import Network
-from worker.core.artifact import load_classifier
+from worker.core.artifact import load_classifier, load_weights
 
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
@@ -58,3 +60,24 @@ def export_onnx(model_path: Path, onnx_path: Path) -> None:
             verbose=False,
         )
     program.save(str(onnx_path))
+
+
+def export_hf_directory(model_path: Path, out: Path) -> None:
+    """An `hf_encoder` model as a Hugging Face directory: `config.json`, `model.safetensors`
+    and `tokenizer.json` load with `AutoModel`/`AutoTokenizer.from_pretrained`; features are the
+    mean of the last hidden states over real tokens. A classifier's head is `head.safetensors`
+    (`weight`, `bias`), its labels in `model_card.json`."""
+    loaded = load_weights(model_path)
+    card = loaded.card
+    if card["architecture"] != "hf_encoder":
+        raise ValueError(f"a {card['architecture']} model is not a Hugging Face model")
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = "backbone.encoder."
+    encoder = {k.removeprefix(prefix): v for k, v in loaded.state.items() if k.startswith(prefix)}
+    save_file(encoder, str(out / "model.safetensors"), metadata={"format": "pt"})
+    head = {k.removeprefix("head."): v for k, v in loaded.state.items() if k.startswith("head.")}
+    if head:
+        save_file(head, str(out / "head.safetensors"))
+    (out / "config.json").write_text(json.dumps(card["params"]["config"], indent=2))
+    (out / "tokenizer.json").write_text(card["tokenizer"])
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))

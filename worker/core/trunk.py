@@ -58,6 +58,16 @@ def trunk_from_card(card: dict[str, Any]) -> Trunk:
     return Trunk(normalize, backbone, {k: card.get(k) for k in TRUNK_KEYS}, tokenizer)
 
 
+def pretrained_trunk(architecture: str, params: Any) -> Trunk:
+    """The trunk of an architecture that starts from weights trained elsewhere, with their own
+    tokenizer."""
+    card, weights = ARCHITECTURES[architecture].pretrained(params)
+    trunk = trunk_from_card({"architecture": architecture} | card)
+    expected = trunk.backbone.state_dict()  # files may carry buffers it rebuilds itself
+    trunk.backbone.load_state_dict({k: v for k, v in weights.items() if k in expected})
+    return trunk
+
+
 def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trunk:
     if ctx.base is not None:
         trunk = trunk_from_card(ctx.base.card)
@@ -65,8 +75,11 @@ def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trun
         _load_weights(trunk.backbone, ctx.base.state, "backbone.")
         return trunk
     spec = ctx.spec.model
+    arch = ARCHITECTURES[spec.architecture]
     # The card keeps every parameter, defaults included, so later defaults cannot change it.
-    params = ARCHITECTURES[spec.architecture].params.model_validate(spec.params)
+    params = arch.params.model_validate(spec.params)
+    if arch.pretrained is not None:
+        return pretrained_trunk(arch.name, params)
     card = {"architecture": spec.architecture, "params": params.model_dump()}
     if dataset.modality == "text":
         tokenizer = train_tokenizer(train.texts, params.vocab_size)

@@ -97,6 +97,10 @@ def _fit_issues(
     if dataset.modality not in method.modalities:
         message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
         issues.append(SpecIssue(field, message))
+    architecture = base_card["architecture"] if base_card else spec.model.architecture
+    if spec.method.params.get("lora_rank") is not None and architecture != "hf_encoder":
+        message = f"LoRA adapters are for hf_encoder models, not {architecture}"
+        issues.append(SpecIssue("method.params.lora_rank", message))
     if spec.kind == "adapt":
         issues += _domain_issues(spec, dataset, describe)
     if base_card is not None:

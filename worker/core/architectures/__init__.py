@@ -5,7 +5,7 @@ head. A backbone has `feature_dim` and `blocks()` (its stages from input to outp
 freezing); sequence backbones also have `forward_sequence` (one feature vector per token).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from worker.core.architectures import cnn, mlp, resnet, rnn, transformer
+from worker.core.architectures import cnn, hf_encoder, mlp, resnet, rnn, transformer
 
 
 class BackboneBuilder(Protocol):
@@ -28,6 +28,9 @@ class Architecture:
     params: type[BaseModel]
     build_backbone: BackboneBuilder
     modalities: frozenset[str]  # the kinds of data it reads: image, tabular, text
+    # Architectures that start from weights trained elsewhere: params -> (trunk card without
+    # `architecture`, backbone weights). The others start from random weights.
+    pretrained: Callable[[Any], tuple[dict[str, Any], dict[str, torch.Tensor]]] | None = None
 
 
 IMAGES, TABLES, TEXT = frozenset({"image"}), frozenset({"image", "tabular"}), frozenset({"text"})
@@ -42,6 +45,13 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("lstm", rnn.RNNParams, rnn.build_lstm, TEXT),
         Architecture(
             "transformer", transformer.TransformerParams, transformer.build_backbone, TEXT
+        ),
+        Architecture(
+            "hf_encoder",
+            hf_encoder.HFEncoderParams,
+            hf_encoder.build_backbone,
+            TEXT,
+            hf_encoder.pretrained,
         ),
     )
 }

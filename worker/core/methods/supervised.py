@@ -1,6 +1,7 @@
 """Supervised classification: from scratch or from a base model, with freezing strategies
 (`backbone` is a linear probe, `partial` trains the top N blocks) and separate learning rates
-for head and backbone."""
+for head and backbone. Hugging Face encoders can instead train LoRA adapters, merged into the
+weights at the end."""
 
 from typing import Literal
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from worker.core.architectures import Network
+from worker.core.architectures import Network, hf_encoder
 from worker.core.data import Split, splits_for
 from worker.core.run import RunContext, TrainResult
 from worker.core.training import (
@@ -30,6 +31,11 @@ class Params(BaseModel):
     head_learning_rate: float | None = Field(None, gt=0, le=10, description="Default: LR.")
     backbone_learning_rate: float | None = Field(None, gt=0, le=10, description="Default: LR.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_rank: int | None = Field(
+        None, ge=1, le=256, description="`hf_encoder` only: train LoRA adapters of this rank."
+    )
+    lora_alpha: float = Field(16.0, gt=0, le=1024)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
 
 
 def run(ctx: RunContext) -> TrainResult:
@@ -47,6 +53,10 @@ def run(ctx: RunContext) -> TrainResult:
         and base.card["labels"] == list(dataset.labels)
     ):
         head.load_state_dict({"weight": base.state["head.weight"], "bias": base.state["head.bias"]})
+    if params.lora_rank is not None:
+        hf_encoder.attach_lora(
+            trunk.backbone, params.lora_rank, params.lora_alpha, params.lora_dropout
+        )
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
     frozen = freeze(trunk.backbone, params.freeze, params.trainable_blocks)
     train, validation, test = (Split(s.y, trunk.inputs(s)) for s in (train, validation, test))
@@ -79,6 +89,9 @@ def run(ctx: RunContext) -> TrainResult:
         generator,
         frozen,
     )
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if params.lora_rank is not None:
+        hf_encoder.merge_lora(trunk.backbone)
     tested = classify(model, test, hp.batch_size, device)
     ctx.events.metric("accuracy", "test", tested["accuracy"], result.step, result.epochs_run)
     metrics = {
@@ -89,6 +102,8 @@ def run(ctx: RunContext) -> TrainResult:
         "test_accuracy": tested["accuracy"],
         "best_epoch": result.best_epoch,
         "train_examples": len(train),
+        "trained_parameters": trained,
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
     card = trunk.card | {"task": "classification", "labels": list(dataset.labels)}
     return TrainResult(model.cpu(), card | {"metrics": metrics})
