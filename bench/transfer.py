@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.results import write_section
 from bench.service import service
 
 CNN = {"architecture": "cnn"}
@@ -234,7 +235,7 @@ def main() -> None:
     with service(args.url, args.key, concurrency=os.cpu_count() or 1) as client:
         results = run_experiments(Runner(client), args.seeds)
     text, checks = report(results, args.seeds, time.monotonic() - started)
-    args.out.write_text(text)
+    write_section(args.out, "bench.transfer", text)
     print(text)
     print("\n".join(f"{'PASS' if ok else 'FAIL'} {name}" for name, ok in checks))
 

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 from tests.test_api import assert_problem
 from tests.test_methods import run
 from worker.core.artifact import load_classifier, save_model
+from worker.core.run import LoadedModel
 from worker.core.text import encode
 
 TINY = {"dataset": "builtin:bbc-news", "per_class": 2}
@@ -133,3 +134,32 @@ def test_hf_mistakes_are_422_naming_the_field(client):
               "params": {"base": "gpt-17"}}, "data": {"train": TINY}},
     )  # fmt: skip
     assert assert_problem(unknown_base, 422)["errors"][0]["field"] == "model.params.base"
+    causal = client.post(
+        "/v1/jobs",
+        json={"kind": "pretrain", "model": {"architecture": "hf_encoder"},
+              "method": {"name": "causal_lm"}, "data": {"train": TINY}},
+    )  # fmt: skip
+    assert assert_problem(causal, 422)["errors"][0]["field"] == "model.architecture"
+
+
+def test_simcse_adapts_the_encoder_without_labels_and_a_finetune_starts_from_it():
+    pretrained, _ = run(
+        {"kind": "pretrain", "model": {"architecture": "hf_encoder", "params": {"max_length": 32}},
+         "method": {"name": "simcse"}, "data": {"train": TINY, "validation": TINY},
+         "hyperparameters": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-5}}
+    )  # fmt: skip
+    metrics = pretrained.card["metrics"]
+    assert pretrained.card["task"] == "simcse"
+    # Trained without labels: the encoder moved, so the validation loss did too.
+    assert metrics["validation_loss"] != metrics["initial_validation_loss"]
+    base = LoadedModel(pretrained.model.state_dict(), pretrained.card)
+    before = base.state["backbone.encoder.encoder.layer.0.attention.self.query.weight"]
+    finetuned, _ = run(
+        {"kind": "finetune", "base_model_id": "model_x", "data": {"train": TINY, "test": TINY},
+         "hyperparameters": {"epochs": 1, "batch_size": 8}},
+        base,
+    )  # fmt: skip
+    after = finetuned.model.state_dict()[
+        "backbone.encoder.encoder.layer.0.attention.self.query.weight"
+    ]
+    assert not torch.equal(before, after) and finetuned.card["params"]["base"] == "all-minilm-l6-v2"

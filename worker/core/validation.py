@@ -101,6 +101,9 @@ def _fit_issues(
     if spec.method.params.get("lora_rank") is not None and architecture != "hf_encoder":
         message = f"LoRA adapters are for hf_encoder models, not {architecture}"
         issues.append(SpecIssue("method.params.lora_rank", message))
+    if method.name == "causal_lm" and architecture == "hf_encoder":
+        message = "causal_lm needs a model that reads left to right; hf_encoder reads both ways"
+        issues.append(SpecIssue("model.architecture", message))
     if spec.kind == "adapt":
         issues += _domain_issues(spec, dataset, describe)
     if base_card is not None:
@@ -109,6 +112,8 @@ def _fit_issues(
     if dataset.modality not in arch.modalities:
         message = f"{arch.name} does not read {dataset.modality} data ({dataset.name})"
         return [*issues, SpecIssue("model.architecture", message)]
+    if arch.pretrained is not None:  # a model trained elsewhere is known to build
+        return issues
     try:
         params = arch.params.model_validate(spec.model.params)
         shape = dataset.input_shape or (getattr(params, "max_length", 1),)

@@ -103,13 +103,11 @@ def pretrained(params: HFEncoderParams) -> tuple[dict[str, Any], dict[str, torch
 
 
 def attach_lora(backbone: HFEncoder, rank: int, alpha: float, dropout: float) -> None:
-    """Freeze the encoder and train low-rank adapters on its attention queries and values
-    (Hu et al., 2021) through `peft`."""
+    """Freeze the encoder and train low-rank adapters (Hu et al., 2021) on all its linear
+    layers, through `peft`."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "value"]
-    )
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear")
     backbone.encoder = get_peft_model(backbone.encoder, config)
 
 

@@ -12,6 +12,7 @@ from worker.core.methods import (
     coral,
     dann,
     mmd,
+    simcse,
     source_only,
     supervised,
 )
@@ -40,6 +41,7 @@ METHODS: dict[str, Method] = {
         Method("autoencoder", "pretrain", autoencoder.Params, autoencoder.run, IMAGES_TABLES),
         Method("contrastive", "pretrain", contrastive.Params, contrastive.run, IMAGES),
         Method("causal_lm", "pretrain", causal_lm.Params, causal_lm.run, TEXT),
+        Method("simcse", "pretrain", simcse.Params, simcse.run, TEXT),
         Method("supervised", "finetune", supervised.Params, supervised.run, ANY),
         Method("source_only", "adapt", source_only.Params, source_only.run, ANY),
         Method("dann", "adapt", dann.Params, dann.run, ANY),
