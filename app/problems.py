@@ -79,6 +79,12 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def response_of(problem: Problem, instance: str) -> JSONResponse:
+    response = problem_response(problem.status, problem.detail, instance, problem.errors)
+    response.headers.update(problem.headers)
+    return response
+
+
 def _field(error: dict[str, Any]) -> str:
     """`("body", "finetune", "hyperparameters", "epochs")` -> `hyperparameters.epochs`."""
     parts = [str(p) for p in error["loc"]]
@@ -94,9 +100,7 @@ def _field(error: dict[str, Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        response = problem_response(exc.status, exc.detail, request.url.path, exc.errors)
-        response.headers.update(exc.headers)
-        return response
+        return response_of(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

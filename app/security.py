@@ -15,7 +15,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.problems import Forbidden, Problem, TooManyRequests, Unauthorized, problem_response
+from app.problems import Forbidden, Problem, TooManyRequests, Unauthorized, response_of
 from app.services import auth
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -43,9 +43,7 @@ class ApiKeyAuth:
         try:
             scope.setdefault("state", {})["caller"] = await self._caller(scope)
         except Problem as problem:
-            response = problem_response(problem.status, problem.detail, path, problem.errors)
-            response.headers.update(problem.headers)
-            return await response(scope, receive, send)
+            return await response_of(problem, path)(scope, receive, send)
         await self.app(scope, receive, send)
 
     async def _caller(self, scope: Scope) -> auth.Caller:

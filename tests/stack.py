@@ -38,12 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def admin(env: dict[str, str], *args: str) -> str:
-    """Runs `tunery admin ...` (the installed command) and returns its last line of output."""
+def admin(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `tunery admin ...`, the installed command."""
     tunery = Path(sys.executable).parent / "tunery"
-    done = subprocess.run(
-        [str(tunery), "admin", *args], env=env, capture_output=True, text=True, check=True
+    return subprocess.run(
+        [str(tunery), "admin", *args], env=env, capture_output=True, text=True, check=check
     )
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -51,7 +54,7 @@ def create_tenant_key(env: dict[str, str], *quota_options: str) -> str:
     """A new tenant (with these `--max-...` options) and a key for it, made by the admin CLI."""
     name = f"tenant-{uuid.uuid4().hex[:8]}"
     admin(env, "create-tenant", name, *quota_options)
-    return admin(env, "create-key", "--tenant", name)
+    return last_line(admin(env, "create-key", "--tenant", name))
 
 
 @dataclass

@@ -1,16 +1,19 @@
 """Tenancy across real processes: a tenant's running-jobs quota held by real workers, keys made
 and revoked with the admin CLI against a running server, and no key in any log."""
 
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.stack import (
+    admin,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_url,
+    start_stack,
+)
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
 
@@ -54,11 +57,7 @@ def test_a_tenant_never_runs_more_jobs_than_its_quota(stack):
 
 
 def _cli(stack, *args: str) -> list[str]:
-    tunery = Path(sys.executable).parent / "tunery"
-    done = subprocess.run(
-        [str(tunery), "admin", *args], env=stack.env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip().splitlines()
+    return admin(stack.env, *args).stdout.strip().splitlines()
 
 
 def test_keys_from_the_admin_cli_work_until_revoked(stack):
@@ -78,10 +77,7 @@ def test_keys_from_the_admin_cli_work_until_revoked(stack):
             assert time.monotonic() < deadline, "a revoked key still works after 5 s"
             time.sleep(0.2)
         assert client.get("/v1/jobs").status_code == 401
-    refused = subprocess.run(
-        [str(Path(sys.executable).parent / "tunery"), "admin", "create-key", "--tenant", "nobody"],
-        env=stack.env, capture_output=True, text=True,
-    )  # fmt: skip
+    refused = admin(stack.env, "create-key", "--tenant", "nobody", check=False)
     assert refused.returncode == 1 and "no tenant named 'nobody'" in refused.stderr
 
 

@@ -32,7 +32,6 @@ Outputs = tuple[torch.Tensor, torch.Tensor]  # probabilities, embeddings
 class MicroBatcher:
     def __init__(self, network: Network) -> None:
         self._network = network
-        self._threads = torch.get_num_threads()
         self._queue: queue.SimpleQueue[tuple[torch.Tensor, Future] | None] = queue.SimpleQueue()
         threading.Thread(target=self._serve, daemon=True, name="micro-batcher").start()
 
@@ -46,7 +45,8 @@ class MicroBatcher:
         self._queue.put(None)
 
     def _serve(self) -> None:
-        threads = torch.get_num_threads()  # this thread's own setting (OpenMP: per thread)
+        # This thread's own setting (OpenMP keeps one per thread), changed only here.
+        default = threads = torch.get_num_threads()
         while (first := self._queue.get()) is not None:
             waiting, rows = [first], len(first[0])
             while rows < MAX_BATCH_ROWS:
@@ -59,7 +59,7 @@ class MicroBatcher:
                     break
                 waiting.append(item)
                 rows += len(item[0])
-            wanted = 1 if rows < SMALL_BATCH_ROWS else self._threads
+            wanted = 1 if rows < SMALL_BATCH_ROWS else default
             if wanted != threads:
                 torch.set_num_threads(threads := wanted)
             self._run(waiting)
