@@ -1,4 +1,9 @@
-"""The database engine and sessions. SQLite gets WAL and a busy timeout: API and worker share it."""
+"""The database engine and sessions. SQLite gets WAL and a busy timeout: API and worker share it.
+
+SQLite transactions begin IMMEDIATE, taking the write lock up front. A deferred transaction
+that reads (say, counting a tenant's queued jobs) and then writes fails at once with "database
+is locked" when another connection wrote in between, whatever the busy timeout; an immediate
+one waits its turn instead. pysqlite's own BEGIN is switched off so ours is the only one."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,12 +21,18 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
