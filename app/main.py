@@ -3,9 +3,11 @@
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app import problems
 from app.api import datasets, health, jobs, models
@@ -13,6 +15,8 @@ from app.config import get_settings
 from app.limits import BodySizeLimit
 from app.security import ApiKeyAuth, SecurityHeaders
 from app.services.dispatch import sweep_forever
+
+UI_DIR = Path(__file__).parent / "ui"
 
 
 @contextlib.asynccontextmanager
@@ -55,6 +59,8 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    # The dashboard: static files calling /v1 with the key the user gives it; no build step.
+    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
     return app
 
 

@@ -1,0 +1,1 @@
+"""The tunery Python SDK and `tunery` command."""

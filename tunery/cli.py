@@ -1,0 +1,7 @@
+"""The `tunery` command."""
+
+from app.cli import cli
+
+
+def main() -> None:
+    cli()
