@@ -359,3 +359,49 @@ def test_a_hugging_face_encoder_finetunes_with_lora_and_predicts_text(stack):
         body = answer.json()
         assert len(body["predictions"]) == 2
         assert body["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+
+
+def sse_events(response: httpx.Response):
+    """(event, id, data) of each Server-Sent Event, as a browser's parser reads them."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in fields:
+                yield fields.get("event", "message"), fields.get("id"), json.loads(fields["data"])
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+
+def test_the_stream_pushes_a_job_live_and_resumes_where_it_dropped(stack):
+    spec = {**DIGITS_CNN, "hyperparameters": {"epochs": 6}}
+    with stack.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        seen: list[tuple[str, str, dict]] = []
+        with client.stream("GET", f"/v1/jobs/{job_id}/stream") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for event in sse_events(response):
+                seen.append(event)
+                if sum(kind == "metric" for kind, _, _ in seen) == 4:
+                    break  # the connection drops mid-job
+        live_status = client.get(f"/v1/jobs/{job_id}").json()["status"]
+        resume = {"Last-Event-ID": seen[-1][1]}
+        with client.stream("GET", f"/v1/jobs/{job_id}/stream", headers=resume) as response:
+            seen += list(sse_events(response))
+        assert live_status in ("queued", "running"), "the job ended before the drop: not live"
+
+        kinds = [kind for kind, _, _ in seen]
+        assert kinds[0] == "status" and kinds[-1] == "end" and kinds.count("end") == 1
+        assert seen[-1][2]["status"] == "succeeded"
+        streamed = [data for kind, _, data in seen if kind == "metric"]
+        stored = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
+        assert streamed == stored  # every point once, in order, across the reconnect
+        logged = [data["id"] for kind, _, data in seen if kind == "log"]
+        assert logged == [e["id"] for e in client.get(f"/v1/jobs/{job_id}/events").json()["data"]]
+        statuses = [data["status"] for kind, _, data in seen if kind == "status"]
+        assert statuses[-1] == "succeeded" and "running" in statuses
+
+        bad = client.get(f"/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": "yesterday"})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "Last-Event-ID"
+        assert client.get("/v1/jobs/job_unknown/stream").status_code == 404

@@ -64,7 +64,8 @@ def owned(app) -> Owned:
 
 
 PREDICT = {"json": {"inputs": torch.rand(1, 1, 8, 8).tolist()}}
-# Every route that takes an id, with a request that succeeds for the owner. Mutating ones last.
+# Every route that takes an id, with a request that succeeds for the owner. Mutating ones last;
+# the stream after the cancel, so that it ends.
 ID_ROUTES = [
     ("GET", "/v1/jobs/{job}", {}),
     ("GET", "/v1/jobs/{job}/metrics", {}),
@@ -76,6 +77,7 @@ ID_ROUTES = [
     ("POST", "/v1/models/{model}/predict", PREDICT),
     ("PATCH", "/v1/models/{model}", {"json": {"tags": ["mine"]}}),
     ("POST", "/v1/jobs/{job}/cancel", {}),
+    ("GET", "/v1/jobs/{job}/stream", {}),
     ("DELETE", "/v1/datasets/{dataset}", {}),
     ("DELETE", "/v1/models/{model}", {}),
 ]

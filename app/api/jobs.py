@@ -1,10 +1,12 @@
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
+from sse_starlette import EventSourceResponse
 
 from app.deps import CallerDep, SessionDep
 from app.schemas import EventOut, JobOut, MetricPointOut, Page
-from app.services import dispatch, idempotency, jobs
+from app.services import dispatch, idempotency, jobs, stream
 from worker.core.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -88,3 +90,25 @@ def job_events(
 ) -> Page[EventOut]:
     rows, next_cursor = jobs.job_events(session, caller.tenant_id, job_id, cursor, limit)
     return Page(data=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+STREAM_DESCRIPTION = """Server-Sent Events: `status` (a Job, first and on every change of status
+or progress), `metric` (a metric point), `log` (a job event), then `end` (the final Job) before
+the server closes. Each event's id resumes the stream when sent back as `Last-Event-ID`."""
+
+
+@router.get(
+    "/{job_id}/stream",
+    description=STREAM_DESCRIPTION,
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_job(
+    job_id: str,
+    caller: CallerDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    after = stream.Position.parse(last_event_id)
+    await asyncio.to_thread(stream.check_job, caller.tenant_id, job_id)
+    # The ping (a comment line) keeps proxies from closing a quiet stream.
+    return EventSourceResponse(stream.events(caller.tenant_id, job_id, after), ping=15)
