@@ -2,6 +2,7 @@
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     # Per-attempt scratch directories for trainers, removed when the attempt ends.
     run_dir: Path = Path("var/runs")
     queue: str = "training"
+    # Log records as JSON lines for a log collector (`json`) or as plain lines for a person
+    # reading a terminal (`text`); the API and the workers alike.
+    log_format: Literal["json", "text"] = "json"
 
     # Request bodies are counted as they stream in and refused past these sizes (413).
     max_upload_bytes: int = 2 * 1024**3

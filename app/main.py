@@ -13,6 +13,8 @@ from app import problems
 from app.api import datasets, health, jobs, models
 from app.config import get_settings
 from app.limits import BodySizeLimit
+from app.observability import metrics
+from app.observability.logs import configure_logging
 from app.security import ApiKeyAuth, SecurityHeaders
 from app.services.dispatch import sweep_forever
 
@@ -31,6 +33,10 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    settings = get_settings()
+    # Here rather than in the lifespan: uvicorn logs "Started server process" between importing
+    # the app and starting it, and that line should be in the same format as the rest.
+    configure_logging(settings.log_format)
     app = FastAPI(
         title="tunery",
         version="0.1.0",
@@ -38,7 +44,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    settings = get_settings()
+    app.state.metrics = metrics.Metrics(settings)
     # Outermost last: headers on every answer, CORS preflights (only if origins are
     # configured) before the key check, and no body is read for a request without a key.
     app.add_middleware(
@@ -55,7 +61,10 @@ def create_app() -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
     app.add_middleware(SecurityHeaders)
+    # Outermost of all: it times every answer, the ones refused for a key or a size too.
+    app.add_middleware(metrics.RequestMetrics, histogram=app.state.metrics.requests)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(models.router)

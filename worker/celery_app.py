@@ -1,10 +1,22 @@
 """The Celery app, configured for long training jobs (see docs/WORKER.md for why each setting)."""
 
+import logging
+import re
+from typing import TYPE_CHECKING
+
 from celery import Celery
+from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
 
 from app.config import get_settings
+from app.observability.logs import configure_logging
+
+if TYPE_CHECKING:
+    from celery.apps.worker import Worker
 
 RUN_JOB_TASK = "tunery.run_job"
+JOB_ID = re.compile(r"\bjob_[0-9a-f]{32}\b")
+# The loggers of Celery's records about a task: received, succeeded, failed.
+TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 settings = get_settings()
 # Redis redelivers a message not acked within the visibility timeout, even while its job runs:
@@ -33,3 +45,41 @@ celery_app.conf.update(
     broker_transport_options=transport_options,
     visibility_timeout=settings.broker_visibility_timeout_seconds,
 )
+
+
+@celeryd_init.connect
+def _configure_logging_early(**_: object) -> None:
+    """The worker's first signal: its privilege check warns right after it, and that warning
+    should be a record like the rest."""
+    configure_logging(settings.log_format)
+
+
+def _job_of_task(record: logging.LogRecord) -> bool:
+    """Celery's records about a `run_job` task name the job only inside the task's arguments
+    (`data`): its id becomes the `job_id` field, as on the supervisor's own records."""
+    data = getattr(record, "data", None)
+    if isinstance(data, dict) and data.get("name") == RUN_JOB_TASK:
+        found = JOB_ID.search(str(data.get("args", "")))
+        if found:
+            record.job_id = found.group()
+    return True
+
+
+@setup_logging.connect
+def _configure_logging(loglevel: int | None = None, **_: object) -> None:
+    """A receiver of this signal stops Celery from replacing the root logger's handlers with
+    its own; the worker's `--loglevel` is kept."""
+    configure_logging(settings.log_format, loglevel or logging.INFO)
+    for name in TASK_LOGGERS:
+        logging.getLogger(name).addFilter(_job_of_task)
+
+
+@celeryd_after_setup.connect
+def _banner_as_a_record(sender: str, instance: "Worker", **_: object) -> None:
+    """Celery prints its start-up banner (queues, concurrency, transport) straight to stdout,
+    the one multi-line block in an otherwise line-per-record log. As JSON, it is logged as a
+    record instead, and Celery told not to print it."""
+    if settings.log_format == "json":
+        banner = instance.startup_info(artlines=False) + (instance.extra_info() or "")
+        logging.getLogger(__name__).info("%s starting\n%s", sender, banner)
+        instance.quiet = True

@@ -79,7 +79,12 @@ class Attempt:
             held = self._write(self.pending)
         except DBAPIError as error:
             unreachable_for = time.monotonic() - self.renewed_at
-            log.warning("job %s: heartbeat failed (%s); retrying", self.job_id, error.orig)
+            log.warning(
+                "job %s: heartbeat failed (%s); retrying",
+                self.job_id,
+                error.orig,
+                extra={"job_id": self.job_id, "attempt": self.attempt},
+            )
             return unreachable_for < self.settings.lease_seconds
         self.pending.clear()
         self.renewed_at = time.monotonic()
@@ -119,10 +124,14 @@ class CheckpointSync:
     before an attempt when this machine has none, uploaded whenever the trainer writes a new
     one, deleted with the job. With a local store there is nothing to do."""
 
+    job_id: str
     local: Path
-    key: str
     store: ArtifactStore
     uploaded: int = 0  # mtime (ns) of the checkpoint last uploaded
+
+    @property
+    def key(self) -> str:
+        return f"checkpoints/{self.job_id}"
 
     def fetch(self) -> None:
         if self.store.remote and not self.local.exists() and self.store.exists(self.key):
@@ -138,19 +147,30 @@ class CheckpointSync:
                 self.store.put(self.key, self.local)  # reads one inode, even if replaced
                 self.uploaded = written
             except OSError as error:
-                log.warning("could not upload the checkpoint %s: %s", self.key, error)
+                log.warning(
+                    "job %s: could not upload the checkpoint %s: %s",
+                    self.job_id,
+                    self.key,
+                    error,
+                    extra={"job_id": self.job_id},
+                )
 
     def delete(self) -> None:
         if self.store.remote:
             self.store.delete(self.key)
 
 
-def _read_events(stream, events: queue.Queue) -> None:
+def _read_events(stream, events: queue.Queue, job_id: str) -> None:
     for line in stream:
         try:
             events.put(json.loads(line))
         except json.JSONDecodeError:
-            log.warning("ignored a malformed trainer event: %r", line[:200])
+            log.warning(
+                "job %s: ignored a malformed trainer event: %r",
+                job_id,
+                line[:200],
+                extra={"job_id": job_id},
+            )
 
 
 def _launch(attempt: Attempt) -> tuple[subprocess.Popen, threading.Thread]:
@@ -174,7 +194,9 @@ def _launch(attempt: Attempt) -> tuple[subprocess.Popen, threading.Thread]:
     os.close(write_fd)
     trainer_log.close()
     reader = threading.Thread(
-        target=_read_events, args=(os.fdopen(read_fd), attempt.events), daemon=True
+        target=_read_events,
+        args=(os.fdopen(read_fd), attempt.events, attempt.job_id),
+        daemon=True,
     )
     reader.start()
     return process, reader
@@ -219,11 +241,20 @@ def _store_model(attempt: Attempt) -> Model:
 
 def _record_outcome(attempt: Attempt, returncode: int) -> None:
     job_id, n = attempt.job_id, attempt.attempt
+    about = {"job_id": job_id, "attempt": n}
     if returncode == 0 and attempt.card and (attempt.run_dir / MODEL_FILE).exists():
         model = _store_model(attempt)
         with session_scope() as session:
             committed = job_state.succeed(session, job_id, n, model, attempt.card["metrics"])
-        if not committed:
+        if committed:
+            log.info("job %s attempt %d succeeded: model %s", job_id, n, model.id, extra=about)
+        else:
+            log.info(
+                "job %s attempt %d lost the job (cancelled or reaped); its model is discarded",
+                job_id,
+                n,
+                extra=about,
+            )
             shutil.rmtree(attempt.settings.artifact_dir / Path(model.path).parent)
         return
     if returncode == INTERRUPTED_EXIT:
@@ -237,6 +268,16 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
         retryable = True
     with session_scope() as session:
         status = job_state.fail(session, job_id, n, error_type, message, retryable)
+    outcome = f"the job is now {status}" if status else "the job was no longer this attempt's"
+    log.warning(
+        "job %s attempt %d ended: %s (exit %d); %s",
+        job_id,
+        n,
+        error_type,
+        returncode,
+        outcome,
+        extra=about,
+    )
     if status == "queued":
         dispatch.send([job_id])
 
@@ -253,10 +294,15 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     with session_scope() as session:
         n = job_state.claim(session, job_id, owner, settings.lease_seconds)
         if n is None:
+            about = {"job_id": job_id}
             if job_state.wait_for_slot(session, job_id):
-                log.info("job %s waits for a running-job slot of its tenant", job_id)
+                log.info("job %s waits for a running-job slot of its tenant", job_id, extra=about)
             else:
-                log.info("job %s is not claimable (duplicate delivery, cancelled or done)", job_id)
+                log.info(
+                    "job %s is not claimable (duplicate delivery, cancelled or done)",
+                    job_id,
+                    extra=about,
+                )
             return
         job = session.get(Job, job_id)
         tenant_id = job.tenant_id
@@ -300,10 +346,12 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         "checkpoint_every_steps": settings.checkpoint_every_steps,
     }
     (run_dir / "run.json").write_text(json.dumps(run))
-    checkpoint = CheckpointSync(job_dir / CHECKPOINT_FILE, f"checkpoints/{job_id}", get_store())
+    checkpoint = CheckpointSync(job_id, job_dir / CHECKPOINT_FILE, get_store())
+    about = {"job_id": job_id, "attempt": n}
     try:
         checkpoint.fetch()
         process, reader = _launch(attempt)
+        log.info("job %s attempt %d: trainer %d started", job_id, n, process.pid, extra=about)
         deadline = time.monotonic() + spec["resources"]["max_runtime_seconds"]
         while process.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -315,6 +363,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
                     "job %s attempt %d lost the job (cancelled or reaped); trainer stopped",
                     job_id,
                     n,
+                    extra=about,
                 )
                 return
             if time.monotonic() > deadline:
@@ -323,6 +372,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
                     limit = spec["resources"]["max_runtime_seconds"]
                     message = f"the job ran past max_runtime_seconds={limit}"
                     job_state.fail(session, job_id, n, "timeout", message, retryable=False)
+                log.warning("job %s attempt %d: %s; failed", job_id, n, message, extra=about)
                 return
         reader.join(timeout=10)
         checkpoint.upload()

@@ -32,7 +32,11 @@ def send(job_ids: list[str]) -> None:
             )
             sent.append(job_id)
         except Exception:
-            log.warning("could not send job %s to the broker; the sweep will retry", job_id)
+            log.warning(
+                "could not send job %s to the broker; the sweep will retry",
+                job_id,
+                extra={"job_id": job_id},
+            )
     with session_scope() as session:
         job_state.mark_dispatched(session, sent)
 
@@ -42,7 +46,7 @@ def sweep_once() -> None:
     now = utcnow()
     with session_scope() as session:
         for job_id in job_state.reap_expired_leases(session, now):
-            log.warning("job %s lost its worker; re-queued", job_id)
+            log.warning("job %s lost its worker; re-queued", job_id, extra={"job_id": job_id})
     sent_before = now - timedelta(seconds=settings.redispatch_after_seconds)
     with session_scope() as session:
         job_ids = job_state.jobs_to_dispatch(session, sent_before)
