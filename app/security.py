@@ -83,6 +83,28 @@ API_ONLY_HEADERS = [
 ]
 
 
+# The dashboard's pages: code, styles and API calls from this origin only, nothing inline, no
+# framing; images from here or `data:` (the favicon); `form-action 'none'` so that the key form
+# can never be sent as a URL. Revalidated on every load, so a new release's scripts are never
+# mixed with cached old ones.
+UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+UI_HEADERS = [
+    (b"content-security-policy", UI_CSP.encode()),
+    (b"cache-control", b"no-cache"),
+]
+
+
+def _extra_headers(path: str) -> list[tuple[bytes, bytes]]:
+    if path.startswith("/v1"):
+        return SECURITY_HEADERS + API_ONLY_HEADERS
+    if path == "/ui" or path.startswith("/ui/"):
+        return SECURITY_HEADERS + UI_HEADERS
+    return SECURITY_HEADERS
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -90,7 +112,7 @@ class SecurityHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        extra = SECURITY_HEADERS + (API_ONLY_HEADERS if scope["path"].startswith("/v1") else [])
+        extra = _extra_headers(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -86,6 +86,27 @@ class Stack:
         self.processes.append(worker)
         return worker
 
+    def restart_api(self) -> None:
+        """Kill the API server (-9) and start another on the same port; wait until it is ready."""
+        api, port = self.processes[0], self.base_url.rsplit(":", 1)[1]
+        os.killpg(api.pid, signal.SIGKILL)
+        api.wait()
+        args = ["uvicorn", "app.main:app", "--port", port]
+        self.processes[0] = _spawn(args, self.env, self.root / "api-restarted.log")
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the API did not become ready:\n{self.logs()}")
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -146,13 +167,5 @@ def start_stack(
     # The tenant tests and benchmarks act as: its request rate is no limit on a benchmark.
     key = create_tenant_key(env, "--requests-per-minute", "100000000")
     stack = Stack(f"http://127.0.0.1:{port}", env, root, [api, worker], key)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{stack.base_url}/readyz", timeout=2).status_code == 200:
-                return stack
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    stack.stop()
-    raise RuntimeError(f"the API did not become ready:\n{stack.logs()}")
+    stack.wait_ready()
+    return stack

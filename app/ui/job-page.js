@@ -1,0 +1,207 @@
+// #/jobs/{id}: one job. Its status, progress, spec and metrics; live training curves, events
+// and a log tail, all fed by GET /v1/jobs/{id}/stream; Cancel while it is queued or running;
+// links to the model it started from and the model it made.
+
+import { AuthRequired, apiJson } from "./api.js";
+import { MetricCharts } from "./charts.js";
+import {
+  card,
+  errorBox,
+  facts,
+  h,
+  heading,
+  metricsTable,
+  modelLink,
+  progress,
+  replace,
+  statusBadge,
+  time,
+} from "./dom.js";
+import { openEventStream } from "./stream.js";
+
+const LOG_LINES = 200;
+const ACTIVE = new Set(["queued", "running"]);
+const STREAM_STATES = {
+  connecting: "connecting…",
+  open: "live",
+  reconnecting: "reconnecting…",
+  ended: "final",
+  closed: "closed",
+  failed: "not available",
+};
+
+function resultModel(job) {
+  return job.result_model_id && h("span", { id: "result-model" }, modelLink(job.result_model_id));
+}
+
+export function render(view, { id }) {
+  const jobId = id;
+  let stream = null;
+  let disposed = false;
+  const seenEvents = new Set();
+  let summaryKey = null;
+
+  const title = heading(jobId);
+  // The badge is a live region of its own: the stream state and the button stay put (a button
+  // re-inserted on every progress update would lose the keyboard focus).
+  const badge = h("span", { id: "job-status", role: "status" });
+  const streamState = h("span", { id: "stream-state", class: "stream-state" }, "(connecting…)");
+  const cancel = h(
+    "button",
+    { type: "button", id: "cancel-job", class: "danger", hidden: true, onclick: onCancel },
+    "Cancel job",
+  );
+  const statusLine = h("div", { class: "status-line" }, badge, streamState, cancel);
+  const message = h("div", { class: "message" });
+  const summary = h("div", { class: "summary" });
+  const progressCell = h("span", { id: "job-progress" });
+  const metrics = h("div", { id: "job-metrics" });
+  const chartArea = h("div", { class: "charts", id: "charts" });
+  const noPoints = h("p", { class: "muted" }, "No metric points yet.");
+  const events = h("ol", { class: "events", id: "events" });
+  const log = h("ol", { class: "log", id: "log", tabindex: "0", "aria-label": "Log tail" });
+  const spec = h("pre", { class: "spec" });
+  const charts = new MetricCharts(chartArea);
+
+  function show(job) {
+    title.textContent = job.name || job.id;
+    document.title = `${job.name || job.id} · jobs · tunery`;
+    if (badge.firstElementChild?.dataset.status !== job.status) replace(badge, statusBadge(job.status));
+    view.dataset.status = job.status;
+    cancel.hidden = !ACTIVE.has(job.status);
+    charts.setTotalSteps(job.progress.total_steps);
+    // Progress changes with every status event; the rest is redrawn only when it changes, so
+    // that a link with the keyboard focus is not replaced under it.
+    replace(progressCell, progress(job));
+    const { status, started_at, finished_at, attempt, result_model_id, error, metrics: m } = job;
+    const key = JSON.stringify([status, started_at, finished_at, attempt, result_model_id, error, m]);
+    if (key !== summaryKey) {
+      summaryKey = key;
+      const method = job.spec?.method?.name;
+      replace(
+        summary,
+        facts([
+          ["Id", h("span", { class: "mono" }, job.id)],
+          ["Kind", method ? `${job.kind} · ${method}` : job.kind],
+          ["Progress", progressCell],
+          ["Created", time(job.created_at)],
+          ["Started", time(job.started_at)],
+          ["Finished", time(job.finished_at)],
+          ["Attempt", String(job.attempt)],
+          ["Base model", modelLink(job.spec?.base_model_id)],
+          ["Result model", resultModel(job)],
+          ["Error", job.error && h("span", { class: "error-text" }, `${job.error.type}: ${job.error.message}`)],
+        ]),
+      );
+      const active = ACTIVE.has(job.status);
+      replace(metrics, metricsTable(job.metrics, "Final metrics", active ? "Not until it ends." : "None."));
+      noPoints.textContent = active ? "No metric points yet." : "No metric points.";
+    }
+    const specText = JSON.stringify(job.spec, null, 2);
+    if (spec.textContent !== specText) spec.textContent = specText;
+  }
+
+  function addEvent(event) {
+    if (seenEvents.has(event.id)) return;
+    seenEvents.add(event.id);
+    if (event.type === "status") {
+      events.append(
+        h(
+          "li",
+          {},
+          time(event.time),
+          " ",
+          event.status ? statusBadge(event.status) : null,
+          event.message && event.message !== event.status ? ` ${event.message}` : "",
+        ),
+      );
+      return;
+    }
+    const following = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    const at = new Date(event.time).toLocaleTimeString();
+    log.append(h("li", {}, h("span", { class: "log-time" }, at), " ", event.message));
+    while (log.childElementCount > LOG_LINES) log.firstElementChild.remove();
+    if (following) log.scrollTop = log.scrollHeight;
+  }
+
+  function onEvent(event) {
+    if (disposed) return;
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch {
+      return; // not ours: ignore rather than stop the stream
+    }
+    if (event.type === "status" || event.type === "end") show(data);
+    else if (event.type === "metric") {
+      noPoints.hidden = true;
+      charts.add(data);
+    } else if (event.type === "log") addEvent(data);
+  }
+
+  function onStreamState(state) {
+    if (disposed) return;
+    streamState.textContent = `(${STREAM_STATES[state] ?? state})`;
+    streamState.dataset.state = state;
+    if (state === "ended") stream = null;
+  }
+
+  function onStreamFailed(error) {
+    if (disposed || error instanceof AuthRequired) return;
+    replace(message, errorBox(error));
+  }
+
+  async function onCancel() {
+    cancel.disabled = true;
+    cancel.textContent = "Cancelling…";
+    try {
+      show(await apiJson(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" }));
+      message.replaceChildren();
+    } catch (error) {
+      if (!(error instanceof AuthRequired)) replace(message, errorBox(error));
+    } finally {
+      cancel.disabled = false;
+      cancel.textContent = "Cancel job";
+    }
+  }
+
+  replace(
+    view,
+    h("p", { class: "breadcrumb" }, h("a", { href: "#/jobs" }, "← Jobs")),
+    title,
+    statusLine,
+    message,
+    card("h-summary", "Summary", {}, summary),
+    card("h-metrics", "Metrics", {}, metrics),
+    card("h-curves", "Training curves", { wide: true }, noPoints, chartArea),
+    card("h-events", "Events", {}, events),
+    card("h-log", "Log", {}, log),
+    card(
+      "h-spec",
+      "Spec",
+      { wide: true },
+      h("details", {}, h("summary", {}, "The spec, defaults filled in"), spec),
+    ),
+  );
+
+  (async () => {
+    try {
+      show(await apiJson(`/v1/jobs/${encodeURIComponent(jobId)}`));
+    } catch (error) {
+      if (!disposed && !(error instanceof AuthRequired)) replace(message, errorBox(error));
+      return;
+    }
+    if (disposed) return;
+    stream = openEventStream(`/v1/jobs/${encodeURIComponent(jobId)}/stream`, {
+      onEvent,
+      onState: onStreamState,
+      onFatal: onStreamFailed,
+    });
+  })();
+
+  return () => {
+    disposed = true;
+    stream?.close();
+    charts.destroy();
+  };
+}

@@ -1,0 +1,198 @@
+// #/models/{id}: one model. Name, architecture, metrics, a summary of its card, its lineage,
+// the models made from it, and downloads of each format it has (fetched with the key).
+
+import { AuthRequired, apiJson, download, withQuery } from "./api.js";
+import {
+  bytes,
+  card,
+  errorBox,
+  facts,
+  h,
+  heading,
+  jobLink,
+  madeBy,
+  metricsTable,
+  modelLink,
+  replace,
+  time,
+} from "./dom.js";
+import { lineageChain } from "./lineage.js";
+
+/** The formats GET /v1/models/{id}/download serves for this model (app/services/exports.py). */
+export function formatsOf(model) {
+  const formats = [
+    { format: "safetensors", label: "Weights (safetensors)", file: `${model.id}.safetensors` },
+  ];
+  if (model.task === "classification") {
+    formats.push({ format: "onnx", label: "ONNX", file: `${model.id}.onnx` });
+    formats.push({ format: "archive", label: "Archive (zip with serve.py)", file: `${model.id}.zip` });
+  }
+  if (model.architecture === "hf_encoder") {
+    formats.push({ format: "hf", label: "Hugging Face directory (zip)", file: `${model.id}-hf.zip` });
+  }
+  return formats;
+}
+
+function list(values, empty = "—") {
+  if (!values || values.length === 0) return empty;
+  const shown = values.slice(0, 20).join(", ");
+  return values.length > 20 ? `${shown}, … (${values.length})` : shown;
+}
+
+function datasets(model) {
+  const entries = Object.entries(model.datasets ?? {});
+  if (entries.length === 0) return "—";
+  return h(
+    "ul",
+    { class: "plain" },
+    entries.map(([name, sha]) =>
+      h(
+        "li",
+        {},
+        h("span", { class: "mono" }, name),
+        " ",
+        h("span", { class: "muted" }, sha ? `sha256 ${sha.slice(0, 12)}…` : "built-in"),
+      ),
+    ),
+  );
+}
+
+function downloads(model) {
+  const status = h("p", { class: "download-status", role: "status" });
+  const buttons = formatsOf(model).map(({ format, label, file }) =>
+    h(
+      "button",
+      {
+        type: "button",
+        dataset: { format },
+        onclick: async (event) => {
+          const button = event.currentTarget;
+          button.disabled = true;
+          status.textContent = `Preparing ${label}…`;
+          try {
+            const path = withQuery(`/v1/models/${encodeURIComponent(model.id)}/download`, { format });
+            const saved = await download(path, file);
+            status.textContent = `Saved ${saved.filename} (${bytes(saved.size)}).`;
+          } catch (error) {
+            if (error instanceof AuthRequired) return;
+            replace(status, errorBox(error));
+          } finally {
+            button.disabled = false;
+          }
+        },
+      },
+      `Download ${label}`,
+    ),
+  );
+  return [h("div", { class: "downloads" }, buttons), status];
+}
+
+async function children(model, into) {
+  try {
+    const page = await apiJson(withQuery("/v1/models", { parent_id: model.id, limit: 100 }));
+    replace(
+      into,
+      page.data.length
+        ? h(
+            "ul",
+            { class: "plain" },
+            page.data.map((child) =>
+              h(
+                "li",
+                {},
+                modelLink(child.id, child.name || child.id),
+                " ",
+                h("span", { class: "muted" }, madeBy(child)),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "No model has been made from this one yet."),
+    );
+  } catch (error) {
+    if (!(error instanceof AuthRequired)) replace(into, errorBox(error));
+  }
+}
+
+export function render(view, { id }) {
+  let disposed = false;
+  const message = h("div", { class: "message" });
+  const back = () => h("p", { class: "breadcrumb" }, h("a", { href: "#/models" }, "← Models"));
+  replace(view, back(), heading(id), message);
+
+  (async () => {
+    let model;
+    try {
+      model = await apiJson(`/v1/models/${encodeURIComponent(id)}`);
+    } catch (error) {
+      if (!disposed && !(error instanceof AuthRequired)) replace(message, errorBox(error));
+      return;
+    }
+    if (disposed) return;
+    document.title = `${model.name || model.id} · models · tunery`;
+    const made = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    replace(
+      view,
+      back(),
+      heading(model.name || model.id),
+      h(
+        "p",
+        { class: "subtitle" },
+        `${model.architecture} · ${model.task}`,
+        model.tags.length ? ` · tags: ${model.tags.join(", ")}` : "",
+      ),
+      message,
+      card(
+        "h-lineage",
+        "Lineage",
+        { wide: true },
+        model.lineage.length === 0
+          ? h("p", { class: "muted" }, "Trained from scratch or imported: no ancestors.")
+          : null,
+        lineageChain(model),
+        h("h3", {}, "Made from this model"),
+        made,
+      ),
+      card("h-download", "Download", { wide: true }, downloads(model)),
+      card(
+        "h-card",
+        "Model card",
+        {},
+        facts([
+          ["Id", h("span", { class: "mono" }, model.id)],
+          ["Architecture", model.architecture],
+          ["Params", h("code", {}, JSON.stringify(model.params))],
+          ["Task", model.task],
+          ["Made by", madeBy(model)],
+          ["Input shape", model.input_shape.length ? `[${model.input_shape.join(", ")}]` : "text"],
+          ["Labels", list(model.labels)],
+          ["Features", model.feature_names ? list(model.feature_names) : null],
+          ["Datasets", datasets(model)],
+          ["Source job", jobLink(model.source_job_id)],
+          ["Parent", modelLink(model.parent_model_id)],
+          ["Created", time(model.created_at)],
+          ["Size", bytes(model.size_bytes)],
+          ["sha256", h("span", { class: "mono small" }, model.sha256)],
+        ]),
+      ),
+      card("h-metrics", "Metrics", {}, metricsTable(model.metrics, "Model metrics")),
+      model.spec &&
+        card(
+          "h-spec",
+          "Spec of the job that made it",
+          { wide: true },
+          h(
+            "details",
+            {},
+            h("summary", {}, "Spec"),
+            h("pre", { class: "spec" }, JSON.stringify(model.spec, null, 2)),
+          ),
+        ),
+    );
+    view.dataset.loaded = "true";
+    children(model, made);
+  })();
+
+  return () => {
+    disposed = true;
+  };
+}
