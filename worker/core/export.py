@@ -12,11 +12,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from worker.core.architectures import Network
-from worker.core.artifact import load_classifier, load_weights
+from worker.core.artifact import adapted_backbone, load_classifier, load_weights
 
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
@@ -66,7 +66,8 @@ def export_hf_directory(model_path: Path, out: Path) -> None:
     """An `hf_encoder` model as a Hugging Face directory: `config.json`, `model.safetensors`
     and `tokenizer.json` load with `AutoModel`/`AutoTokenizer.from_pretrained`; features are the
     mean of the last hidden states over real tokens. A classifier's head is `head.safetensors`
-    (`weight`, `bias`), its labels in `model_card.json`."""
+    (`weight`, `bias`), its labels in `model_card.json`. A model that kept its LoRA adapter
+    apart also gets `adapter/` in peft's format, to apply to the base model."""
     loaded = load_weights(model_path)
     card = loaded.card
     if card["architecture"] != "hf_encoder":
@@ -81,3 +82,7 @@ def export_hf_directory(model_path: Path, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(card["params"]["config"], indent=2))
     (out / "tokenizer.json").write_text(card["tokenizer"])
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    if "adapter" in card:  # also the adapter alone, for peft: PeftModel.from_pretrained(base, dir)
+        adapted = adapted_backbone(card, load_file(str(model_path)))
+        # Embedding layers are not adapted; "auto" would ask the hub whether they changed.
+        adapted.encoder.save_pretrained(str(out / "adapter"), save_embedding_layers=False)

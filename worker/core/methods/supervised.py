@@ -36,6 +36,12 @@ class Params(BaseModel):
     )
     lora_alpha: float = Field(16.0, gt=0, le=1024)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_merge: bool = Field(
+        True,
+        description="`false`: keep the adapter apart: the model stores only the adapter and "
+        "head, and is rebuilt on its base directory when loaded (the download carries the "
+        "adapter in peft's format too).",
+    )
 
 
 def run(ctx: RunContext) -> TrainResult:
@@ -90,8 +96,13 @@ def run(ctx: RunContext) -> TrainResult:
         frozen,
     )
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapter = None
     if params.lora_rank is not None:
-        hf_encoder.merge_lora(trunk.backbone)
+        if params.lora_merge:
+            hf_encoder.merge_lora(trunk.backbone)
+        else:
+            adapter = {"rank": params.lora_rank, "alpha": params.lora_alpha,
+                       "dropout": params.lora_dropout}  # fmt: skip
     tested = classify(model, test, hp.batch_size, device)
     ctx.events.metric("accuracy", "test", tested["accuracy"], result.step, result.epochs_run)
     metrics = {
@@ -106,4 +117,6 @@ def run(ctx: RunContext) -> TrainResult:
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     card = trunk.card | {"task": "classification", "labels": list(dataset.labels)}
+    if adapter is not None:
+        card["adapter"] = adapter
     return TrainResult(model.cpu(), card | {"metrics": metrics})
