@@ -1,7 +1,332 @@
-"""The `tunery` command."""
+"""The `tunery` command: jobs, datasets and models through the API (`TUNERY_URL`,
+`TUNERY_API_KEY`), and `tunery admin` for tenants and keys, on the server's database.
 
-from app.cli import cli
+`--json` prints one JSON document on stdout and nothing else there; progress bars and errors
+go to stderr. Exit codes: 0 success; 1 the API refused (its problem on stderr) or could not
+be reached; 2 bad usage; 3 the watched job failed; 4 it was cancelled; 130 interrupted.
+"""
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from pydantic_core import to_jsonable_python
+from rich.console import RenderableType
+from rich.live import Live
+from rich.markup import escape
+
+from app.cli import admin
+from tunery import _render
+from tunery._operations import DatasetTask, Kind, ModelFormat, Status
+from tunery.client import Client
+from tunery.errors import APIError, TuneryError
+from tunery.types import Job
+
+EXIT_ERROR, EXIT_FAILED, EXIT_CANCELLED, EXIT_INTERRUPTED = 1, 3, 4, 130
+EXIT_BY_STATUS = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="tunery: train PyTorch models over HTTP.",
+    pretty_exceptions_enable=False,
+)
+jobs = typer.Typer(no_args_is_help=True, help="Submit, follow and cancel training jobs.")
+datasets = typer.Typer(no_args_is_help=True, help="Upload and list datasets.")
+models = typer.Typer(no_args_is_help=True, help="List, download and call trained models.")
+app.add_typer(jobs, name="jobs")
+app.add_typer(datasets, name="datasets")
+app.add_typer(models, name="models")
+app.add_typer(admin, name="admin")
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON only (one document).")]
+Limit = Annotated[int, typer.Option(min=1, help="Show at most this many, newest first.")]
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str | None
+    api_key: str | None
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(envvar="TUNERY_URL", help="The API (default http://127.0.0.1:8000)."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="TUNERY_API_KEY", help="Your API key.", show_default=False)
+    ] = None,
+) -> None:
+    ctx.obj = Settings(url, api_key)
+
+
+def _client(ctx: typer.Context) -> Client:
+    return ctx.with_resource(Client(ctx.obj.url, ctx.obj.api_key))
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable_python(data), indent=2) + "\n")
+
+
+def _show(as_json: bool, data: Any, human: Callable[[], RenderableType]) -> None:
+    """`data` as JSON, or what `human` makes as text."""
+    if as_json:
+        _print_json(data)
+    else:
+        _render.console().print(human())
+
+
+# Jobs
+
+
+def _load_spec(file: Path, assignments: list[str]) -> dict[str, Any]:
+    try:
+        text = file.read_text()
+        spec = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise typer.BadParameter(str(error), param_hint="SPEC") from None
+    if not isinstance(spec, dict):
+        raise typer.BadParameter("a job spec is a mapping (kind, model, data, ...)", "SPEC")
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not (equals and key):
+            raise typer.BadParameter(f"{assignment!r} is not KEY=VALUE", param_hint="--set")
+        *parents, last = key.split(".")
+        node = spec
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise typer.BadParameter(f"{key}: {part} is not a mapping", param_hint="--set")
+        node[last] = yaml.safe_load(value)
+    return spec
+
+
+def _watch(client: Client, job: Job, as_json: bool) -> NoReturn:
+    """Follow the job to its end, then exit with its outcome's code."""
+    out = _render.console(stderr=as_json)
+    monitor = _render.JobMonitor(job)
+    # On a terminal the bar and table redraw in place; in a log, events are lines.
+    live = Live(monitor, console=out, transient=True, refresh_per_second=4)
+    try:
+        with live if out.is_terminal else nullcontext():
+            for event in client.jobs.stream(job.id):
+                if event.type == "metric":
+                    monitor.add(event.data)
+                elif event.type == "log":
+                    out.print(_render.event_line(event.data))
+                else:
+                    monitor.update(event.data)
+    except KeyboardInterrupt:
+        out.print(f"stopped watching; {job.id} goes on (tunery jobs cancel {job.id} stops it)")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    out.print(monitor.metrics_table())
+    out.print(monitor.summary())
+    if as_json:
+        _print_json(monitor.job)
+    raise typer.Exit(EXIT_BY_STATUS[monitor.job.status])
+
+
+@jobs.command("submit")
+def jobs_submit(
+    ctx: typer.Context,
+    spec: Annotated[
+        Path, typer.Argument(help="A job spec, YAML or JSON.", exists=True, dir_okay=False)
+    ],
+    watch: Annotated[bool, typer.Option(help="Follow it live until it ends.")] = False,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a field, e.g. --set base_model_id=model_... "
+            "--set hyperparameters.epochs=3 (the value is read as YAML).",
+        ),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Submit a job. With --watch, exit 0 only if it succeeds (3: failed, 4: cancelled)."""
+    client = _client(ctx)
+    job = client.jobs.create(_load_spec(spec, assignments or []))
+    if watch:
+        _watch(client, job, as_json)
+    _show(as_json, job, lambda: f"submitted {job.id} ({job.status})")
+
+
+@jobs.command("watch")
+def jobs_watch(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
+    """Follow a job live until it ends; the exit code says how (as `submit --watch`)."""
+    client = _client(ctx)
+    _watch(client, client.jobs.get(job_id), as_json)
+
+
+@jobs.command("list")
+def jobs_list(
+    ctx: typer.Context,
+    status: Annotated[Status | None, typer.Option(help="Only jobs in this state.")] = None,
+    kind: Annotated[Kind | None, typer.Option(help="Only jobs of this kind.")] = None,
+    limit: Limit = 20,
+    as_json: Json = False,
+) -> None:
+    """Your jobs, newest first."""
+    found = list(islice(_client(ctx).jobs.list(status, kind, page_size=min(limit, 100)), limit))
+    _show(as_json, found, lambda: _render.jobs_table(found))
+
+
+@jobs.command("show")
+def jobs_show(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
+    """A job: status, progress, metrics, error, model (--json: with its whole spec)."""
+    job = _client(ctx).jobs.get(job_id)
+    _show(as_json, job, lambda: _render.job_details(job))
+
+
+@jobs.command("cancel")
+def jobs_cancel(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
+    """Cancel a queued or running job."""
+    job = _client(ctx).jobs.cancel(job_id)
+    _show(as_json, job, lambda: f"{job.id} {job.status}")
+
+
+@jobs.command("logs")
+def jobs_logs(
+    ctx: typer.Context,
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the job ends.")] = False,
+    as_json: Json = False,
+) -> None:
+    """A job's events: status changes and log lines."""
+    client = _client(ctx)
+    events: Iterable[Any] = (
+        (e.data for e in client.jobs.stream(job_id) if e.type == "log")
+        if follow
+        else client.jobs.events(job_id)
+    )
+    if as_json:
+        _print_json(list(events))
+        return
+    out = _render.console()
+    for event in events:
+        out.print(_render.event_line(event))
+
+
+# Datasets
+
+
+@datasets.command("upload")
+def datasets_upload(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file.")],
+    name: Annotated[str | None, typer.Option(help="Default: the file's name.")] = None,
+    task: Annotated[DatasetTask, typer.Option()] = "classification",
+    label_column: Annotated[str, typer.Option(help="csv/parquet: the label's column.")] = "label",
+    as_json: Json = False,
+) -> None:
+    """Upload a dataset: .npz, .csv, .parquet, .jsonl or a .zip of image folders."""
+    progress = _render.console(stderr=True).is_terminal
+    dataset = _client(ctx).datasets.upload(path, name, task, label_column, progress=progress)
+    _show(as_json, dataset, lambda: _render.datasets_table([dataset]))
+
+
+@datasets.command("list")
+def datasets_list(ctx: typer.Context, limit: Limit = 20, as_json: Json = False) -> None:
+    """Your datasets, newest first."""
+    found = list(islice(_client(ctx).datasets.list(page_size=min(limit, 100)), limit))
+    _show(as_json, found, lambda: _render.datasets_table(found))
+
+
+# Models
+
+
+@models.command("list")
+def models_list(
+    ctx: typer.Context,
+    parent: Annotated[str | None, typer.Option(help="Only models made from this one.")] = None,
+    limit: Limit = 20,
+    as_json: Json = False,
+) -> None:
+    """Your models, newest first."""
+    found = list(islice(_client(ctx).models.list(parent, page_size=min(limit, 100)), limit))
+    _show(as_json, found, lambda: _render.models_table(found))
+
+
+@models.command("download")
+def models_download(
+    ctx: typer.Context,
+    model_id: str,
+    format: Annotated[ModelFormat, typer.Option(help="archive: ONNX + serve.py.")] = "safetensors",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="A file or a directory.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Download a model's weights (safetensors, its card inside), ONNX, or an archive."""
+    progress = _render.console(stderr=True).is_terminal
+    saved = _client(ctx).models.download(model_id, format, output, progress=progress)
+    summary = {"path": str(saved), "format": format, "size_bytes": saved.stat().st_size}
+    _show(as_json, summary, lambda: f"saved {escape(str(saved))} ({summary['size_bytes']} bytes)")
+
+
+def _inputs(value: str) -> Any:
+    """A JSON file, an .npy file, or JSON itself: a batch, or `{"inputs": batch}`."""
+    file = Path(value)
+    try:
+        if file.suffix == ".npy" and file.is_file():
+            import numpy as np  # only for this; the rest of the command runs without it
+
+            return np.load(file, allow_pickle=False)
+        parsed = json.loads(file.read_text() if file.is_file() else value)
+    except (OSError, ValueError) as error:
+        raise typer.BadParameter(str(error), param_hint="--input") from None
+    return parsed["inputs"] if isinstance(parsed, dict) and "inputs" in parsed else parsed
+
+
+@models.command("predict")
+def models_predict(
+    ctx: typer.Context,
+    model_id: str,
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input", "-i", help='JSON (a batch, or {"inputs": batch}), a .json or .npy file.'
+        ),
+    ],
+    embeddings: Annotated[bool, typer.Option(help="Return the embeddings too.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Predict on a batch of raw inputs."""
+    answer = _client(ctx).models.predict(model_id, _inputs(input), return_embeddings=embeddings)
+    _show(as_json, answer, lambda: _render.predictions_table(answer))
+
+
+# Errors
+
+
+def _problem_lines(error: TuneryError) -> Iterator[str]:
+    if not isinstance(error, APIError):
+        yield f"error: {error}"
+        return
+    yield f"error: {error.status} {error.title}"
+    if error.errors:
+        for field in error.errors:
+            yield f"  {field.get('field')}: {field.get('message')}"
+    elif error.detail:
+        yield f"  {error.detail}"
+    if error.status == 401:
+        yield "  (the key is read from --api-key or TUNERY_API_KEY)"
 
 
 def main() -> None:
-    cli()
+    try:
+        app()
+    except TuneryError as error:
+        for line in _problem_lines(error):
+            print(line, file=sys.stderr)
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,175 @@
+"""The installed `tunery` command, run as a subprocess against a live stack (a real API server
+and Celery worker on Postgres and Redis), and the example specs it ships with."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import TypeAdapter
+
+from tests.live import postgres_redis_stack
+from worker.core.spec import JobSpec
+from worker.core.validation import check_spec
+
+pytestmark = pytest.mark.e2e
+
+TUNERY = Path(sys.executable).parent / "tunery"
+EXAMPLES = sorted(Path("examples").glob("*.yaml"))
+PRETRAIN = "examples/pretrain-digits-autoencoder.yaml"
+FINETUNE = "examples/finetune-digits-few-labels.yaml"
+# What a finetune from a pretrained digits CNN checks against: the base model's card.
+DIGITS_CNN_CARD = {"architecture": "cnn", "input_shape": [1, 28, 28]}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_is_a_valid_spec(example):
+    spec = TypeAdapter(JobSpec).validate_python(yaml.safe_load(example.read_text()))
+    base_card = DIGITS_CNN_CARD if getattr(spec, "base_model_id", None) else None
+    assert check_spec(spec, base_card) == []
+
+
+def test_examples_cover_each_kind_and_text():
+    specs = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    assert {s["kind"] for s in specs} == {"pretrain", "finetune", "adapt"}
+    assert any(s.get("model", {}).get("architecture") == "hf_encoder" for s in specs)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with postgres_redis_stack(tmp_path_factory.mktemp("cli"), "cli") as stack:
+        yield stack
+
+
+def tunery(stack, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TUNERY_URL": stack.base_url, "TUNERY_API_KEY": key or stack.key}
+    return subprocess.run(
+        [str(TUNERY), *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def as_json(done: subprocess.CompletedProcess):
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def pretrained(stack) -> dict:
+    """A pretraining job run by `jobs submit --watch --json`: the final job."""
+    done = tunery(
+        stack, "jobs", "submit", PRETRAIN, "--watch", "--json",
+        "--set", "hyperparameters.epochs=1", "--set", "name=cli-pretrain",
+    )  # fmt: skip
+    job = as_json(done)  # stdout is the job alone; the live display went to stderr
+    assert job["status"] == "succeeded", done.stderr
+    return job
+
+
+@pytest.fixture(scope="module")
+def finetuned(stack, pretrained) -> subprocess.CompletedProcess:
+    """A classifier fine-tuned from the pretrained base, by `jobs submit --watch` as a person
+    would run it: the live display on stdout."""
+    return tunery(
+        stack, "jobs", "submit", FINETUNE, "--watch",
+        "--set", f"base_model_id={pretrained['result_model_id']}",
+        "--set", "hyperparameters.epochs=2",
+    )  # fmt: skip
+
+
+def test_submit_watch_succeeds_and_prints_metrics(finetuned):
+    assert finetuned.returncode == 0, finetuned.stdout + finetuned.stderr
+    lines = finetuned.stdout.splitlines()
+    assert any("split" in line and "metric" in line and "value" in line for line in lines)
+    assert any("test" in line and "accuracy" in line for line in lines)
+    assert "succeeded" in lines[-1]
+
+
+def test_json_on_list_show_logs(stack, pretrained):
+    listed = as_json(tunery(stack, "jobs", "list", "--json", "--limit", "1"))
+    assert len(listed) == 1 and listed[0]["status"] in ("succeeded", "queued", "running")
+    assert pretrained["id"] in [j["id"] for j in as_json(tunery(stack, "jobs", "list", "--json"))]
+    shown = as_json(tunery(stack, "jobs", "show", pretrained["id"], "--json"))
+    assert (shown["id"], shown["spec"]["name"]) == (pretrained["id"], "cli-pretrain")
+    logs = as_json(tunery(stack, "jobs", "logs", pretrained["id"], "--json"))
+    assert [e["status"] for e in logs if e["type"] == "status"] == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    followed = as_json(tunery(stack, "jobs", "logs", pretrained["id"], "--follow", "--json"))
+    assert followed == logs
+    models = as_json(tunery(stack, "models", "list", "--json"))
+    assert pretrained["result_model_id"] in [m["id"] for m in models]
+
+    human = tunery(stack, "jobs", "show", pretrained["id"])
+    assert human.returncode == 0 and "succeeded" in human.stdout
+
+
+def test_failed_and_cancelled_jobs_exit_non_zero(stack):
+    failing = tunery(
+        stack, "jobs", "submit", PRETRAIN, "--watch",
+        "--set", "resources.max_runtime_seconds=1", "--set", "hyperparameters.epochs=200",
+    )  # fmt: skip
+    assert failing.returncode == 3, failing.stdout + failing.stderr
+    assert "max_runtime_seconds" in failing.stdout
+
+    job = as_json(
+        tunery(stack, "jobs", "submit", PRETRAIN, "--json", "--set", "hyperparameters.epochs=200")
+    )
+    env = {**os.environ, "TUNERY_URL": stack.base_url, "TUNERY_API_KEY": stack.key}
+    with subprocess.Popen(
+        [str(TUNERY), "jobs", "watch", job["id"]], env=env, stdout=subprocess.PIPE, text=True
+    ) as watching:
+        assert as_json(tunery(stack, "jobs", "cancel", job["id"], "--json"))["status"] == (
+            "cancelled"
+        )
+        assert watching.wait(timeout=60) == 4
+
+
+def test_bad_spec_prints_the_field_and_fails(stack, tmp_path):
+    done = tunery(stack, "jobs", "submit", PRETRAIN, "--set", "hyperparameters.epochs=0")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "422" in done.stderr
+    assert "hyperparameters.epochs: Input should be greater than or equal to 1" in done.stderr
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**yaml.safe_load(Path(PRETRAIN).read_text()), "model": {}}))
+    done = tunery(stack, "jobs", "submit", str(spec), "--json")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "model.architecture" in done.stderr
+
+    missing = tunery(stack, "jobs", "show", "job_missing")
+    assert missing.returncode == 1 and "no job with id 'job_missing'" in missing.stderr
+    stranger = tunery(stack, "jobs", "list", key="tunery_not-a-key")
+    assert stranger.returncode == 1 and "401" in stranger.stderr
+
+
+def test_datasets_and_models_commands(stack, pretrained, finetuned, tmp_path):
+    from tests.files import cancer_csv
+    from worker.core.data import load_dataset
+
+    csv = tmp_path / "cancer.csv"
+    csv.write_bytes(cancer_csv(100))
+    uploaded = as_json(tunery(stack, "datasets", "upload", str(csv), "--name", "c", "--json"))
+    assert (uploaded["name"], uploaded["num_examples"]) == ("c", 100)
+    assert uploaded["id"] in [d["id"] for d in as_json(tunery(stack, "datasets", "list", "--json"))]
+
+    parent = pretrained["result_model_id"]
+    assert finetuned.returncode == 0
+    [model] = as_json(tunery(stack, "models", "list", "--parent", parent, "--json"))
+    model_id = model["id"]
+    saved = as_json(tunery(stack, "models", "download", model_id, "-o", str(tmp_path), "--json"))
+    assert Path(saved["path"]).parent == tmp_path
+    assert Path(saved["path"]).stat().st_size == saved["size_bytes"] > 0
+
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(
+        json.dumps({"inputs": load_dataset("builtin:digits").splits["test"].x[:3].tolist()})
+    )
+    answer = as_json(tunery(stack, "models", "predict", model_id, "--input", str(inputs), "--json"))
+    assert len(answer["predictions"]) == 3 and answer["labels"] == [str(d) for d in range(10)]
+    empty = tunery(stack, "models", "predict", model_id, "-i", "[]")
+    assert empty.returncode == 1 and "inputs" in empty.stderr  # the field at fault is named
