@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +171,25 @@ def start_stack(
     stack = Stack(f"http://127.0.0.1:{port}", env, root, [api, worker], key)
     stack.wait_ready()
     return stack
+
+
+@contextmanager
+def postgres_redis_stack(
+    root: Path, name: str, concurrency: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """A stack in the production setup, on a fresh Postgres database (dropped afterwards) and
+    a queue of its own on Redis."""
+    tag = uuid.uuid4().hex[:8]
+    database = f"tunery_{name}_{tag}"
+    create_postgres_database(database)
+    try:
+        stack = start_stack(
+            root, postgres_url(database), "redis://127.0.0.1:6379/0", f"tunery-{name}-{tag}",
+            concurrency, extra_env,
+        )  # fmt: skip
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        drop_postgres_database(database)

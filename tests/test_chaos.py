@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from datetime import datetime
 
 import httpx
 import pytest
 import redis
 
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.stack import postgres_redis_stack
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
 
@@ -27,24 +26,14 @@ FIGURES: list[str] = []  # recovery figures, printed at the end for docs/RELIABI
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_chaos_{tag}"
-    create_postgres_database(database)
-    stack = start_stack(
-        tmp_path_factory.mktemp("chaos"),
-        postgres_url(database),
-        "redis://127.0.0.1:6379/0",
-        queue=f"tunery-chaos-{tag}",
-        # A short lease and re-dispatch delay, so that recovery takes seconds, not minutes.
-        extra_env={
-            "TUNERY_CHECKPOINT_EVERY_STEPS": str(EVERY),
-            "TUNERY_LEASE_SECONDS": "4",
-            "TUNERY_REDISPATCH_AFTER_SECONDS": "3",
-        },
-    )
-    yield stack
-    stack.stop()
-    drop_postgres_database(database)
+    # A short lease and re-dispatch delay, so that recovery takes seconds, not minutes.
+    settings = {
+        "TUNERY_CHECKPOINT_EVERY_STEPS": str(EVERY),
+        "TUNERY_LEASE_SECONDS": "4",
+        "TUNERY_REDISPATCH_AFTER_SECONDS": "3",
+    }
+    with postgres_redis_stack(tmp_path_factory.mktemp("chaos"), "chaos", extra_env=settings) as s:
+        yield s
     print("\n" + "\n".join(FIGURES))  # shown with -s: the figures in docs/RELIABILITY.md
 
 

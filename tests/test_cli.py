@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from tests.live import postgres_redis_stack
+from tests.stack import postgres_redis_stack
 from worker.core.spec import JobSpec
 from worker.core.validation import check_spec
 

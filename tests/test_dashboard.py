@@ -10,14 +10,13 @@ import hashlib
 import json
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.stack import postgres_redis_stack
 from tests.test_core import DIGITS_CNN
 
 pytestmark = pytest.mark.e2e
@@ -53,19 +52,8 @@ document.addEventListener("securitypolicyviolation", (e) =>
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_ui_{tag}"
-    create_postgres_database(database)
-    stack = start_stack(
-        tmp_path_factory.mktemp("dashboard"),
-        postgres_url(database),
-        "redis://127.0.0.1:6379/0",
-        queue=f"tunery-ui-{tag}",
-        concurrency=2,
-    )
-    yield stack
-    stack.stop()
-    drop_postgres_database(database)
+    with postgres_redis_stack(tmp_path_factory.mktemp("dashboard"), "ui", concurrency=2) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.stack import postgres_redis_stack
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
 
@@ -120,19 +120,10 @@ def test_metrics_needs_no_key_while_v1_still_does(client):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_observability_{tag}"
-    create_postgres_database(database)
-    stack = start_stack(
-        tmp_path_factory.mktemp("observability"),
-        postgres_url(database),
-        "redis://127.0.0.1:6379/0",
-        queue=f"tunery-observability-{tag}",
-        extra_env={"TUNERY_LOG_FORMAT": "json"},
-    )
-    yield stack
-    stack.stop()
-    drop_postgres_database(database)
+    settings = {"TUNERY_LOG_FORMAT": "json"}
+    root = tmp_path_factory.mktemp("observability")
+    with postgres_redis_stack(root, "observability", extra_env=settings) as stack:
+        yield stack
 
 
 def json_records(path: Path) -> list[dict]:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.files import cancer_csv
-from tests.live import postgres_redis_stack
-from tests.stack import free_port
+from tests.stack import free_port, postgres_redis_stack
 from tunery import (
     APIConnectionError,
     AsyncClient,

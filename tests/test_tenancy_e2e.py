@@ -7,13 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.stack import (
-    admin,
-    create_postgres_database,
-    drop_postgres_database,
-    postgres_url,
-    start_stack,
-)
+from tests.stack import admin, postgres_redis_stack
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
 
@@ -23,19 +17,10 @@ QUICK = DIGITS_CNN | {"hyperparameters": {"epochs": 2}}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    database = f"tunery_tenancy_{uuid.uuid4().hex[:8]}"
-    create_postgres_database(database)
-    stack = start_stack(
-        tmp_path_factory.mktemp("tenancy"),
-        postgres_url(database),
-        "redis://127.0.0.1:6379/0",
-        queue=f"tunery-tenancy-{uuid.uuid4().hex[:8]}",
-        concurrency=2,
-        extra_env={"TUNERY_AUTH_CACHE_SECONDS": "1"},
-    )
-    yield stack
-    stack.stop()
-    drop_postgres_database(database)
+    settings = {"TUNERY_AUTH_CACHE_SECONDS": "1"}
+    root = tmp_path_factory.mktemp("tenancy")
+    with postgres_redis_stack(root, "tenancy", concurrency=2, extra_env=settings) as stack:
+        yield stack
 
 
 def test_a_tenant_never_runs_more_jobs_than_its_quota(stack):
