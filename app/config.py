@@ -26,7 +26,12 @@ class Settings(BaseSettings):
     cache_dir: Path = Path("var/cache")
     # Per-attempt scratch directories for trainers, removed when the attempt ends.
     run_dir: Path = Path("var/runs")
+    # The Celery queue of CPU jobs (`resources.device` `auto` or `cpu`), which a worker started
+    # without `-Q` consumes; and of every job while `gpu_queue` is unset.
     queue: str = "training"
+    # The queue of `cuda` jobs, for workers on GPU machines (`celery ... worker -Q <it>`), so that
+    # a CPU-only worker never takes one. Set it alike on the API and every worker.
+    gpu_queue: str | None = None
     # Log records as JSON lines for a log collector (`json`) or as plain lines for a person
     # reading a terminal (`text`); the API and the workers alike.
     log_format: Literal["json", "text"] = "json"

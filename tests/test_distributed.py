@@ -18,7 +18,7 @@ import redis
 import torch
 from safetensors.torch import load_file
 
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.stack import postgres_redis_stack
 from tests.test_e2e import finished, wait_for
 from worker.core.checkpoint import INTERRUPTED_EXIT
 from worker.core.launch import outcome
@@ -191,6 +191,15 @@ def test_a_failure_on_every_rank_exits_1_with_one_error(tmp_path):
     assert [e["error_type"] for e in errors] == ["device_unavailable"]
 
 
+def test_the_launcher_imports_no_web_queue_or_database_library():
+    code = (
+        "import sys, worker.core.launch;"
+        "print(sorted({'fastapi','celery','sqlalchemy','app'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_the_launchers_exit_status_is_the_trainers():
     term, kill = -signal.SIGTERM, -signal.SIGKILL
     assert outcome([INTERRUPTED_EXIT, INTERRUPTED_EXIT]) == INTERRUPTED_EXIT
@@ -242,21 +251,11 @@ def test_validation_refuses_several_processes_where_ranks_would_train_differentl
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A worker that consumes the CPU queue only; `cuda` jobs go to a queue of their own."""
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_distributed_{tag}"
-    create_postgres_database(database)
-    gpu_queue = f"tunery-distributed-gpu-{tag}"
-    stack = start_stack(
-        tmp_path_factory.mktemp("distributed"),
-        postgres_url(database),
-        "redis://127.0.0.1:6379/0",
-        queue=f"tunery-distributed-cpu-{tag}",
-        extra_env={"TUNERY_GPU_QUEUE": gpu_queue},
-    )
-    yield stack
-    stack.stop()
+    gpu_queue = f"tunery-distributed-gpu-{uuid.uuid4().hex[:8]}"
+    root = tmp_path_factory.mktemp("distributed")
+    with postgres_redis_stack(root, "distributed", extra_env={"TUNERY_GPU_QUEUE": gpu_queue}) as s:
+        yield s
     redis.Redis.from_url("redis://127.0.0.1:6379/0").delete(gpu_queue)
-    drop_postgres_database(database)
 
 
 @pytest.mark.e2e

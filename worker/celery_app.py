@@ -34,7 +34,11 @@ celery_app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,
+    # A worker started without `-Q` consumes this queue only: CPU jobs, and every job while
+    # TUNERY_GPU_QUEUE is unset. GPU machines run `-Q <TUNERY_GPU_QUEUE>`; app.services.dispatch
+    # routes each job (docs/WORKER.md, Scale-out). Queues are declared as workers name them.
     task_default_queue=settings.queue,
+    task_create_missing_queues=True,
     # The message survives a worker that dies mid-job; the database's attempt counter bounds
     # the redeliveries, and the claim makes a duplicate delivery a no-op.
     task_acks_late=True,

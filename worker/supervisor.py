@@ -3,6 +3,8 @@ events into the database while renewing the lease, and record the outcome.
 
 The trainer is a fresh interpreter (`python -m worker.core.trainer`), never a fork of this
 process: CUDA cannot be initialised in a forked child, and a separate process can be stopped.
+A job of several processes runs its trainers as ranks under torchrun, through
+`worker.core.launch`, which keeps the single trainer's events channel, signals and exit status.
 """
 
 import contextlib
@@ -173,18 +175,20 @@ def _read_events(stream, events: queue.Queue, job_id: str) -> None:
             )
 
 
-def _launch(attempt: Attempt) -> tuple[subprocess.Popen, threading.Thread]:
+def _trainer_command(run_dir: Path, events_fd: int, processes: int) -> list[str]:
+    trainer = ["-m", "worker.core.trainer", str(run_dir), "--events-fd", str(events_fd)]
+    if processes == 1:
+        return [sys.executable, *trainer]
+    # torchrun, as `worker.core.launch`: one rank per process (and per GPU, on CUDA).
+    launch = ["-m", "worker.core.launch", "--nproc-per-node", str(processes)]
+    return [sys.executable, *launch, *trainer]
+
+
+def _launch(attempt: Attempt, processes: int) -> tuple[subprocess.Popen, threading.Thread]:
     read_fd, write_fd = os.pipe()
     trainer_log = open(attempt.run_dir / "trainer.log", "wb")  # noqa: SIM115 - outlives this call
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker.core.trainer",
-            str(attempt.run_dir),
-            "--events-fd",
-            str(write_fd),
-        ],
+        _trainer_command(attempt.run_dir, write_fd, processes),
         pass_fds=[write_fd],
         stdout=trainer_log,
         stderr=subprocess.STDOUT,
@@ -350,7 +354,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     about = {"job_id": job_id, "attempt": n}
     try:
         checkpoint.fetch()
-        process, reader = _launch(attempt)
+        process, reader = _launch(attempt, spec["resources"].get("processes", 1))
         log.info("job %s attempt %d: trainer %d started", job_id, n, process.pid, extra=about)
         deadline = time.monotonic() + spec["resources"]["max_runtime_seconds"]
         while process.poll() is None:

@@ -4,30 +4,46 @@ The database is the source of truth; a broker message only wakes a worker. A job
 dispatched after its message is sent, and the sweep re-sends queued jobs that were never sent or
 were sent long ago, and re-queues running jobs whose worker stopped renewing its lease.
 Duplicates are harmless: the worker's claim is a conditional UPDATE.
+
+A job goes to the queue of the workers that can run it: `cuda` jobs to `TUNERY_GPU_QUEUE` when it
+is set, every other job to `TUNERY_QUEUE`.
 """
 
 import asyncio
 import logging
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from app.config import get_settings
 from app.db import session_scope
-from app.models import utcnow
+from app.models import Job, utcnow
 from app.services import job_state
 from worker.celery_app import RUN_JOB_TASK, celery_app
 
 log = logging.getLogger(__name__)
 
 
+def queue_for(resources: dict) -> str:
+    """The queue of the workers that can run a job with these `resources`."""
+    settings = get_settings()
+    if resources.get("device") == "cuda" and settings.gpu_queue:
+        return settings.gpu_queue
+    return settings.queue
+
+
 def send(job_ids: list[str]) -> None:
     """Publish one message per job; a job whose send fails stays undispatched for the sweep."""
+    with session_scope() as session:
+        rows = session.execute(select(Job.id, Job.spec).where(Job.id.in_(job_ids))).all()
+    queues = {job_id: queue_for(spec.get("resources", {})) for job_id, spec in rows}
     sent = []
     for job_id in job_ids:
         try:
             celery_app.send_task(
                 RUN_JOB_TASK,
                 args=[job_id],
-                queue=get_settings().queue,
+                queue=queues.get(job_id, get_settings().queue),
                 retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
             )
             sent.append(job_id)

@@ -5,6 +5,10 @@ weights, optimiser, LR schedule, step, the position in the epoch, the early-stop
 and the random generators; a resumed run then equals an uninterrupted one (bitwise on CPU).
 Files are written under a temporary name, synced and renamed, and read back with
 `weights_only=True`: they hold tensors and plain values only, and only files we wrote.
+
+With several ranks (`worker.core.distributed`) every rank calls `save` at the same step, rank 0
+alone writes, and no rank returns before the file is complete: a rank that then exits (75,
+stopped) never leaves a checkpoint half-written behind it. Every rank reads it on resume.
 """
 
 import os
@@ -14,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from worker.core import distributed
 
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped at a checkpoint; run again to resume
 
@@ -31,13 +37,16 @@ class Checkpointing:
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        return torch.load(self.path, weights_only=True)
+        # On the CPU: each rank moves what it loads onto its own device.
+        return torch.load(self.path, map_location="cpu", weights_only=True)
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        with open(partial, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, self.path)
+        if distributed.WORLD.main:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(self.path.name + ".partial")
+            with open(partial, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, self.path)
+        distributed.barrier()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JOB_KINDS = ("pretrain", "finetune", "adapt")
 MAX_RUNTIME_SECONDS = 7 * 24 * 3600
+MAX_PROCESSES = 64  # ranks of one job, on one machine
 
 DatasetName = Annotated[
     str,
@@ -80,8 +81,18 @@ class Hyperparameters(_Strict):
 
 
 class Resources(_Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`cuda` jobs go to the GPU workers' queue, when there is one."
+    )
     max_runtime_seconds: int = Field(24 * 3600, ge=1, le=MAX_RUNTIME_SECONDS)
+    processes: int = Field(
+        1,
+        ge=1,
+        le=MAX_PROCESSES,
+        description="Data-parallel ranks under torchrun, on one machine: each takes its share "
+        "of every batch (`batch_size` stays the global batch) and, on CUDA, a GPU of its own. "
+        "Not every method and architecture can: see docs/WORKER.md.",
+    )
 
 
 class TrainData(_Strict):

@@ -5,6 +5,10 @@ and where to write the new model. The trainer writes the model (safetensors, its
 header) and reports events as JSON lines on the events channel. Exit status: 0 success, 1 a
 deterministic failure (reported as an `error` event first), 75 stopped at a checkpoint after
 SIGTERM (run again to resume); death by a signal is the supervisor's to classify.
+
+A job of several processes runs as one trainer per rank, started by `worker.core.launch`
+(torchrun) with `--events-path`: rank 0 reports every event and writes the model; the other
+ranks report only an error of their own.
 """
 
 import argparse
@@ -15,9 +19,11 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from pydantic import TypeAdapter
 
+from worker.core import distributed
 from worker.core.artifact import CARD_FORMAT, load_weights, save_model
 from worker.core.checkpoint import INTERRUPTED_EXIT, Checkpointing, Interrupted
 from worker.core.data import register_file
@@ -36,7 +42,7 @@ def train(run_dir: Path, events: EventSink) -> None:
         register_file(
             name, Path(upload["path"]), upload["format"], upload["labelled"], upload["label_column"]
         )
-    device = resolve_device(spec.resources.device)
+    device = distributed.join(resolve_device(spec.resources.device, distributed.WORLD.size))
     method = METHODS[spec.method.name]
     checkpointing = None
     if run.get("checkpoint_path"):
@@ -58,20 +64,46 @@ def train(run_dir: Path, events: EventSink) -> None:
         **result.card,
         "created_at": time.time(),
     }
-    save_model(result.model, card, Path(run["output_path"]))
-    events.emit("result", card=card)
+    if distributed.WORLD.main:
+        save_model(result.model, card, Path(run["output_path"]))
+        events.emit("result", card=card)
+
+
+class ErrorsOnly(EventSink):
+    """The events channel of a rank other than 0: its own failure, nothing else."""
+
+    def emit(self, type_: str, **fields: Any) -> None:
+        if type_ == "error":  # short: a line under PIPE_BUF is written whole to the FIFO
+            super().emit(type_, **(fields | {"message": fields["message"][:2000]}))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--events-fd", type=int, default=None)
+    parser.add_argument("--events-path", type=Path, default=None, help="a FIFO, for ranks")
     args = parser.parse_args(argv)
-    stream = os.fdopen(args.events_fd, "w") if args.events_fd is not None else sys.stdout
-    events = EventSink(stream)
+    if args.events_path is not None:
+        stream = open(args.events_path, "w")  # noqa: SIM115 - open until the process ends
+    elif args.events_fd is not None:
+        stream = os.fdopen(args.events_fd, "w")
+    else:
+        stream = sys.stdout
+    events = EventSink(stream) if distributed.WORLD.main else ErrorsOnly(stream)
+    code = _run(args.run_dir, events)
+    if distributed.WORLD.size > 1:
+        # Decided: torchrun's SIGTERM to the ranks still running, once one has exited, must
+        # not turn this exit status into a death by SIGTERM.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
+
+
+def _run(run_dir: Path, events: EventSink) -> int:
     try:
-        train(args.run_dir, events)
+        train(run_dir, events)
+        distributed.leave()
     except Interrupted:
+        distributed.leave()
         return INTERRUPTED_EXIT
     except TrainerError as error:
         events.emit("error", error_type=error.error_type, message=str(error))

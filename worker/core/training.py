@@ -3,6 +3,7 @@
 A method supplies the modules, the loss of one batch and a validation function; `fit` runs
 the epochs with the job's optimiser, LR schedule (warm-up, cosine), gradient clipping, bf16
 autocast on CUDA and early stopping with best-epoch restore, and reports metrics and progress.
+On several ranks (`worker.core.distributed`) each step is the same global batch, shared out.
 """
 
 import copy
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.core import distributed
 from worker.core.checkpoint import Interrupted
 from worker.core.data import Split
 from worker.core.run import RunContext
@@ -38,12 +40,29 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def resolve_device(requested: str) -> torch.device:
+def resolve_device(requested: str, processes: int = 1) -> torch.device:
+    """The device type a job trains on; with several processes on CUDA, one GPU each."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise TrainerError("device_unavailable", "the job asks for cuda; this worker has no GPU")
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda" and processes > torch.cuda.device_count():
+        message = (
+            f"the job asks for {processes} processes, one GPU each; "
+            f"this worker has {torch.cuda.device_count()}"
+        )
+        raise TrainerError("device_unavailable", message)
+    return device
+
+
+def to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A batch onto the training device: on CUDA through pinned memory, without blocking, so
+    the copy overlaps the work queued before it (a method's own `.to(device)` is then a no-op).
+    On the CPU the tensors are left as they are."""
+    if device.type != "cuda":
+        return batch
+    return tuple(t.pin_memory().to(device, non_blocking=True) for t in batch)
 
 
 def build_optimizer(hp: Hyperparameters, param_groups: list[dict]) -> torch.optim.Optimizer:
@@ -129,11 +148,14 @@ def fit(
     metric, mode = monitor
     s = _RunState()
     checkpointing = ctx.checkpointing
+    distributed.seed_ranks(hp.seed)
     saved = checkpointing.load() if checkpointing else None
     if saved is not None:
         s = _resume(saved, model, optimizer, schedule)
         events.log(f"resumed from the checkpoint at step {s.step} (epoch {s.epoch})")
         events.emit("resumed", step=s.step, epoch=s.epoch)
+    # The batch loss, its gradients averaged over the ranks (only with several of them).
+    step_loss = distributed.data_parallel(model, batch_loss, device)
 
     def save_checkpoint() -> None:
         checkpointing.save(
@@ -141,7 +163,7 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                "torch_rng": distributed.rng_states(),
                 "generator": generator.get_state(),
                 "run": s.as_dict(),
             }
@@ -159,10 +181,12 @@ def fit(
             for _ in range(s.batches_done):
                 next(batches)
             generator.set_state(saved["generator"])
-            torch.set_rng_state(saved["torch_rng"])
+            distributed.set_rng_states(saved["torch_rng"])
         for batch in batches:
+            shard, weight = distributed.shard(batch)  # this rank's share; alone, all of it
+            shard = to_device(shard, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = batch_loss(batch, s.step / total_steps)
+                loss = step_loss(shard, s.step / total_steps) * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hp.grad_clip_norm is not None:
@@ -170,18 +194,18 @@ def fit(
             optimizer.step()
             schedule.step()
             s.step, s.batches_done = s.step + 1, s.batches_done + 1
-            s.loss_sum += loss.item()
+            asked_to_stop = checkpointing is not None and checkpointing.stop.is_set()
+            batch_mean_loss, stop = distributed.step_outcome(loss, asked_to_stop)
+            s.loss_sum += batch_mean_loss
             events.progress(s.step, s.epoch, total_steps)
-            if checkpointing and (
-                s.step % checkpointing.every_steps == 0 or checkpointing.stop.is_set()
-            ):
+            if checkpointing and (s.step % checkpointing.every_steps == 0 or stop):
                 save_checkpoint()
-                if checkpointing.stop.is_set():
+                if stop:
                     events.log(f"stopped at a checkpoint at step {s.step}")
                     raise Interrupted(f"stopped at step {s.step}")
         s.train_loss = s.loss_sum / max(1, s.batches_done)
         s.loss_sum, s.batches_done = 0.0, 0
-        validation = validate()
+        validation = distributed.on_main(validate)  # every rank gets rank 0's figures
         events.metric("loss", "train", s.train_loss, s.step, s.epoch)
         for name, value in validation.items():
             events.metric(name, "validation", value, s.step, s.epoch)

@@ -20,6 +20,24 @@ LABELLED_FIELDS = {
     "finetune": ("train", "validation", "test"),
     "adapt": ("source", "target_test"),
 }
+# On several processes each rank computes the loss of its share of the batch, and the step is
+# the single process's only when that loss is a mean over examples drawn without randomness
+# from the data-order generator. These methods and architectures would train differently, so
+# `resources.processes` must stay 1 for them.
+SINGLE_PROCESS_METHODS = {
+    "autoencoder": "its masks and noise come from the data-order generator, drawn per share, so "
+    "the ranks' generators and batch orders would drift apart",
+    "contrastive": "each image's negatives are the rest of its batch (NT-Xent), of which a "
+    "share holds only part; its augmentations come from the data-order generator",
+    "simcse": "each text's negatives are the rest of its batch (NT-Xent), of which a share holds "
+    "only part",
+    "coral": "CORAL compares the feature covariances of the whole batch",
+    "mmd": "MMD compares every pair of the whole batch's features",
+}
+SINGLE_PROCESS_ARCHITECTURES = {
+    "resnet": "BatchNorm would normalise each share by its own statistics (SyncBatchNorm runs "
+    "on GPUs only)",
+}
 
 
 @dataclass(frozen=True)
@@ -156,11 +174,27 @@ def _domain_issues(spec: AdaptSpec, source: DatasetInfo, describe: Describe) -> 
     return issues
 
 
+def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[SpecIssue]:
+    if spec.resources.processes == 1:
+        return []
+    architecture = base_card["architecture"] if base_card else spec.model.architecture
+    issues = []
+    if spec.method.name in SINGLE_PROCESS_METHODS:
+        why = SINGLE_PROCESS_METHODS[spec.method.name]
+        message = f"method {spec.method.name!r} runs on 1 process only: {why}"
+        issues.append(SpecIssue("resources.processes", message))
+    if architecture in SINGLE_PROCESS_ARCHITECTURES:
+        why = SINGLE_PROCESS_ARCHITECTURES[architecture]
+        message = f"architecture {architecture!r} runs on 1 process only: {why}"
+        issues.append(SpecIssue("resources.processes", message))
+    return issues
+
+
 def check_spec(
     spec: Spec, base_card: dict[str, Any] | None = None, describe: Describe = describe_builtin
 ) -> list[SpecIssue]:
     """Every problem with the spec; an empty list means it can run."""
     issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec, describe)
     if not issues:
-        issues = _fit_issues(spec, base_card, describe)
+        issues = _fit_issues(spec, base_card, describe) + _processes_issues(spec, base_card)
     return issues
