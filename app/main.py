@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -74,3 +75,7 @@ def create_app() -> FastAPI:
 
 
 app = create_app()
+# The API imports torch and its model code: some 300,000 long-lived objects that every full
+# garbage collection would walk again (200-300 ms, the p99 of a job read; bench/api.py). Frozen,
+# the collector leaves them alone.
+gc.freeze()

@@ -1,14 +1,14 @@
 """Submitting, listing and cancelling jobs; reading their metrics and events."""
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.db import read_scope
 from app.models import Job, JobEvent, MetricPoint, Model, new_id
 from app.problems import Conflict, InvalidInput, NotFound
-from app.schemas import JobError, JobOut, Progress
-from app.services import datasets, job_state, tenants
-from app.services.pagination import newest_first
+from app.schemas import JobError, JobOut, Page, Progress
+from app.services import datasets, job_state, pagination, tenants
 from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
 from worker.core.validation import SpecIssue, check_spec
 
@@ -50,27 +50,45 @@ def create_job(
     return job
 
 
+# Composed once: composing it anew for each request cost a quarter of a job read's CPU.
+_JOB_OF_TENANT = select(Job).where(
+    Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id")
+)
+
+
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    job = session.scalar(_JOB_OF_TENANT, {"job_id": job_id, "tenant_id": tenant_id})
     if job is None:
         raise NotFound("job", job_id)
     return job
 
 
-def list_jobs(
-    session: Session,
-    tenant_id: str,
-    status: str | None,
-    kind: str | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Job], str | None]:
+def list_query(
+    tenant_id: str, status: str | None, kind: str | None, limit: int, cursor: str | None
+) -> Select:
+    """The statement of one page of the tenant's jobs, newest first."""
     stmt = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if kind is not None:
         stmt = stmt.where(Job.kind == kind)
-    return newest_first(session, stmt, Job, limit, cursor)
+    return pagination.page_query(stmt, Job, limit, cursor)
+
+
+def read_job(tenant_id: str, job_id: str) -> JobOut:
+    """`GET /v1/jobs/{id}`, in a session of its own: one SELECT by primary key and tenant."""
+    with read_scope() as session:
+        return to_out(get_job(session, tenant_id, job_id))
+
+
+def read_jobs_page(
+    tenant_id: str, status: str | None, kind: str | None, limit: int, cursor: str | None
+) -> Page[JobOut]:
+    """`GET /v1/jobs`, in a session of its own: one SELECT."""
+    with read_scope() as session:
+        query = list_query(tenant_id, status, kind, limit, cursor)
+        rows, next_cursor = pagination.page(session, query, limit)
+        return Page(data=[to_out(job) for job in rows], next_cursor=next_cursor)
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
