@@ -39,7 +39,7 @@ def train(spec) -> tuple:
 
 def test_core_imports_no_web_queue_or_database_library():
     code = (
-        "import sys, worker.core.trainer, worker.core.validation;"
+        "import sys, worker.core.trainer, worker.core.validation, worker.core.launch;"
         "print(sorted({'fastapi','celery','sqlalchemy','app'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -191,15 +191,6 @@ def test_a_failure_on_every_rank_exits_1_with_one_error(tmp_path):
     assert [e["error_type"] for e in errors] == ["device_unavailable"]
 
 
-def test_the_launcher_imports_no_web_queue_or_database_library():
-    code = (
-        "import sys, worker.core.launch;"
-        "print(sorted({'fastapi','celery','sqlalchemy','app'} & set(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_the_launchers_exit_status_is_the_trainers():
     term, kill = -signal.SIGTERM, -signal.SIGKILL
     assert outcome([INTERRUPTED_EXIT, INTERRUPTED_EXIT]) == INTERRUPTED_EXIT

@@ -99,11 +99,9 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def _page_in_order(
-    session: Session, entity, tenant_id: str, job_id: str, cursor: str | None, limit: int
-):
-    """Rows of a job's log table in the order they were written, `limit` after `cursor`."""
-    get_job(session, tenant_id, job_id)
+def rows_after(session: Session, entity, job_id: str, cursor: str | None, limit: int):
+    """Rows of a job's log table (its metrics or events) in the order they were written,
+    `limit` after `cursor`; the caller has already found the job in its tenant."""
     stmt = select(entity).where(entity.job_id == job_id)
     if cursor is not None:
         if not cursor.isdigit():
@@ -115,11 +113,13 @@ def _page_in_order(
 
 
 def job_metrics(session: Session, tenant_id: str, job_id: str, cursor: str | None, limit: int):
-    return _page_in_order(session, MetricPoint, tenant_id, job_id, cursor, limit)
+    get_job(session, tenant_id, job_id)
+    return rows_after(session, MetricPoint, job_id, cursor, limit)
 
 
 def job_events(session: Session, tenant_id: str, job_id: str, cursor: str | None, limit: int):
-    return _page_in_order(session, JobEvent, tenant_id, job_id, cursor, limit)
+    get_job(session, tenant_id, job_id)
+    return rows_after(session, JobEvent, job_id, cursor, limit)
 
 
 def to_out(job: Job) -> JobOut:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sse_starlette import ServerSentEvent
 
 from app.db import session_scope
+from app.models import JobEvent, MetricPoint
 from app.problems import InvalidInput
 from app.schemas import EventOut, JobOut, MetricPointOut
 from app.services import jobs
@@ -58,9 +59,9 @@ def _read(tenant_id: str, job_id: str, after: Position) -> _Read:
     """The job, then what was written after `after`: read in this order, so a job seen as
     finished has all its points and events in this same read or an earlier one."""
     with session_scope() as session:
-        job = jobs.to_out(jobs.get_job(session, tenant_id, job_id))
-        points, _ = jobs.job_metrics(session, tenant_id, job_id, str(after.metric_id), BATCH)
-        events, _ = jobs.job_events(session, tenant_id, job_id, str(after.event_id), BATCH)
+        job = jobs.to_out(jobs.get_job(session, tenant_id, job_id))  # the one lookup a poll
+        points, _ = jobs.rows_after(session, MetricPoint, job_id, str(after.metric_id), BATCH)
+        events, _ = jobs.rows_after(session, JobEvent, job_id, str(after.event_id), BATCH)
         return _Read(
             job,
             [(p.id, MetricPointOut.model_validate(p)) for p in points],
