@@ -2,6 +2,7 @@
 
 import io
 import json
+import signal
 import subprocess
 import sys
 
@@ -185,3 +186,112 @@ def test_check_spec_accepts_every_kind():
          "data": {"source": "builtin:digits-rgb", "target": "builtin:digits-m"}},
     ):  # fmt: skip
         assert check_spec(TypeAdapter(JobSpec).validate_python(spec)) == []
+
+
+def test_log_every_steps_reports_the_step_loss_and_learning_rate_of_every_nth_step():
+    hyperparameters = {"epochs": 2, "batch_size": 256, "learning_rate": 0.01}  # 5 steps an epoch
+    every_2nd = spec_of(
+        model={"architecture": "mlp"}, hyperparameters={**hyperparameters, "log_every_steps": 2}
+    )
+    stream = io.StringIO()
+    ctx = RunContext(spec=every_2nd, device=torch.device("cpu"), events=EventSink(stream))
+    supervised.run(ctx)
+    ctx.events.flush()  # as the trainer process does as it exits
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    per_step = [e for e in events if e["type"] == "metric" and e["name"] != "loss"]
+    per_step = [e for e in per_step if e["split"] == "train"]
+    assert [(e["name"], e["step"], e["epoch"]) for e in per_step] == [
+        (name, step, 1 if step <= 5 else 2) for step in (2, 4, 6, 8, 10)
+        for name in ("step_loss", "learning_rate")
+    ]  # fmt: skip
+    assert all(e["value"] == 0.01 for e in per_step if e["name"] == "learning_rate")
+    assert all(0 < e["value"] < 10 for e in per_step if e["name"] == "step_loss")
+
+    _, unset = train(spec_of(model={"architecture": "mlp"}, hyperparameters=hyperparameters))
+    names = {e["name"] for e in unset if e["type"] == "metric"}
+    assert names == {"loss", "accuracy"}
+
+
+def test_event_sink_batches_metric_points_but_never_past_another_event_or_a_flush():
+    stream = io.StringIO()
+    events = EventSink(stream, batch_interval_s=60)
+    events.metric("step_loss", "train", 1.0, 1, 1)  # the first: written at once
+    events.metric("learning_rate", "train", 0.1, 1, 1)  # follows a point: waits
+    events.metric("step_loss", "train", 0.9, 2, 1)
+    assert [json.loads(line)["step"] for line in stream.getvalue().splitlines()] == [1]
+    events.log("a later event of another type")  # the waiting points go first
+    events.metric("step_loss", "train", 0.8, 3, 1)  # follows a log: written at once
+    events.metric("learning_rate", "train", 0.1, 3, 1)  # waits for the flush at exit
+    events.flush()
+    written = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["type"], e.get("name"), e.get("step")) for e in written] == [
+        ("metric", "step_loss", 1), ("metric", "learning_rate", 1), ("metric", "step_loss", 2),
+        ("log", None, None), ("metric", "step_loss", 3), ("metric", "learning_rate", 3),
+    ]  # fmt: skip
+
+
+def test_a_trainer_stopped_by_sigterm_exits_75_with_every_point_it_reported(tmp_path):
+    hyperparameters = {"epochs": 1000, "batch_size": 16, "log_every_steps": 1}
+    spec = {**DIGITS_CNN, "model": {"architecture": "mlp"}, "hyperparameters": hyperparameters}
+    run = {
+        "job_id": "job_x",
+        "model_id": "model_x",
+        "base_model_path": None,
+        "output_path": str(tmp_path / "m.safetensors"),
+        "checkpoint_path": str(tmp_path / "checkpoint.pt"),
+        "checkpoint_every_steps": 1_000_000,
+        "spec": spec,
+    }
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "worker.core.trainer", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in trainer.stdout:  # training, points at every step
+        lines.append(line)
+        if json.loads(line)["type"] == "progress" and len(lines) > 100:
+            break
+    trainer.send_signal(signal.SIGTERM)
+    lines += trainer.stdout.readlines()
+    assert trainer.wait(timeout=60) == 75
+    events = [json.loads(line) for line in lines]
+    assert events[-1]["type"] == "log"
+    assert events[-1]["message"].startswith("stopped at a checkpoint at step ")
+    stopped_at = int(events[-1]["message"].rsplit(" ", 1)[1])
+    steps = [e["step"] for e in events if e["type"] == "metric" and e["name"] == "step_loss"]
+    assert steps == list(range(1, stopped_at + 1))
+    assert [e["time"] for e in events] == sorted(e["time"] for e in events)  # in their order
+
+
+def test_channels_last_trains_the_same_model_in_another_memory_order():
+    hyperparameters = {"epochs": 1, "batch_size": 64, "seed": 5}
+    small = {"architecture": "cnn", "params": {"channels": [4, 8], "hidden": 16}}
+    data = {"train": {"dataset": "builtin:digits", "fraction": 0.3}}
+    plain, _ = train(spec_of(model=small, data=data, hyperparameters=hyperparameters))
+    spec = spec_of(
+        model=small, data=data, hyperparameters={**hyperparameters, "channels_last": True}
+    )
+    reordered, _ = train(spec)
+    convolutions = [p for p in reordered.model.parameters() if p.dim() == 4]
+    assert convolutions and all(
+        p.is_contiguous(memory_format=torch.channels_last) for p in convolutions
+    )
+    assert not convolutions[-1].is_contiguous()  # more than one input channel: another order
+    mine, theirs = reordered.model.state_dict(), plain.model.state_dict()
+    assert all(torch.allclose(mine[name], theirs[name], atol=1e-5) for name in theirs)
+
+
+def test_compile_trains_the_same_model_with_the_same_weight_names():
+    hyperparameters = {"epochs": 1, "batch_size": 128, "seed": 2}
+    # Without dropout: compiled code draws its random numbers differently.
+    mlp = {"architecture": "mlp", "params": {"hidden": [32], "dropout": 0}}
+    data = {"train": {"dataset": "builtin:digits", "fraction": 0.3}}
+    eager, _ = train(spec_of(model=mlp, data=data, hyperparameters=hyperparameters))
+    spec = spec_of(model=mlp, data=data, hyperparameters={**hyperparameters, "compile": True})
+    compiled, _ = train(spec)
+    assert compiled.model._compiled_call_impl is not None  # compiled in place
+    mine, theirs = compiled.model.state_dict(), eager.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.allclose(mine[name], theirs[name], atol=1e-4) for name in theirs)

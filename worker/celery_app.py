@@ -5,7 +5,7 @@ import re
 from typing import TYPE_CHECKING
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
+from celery.signals import celeryd_after_setup, celeryd_init, setup_logging, worker_process_init
 
 from app.config import get_settings
 from app.observability.logs import configure_logging
@@ -87,3 +87,13 @@ def _banner_as_a_record(sender: str, instance: "Worker", **_: object) -> None:
         banner = instance.startup_info(artlines=False) + (instance.extra_info() or "")
         logging.getLogger(__name__).info("%s starting\n%s", sender, banner)
         instance.quiet = True
+
+
+@worker_process_init.connect
+def _warm_the_trainer_zygote(**_: object) -> None:
+    """Each pool process starts its trainers' zygote as it starts, so that its imports are
+    done before the first job, not during it."""
+    if settings.trainer_zygote:
+        from worker import trainer_process
+
+        trainer_process.warm_up()

@@ -12,7 +12,9 @@ from pathlib import Path
 from celery.signals import worker_shutting_down
 
 log = logging.getLogger(__name__)
-TRAINER_MODULE = b"worker.core.trainer"
+# A trainer's command line, whether exec'd (arguments separated by NULs) or forked and titled
+# (`worker.trainer_process`: one string). The zygote's, which imports the module, does not.
+TRAINER_COMMAND = b" -m worker.core.trainer "
 
 
 def _children() -> dict[int, list[int]]:
@@ -37,7 +39,8 @@ def trainers_under(pid: int) -> list[int]:
         for child in children.get(stack.pop(), []):
             stack.append(child)
             try:
-                if TRAINER_MODULE in Path(f"/proc/{child}/cmdline").read_bytes():
+                command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+                if TRAINER_COMMAND in command:
                     found.append(child)
             except OSError:
                 continue

@@ -1,22 +1,20 @@
 """Supervises one attempt of a job: claim it, run the trainer as a child process, relay its
 events into the database while renewing the lease, and record the outcome.
 
-The trainer is a fresh interpreter (`python -m worker.core.trainer`), never a fork of this
-process: CUDA cannot be initialised in a forked child, and a separate process can be stopped.
-A job of several processes runs its trainers as ranks under torchrun, through
-`worker.core.launch`, which keeps the single trainer's events channel, signals and exit status.
+The trainer is a process of its own (`worker.trainer_process`: forked from a warm process
+that has made its imports, or a fresh interpreter), never a fork of this process: CUDA cannot
+be initialised in a forked child, and a separate process can be stopped. A job of several
+processes runs its trainers as ranks under torchrun, through `worker.core.launch`, which keeps
+the single trainer's events channel, signals and exit status.
 """
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import queue
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import TypeAdapter
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
@@ -34,18 +32,14 @@ from app.services import dispatch, job_state
 from app.services.datasets import storage_key
 from app.services.model_files import MODEL_FILE, store_model_file
 from app.storage import ArtifactStore, get_store
+from worker import trainer_process
 from worker.core.checkpoint import INTERRUPTED_EXIT
 from worker.core.data import dataset_names
 from worker.core.spec import JobSpec
+from worker.trainer_process import TrainerProcess
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the trainer before exec: the kernel kills it if the supervisor dies."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -93,14 +87,18 @@ class Attempt:
         return held
 
     def _write(self, events: list[dict]) -> bool:
+        """Renew the lease and, while it is held, store the events in the same transaction.
+
+        Metric points, which a trainer may report at every step (`log_every_steps`), go in
+        with one `COPY` on Postgres, one multi-row INSERT on SQLite: not as ORM objects, which
+        cost 5 times the CPU of COPY (docs/PERFORMANCE.md, Metric ingest)."""
+        columns = ("job_id", "attempt", "step", "epoch", "name", "split", "value", "time")
         points, logs, progress = [], [], {}
         for event in events:
             if event["type"] == "metric":
                 when = datetime.fromtimestamp(event["time"], UTC)
-                fields = {k: event[k] for k in ("name", "split", "value", "step", "epoch")}
-                points.append(
-                    MetricPoint(job_id=self.job_id, attempt=self.attempt, time=when, **fields)
-                )
+                fields = tuple(event[k] for k in ("step", "epoch", "name", "split", "value"))
+                points.append((self.job_id, self.attempt, *fields, when))
             elif event["type"] == "log":
                 logs.append(event["message"])
             elif event["type"] == "progress":
@@ -113,11 +111,28 @@ class Attempt:
             held = job_state.renew_lease(
                 session, self.job_id, self.attempt, self.settings.lease_seconds, **progress
             )
-            if held:
-                session.add_all(points)
-                for message in logs:
-                    job_state.add_event(session, self.job_id, self.attempt, "log", message)
-            return held
+            if not held:
+                return False
+            connection = session.connection()
+            if points and connection.dialect.name == "postgresql":
+                # On the session's own connection, so in its transaction.
+                copy_sql = f"COPY job_metrics ({', '.join(columns)}) FROM STDIN"
+                dbapi_error = connection.dialect.loaded_dbapi.Error
+                try:
+                    with (
+                        connection.connection.driver_connection.cursor() as cursor,
+                        cursor.copy(copy_sql) as copy,
+                    ):
+                        for point in points:
+                            copy.write_row(point)
+                except dbapi_error as error:  # raised as SQLAlchemy would: relay() retries
+                    raise DBAPIError.instance(copy_sql, None, error, dbapi_error) from error
+            elif points:
+                rows = [dict(zip(columns, point, strict=True)) for point in points]
+                session.execute(insert(MetricPoint), rows)
+            for message in logs:
+                job_state.add_event(session, self.job_id, self.attempt, "log", message)
+            return True
 
 
 @dataclass
@@ -175,28 +190,16 @@ def _read_events(stream, events: queue.Queue, job_id: str) -> None:
             )
 
 
-def _trainer_command(run_dir: Path, events_fd: int, processes: int) -> list[str]:
-    trainer = ["-m", "worker.core.trainer", str(run_dir), "--events-fd", str(events_fd)]
-    if processes == 1:
-        return [sys.executable, *trainer]
-    # torchrun, as `worker.core.launch`: one rank per process (and per GPU, on CUDA).
-    launch = ["-m", "worker.core.launch", "--nproc-per-node", str(processes)]
-    return [sys.executable, *launch, *trainer]
-
-
-def _launch(attempt: Attempt, processes: int) -> tuple[subprocess.Popen, threading.Thread]:
+def _launch(attempt: Attempt, processes: int) -> tuple[TrainerProcess, threading.Thread]:
     read_fd, write_fd = os.pipe()
-    trainer_log = open(attempt.run_dir / "trainer.log", "wb")  # noqa: SIM115 - outlives this call
-    process = subprocess.Popen(
-        _trainer_command(attempt.run_dir, write_fd, processes),
-        pass_fds=[write_fd],
-        stdout=trainer_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
+    process = trainer_process.start(
+        attempt.run_dir,
+        write_fd,
+        attempt.run_dir / "trainer.log",
+        processes,
+        attempt.settings.trainer_zygote,
     )
     os.close(write_fd)
-    trainer_log.close()
     reader = threading.Thread(
         target=_read_events,
         args=(os.fdopen(read_fd), attempt.events, attempt.job_id),
@@ -204,18 +207,6 @@ def _launch(attempt: Attempt, processes: int) -> tuple[subprocess.Popen, threadi
     )
     reader.start()
     return process, reader
-
-
-def _stop(process: subprocess.Popen, grace_seconds: float) -> None:
-    """SIGTERM the trainer's process group, then SIGKILL it after the grace period."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _log_tail(run_dir: Path, lines: int = 20) -> str:
@@ -362,7 +353,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
                 process.wait(timeout=settings.heartbeat_seconds)
             checkpoint.upload()
             if not attempt.relay():
-                _stop(process, settings.stop_grace_seconds)
+                trainer_process.stop(process, settings.stop_grace_seconds)
                 log.info(
                     "job %s attempt %d lost the job (cancelled or reaped); trainer stopped",
                     job_id,
@@ -371,7 +362,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
                 )
                 return
             if time.monotonic() > deadline:
-                _stop(process, settings.stop_grace_seconds)
+                trainer_process.stop(process, settings.stop_grace_seconds)
                 with session_scope() as session:
                     limit = spec["resources"]["max_runtime_seconds"]
                     message = f"the job ran past max_runtime_seconds={limit}"

@@ -78,6 +78,26 @@ class Hyperparameters(_Strict):
     mixed_precision: Literal["auto", "bf16", "no"] = Field(
         "auto", description="`auto` trains in bf16 autocast on CUDA, in fp32 on the CPU."
     )
+    channels_last: bool = Field(
+        False,
+        description="Keep images (N, C, H, W) and convolution weights in channels-last memory "
+        "order: faster convolutions on GPUs' tensor cores and in oneDNN on CPUs. No effect on "
+        "models without 4-d tensors.",
+    )
+    compile: bool = Field(
+        False,
+        description="Compile the model with `torch.compile` (TorchInductor) before training: "
+        "faster steps over a long run, after first steps slowed by compilation (seconds to "
+        "minutes). CPU workers need a C++ compiler for it.",
+    )
+    log_every_steps: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Also report the training loss and learning rate of every N-th step "
+        "(metrics `step_loss` and `learning_rate`, split `train`); by default only per-epoch "
+        "figures.",
+    )
 
 
 class Resources(_Strict):

@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         stream = sys.stdout
     events = EventSink(stream) if distributed.WORLD.main else ErrorsOnly(stream)
-    code = _run(args.run_dir, events)
+    try:
+        code = _run(args.run_dir, events)
+    finally:
+        events.flush()  # metric points still batched, whatever the way out
     if distributed.WORLD.size > 1:
         # Decided: torchrun's SIGTERM to the ranks still running, once one has exited, must
         # not turn this exit status into a death by SIGTERM.

@@ -2,7 +2,8 @@
 
 A method supplies the modules, the loss of one batch and a validation function; `fit` runs
 the epochs with the job's optimiser, LR schedule (warm-up, cosine), gradient clipping, bf16
-autocast on CUDA and early stopping with best-epoch restore, and reports metrics and progress.
+autocast on CUDA and early stopping with best-epoch restore, and reports metrics (per epoch;
+with `log_every_steps`, also every N-th step's loss and learning rate) and progress.
 On several ranks (`worker.core.distributed`) each step is the same global batch, shared out.
 """
 
@@ -56,13 +57,27 @@ def resolve_device(requested: str, processes: int = 1) -> torch.device:
     return device
 
 
-def to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+def to_device(
+    batch: tuple[torch.Tensor, ...], device: torch.device, channels_last: bool = False
+) -> tuple[torch.Tensor, ...]:
     """A batch onto the training device: on CUDA through pinned memory, without blocking, so
     the copy overlaps the work queued before it (a method's own `.to(device)` is then a no-op).
-    On the CPU the tensors are left as they are."""
+    On the CPU the tensors stay where they are. Images go channels-last when asked."""
+    if channels_last:
+        batch = tuple(
+            t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch
+        )
     if device.type != "cuda":
         return batch
     return tuple(t.pin_memory().to(device, non_blocking=True) for t in batch)
+
+
+def compile_modules(model: nn.Module) -> None:
+    """`torch.compile` in place (the weights' names unchanged) each module that a method calls:
+    the model, or each member of a container of modules, which is never called itself."""
+    called = model.children() if isinstance(model, nn.ModuleList | nn.ModuleDict) else [model]
+    for module in called:
+        module.compile()
 
 
 def build_optimizer(hp: Hyperparameters, param_groups: list[dict]) -> torch.optim.Optimizer:
@@ -154,6 +169,10 @@ def fit(
         s = _resume(saved, model, optimizer, schedule)
         events.log(f"resumed from the checkpoint at step {s.step} (epoch {s.epoch})")
         events.emit("resumed", step=s.step, epoch=s.epoch)
+    if hp.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if hp.compile:
+        compile_modules(model)
     # The batch loss, its gradients averaged over the ranks (only with several of them).
     step_loss = distributed.data_parallel(model, batch_loss, device)
 
@@ -184,7 +203,7 @@ def fit(
             distributed.set_rng_states(saved["torch_rng"])
         for batch in batches:
             shard, weight = distributed.shard(batch)  # this rank's share; alone, all of it
-            shard = to_device(shard, device)
+            shard = to_device(shard, device, hp.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = step_loss(shard, s.step / total_steps) * weight
             optimizer.zero_grad(set_to_none=True)
@@ -197,6 +216,9 @@ def fit(
             asked_to_stop = checkpointing is not None and checkpointing.stop.is_set()
             batch_mean_loss, stop = distributed.step_outcome(loss, asked_to_stop)
             s.loss_sum += batch_mean_loss
+            if hp.log_every_steps is not None and s.step % hp.log_every_steps == 0:
+                events.metric("step_loss", "train", batch_mean_loss, s.step, s.epoch)
+                events.metric("learning_rate", "train", schedule.get_last_lr()[0], s.step, s.epoch)
             events.progress(s.step, s.epoch, total_steps)
             if checkpointing and (s.step % checkpointing.every_steps == 0 or stop):
                 save_checkpoint()

@@ -1,0 +1,164 @@
+"""How a supervisor starts a trainer process, and stops it.
+
+A fresh interpreter spends about two seconds importing torch, torch._dynamo and scikit-learn
+before a job's first step (`bench/dispatch.py`). So a single-process trainer is forked from a
+warm interpreter that has made those imports and nothing else (`worker.zygote`, one per
+supervising process, started with it). The zygote never trains, never reads a job and never
+initialises CUDA, so each child starts as clean as an exec'd interpreter, on its own scratch
+directory (torch's DataLoader forks its workers likewise). A job of several processes runs
+under torchrun (`worker.core.launch`) from a fresh interpreter, as does every job when
+`TUNERY_TRAINER_ZYGOTE=false`, or while the zygote is busy or cannot be started.
+
+Either way the trainer leads a process group of its own (stopping it stops whatever it
+started), dies with its parent (SIGKILL via PR_SET_PDEATHSIG; the zygote dies with its
+supervisor) and is titled `python -m worker.core.trainer RUN_DIR ...`, which is how a stopping
+worker finds its trainers (`worker.shutdown`).
+"""
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+class TrainerProcess(Protocol):
+    """What a supervisor needs of a trainer, in `subprocess.Popen`'s terms."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def die_with_parent() -> None:
+    """The kernel kills the calling process when its parent dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def trainer_title(argv: list[str]) -> str:
+    return " ".join(["python", "-m", "worker.core.trainer", *argv])
+
+
+def start(
+    run_dir: Path, events_fd: int, log_path: Path, processes: int, zygote: bool
+) -> TrainerProcess:
+    """Start the trainer of `run_dir`, its events on `events_fd`, its output into `log_path`."""
+    with open(log_path, "wb") as output:
+        if processes == 1 and zygote:
+            forked = _ZYGOTE.fork([str(run_dir)], events_fd, output.fileno())
+            if forked is not None:
+                return forked
+        trainer = ["-m", "worker.core.trainer", str(run_dir), "--events-fd", str(events_fd)]
+        if processes > 1:  # torchrun, as `worker.core.launch`: one rank per process (and GPU)
+            trainer = ["-m", "worker.core.launch", "--nproc-per-node", str(processes), *trainer]
+        return subprocess.Popen(
+            [sys.executable, *trainer],
+            pass_fds=[events_fd],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+
+
+def stop(process: TrainerProcess, grace_seconds: float) -> None:
+    """SIGTERM the trainer's process group, then SIGKILL it after the grace period."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def warm_up() -> None:
+    """Start this process's zygote now, so that its imports are done before the first job."""
+    _ZYGOTE.ensure_running()
+
+
+class _Forked:
+    """A trainer forked by the zygote, which reports its exit status."""
+
+    def __init__(self, pid: int, channel: socket.socket, done: threading.Lock) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._channel = channel
+        self._done = done  # released once the exit status is in: the zygote is free
+
+    def poll(self) -> int | None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self.wait(timeout=0)
+        return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            readable, _, _ = select.select([self._channel], [], [], timeout)
+            if not readable:
+                raise subprocess.TimeoutExpired(trainer_title([]), timeout or 0)
+            answer = self._channel.recv(4096)
+            # No answer: the zygote died, and its child with it (PDEATHSIG).
+            self.returncode = json.loads(answer)["returncode"] if answer else -signal.SIGKILL
+            self._done.release()
+        return self.returncode
+
+
+class _Zygote:
+    """This process's `worker.zygote`, started on first use and again if it dies."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._channel: socket.socket | None = None
+        self._free = threading.Lock()  # one trainer at a time; others start fresh
+
+    def ensure_running(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "worker.zygote", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
+        self._channel = ours
+
+    def fork(self, argv: list[str], events_fd: int, log_fd: int) -> _Forked | None:
+        """A trainer forked with these arguments and descriptors; None when the zygote is busy
+        with another or cannot take it."""
+        if not self._free.acquire(blocking=False):
+            return None
+        try:
+            self.ensure_running()
+            request = json.dumps({"argv": argv}).encode()
+            socket.send_fds(self._channel, [request], [events_fd, log_fd])
+            answer = self._channel.recv(4096)  # the pid, once the zygote has made its imports
+            if not answer:
+                raise ConnectionError("the zygote ended")
+        except OSError as error:
+            log.warning("no trainer zygote (%s): starting a fresh interpreter", error)
+            self._process = None
+            self._free.release()
+            return None
+        return _Forked(json.loads(answer)["pid"], self._channel, self._free)
+
+
+_ZYGOTE = _Zygote()
