@@ -11,7 +11,7 @@ Beside each job, in the same run:
   configuration to a worker of its own, timed from just before the publish to the task's start;
 - every tenth job, the trainer started directly (`python -m worker.core.trainer`, no API,
   broker or supervisor) on the same spec: spawn to ready (imports, data, model), to its first
-  step (its first progress event) and to the first metric point; the trainer's imports alone,
+  step (its first progress event); the trainer's imports alone,
   in a process of their own: what a fresh interpreter would cost the job.
 
 Run: `.venv/bin/python -m bench.dispatch` (about 5 minutes on 2 cores).
@@ -119,7 +119,6 @@ class Pinger:
 class TrainerPhases:
     ready_s: float  # spawn to the log line just before training: imports, data, model
     first_step_s: float  # spawn to the first step's progress event
-    first_metric_s: float  # spawn to the first metric point (after the epoch's validation)
 
 
 def _trainer_events(run_dir: Path, command: list[str], env: dict[str, str]) -> list[dict]:
@@ -141,9 +140,7 @@ def direct_trainer(env: dict[str, str]) -> TrainerPhases:
         spawned = time.time()
         command = [sys.executable, "-m", "worker.core.trainer", run_dir]
         events = _trainer_events(Path(run_dir), command, env)
-    return TrainerPhases(
-        *(_first(events, type_) - spawned for type_ in ("log", "progress", "metric"))
-    )
+    return TrainerPhases(*(_first(events, type_) - spawned for type_ in ("log", "progress")))
 
 
 # What a trainer imports: at start-up, then on its way to the first step: sklearn for the
@@ -239,10 +236,6 @@ def report(m: Measurements) -> str:
             [i.dynamo_s for i in m.imports],
         ),
         ("direct trainer: ready → first step done", [d.first_step_s - d.ready_s for d in m.direct]),
-        (
-            "direct trainer: first step → first metric (the epoch's validation)",
-            [d.first_metric_s - d.first_step_s for d in m.direct],
-        ),
     ]
     breakdown = [
         "| where the time goes (medians) | seconds |",

@@ -12,6 +12,7 @@ ranks report only an error of their own.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import signal
@@ -77,7 +78,25 @@ class ErrorsOnly(EventSink):
             super().emit(type_, **(fields | {"message": fields["message"][:2000]}))
 
 
+# mallopt(3) parameters.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> None:
+    """glibc hands every freed block above its mmap threshold straight back to the kernel, so a
+    step that frees and allocates the same large activations again pays page faults for them
+    at every step: keep blocks up to 32 MiB in the heap, and trim it only past 64 MiB free.
+    The seed CNN trains ~20% faster per CPU-second (docs/PERFORMANCE.md). Not glibc: no-op."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 * 1024**2)
+    mallopt(_M_TRIM_THRESHOLD, 64 * 1024**2)
+
+
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--events-fd", type=int, default=None)
