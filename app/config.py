@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     model_cache_bytes: int = 1024**3
 
     # Fork single-process trainers from a warm process that has imported torch (a job's first
-    # step ~2 s sooner); false: a fresh interpreter each (`worker.trainer_process`).
+    # step ~3 s sooner); false: a fresh interpreter each (`worker.trainer_process`).
     trainer_zygote: bool = True
 
     # A trainer saves a checkpoint this often, and on SIGTERM; a new attempt resumes from it.

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from worker import trainer_process
 from worker.core.checkpoint import INTERRUPTED_EXIT
+from worker.shutdown import trainers_under
 from worker.trainer_process import _Zygote
 
 SPEC = {
@@ -164,3 +165,14 @@ def test_a_zygote_dies_with_its_supervisor(tmp_path):
 def _children_of(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(child) for child in found.stdout.split()]
+
+
+def test_a_stopping_worker_finds_forked_trainers(zygote, tmp_path):
+    forked, _ = launch(zygote, prepare(tmp_path / "found", LONG_SPEC))
+    fresh, _ = launch(None, prepare(tmp_path / "fresh", LONG_SPEC))
+    try:
+        assert {forked.pid, fresh.pid} <= set(trainers_under(os.getpid()))
+        assert zygote._process.pid not in trainers_under(os.getpid())
+    finally:
+        trainer_process.stop(forked, grace_seconds=0)
+        trainer_process.stop(fresh, grace_seconds=0)

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 # A trainer's command line, whether exec'd (arguments separated by NULs) or forked and titled
 # (`worker.trainer_process`: one string). The zygote's, which imports the module, does not.
 TRAINER_COMMAND = b" -m worker.core.trainer "
+ZYGOTE_COMMAND = b" -m worker.zygote "
 
 
 def _children() -> dict[int, list[int]]:
@@ -33,17 +34,22 @@ def _children() -> dict[int, list[int]]:
 
 
 def trainers_under(pid: int) -> list[int]:
-    """The trainer processes among `pid`'s descendants."""
+    """The trainer processes among `pid`'s descendants: by their command, and every child of a
+    zygote (`worker.trainer_process`), even one forked an instant ago and not yet titled."""
     children, found, stack = _children(), [], [pid]
     while stack:
-        for child in children.get(stack.pop(), []):
+        parent = stack.pop()
+        for child in children.get(parent, []):
             stack.append(child)
             try:
                 command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-                if TRAINER_COMMAND in command:
-                    found.append(child)
             except OSError:
                 continue
+            if TRAINER_COMMAND in command:
+                found.append(child)
+            elif ZYGOTE_COMMAND in command:
+                found.extend(children.get(child, []))
+                stack.remove(child)  # its children are found; no need to walk below
     return found
 
 

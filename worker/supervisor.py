@@ -114,7 +114,7 @@ class Attempt:
             if not held:
                 return False
             connection = session.connection()
-            if points and connection.dialect.name == "postgresql":
+            if points and connection.dialect.driver == "psycopg":
                 # On the session's own connection, so in its transaction.
                 copy_sql = f"COPY job_metrics ({', '.join(columns)}) FROM STDIN"
                 dbapi_error = connection.dialect.loaded_dbapi.Error
@@ -343,6 +343,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     (run_dir / "run.json").write_text(json.dumps(run))
     checkpoint = CheckpointSync(job_id, job_dir / CHECKPOINT_FILE, get_store())
     about = {"job_id": job_id, "attempt": n}
+    process = None
     try:
         checkpoint.fetch()
         process, reader = _launch(attempt, spec["resources"].get("processes", 1))
@@ -374,6 +375,8 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
         if attempt.relay():
             _record_outcome(attempt, process.returncode)
     finally:
+        if process is not None:  # this attempt failed on its way: its trainer goes with it
+            trainer_process.stop(process, settings.stop_grace_seconds)
         shutil.rmtree(run_dir, ignore_errors=True)
         with session_scope() as session:
             done = session.get(Job, job_id).status not in ("queued", "running")

@@ -1,13 +1,14 @@
 """How a supervisor starts a trainer process, and stops it.
 
-A fresh interpreter spends about two seconds importing torch, torch._dynamo and scikit-learn
-before a job's first step (`bench/dispatch.py`). So a single-process trainer is forked from a
-warm interpreter that has made those imports and nothing else (`worker.zygote`, one per
-supervising process, started with it). The zygote never trains, never reads a job and never
-initialises CUDA, so each child starts as clean as an exec'd interpreter, on its own scratch
-directory (torch's DataLoader forks its workers likewise). A job of several processes runs
-under torchrun (`worker.core.launch`) from a fresh interpreter, as does every job when
-`TUNERY_TRAINER_ZYGOTE=false`, or while the zygote is busy or cannot be started.
+A fresh interpreter spends over two seconds importing torch, torch._dynamo and scikit-learn
+before a job's first step (`bench/dispatch.py`: 3.35 s to the first step, 0.15 s forked). So a
+single-process trainer is forked from a warm interpreter that has made those imports and
+nothing else (`worker.zygote`, one per supervising process, started with it). The zygote never
+trains, never reads a job and never initialises CUDA, so no job's data or state reaches the
+next; the libraries' own threads (OpenBLAS's pool, pyarrow's jemalloc) are handled across the
+fork by their fork handlers, as when torch's DataLoader forks its workers. A job of several
+processes runs under torchrun (`worker.core.launch`) from a fresh interpreter, as does every
+job when `TUNERY_TRAINER_ZYGOTE=false`, or while the zygote is busy or cannot be started.
 
 Either way the trainer leads a process group of its own (stopping it stops whatever it
 started), dies with its parent (SIGKILL via PR_SET_PDEATHSIG; the zygote dies with its
@@ -31,6 +32,7 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+IMPORTS_TIMEOUT_SECONDS = 120
 
 
 class TrainerProcess(Protocol):
@@ -113,10 +115,14 @@ class _Forked:
             readable, _, _ = select.select([self._channel], [], [], timeout)
             if not readable:
                 raise subprocess.TimeoutExpired(trainer_title([]), timeout or 0)
-            answer = self._channel.recv(4096)
+            try:
+                answer = self._channel.recv(4096)
+            except OSError:
+                answer = b""
+            finally:
+                self._done.release()
             # No answer: the zygote died, and its child with it (PDEATHSIG).
             self.returncode = json.loads(answer)["returncode"] if answer else -signal.SIGKILL
-            self._done.release()
         return self.returncode
 
 
@@ -131,6 +137,7 @@ class _Zygote:
     def ensure_running(self) -> None:
         if self._process is not None and self._process.poll() is None:
             return
+        self._discard()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self._process = subprocess.Popen(
@@ -150,15 +157,28 @@ class _Zygote:
             self.ensure_running()
             request = json.dumps({"argv": argv}).encode()
             socket.send_fds(self._channel, [request], [events_fd, log_fd])
-            answer = self._channel.recv(4096)  # the pid, once the zygote has made its imports
-            if not answer:
-                raise ConnectionError("the zygote ended")
-        except OSError as error:
-            log.warning("no trainer zygote (%s): starting a fresh interpreter", error)
-            self._process = None
+            # The pid, once the zygote has made its imports (seconds; a minute on a machine
+            # importing torch in every pool process at once).
+            self._channel.settimeout(IMPORTS_TIMEOUT_SECONDS)
+            answer = self._channel.recv(4096)
+            self._channel.settimeout(None)
+            pid = json.loads(answer)["pid"]
+        except (OSError, ValueError, KeyError) as error:
+            log.warning("no trainer zygote (%r): starting a fresh interpreter", error)
+            self._discard()
             self._free.release()
             return None
-        return _Forked(json.loads(answer)["pid"], self._channel, self._free)
+        return _Forked(pid, self._channel, self._free)
+
+    def _discard(self) -> None:
+        """Close the channel and end the zygote, whatever state it is in."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
 
 
 _ZYGOTE = _Zygote()
