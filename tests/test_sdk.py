@@ -32,13 +32,14 @@ from tunery.types import DatasetSelection, FinetuneSpec, Hyperparameters, ModelS
 
 pytestmark = pytest.mark.e2e
 
-# Three epochs of the digits CNN: long enough to be seen running, a few seconds on a CPU.
+# Eight epochs of the digits CNN: long enough to be seen running (a forked trainer with no
+# start-up to speak of trains an epoch in about half a second), a few seconds on a CPU.
 SPEC = FinetuneSpec(
     kind="finetune",
     name="sdk",
     model=ModelSpec(architecture="cnn"),
     data=TrainData(train=DatasetSelection(dataset="builtin:digits")),
-    hyperparameters=Hyperparameters(epochs=3),
+    hyperparameters=Hyperparameters(epochs=8),
 )
 RATE = 3  # requests a minute for the rate-limited tenant
 
@@ -151,7 +152,7 @@ def test_async_client_trains_and_streams_metrics_in_order(client, async_run):
     assert any(isinstance(i, Job) and i.status == "running" for i in streamed[first:])
     # In order, each once: exactly what the paginated metrics route holds.
     assert points == list(client.jobs.metrics(job.id, page_size=4))
-    assert [p.epoch for p in points if (p.name, p.split) == ("loss", "train")] == [1, 2, 3]
+    assert [p.epoch for p in points if (p.name, p.split) == ("loss", "train")] == list(range(1, 9))
 
 
 def test_retry_waits_out_retry_after(async_run):
