@@ -10,7 +10,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,15 +17,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.stack import (
-    Stack,
-    create_postgres_database,
-    drop_postgres_database,
-    postgres_url,
-    start_stack,
-)
+from tests import stack as stacks
+from tests.stack import Stack
 
-REDIS_URL = os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = stacks.REDIS_URL
 # tests.stack speeds the heartbeat and the sweep up for tests; a benchmark measures the
 # service as it is deployed, with its own defaults.
 DEPLOYED = {"TUNERY_HEARTBEAT_SECONDS": "1", "TUNERY_SWEEP_INTERVAL_SECONDS": "10"}
@@ -37,26 +31,19 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def postgres_redis_stack(
     concurrency: int = 1, extra_env: dict[str, str] | None = None
 ) -> Iterator[Stack]:
-    """A real API server and Celery worker (`concurrency` processes) on a Postgres database
-    and a Redis queue of their own, both removed on exit. On failure the processes' logs are
-    printed, since their directory goes too."""
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_bench_{tag}"
+    """`tests.stack.postgres_redis_stack` with the service's deployed defaults, in a directory
+    of its own removed on exit. On failure the processes' logs are printed, since their
+    directory goes too."""
     root = Path(tempfile.mkdtemp(prefix="tunery-bench-"))
-    create_postgres_database(database)
     try:
         env = {**DEPLOYED, **(extra_env or {})}
-        url, queue = postgres_url(database), f"bench-{tag}"
-        stack = start_stack(root, url, REDIS_URL, queue, concurrency, env)
-        try:
-            yield stack
-        except BaseException:
-            print(stack.logs(), file=sys.stderr)
-            raise
-        finally:
-            stack.stop()
+        with stacks.postgres_redis_stack(root, "bench", concurrency, env) as stack:
+            try:
+                yield stack
+            except BaseException:
+                print(stack.logs(), file=sys.stderr)
+                raise
     finally:
-        drop_postgres_database(database)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ import httpx
 import psycopg
 
 PG_ADMIN = os.environ.get("TUNERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def postgres_url(database: str) -> str:
@@ -184,7 +185,7 @@ def postgres_redis_stack(
     create_postgres_database(database)
     try:
         stack = start_stack(
-            root, postgres_url(database), "redis://127.0.0.1:6379/0", f"tunery-{name}-{tag}",
+            root, postgres_url(database), REDIS_URL, f"tunery-{name}-{tag}",
             concurrency, extra_env,
         )  # fmt: skip
         try:
