@@ -81,10 +81,13 @@ class Stack:
             for p in sorted(self.root.glob("*.log"))
         )
 
-    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
+    def start_worker(
+        self, concurrency: int = 1, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """Another Celery worker process (its log: worker-<n>.log)."""
+        env = {**self.env, **(extra_env or {})}
         worker = _spawn(
-            _worker_args(concurrency), self.env, self.root / f"worker-{len(self.processes)}.log"
+            _worker_args(concurrency), env, self.root / f"worker-{len(self.processes)}.log"
         )
         self.processes.append(worker)
         return worker

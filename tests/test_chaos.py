@@ -204,3 +204,35 @@ def test_a_stopping_worker_hands_its_job_back_at_a_checkpoint(stack):
         assert_resumed_once_and_succeeded(
             client, stack, job_id, seen, stopped_at, "SIGTERM to the worker"
         )
+
+
+SLOW_IMPORTS = """
+from pathlib import Path
+import time
+if b"worker.zygote" in Path("/proc/self/cmdline").read_bytes():
+    time.sleep({seconds})
+"""
+
+
+def test_a_trainer_slow_to_start_keeps_its_job(stack, tmp_path):
+    """A zygote whose imports take two leases (a machine importing torch in every process at
+    once) delays the first step; the supervisor keeps renewing the lease meanwhile, so the
+    job is not reaped and run again."""
+    lease = float(stack.env["TUNERY_LEASE_SECONDS"])
+    (tmp_path / "sitecustomize.py").write_text(SLOW_IMPORTS.format(seconds=2 * lease))
+    worker = stack.processes[-1]
+    os.kill(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=60)
+    slow = stack.start_worker(extra_env={"PYTHONPATH": str(tmp_path)})
+    try:
+        with stack.client() as client:
+            job_id = client.post("/v1/jobs", json=SHORT_JOB).json()["id"]
+            job = wait_for(client, job_id, finished, timeout=120)
+            assert (job["status"], job["attempt"]) == ("succeeded", 1), (job, stack.logs())
+            events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
+            statuses = [e["status"] for e in events if e["type"] == "status"]
+            assert statuses == ["queued", "running", "succeeded"], events
+    finally:
+        os.kill(slow.pid, signal.SIGTERM)
+        slow.wait(timeout=60)
+        stack.start_worker()

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,28 @@ def _read_events(stream, events: queue.Queue, job_id: str) -> None:
             )
 
 
+@contextlib.contextmanager
+def _lease_kept(attempt: Attempt) -> Iterator[threading.Event]:
+    """Renew the lease from a thread while the attempt gets ready: fetching a checkpoint from
+    the artifact store, or a zygote still making its imports on a loaded machine, can take
+    longer than a lease. The event is set if the job was lost meanwhile."""
+    ready, lost = threading.Event(), threading.Event()
+
+    def renew() -> None:
+        while not ready.wait(attempt.settings.heartbeat_seconds):
+            if not attempt.relay():
+                lost.set()
+                return
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        yield lost
+    finally:
+        ready.set()
+        renewer.join()
+
+
 def _launch(attempt: Attempt, processes: int) -> tuple[TrainerProcess, threading.Thread]:
     read_fd, write_fd = os.pipe()
     process = trainer_process.start(
@@ -345,8 +368,12 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     about = {"job_id": job_id, "attempt": n}
     process = None
     try:
-        checkpoint.fetch()
-        process, reader = _launch(attempt, spec["resources"].get("processes", 1))
+        with _lease_kept(attempt) as lost:
+            checkpoint.fetch()
+            process, reader = _launch(attempt, spec["resources"].get("processes", 1))
+        if lost.is_set():
+            log.info("job %s attempt %d lost the job while starting", job_id, n, extra=about)
+            return  # `finally` stops the trainer
         log.info("job %s attempt %d: trainer %d started", job_id, n, process.pid, extra=about)
         deadline = time.monotonic() + spec["resources"]["max_runtime_seconds"]
         while process.poll() is None:
