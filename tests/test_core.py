@@ -17,6 +17,7 @@ from worker.core.events import EventSink
 from worker.core.methods import supervised
 from worker.core.run import RunContext
 from worker.core.spec import JobSpec
+from worker.core.training import batch_order, batches_per_epoch
 from worker.core.validation import check_spec
 
 DIGITS_CNN = {
@@ -67,6 +68,31 @@ def test_seed_cnn_has_the_seed_layer_stack():
     assert convs == [32, 64, 64]
     assert linears == [64, 10]
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_last_batch_of_one_example_joins_the_batch_before_it():
+    generator = torch.Generator().manual_seed(0)
+    for examples, batch_size, sizes in [(65, 64, [65]), (66, 64, [64, 2]), (128, 64, [64, 64]),
+                                        (129, 64, [64, 65]), (1, 64, [1])]:  # fmt: skip
+        batches = batch_order(examples, batch_size, generator)
+        assert [len(b) for b in batches] == sizes
+        assert len(batches) == batches_per_epoch(examples, batch_size)
+        assert sorted(torch.cat(batches).tolist()) == list(range(examples))
+
+
+def test_cnn_with_batch_norm_normalises_every_block_and_trains_on_an_odd_last_batch():
+    params = {"channels": [8, 8], "hidden": 16, "batch_norm": True}
+    spec = spec_of(
+        model={"architecture": "cnn", "params": params},
+        data={"train": {"dataset": "builtin:digits", "per_class": 13}},  # 130 = 3 * 43 + 1
+        hyperparameters={"epochs": 4, "batch_size": 43},
+    )
+    result, events = train(spec)
+    norms = [type(m).__name__ for m in result.model.modules() if "BatchNorm" in type(m).__name__]
+    assert norms == ["BatchNorm2d", "BatchNorm2d", "BatchNorm1d"]
+    progress = [e for e in events if e["type"] == "progress"]
+    assert progress[-1]["step"] == progress[-1]["total_steps"] == 4 * 3
+    assert result.card["metrics"]["test_accuracy"] > 0.3  # chance: 0.1
 
 
 def test_supervised_cnn_on_digits_reaches_95_percent_held_out_accuracy():

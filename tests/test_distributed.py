@@ -220,6 +220,8 @@ def test_validation_refuses_several_processes_where_ranks_would_train_differentl
         "coral": {"kind": "adapt", "model": TINY_CNN, "method": {"name": "coral"},
                   "data": {"source": "builtin:digits-rgb", "target": "builtin:digits-m"}},
         "resnet": job("builtin:digits") | {"model": {"architecture": "resnet"}},
+        "batch_norm": job("builtin:digits")
+        | {"model": {"architecture": "cnn", "params": {"batch_norm": True}}},
     }  # fmt: skip
     for what, spec in refused.items():
         found = issues(spec)

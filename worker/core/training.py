@@ -99,11 +99,25 @@ def lr_factor(hp: Hyperparameters, step: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def batches_per_epoch(examples: int, batch_size: int) -> int:
+    """The batches of `batch_order`: a last batch of one example joins the one before it, as
+    BatchNorm cannot normalise a single example's features."""
+    whole, rest = divmod(examples, batch_size)
+    return max(1, whole + (rest > 1))
+
+
+def batch_order(examples: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """An epoch's example indices, shuffled, in `batches_per_epoch` batches."""
+    batches = list(torch.randperm(examples, generator=generator).split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 def shuffled_batches(
     split: Split, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    order = torch.randperm(len(split), generator=generator)
-    for index in order.split(batch_size):
+    for index in batch_order(len(split), batch_size, generator):
         yield split.x[index], split.y[index]
 
 

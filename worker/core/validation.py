@@ -34,10 +34,10 @@ SINGLE_PROCESS_METHODS = {
     "coral": "CORAL compares the feature covariances of the whole batch",
     "mmd": "MMD compares every pair of the whole batch's features",
 }
-SINGLE_PROCESS_ARCHITECTURES = {
-    "resnet": "BatchNorm would normalise each share by its own statistics (SyncBatchNorm runs "
-    "on GPUs only)",
-}
+BATCH_NORM_ON_SHARES = (
+    "BatchNorm would normalise each share by its own statistics (SyncBatchNorm runs on GPUs only)"
+)
+SINGLE_PROCESS_ARCHITECTURES = {"resnet": BATCH_NORM_ON_SHARES}
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,7 @@ def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[Spec
     if spec.resources.processes == 1:
         return []
     architecture = base_card["architecture"] if base_card else spec.model.architecture
+    params = base_card["params"] if base_card else spec.model.params
     issues = []
     if spec.method.name in SINGLE_PROCESS_METHODS:
         why = SINGLE_PROCESS_METHODS[spec.method.name]
@@ -186,6 +187,9 @@ def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[Spec
     if architecture in SINGLE_PROCESS_ARCHITECTURES:
         why = SINGLE_PROCESS_ARCHITECTURES[architecture]
         message = f"architecture {architecture!r} runs on 1 process only: {why}"
+        issues.append(SpecIssue("resources.processes", message))
+    elif (params or {}).get("batch_norm"):
+        message = f"{architecture!r} with batch_norm runs on 1 process only: {BATCH_NORM_ON_SHARES}"
         issues.append(SpecIssue("resources.processes", message))
     return issues
 

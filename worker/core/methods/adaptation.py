@@ -17,7 +17,7 @@ from worker.core.architectures import Network
 from worker.core.data import Split, dataset_name, load_dataset, select
 from worker.core.run import RunContext, TrainResult
 from worker.core.spec import AdaptSpec
-from worker.core.training import classify, fit, seed_everything
+from worker.core.training import batch_order, batches_per_epoch, classify, fit, seed_everything
 from worker.core.trunk import start_trunk
 
 # A domain loss gets source and target features and the share of training done, in [0, 1].
@@ -41,9 +41,9 @@ def _paired_batches(
     source: Split, target: Split, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """An epoch over the source, each batch with as many target examples (target cycled)."""
-    source_order = torch.randperm(len(source), generator=generator)
+    source_batches = batch_order(len(source), batch_size, generator)
     target_order = torch.randperm(len(target), generator=generator)
-    for i, index in enumerate(source_order.split(batch_size)):
+    for i, index in enumerate(source_batches):
         start = (i * batch_size) % len(target)
         target_index = target_order.roll(-start)[: len(index)]
         yield source.x[index], source.y[index], target.x[target_index]
@@ -103,7 +103,7 @@ def adapt(
         trainable,
         [{"params": list(trainable.parameters())}],
         lambda g: _paired_batches(s["source"], s["target"], hp.batch_size, g),
-        -(-len(source) // hp.batch_size),
+        batches_per_epoch(len(source), hp.batch_size),
         batch_loss,
         lambda: classify(model, s["validation"], hp.batch_size, device),
         ("accuracy", "max"),

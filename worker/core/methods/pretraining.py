@@ -10,7 +10,7 @@ from torch import nn
 
 from worker.core.data import Split, splits_for
 from worker.core.run import RunContext, TrainResult
-from worker.core.training import fit, seed_everything, shuffled_batches
+from worker.core.training import batches_per_epoch, fit, seed_everything, shuffled_batches
 from worker.core.trunk import Trunk, start_trunk
 
 
@@ -61,7 +61,7 @@ def pretrain(ctx: RunContext, pretext: Pretext) -> TrainResult:
         model,
         [{"params": list(model.parameters())}],
         lambda g: shuffled_batches(unlabelled, hp.batch_size, g),
-        -(-len(unlabelled) // hp.batch_size),
+        batches_per_epoch(len(unlabelled), hp.batch_size),
         lambda batch, _progress: batch_loss(batch[0], generator),
         validate,
         ("loss", "min"),

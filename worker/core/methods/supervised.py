@@ -13,6 +13,7 @@ from worker.core.architectures import Network, hf_encoder
 from worker.core.data import Split, splits_for
 from worker.core.run import RunContext, TrainResult
 from worker.core.training import (
+    batches_per_epoch,
     classify,
     fit,
     freeze,
@@ -88,7 +89,7 @@ def run(ctx: RunContext) -> TrainResult:
         model,
         groups,
         lambda g: shuffled_batches(train, hp.batch_size, g),
-        -(-len(train) // hp.batch_size),
+        batches_per_epoch(len(train), hp.batch_size),
         batch_loss,
         lambda: classify(model, validation, hp.batch_size, device),
         ("accuracy", "max"),
