@@ -5,11 +5,14 @@ that reads (say, counting a tenant's queued jobs) and then writes fails at once 
 is locked" when another connection wrote in between, whatever the busy timeout; an immediate
 one waits its turn instead. pysqlite's own BEGIN is switched off so ours is the only one."""
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
@@ -68,20 +71,45 @@ def session_scope() -> Iterator[Session]:
         yield session
 
 
-@cache
-def get_read_sessionmaker() -> sessionmaker[Session]:
-    """Sessions for reads of one statement. On Postgres they run in autocommit: a statement
-    sees one snapshot on its own, and BEGIN and COMMIT would be two more round trips, as many
-    as the query itself. SQLite keeps its transactions: its driver's autocommit switch would
-    hand BEGIN back to pysqlite (see above)."""
-    engine = get_engine()
-    if engine.dialect.name == "postgresql":
-        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return sessionmaker(engine, expire_on_commit=False)
+Read = TypeVar("Read")
 
 
-@contextmanager
-def read_scope() -> Iterator[Session]:
-    """A session for a request that only reads, one statement at a time."""
-    with get_read_sessionmaker()() as session:
-        yield session
+def _wait_for_writers(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_read_engine(url: str) -> AsyncEngine:
+    """The engine of the API's reads (`GET` of jobs): async, so that a read costs no trip to
+    the thread pool, which with the sync session's work doubled a job read's CPU
+    (docs/PERFORMANCE.md). On Postgres in autocommit: a statement sees one snapshot on its
+    own, and BEGIN and COMMIT would be two more round trips. No ping before each checkout
+    (another round trip per read): `read` tries again when a connection turns out dead."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url.replace("sqlite://", "sqlite+aiosqlite://", 1))
+        event.listen(engine.sync_engine, "connect", _wait_for_writers)
+        return engine
+    return create_async_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=POSTGRES_POOL_SIZE,
+        max_overflow=POSTGRES_MAX_OVERFLOW,
+    )
+
+
+async def read(engine: AsyncEngine, run: Callable[[AsyncSession], Awaitable[Read]]) -> Read:
+    """`run` in a session of its own; once more if its connection was found dead (the
+    database restarted): a read may be repeated, and by then the pool has let go of every
+    connection opened before the failure."""
+    try:
+        return await _in_session(engine, run)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return await _in_session(engine, run)
+
+
+async def _in_session(engine: AsyncEngine, run: Callable[[AsyncSession], Awaitable[Read]]) -> Read:
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        return await run(session)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from app.db import get_sessionmaker
@@ -35,3 +36,11 @@ async def get_caller(
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_read_engine(request: Request) -> AsyncEngine:
+    """The engine of async reads (`app.db.make_read_engine`), made with the app's lifespan."""
+    return request.app.state.read_engine
+
+
+ReadEngineDep = Annotated[AsyncEngine, Depends(get_read_engine)]

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from app import problems
 from app.api import datasets, health, jobs, models
 from app.config import get_settings
+from app.db import make_read_engine
 from app.limits import BodySizeLimit
 from app.observability import metrics
 from app.observability.logs import configure_logging
@@ -23,14 +24,18 @@ UI_DIR = Path(__file__).parent / "ui"
 
 
 @contextlib.asynccontextmanager
-async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    interval = get_settings().sweep_interval_seconds
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    # Made here, on the server's event loop, which its connections belong to.
+    app.state.read_engine = make_read_engine(settings.database_url)
+    interval = settings.sweep_interval_seconds
     sweeper = asyncio.create_task(sweep_forever(interval)) if interval > 0 else None
     yield
     if sweeper is not None:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+    await app.state.read_engine.dispose()
 
 
 def create_app() -> FastAPI:

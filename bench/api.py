@@ -8,8 +8,7 @@ inserts `--jobs` jobs for it in one transaction. Then:
 - load: `--clients` concurrent keep-alive clients for `--seconds` each on `GET /healthz` (the
   framework's ceiling on this machine: no key, no database) and on `GET /v1/jobs/{id}` over
   random ids; req/s, p50/p90/p99 latency and errors, with uvicorn as `make run` starts it, in
-  one process and in two (`--workers 2`), then with the garbage collector's view of the
-  startup objects frozen, then without the access log as well (`CONFIGURATIONS`).
+  one process and in two (`--workers 2`), then without the access log (`CONFIGURATIONS`).
   The load generator is aiohttp's client in a process of its own (httpx's async client spent
   about 2 ms of CPU a request here, 30 times as much, and took the server's cores); the CPU
   it, the server and the whole machine used is printed beside each row, since they share
@@ -24,7 +23,6 @@ Run: `.venv/bin/python -m bench.api` (about 3 min; Postgres and Redis on 127.0.0
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import random
 import resource
@@ -46,7 +44,6 @@ import aiohttp
 import httpx
 import numpy as np
 import psutil
-from fastapi import FastAPI
 from pydantic import TypeAdapter
 from sqlalchemy import Engine, Select, insert, select, text
 
@@ -143,44 +140,26 @@ class Server:
 class Configuration:
     workers: int = 1
     access_log: bool = True  # uvicorn's default, and `make run`'s
-    frozen_gc: bool = False
 
     def __str__(self) -> str:
         words = [f"{self.workers} worker{'s' if self.workers > 1 else ''}"]
         words += [] if self.access_log else ["no access log"]
-        words += ["gc frozen"] if self.frozen_gc else []
         return ", ".join(words)
 
 
-# As `make run` serves, with one and two processes; then with the collector's view of the
-# startup objects frozen (a change app/main.py does not make yet), and without the access log.
+# As `make run` serves, with one and two processes; then without the access log.
 CONFIGURATIONS = [
     Configuration(workers=1),
     Configuration(workers=2),
-    Configuration(workers=1, frozen_gc=True),
-    Configuration(workers=2, frozen_gc=True),
-    Configuration(workers=1, frozen_gc=True, access_log=False),
+    Configuration(workers=1, access_log=False),
+    Configuration(workers=2, access_log=False),
 ]
-
-
-def app_with_frozen_gc() -> FastAPI:
-    """`app.main:app`, then `gc.freeze()`: the objects alive after the imports (torch's among
-    them, 300,000) are left out of every later collection. Each full collection otherwise
-    walks them all, and stops the server for over 200 ms every few thousand requests."""
-    from app.main import app
-
-    gc.freeze()
-    return app
 
 
 @contextlib.contextmanager
 def api_server(env: dict[str, str], log: Path, configuration: Configuration) -> Iterator[Server]:
     port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "--port", str(port)]
-    if configuration.frozen_gc:
-        args += ["--factory", "bench.api:app_with_frozen_gc"]
-    else:
-        args.append("app.main:app")
+    args = [sys.executable, "-m", "uvicorn", "--port", str(port), "app.main:app"]
     if configuration.workers > 1:
         args += ["--workers", str(configuration.workers)]
     if not configuration.access_log:
@@ -355,7 +334,7 @@ def load_section(
             # Warms what a long-running server has warm: connections, the key cache.
             measure(server, engine, database, key, job_paths, args.clients, 2)
             targets = [("GET /v1/jobs/{id}", job_paths)]
-            if configuration.access_log and not configuration.frozen_gc:
+            if configuration.access_log:
                 targets.insert(0, ("GET /healthz", ["/healthz"]))
             for label, paths in targets:
                 run = measure(server, engine, database, key, paths, args.clients, args.seconds)

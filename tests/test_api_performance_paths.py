@@ -28,15 +28,16 @@ def client(api_database):
 
 
 @contextlib.contextmanager
-def statements() -> Iterator[list[tuple[str, str]]]:
-    """The SQL the API's engine sends meanwhile, each statement with the connection's
-    transaction status right after it ran (`IDLE`: no transaction was open)."""
+def statements(engine=None) -> Iterator[list[tuple[str, str]]]:
+    """The SQL an engine of the API (by default, that of its sync sessions) sends meanwhile,
+    each statement with the connection's transaction status right after it ran (`IDLE`: no
+    transaction was open)."""
     from app.db import get_engine
 
-    engine, ran = get_engine(), []
+    engine, ran = engine or get_engine(), []
 
     def record(connection, _cursor, statement, _parameters, _context, _executemany) -> None:
-        status = connection.connection.dbapi_connection.info.transaction_status
+        status = connection.connection.driver_connection.info.transaction_status
         ran.append((statement, status.name))
 
     event.listen(engine, "after_cursor_execute", record)
@@ -85,16 +86,17 @@ def walk(client: TestClient, headers: dict[str, str], limit: int, **filters: str
 
 
 def read_with_a_known_key(client: TestClient, path: str, headers: dict[str, str]):
-    """The statements of a request sent right after one that put its key in the cache. The
-    cache keeps a key half a second in tests: a machine that stalls longer between the two
-    requests gets another try."""
+    """The statements of a request sent right after one that put its key in the cache, on
+    either engine (the key lookup's or the reads'). The cache keeps a key half a second in
+    tests: a machine that stalls longer between the two requests gets another try."""
+    reads = client.app.state.read_engine.sync_engine
     for _ in range(5):
         client.get(path, headers=headers)
-        with statements() as ran:
+        with statements() as looked_up, statements(reads) as ran:
             response = client.get(path, headers=headers)
-        if not any("api_keys" in statement for statement, _ in ran):
+        if not looked_up:
             break
-    return response, ran
+    return response, looked_up + ran
 
 
 @pytest.mark.parametrize("which", ["own job", "another tenant's job", "listing page"])
@@ -144,7 +146,8 @@ def test_a_deep_page_is_read_from_the_listing_index_starting_at_the_cursor(clien
     insert_jobs(tenant.tenant_id, 300, per_instant=4)
     cursor = None
     for _ in range(4):
-        cursor = jobs.read_jobs_page(tenant.tenant_id, None, None, 50, cursor).next_cursor
+        params = {"limit": 50} | ({"cursor": cursor} if cursor else {})
+        cursor = client.get("/v1/jobs", params=params, headers=tenant.headers).json()["next_cursor"]
     query = jobs.list_query(tenant.tenant_id, None, None, 50, cursor)
 
     with get_engine().begin() as connection:
@@ -188,3 +191,27 @@ def test_concurrent_lookups_of_an_uncached_key_share_one_query(api_database, kno
         tenant.tenant_id if known else None
     }
     assert len([statement for statement, _ in ran if "api_keys" in statement]) == 1, ran
+
+
+def test_a_read_after_the_database_dropped_its_connections_is_answered(client):
+    """No ping before each checkout: a read whose pooled connection died (Postgres restarted,
+    or ended it) is tried once more on a new one, and the client sees only the answer."""
+    from app.db import get_engine
+
+    tenant = new_tenant()
+    job_id = insert_jobs(tenant.tenant_id, 1, per_instant=1)[0]["id"]
+    path = f"/v1/jobs/{job_id}"
+    assert client.get(path, headers=tenant.headers).status_code == 200  # a pooled connection
+    reads = client.app.state.read_engine.sync_engine
+    with get_engine().connect() as admin:
+        ended = admin.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar()
+    assert ended >= 1
+
+    with statements(reads) as ran:
+        response = client.get(path, headers=tenant.headers)
+
+    assert response.status_code == 200 and response.json()["id"] == job_id
+    assert len(ran) == 1, ran  # the dead connection's statement failed before running

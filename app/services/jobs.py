@@ -1,10 +1,11 @@
 """Submitting, listing and cancelling jobs; reading their metrics and events."""
 
 from sqlalchemy import Select, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import read_scope
+from app.db import read
 from app.models import Job, JobEvent, MetricPoint, Model, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Page, Progress
@@ -75,20 +76,31 @@ def list_query(
     return pagination.page_query(stmt, Job, limit, cursor)
 
 
-def read_job(tenant_id: str, job_id: str) -> JobOut:
-    """`GET /v1/jobs/{id}`, in a session of its own: one SELECT by primary key and tenant."""
-    with read_scope() as session:
-        return to_out(get_job(session, tenant_id, job_id))
+async def read_job(engine: AsyncEngine, tenant_id: str, job_id: str) -> JobOut:
+    """`GET /v1/jobs/{id}`: one SELECT by primary key and tenant."""
+    key = {"job_id": job_id, "tenant_id": tenant_id}
+    job = await read(engine, lambda session: session.scalar(_JOB_OF_TENANT, key))
+    if job is None:
+        raise NotFound("job", job_id)
+    return to_out(job)
 
 
-def read_jobs_page(
-    tenant_id: str, status: str | None, kind: str | None, limit: int, cursor: str | None
+async def read_jobs_page(
+    engine: AsyncEngine,
+    tenant_id: str,
+    status: str | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
 ) -> Page[JobOut]:
-    """`GET /v1/jobs`, in a session of its own: one SELECT."""
-    with read_scope() as session:
-        query = list_query(tenant_id, status, kind, limit, cursor)
-        rows, next_cursor = pagination.page(session, query, limit)
-        return Page(data=[to_out(job) for job in rows], next_cursor=next_cursor)
+    """`GET /v1/jobs`: one SELECT."""
+    query = list_query(tenant_id, status, kind, limit, cursor)
+
+    async def rows(session: AsyncSession) -> list[Job]:
+        return list(await session.scalars(query))
+
+    jobs_page, next_cursor = pagination.page_of(await read(engine, rows), limit)
+    return Page(data=[to_out(job) for job in jobs_page], next_cursor=next_cursor)
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:

@@ -43,7 +43,11 @@ def page_query(stmt: Select, entity: Any, limit: int, cursor: str | None) -> Sel
 
 def page(session: Session, query: Select, limit: int) -> tuple[list[Any], str | None]:
     """The rows of a `page_query` and the cursor of the next page (None at the end)."""
-    rows = list(session.scalars(query))
+    return page_of(list(session.scalars(query)), limit)
+
+
+def page_of(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """The page in the rows a `page_query` read, and the cursor of the next (None at the end)."""
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
