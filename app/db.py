@@ -21,16 +21,23 @@ from app.config import get_settings
 # each may hold one; a few more for the other thread pool (`asyncio.to_thread`). With
 # SQLAlchemy's default (5 kept, 10 more opened and closed as needed), 32 concurrent clients
 # made the API open a new Postgres connection (a server process forked) every sixth request.
+# The async engine of the API's reads (`make_read_engine`) has a pool of the same size.
 # Connections open only as concurrency calls for them; Postgres' `max_connections` must
-# allow 50 per API process.
+# allow 100 per API process for both pools at full concurrency.
 POSTGRES_POOL_SIZE = 40
 POSTGRES_MAX_OVERFLOW = 10
 
 
-def _configure_sqlite(dbapi_connection, _record) -> None:
+def _wait_for_writers(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _configure_sqlite(dbapi_connection, record) -> None:
+    _wait_for_writers(dbapi_connection, record)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
     dbapi_connection.isolation_level = None
@@ -72,12 +79,6 @@ def session_scope() -> Iterator[Session]:
 
 
 Read = TypeVar("Read")
-
-
-def _wait_for_writers(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def make_read_engine(url: str) -> AsyncEngine:

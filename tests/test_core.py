@@ -82,6 +82,12 @@ def test_a_last_batch_of_one_example_joins_the_batch_before_it():
 
 def test_cnn_with_batch_norm_normalises_every_block_and_trains_on_an_odd_last_batch():
     params = {"channels": [8, 8], "hidden": 16, "batch_norm": True}
+    _, fresh = build_trunk("cnn", params, (3, 28, 28), {"mean": [0.0] * 3, "std": [1.0] * 3})
+    for norm in (
+        m for m in fresh.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ):
+        # Untouched by the size probe at construction.
+        assert norm.num_batches_tracked == 0 and bool((norm.running_var == 1).all())
     spec = spec_of(
         model={"architecture": "cnn", "params": params},
         data={"train": {"dataset": "builtin:digits", "per_class": 13}},  # 130 = 3 * 43 + 1

@@ -34,8 +34,9 @@ class CNNBackbone(nn.Module):
             convs.append(nn.Sequential(*pool, conv, *norm, nn.ReLU()))
             in_channels = out_channels
         self.convs = nn.Sequential(*convs)
-        with torch.no_grad():
-            flat = self.convs(torch.zeros(1, *input_shape)).flatten(1).shape[1]
+        with torch.no_grad():  # in eval mode: a probe must not move BatchNorm's statistics
+            flat = self.convs.eval()(torch.zeros(1, *input_shape)).flatten(1).shape[1]
+        self.convs.train()
         norm = [nn.BatchNorm1d(params.hidden)] if params.batch_norm else []
         dense = nn.Linear(flat, params.hidden)
         self.dense = nn.Sequential(nn.Flatten(), dense, *norm, nn.ReLU())
