@@ -15,7 +15,8 @@ inserts `--jobs` jobs for it in one transaction. Then:
   the same cores.
 - listing: every job walked with `limit=100` through `next_cursor` (latency of pages 1, 10, 50
   and 100), beside the same pages as OFFSET queries timed directly in SQL, and the keyset query
-  of the deepest page under `EXPLAIN (ANALYZE, BUFFERS)`.
+  of the deepest page under `EXPLAIN (ANALYZE, BUFFERS)`, and that of the last page of the
+  jobs of one status (`status=failed`).
 
 Run: `.venv/bin/python -m bench.api` (about 3 min; Postgres and Redis on 127.0.0.1).
 """
@@ -344,15 +345,18 @@ def load_section(
 # --- listing ------------------------------------------------------------------------------
 
 
-def walk(client: httpx.Client) -> tuple[list[float], list[str | None], list[str]]:
-    """Every job, `PAGE_SIZE` at a time: each page's latency, the cursor that asked for it,
-    and the ids in the order they came."""
+def walk(
+    client: httpx.Client, status: str | None = None
+) -> tuple[list[float], list[str | None], list[str]]:
+    """Every job (of `status`), `PAGE_SIZE` at a time: each page's latency, the cursor that
+    asked for it, and the ids in the order they came."""
     latencies: list[float] = []
     cursors: list[str | None] = []
     seen: list[str] = []
     cursor = None
     while True:
         params = {"limit": PAGE_SIZE} | ({"cursor": cursor} if cursor else {})
+        params |= {"status": status} if status else {}
         start = time.perf_counter()
         response = client.get("/v1/jobs", params=params)
         latencies.append(time.perf_counter() - start)
@@ -410,6 +414,7 @@ def listing_section(
     ):
         walk(client)  # warm-up
         walks = [walk(client) for _ in range(REPEATS)]
+        _, failed_cursors, failed = walk(client, status="failed")
     latencies = np.median([w[0] for w in walks], axis=0)
     _, cursors, seen = walks[0]
     pages = len(cursors)
@@ -437,6 +442,12 @@ def listing_section(
     print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the OFFSET query for page {deepest}:")
     offset = {"tenant": tenant_id, "limit": PAGE_SIZE, "offset": (deepest - 1) * PAGE_SIZE}
     print("\n".join(f"  {line}" for line in explain(engine, OFFSET_QUERY, offset)))
+    print(
+        f"\nEXPLAIN (ANALYZE, BUFFERS) of the keyset query for the last of the "
+        f"{len(failed_cursors)} pages of `status=failed` ({len(failed)} jobs):"
+    )
+    stmt = jobs.list_query(tenant_id, "failed", None, PAGE_SIZE, failed_cursors[-1])
+    print("\n".join(f"  {line}" for line in explain(engine, stmt)))
 
 
 # --- the run ------------------------------------------------------------------------------
