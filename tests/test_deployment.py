@@ -29,6 +29,20 @@ def test_compose_runs_postgres_redis_a_one_shot_migration_the_api_and_a_gpu_work
     assert "--appendonly" in services["redis"]["command"]
 
 
+def test_compose_postgres_takes_the_connections_of_every_api_process():
+    from app.db import POSTGRES_MAX_OVERFLOW, POSTGRES_POOL_SIZE
+
+    services = compose()["services"]
+    api = services["api"]["command"]
+    processes = int(api[api.index("--workers") + 1]) if "--workers" in api else 1
+    postgres = services["postgres"]["command"]
+    max_connections = int(postgres[postgres.index("-c") + 1].removeprefix("max_connections="))
+    # Two pools a process (the sync sessions and the async job reads), each full at once.
+    api_connections = processes * 2 * (POSTGRES_POOL_SIZE + POSTGRES_MAX_OVERFLOW)
+    # The rest for the worker, the migration and an operator's psql.
+    assert api_connections + 50 <= max_connections
+
+
 def test_dockerfile_is_multi_stage_and_runs_as_a_non_root_user():
     lines = (ROOT / "Dockerfile").read_text().splitlines()
     stages = [line for line in lines if line.startswith("FROM ")]
