@@ -128,6 +128,13 @@ def test_hf_mistakes_are_422_naming_the_field(client):
               "method": {"name": "supervised", "params": {"lora_rank": 8}}},
     )  # fmt: skip
     assert assert_problem(lora_on_cnn, 422)["errors"][0]["field"] == "method.params.lora_rank"
+    adapter_without_rank = client.post(
+        "/v1/jobs",
+        json={"kind": "finetune", "model": {"architecture": "hf_encoder"}, "data": {"train": TINY},
+              "method": {"name": "supervised", "params": {"lora_merge": False}}},
+    )  # fmt: skip
+    problem = assert_problem(adapter_without_rank, 422)
+    assert [e["field"] for e in problem["errors"]] == ["method.params.lora_merge"]
     unknown_base = client.post(
         "/v1/jobs",
         json={"kind": "finetune", "model": {"architecture": "hf_encoder",

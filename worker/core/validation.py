@@ -119,6 +119,11 @@ def _fit_issues(
     if spec.method.params.get("lora_rank") is not None and architecture != "hf_encoder":
         message = f"LoRA adapters are for hf_encoder models, not {architecture}"
         issues.append(SpecIssue("method.params.lora_rank", message))
+    lora_only = [n for n in ("lora_alpha", "lora_dropout", "lora_merge") if n in spec.method.params]
+    if lora_only and spec.method.params.get("lora_rank") is None:
+        for name in lora_only:
+            message = f"{name} shapes LoRA adapters, and none are trained without lora_rank"
+            issues.append(SpecIssue(f"method.params.{name}", message))
     if method.name == "causal_lm" and architecture == "hf_encoder":
         message = "causal_lm needs a model that reads left to right; hf_encoder reads both ways"
         issues.append(SpecIssue("model.architecture", message))
