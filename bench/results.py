@@ -11,6 +11,6 @@ def write_section(path: Path, name: str, text: str) -> None:
     if begin in current and end in current:
         before, rest = current.split(begin, 1)
         after = rest.split(end, 1)[1].lstrip("\n")
-        path.write_text(before + section + after)
+        path.write_text(before + section + ("\n" + after if after else ""))
     else:
         path.write_text(current + ("\n" if current else "") + section)
