@@ -99,19 +99,24 @@ def lr_factor(hp: Hyperparameters, step: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def batches_per_epoch(examples: int, batch_size: int) -> int:
-    """The batches of `batch_order`: a last batch of one example joins the one before it, as
+def batch_sizes(examples: int, batch_size: int) -> list[int]:
+    """The sizes of an epoch's batches: a last batch of one example joins the one before it, as
     BatchNorm cannot normalise a single example's features."""
     whole, rest = divmod(examples, batch_size)
-    return max(1, whole + (rest > 1))
+    sizes = [batch_size] * whole + ([rest] if rest else [])
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [batch_size + 1]
+    return sizes
+
+
+def batches_per_epoch(examples: int, batch_size: int) -> int:
+    return max(1, len(batch_sizes(examples, batch_size)))
 
 
 def batch_order(examples: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """An epoch's example indices, shuffled, in `batches_per_epoch` batches."""
-    batches = list(torch.randperm(examples, generator=generator).split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [torch.cat(batches[-2:])]
-    return batches
+    """An epoch's example indices, shuffled, in batches of `batch_sizes`."""
+    order = torch.randperm(examples, generator=generator)
+    return list(order.split(batch_sizes(examples, batch_size)))
 
 
 def shuffled_batches(
