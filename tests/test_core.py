@@ -14,7 +14,7 @@ from worker.core.architectures import Network, build_trunk
 from worker.core.artifact import load_classifier, read_card, save_model
 from worker.core.data import load_dataset
 from worker.core.events import EventSink
-from worker.core.methods import supervised
+from worker.core.methods import METHODS, supervised
 from worker.core.run import RunContext
 from worker.core.spec import JobSpec
 from worker.core.training import batch_order, batches_per_epoch
@@ -31,10 +31,11 @@ def spec_of(**overrides):
     return TypeAdapter(JobSpec).validate_python({**DIGITS_CNN, **overrides})
 
 
-def train(spec) -> tuple:
+def train(spec, device: str = "cpu") -> tuple:
+    """`spec` trained in this process by its method, and the events it reported."""
     stream = io.StringIO()
-    ctx = RunContext(spec=spec, device=torch.device("cpu"), events=EventSink(stream))
-    result = supervised.run(ctx)
+    ctx = RunContext(spec=spec, device=torch.device(device), events=EventSink(stream))
+    result = METHODS[spec.method.name].run(ctx)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     return result, events
 
@@ -73,7 +74,8 @@ def test_seed_cnn_has_the_seed_layer_stack():
 def test_a_last_batch_of_one_example_joins_the_batch_before_it():
     generator = torch.Generator().manual_seed(0)
     for examples, batch_size, sizes in [(65, 64, [65]), (66, 64, [64, 2]), (128, 64, [64, 64]),
-                                        (129, 64, [64, 65]), (1, 64, [1])]:  # fmt: skip
+                                        (129, 64, [64, 65]), (1, 64, [1]),
+                                        (5, 1, [1, 1, 1, 2])]:  # fmt: skip
         batches = batch_order(examples, batch_size, generator)
         assert [len(b) for b in batches] == sizes
         assert len(batches) == batches_per_epoch(examples, batch_size)

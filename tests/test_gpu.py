@@ -2,25 +2,14 @@
 bf16 autocast, channels-last images, `torch.compile` and pinned, non-blocking copies train
 what fp32 trains on the CPU. On a GPU host: `.venv/bin/pytest tests/test_gpu.py`."""
 
-import io
-
 import pytest
 import torch
-from pydantic import TypeAdapter
 
-from worker.core.events import EventSink
-from worker.core.methods import METHODS
-from worker.core.run import RunContext, TrainResult
-from worker.core.spec import JobSpec
+from tests.test_core import spec_of, train
 from worker.core.training import to_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-DIGITS_CNN = {
-    "kind": "finetune",
-    "model": {"architecture": "cnn"},
-    "data": {"train": "builtin:digits"},
-}
 BBC_CAUSAL_LM = {
     "kind": "pretrain",
     "model": {"architecture": "transformer",
@@ -28,12 +17,6 @@ BBC_CAUSAL_LM = {
     "method": {"name": "causal_lm"},
     "data": {"train": "builtin:bbc-news"},
 }  # fmt: skip
-
-
-def train(spec: dict, device: str) -> TrainResult:
-    job = TypeAdapter(JobSpec).validate_python(spec)
-    ctx = RunContext(spec=job, device=torch.device(device), events=EventSink(io.StringIO()))
-    return METHODS[job.method.name].run(ctx)
 
 
 def test_a_batch_reaches_the_gpu_through_pinned_memory_in_channels_last_order():
@@ -47,9 +30,9 @@ def test_a_batch_reaches_the_gpu_through_pinned_memory_in_channels_last_order():
 
 def test_the_cnn_in_bf16_and_channels_last_learns_what_fp32_learns_on_the_cpu():
     hyperparameters = {"epochs": 5, "seed": 0}
-    on_cpu = train(DIGITS_CNN | {"hyperparameters": hyperparameters}, "cpu")
+    on_cpu, _ = train(spec_of(hyperparameters=hyperparameters))
     fast = {**hyperparameters, "channels_last": True}  # mixed_precision `auto`: bf16 on CUDA
-    on_gpu = train(DIGITS_CNN | {"hyperparameters": fast}, "cuda")
+    on_gpu, _ = train(spec_of(hyperparameters=fast), "cuda")
     # Autocast computes in bf16 and keeps the weights in fp32: the model saves as trained.
     assert all(p.dtype == torch.float32 for p in on_gpu.model.parameters())
     cpu, gpu = on_cpu.card["metrics"], on_gpu.card["metrics"]
@@ -59,7 +42,7 @@ def test_the_cnn_in_bf16_and_channels_last_learns_what_fp32_learns_on_the_cpu():
 
 def test_the_transformer_compiled_pretrains_in_bf16():
     hyperparameters = {"epochs": 2, "batch_size": 32, "seed": 0, "compile": True}
-    result = train(BBC_CAUSAL_LM | {"hyperparameters": hyperparameters}, "cuda")
+    result, _ = train(spec_of(**BBC_CAUSAL_LM, hyperparameters=hyperparameters), "cuda")
     metrics = result.card["metrics"]
     # Perplexity from a uniform guess over the vocabulary to well below it.
     assert metrics["val_perplexity"] < 0.5 * metrics["initial_val_perplexity"]
