@@ -116,12 +116,12 @@ def _fit_issues(
         message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
         issues.append(SpecIssue(field, message))
     architecture = base_card["architecture"] if base_card else spec.model.architecture
-    if spec.method.params.get("lora_rank") is not None and architecture != "hf_encoder":
+    lora_rank = spec.method.params.get("lora_rank")
+    if lora_rank is not None and architecture != "hf_encoder":
         message = f"LoRA adapters are for hf_encoder models, not {architecture}"
         issues.append(SpecIssue("method.params.lora_rank", message))
-    lora_only = [n for n in ("lora_alpha", "lora_dropout", "lora_merge") if n in spec.method.params]
-    if lora_only and spec.method.params.get("lora_rank") is None:
-        for name in lora_only:
+    for name in ("lora_alpha", "lora_dropout", "lora_merge"):
+        if lora_rank is None and name in spec.method.params:
             message = f"{name} shapes LoRA adapters, and none are trained without lora_rank"
             issues.append(SpecIssue(f"method.params.{name}", message))
     if method.name == "causal_lm" and architecture == "hf_encoder":
