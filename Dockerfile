@@ -14,6 +14,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY worker ./worker
+COPY trainer ./trainer
 RUN pip install .
 
 FROM python:3.11-slim AS runtime

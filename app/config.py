@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.core.spec import MAX_RUNTIME_SECONDS
+from trainer.spec import MAX_RUNTIME_SECONDS
 
 
 class Settings(BaseSettings):

@@ -8,8 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from worker.core.spec import JOB_KINDS
-from worker.core.validation import SpecIssue
+from trainer.spec import JOB_KINDS, SpecIssue
 
 PROBLEM_JSON = "application/problem+json"
 

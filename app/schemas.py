@@ -1,4 +1,4 @@
-"""The API's response and request bodies (job specs themselves are in `worker.core.spec`)."""
+"""The API's response and request bodies (job specs themselves are in `trainer.spec`)."""
 
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from worker.core.architectures import ARCHITECTURES
-from worker.core.methods import METHODS
-from worker.core.spec import AdaptData, DatasetSelection, Hyperparameters, Resources, TrainData
+from trainer.architectures import ARCHITECTURES
+from trainer.methods import METHODS
+from trainer.spec import AdaptData, DatasetSelection, Hyperparameters, Resources, TrainData
 
 KINDS = ("pretrain", "finetune", "adapt")
 

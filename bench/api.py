@@ -59,7 +59,7 @@ from tests.stack import (
     free_port,
     postgres_url,
 )
-from worker.core.spec import JobSpec
+from trainer.spec import JobSpec
 
 PAGE_SIZE = 100
 SHOWN_PAGES = (1, 10, 50, 100)

@@ -7,7 +7,7 @@ source digits) and of images with almost no contrast.
 
 import torch
 
-from worker.core.data import load_dataset
+from trainer.data import load_dataset
 
 
 def stroke_contrast() -> torch.Tensor:

@@ -9,7 +9,7 @@ trainer from its warm zygote (`worker.trainer_process`).
 Beside each job, in the same run:
 - the broker hop alone: a trivial Celery task on the same Redis, sent with tunery's Celery
   configuration to a worker of its own, timed from just before the publish to the task's start;
-- every tenth job, the trainer started directly (`python -m worker.core.trainer`, no API,
+- every tenth job, the trainer started directly (`python -m trainer.main`, no API,
   broker or supervisor) on the same spec: spawn to ready (imports, data, model), to its first
   step (its first progress event); the trainer's imports alone,
   in a process of their own: what a fresh interpreter would cost the job.
@@ -138,7 +138,7 @@ def direct_trainer(env: dict[str, str]) -> TrainerPhases:
     """The trainer on SPEC with no API, broker or supervisor: its events on stdout."""
     with tempfile.TemporaryDirectory(prefix="tunery-bench-trainer-") as run_dir:
         spawned = time.time()
-        command = [sys.executable, "-m", "worker.core.trainer", run_dir]
+        command = [sys.executable, "-m", "trainer.main", run_dir]
         events = _trainer_events(Path(run_dir), command, env)
     return TrainerPhases(*(_first(events, type_) - spawned for type_ in ("log", "progress")))
 
@@ -146,7 +146,7 @@ def direct_trainer(env: dict[str, str]) -> TrainerPhases:
 # What a trainer imports: at start-up, then on its way to the first step: sklearn for the
 # built-in datasets (their fixed split), torch._dynamo at the optimiser's first call.
 IMPORTS = """import time; print(time.time(), flush=True)
-import worker.core.trainer; print(time.time(), flush=True)
+import trainer.main; print(time.time(), flush=True)
 import sklearn.datasets, sklearn.model_selection; print(time.time(), flush=True)
 import torch._dynamo; print(time.time())"""
 
@@ -154,7 +154,7 @@ import torch._dynamo; print(time.time())"""
 @dataclass(frozen=True)
 class Imports:
     interpreter_s: float  # spawn to the first line of Python
-    trainer_s: float  # import worker.core.trainer
+    trainer_s: float  # import trainer.main
     sklearn_s: float
     dynamo_s: float
 
@@ -229,7 +229,7 @@ def report(m: Measurements) -> str:
             [d.ready_s for d in m.direct],
         ),
         ("- separately: interpreter start", [i.interpreter_s for i in m.imports]),
-        ("- separately: `import worker.core.trainer`", [i.trainer_s for i in m.imports]),
+        ("- separately: `import trainer.main`", [i.trainer_s for i in m.imports]),
         ("- separately: sklearn (the built-in datasets' split)", [i.sklearn_s for i in m.imports]),
         (
             "- separately: torch._dynamo (imported at the optimiser's first call)",

@@ -25,8 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from bench.results import write_section
 from bench.service import service
 from bench.transfer import TRANSFORMER, Runner
-from worker.core.data import load_dataset, select
-from worker.core.spec import DatasetSelection
+from trainer.data import load_dataset, select
+from trainer.spec import DatasetSelection
 
 MINILM = {"architecture": "hf_encoder", "params": {"base": "all-minilm-l6-v2", "max_length": 128}}
 

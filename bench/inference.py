@@ -25,9 +25,9 @@ import torch
 from tokenizers import Tokenizer
 
 from bench.service import service
-from worker.core.artifact import load_classifier, read_card
-from worker.core.data import load_dataset
-from worker.core.text import encode
+from trainer.artifact import load_classifier, read_card
+from trainer.data import load_dataset
+from trainer.text import encode
 
 TEXT = {"vocab_size": 2000, "max_length": 64}
 ARCHITECTURES = {

@@ -15,14 +15,14 @@ timestamps of its own per-epoch `loss`/`train` metric points (the trainer's cloc
 loop, `time.perf_counter()` at the same place. Each epoch in the window trains on every
 training chunk of T + 1 tokens (T = max_length input tokens, each with its next-token target)
 and then, as the trainer does, evaluates the whole validation split. Model FLOPs in the window
-are counted by `worker.core.flops`: 6·N + 12·L·H·Q·T per training token and 2·N + 4·L·H·Q·T
+are counted by `trainer.flops`: 6·N + 12·L·H·Q·T per training token and 2·N + 4·L·H·Q·T
 (the forward pass) per validation token; achieved FLOP/s is that over the window's seconds.
 
 Peak: on the CPU, measured here, as the best rate of a large fp32 matmul, and of a bf16 one,
 with the trainer's torch thread count, before and after the runs (the better of the two
 counts); MFU is given against the peak of the precision trained in (fp32 on the CPU unless
 `--precision bf16`) and against the fastest. On CUDA, the datasheet's dense bf16 peak of the
-GPU (`worker.core.flops.peak_bf16_flops`), a measured bf16 matmul beside it.
+GPU (`trainer.flops.peak_bf16_flops`), a measured bf16 matmul beside it.
 
 Run: `.venv/bin/python -m bench.mfu` (about 4 minutes on 2 cores).
 """
@@ -55,11 +55,11 @@ from bench.timing import (
 )
 from bench.transfer import text_specs
 from tests.stack import Stack
-from worker.core.architectures import build_trunk
-from worker.core.architectures.transformer import TransformerParams
-from worker.core.data import splits_for
-from worker.core.flops import TransformerFlops, peak_bf16_flops, transformer_flops
-from worker.core.text import token_stream, train_tokenizer
+from trainer.architectures import build_trunk
+from trainer.architectures.transformer import TransformerParams
+from trainer.data import splits_for
+from trainer.flops import TransformerFlops, peak_bf16_flops, transformer_flops
+from trainer.text import token_stream, train_tokenizer
 
 
 def job_spec(epochs: int, device: str, precision: str, params: dict | None = None) -> dict:

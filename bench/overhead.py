@@ -51,10 +51,10 @@ from bench.timing import (
     wait_succeeded,
 )
 from tests.stack import Stack
-from worker.core.architectures import Network, build_trunk, normalization_of
-from worker.core.data import splits_for
-from worker.core.spec import DatasetSelection
-from worker.core.text import encode, train_tokenizer
+from trainer.architectures import Network, build_trunk, normalization_of
+from trainer.data import splits_for
+from trainer.spec import DatasetSelection
+from trainer.text import encode, train_tokenizer
 
 TARGET = 0.95
 T = TypeVar("T")

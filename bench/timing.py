@@ -94,7 +94,7 @@ def service_processes(stack: Stack) -> dict[int, Process]:
             # A trainer, exec'd or forked from the worker's zygote (`worker.trainer_process`),
             # is titled so; the zygote itself counts with the worker.
             command = commands[pid]
-            trainer = "-m worker.core.trainer" in command
+            trainer = "-m trainer.main" in command
             found[pid] = Process("trainer" if trainer else role, command)
     database = psycopg_url(stack).rsplit("/", 1)[1]
     for pid, command in commands.items():

@@ -171,7 +171,7 @@ def test_predict_with_a_text_classifier_takes_strings(client, api_key):
     from app.db import session_scope
     from app.models import Job, Model, new_id
     from tests.test_methods import FEW_TEXTS, TINY_TRANSFORMER, run
-    from worker.core.artifact import save_model
+    from trainer.artifact import save_model
 
     result, _ = run(
         {"kind": "finetune", "model": TINY_TRANSFORMER, "data": {"train": FEW_TEXTS},

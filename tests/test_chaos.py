@@ -38,7 +38,7 @@ def stack(tmp_path_factory):
 
 
 def trainer_pids(job_id: str) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"worker.core.trainer .*{job_id}"], capture_output=True)
+    found = subprocess.run(["pgrep", "-f", f"trainer.main .*{job_id}"], capture_output=True)
     return [int(pid) for pid in found.stdout.split()]
 
 

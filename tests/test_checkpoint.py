@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from worker.core.checkpoint import INTERRUPTED_EXIT
+from trainer.checkpoint import INTERRUPTED_EXIT
 
 SPEC = {
     "kind": "finetune",
@@ -39,7 +39,7 @@ def start(run_dir: Path, every: int | None) -> subprocess.Popen:
     (run_dir / "run.json").write_text(json.dumps(run))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "worker.core.trainer", str(run_dir)],
+        [sys.executable, "-m", "trainer.main", str(run_dir)],
         env=env,
         stdout=subprocess.PIPE,
         text=True,

@@ -12,8 +12,8 @@ import yaml
 from pydantic import TypeAdapter
 
 from tests.stack import postgres_redis_stack
-from worker.core.spec import JobSpec
-from worker.core.validation import check_spec
+from trainer.spec import JobSpec
+from trainer.validation import check_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -149,7 +149,7 @@ def test_bad_spec_prints_the_field_and_fails(stack, tmp_path):
 
 def test_datasets_and_models_commands(stack, pretrained, finetuned, tmp_path):
     from tests.files import cancer_csv
-    from worker.core.data import load_dataset
+    from trainer.data import load_dataset
 
     csv = tmp_path / "cancer.csv"
     csv.write_bytes(cancer_csv(100))

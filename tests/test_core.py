@@ -10,15 +10,15 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
-from worker.core.architectures import Network, build_trunk
-from worker.core.artifact import load_classifier, read_card, save_model
-from worker.core.data import load_dataset
-from worker.core.events import EventSink
-from worker.core.methods import METHODS, supervised
-from worker.core.run import RunContext
-from worker.core.spec import JobSpec
-from worker.core.training import batch_order, batches_per_epoch
-from worker.core.validation import check_spec
+from trainer.architectures import Network, build_trunk
+from trainer.artifact import load_classifier, read_card, save_model
+from trainer.data import load_dataset
+from trainer.events import EventSink
+from trainer.methods import METHODS, supervised
+from trainer.run import RunContext
+from trainer.spec import JobSpec
+from trainer.training import batch_order, batches_per_epoch
+from trainer.validation import check_spec
 
 DIGITS_CNN = {
     "kind": "finetune",
@@ -42,7 +42,7 @@ def train(spec, device: str = "cpu") -> tuple:
 
 def test_core_imports_no_web_queue_or_database_library():
     code = (
-        "import sys, worker.core.trainer, worker.core.validation, worker.core.launch;"
+        "import sys, trainer.main, trainer.validation, trainer.launch;"
         "print(sorted({'fastapi','celery','sqlalchemy','app'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -180,7 +180,7 @@ def test_trainer_process_reports_a_deterministic_error_and_exits_1(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     out = subprocess.run(
-        [sys.executable, "-m", "worker.core.trainer", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, "-m", "trainer.main", str(tmp_path)], capture_output=True, text=True
     )
     assert out.returncode == 1
     events = [json.loads(line) for line in out.stdout.splitlines()]
@@ -278,7 +278,7 @@ def test_a_trainer_stopped_by_sigterm_exits_75_with_every_point_it_reported(tmp_
     }
     (tmp_path / "run.json").write_text(json.dumps(run))
     trainer = subprocess.Popen(
-        [sys.executable, "-m", "worker.core.trainer", str(tmp_path)],
+        [sys.executable, "-m", "trainer.main", str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,5 +1,5 @@
 """Jobs on several processes (`resources.processes`), with real processes throughout: the
-trainer as 2 ranks under torchrun (`worker.core.launch`, gloo on the CPU) against a single
+trainer as 2 ranks under torchrun (`trainer.launch`, gloo on the CPU) against a single
 process, stopped by SIGTERM and resumed, killed, failing; the validation that refuses what
 ranks cannot train alike; and through the API on Postgres and Redis, with a worker that consumes
 the CPU queue only."""
@@ -20,10 +20,10 @@ from safetensors.torch import load_file
 
 from tests.stack import postgres_redis_stack
 from tests.test_e2e import finished, wait_for
-from worker.core.checkpoint import INTERRUPTED_EXIT
-from worker.core.launch import outcome
-from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
-from worker.core.validation import check_spec
+from trainer.checkpoint import INTERRUPTED_EXIT
+from trainer.launch import outcome
+from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec
+from trainer.validation import check_spec
 
 TINY_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
 
@@ -61,8 +61,8 @@ def start(run_dir: Path, spec: dict, processes: int, every: int | None = None) -
     if every is not None:
         run |= {"checkpoint_path": str(run_dir / "checkpoint.pt"), "checkpoint_every_steps": every}
     (run_dir / "run.json").write_text(json.dumps(run))
-    trainer = ["-m", "worker.core.trainer", str(run_dir)]
-    launch = ["-m", "worker.core.launch", "--nproc-per-node", str(processes)]
+    trainer = ["-m", "trainer.main", str(run_dir)]
+    launch = ["-m", "trainer.launch", "--nproc-per-node", str(processes)]
     return subprocess.Popen(
         [sys.executable, *(launch if processes > 1 else []), *trainer],
         env={**os.environ, "OMP_NUM_THREADS": "1"},

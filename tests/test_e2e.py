@@ -17,8 +17,8 @@ import torch
 
 from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
 from tests.test_core import DIGITS_CNN
-from worker.core.artifact import load_classifier
-from worker.core.data import load_dataset
+from trainer.artifact import load_classifier
+from trainer.data import load_dataset
 
 pytestmark = pytest.mark.e2e
 

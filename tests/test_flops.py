@@ -1,4 +1,4 @@
-"""The analytic FLOPs of worker.core.flops against an independent count: torch's
+"""The analytic FLOPs of trainer.flops against an independent count: torch's
 `FlopCounterMode` over a forward and backward pass of the registry's transformer with a
 `causal_lm` head."""
 
@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from worker.core.architectures import build_trunk
-from worker.core.flops import non_embedding_parameters, peak_bf16_flops, transformer_flops
+from trainer.architectures import build_trunk
+from trainer.flops import non_embedding_parameters, peak_bf16_flops, transformer_flops
 
 # The formula counts biases and layer-norm weights as matmul weights (about 1/d_model too
 # many), FlopCounterMode only matrix products: with d_model 64 they differ by 1.6%.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.test_core import spec_of, train
-from worker.core.training import to_device
+from trainer.training import to_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

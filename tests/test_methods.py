@@ -8,20 +8,20 @@ import torch
 from pydantic import TypeAdapter
 from tokenizers import Tokenizer
 
-from worker.core.architectures import ARCHITECTURES, build_trunk
-from worker.core.artifact import load_classifier, save_model
-from worker.core.data import load_dataset, select
-from worker.core.events import EventSink
-from worker.core.methods import METHODS
-from worker.core.methods.adaptation import ramp
-from worker.core.methods.contrastive import nt_xent
-from worker.core.methods.coral import coral_loss
-from worker.core.methods.dann import reverse_gradient
-from worker.core.methods.mmd import mmd_loss
-from worker.core.run import LoadedModel, RunContext
-from worker.core.spec import DatasetSelection, JobSpec
-from worker.core.text import encode
-from worker.core.training import lr_factor
+from trainer.architectures import ARCHITECTURES, build_trunk
+from trainer.artifact import load_classifier, save_model
+from trainer.data import load_dataset, select
+from trainer.events import EventSink
+from trainer.methods import METHODS
+from trainer.methods.adaptation import ramp
+from trainer.methods.contrastive import nt_xent
+from trainer.methods.coral import coral_loss
+from trainer.methods.dann import reverse_gradient
+from trainer.methods.mmd import mmd_loss
+from trainer.run import LoadedModel, RunContext
+from trainer.spec import DatasetSelection, JobSpec
+from trainer.text import encode
+from trainer.training import lr_factor
 
 TINY_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
 FEW_DIGITS = {"dataset": "builtin:digits", "per_class": 8}

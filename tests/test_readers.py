@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from worker.core.readers import (
+from trainer.readers import (
     DatasetError,
     ReadLimits,
     format_of,

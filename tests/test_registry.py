@@ -23,7 +23,7 @@ from torch import nn
 
 from app.api.models import NPY
 from tests.test_api import assert_problem
-from worker.core.architectures import Network, build_trunk
+from trainer.architectures import Network, build_trunk
 
 CARD = {
     "architecture": "cnn",

@@ -164,7 +164,7 @@ def test_retry_waits_out_retry_after(async_run):
 
 
 def test_wait_metrics_events_download_and_predict(client, async_run, tmp_path):
-    from worker.core.data import load_dataset
+    from trainer.data import load_dataset
 
     job = client.jobs.wait(async_run.job.id, timeout=1)  # finished: answers at once
     statuses = [e.status for e in client.jobs.events(job.id, page_size=2) if e.type == "status"]

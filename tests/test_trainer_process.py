@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from trainer.checkpoint import INTERRUPTED_EXIT
 from worker import trainer_process
-from worker.core.checkpoint import INTERRUPTED_EXIT
 from worker.shutdown import trainers_under
 from worker.trainer_process import _Zygote
 
@@ -90,9 +90,9 @@ def wait_until(condition, timeout: float = 60) -> None:
 def test_a_forked_trainer_trains_what_a_fresh_interpreter_trains(zygote, tmp_path):
     forked, forked_events = launch(zygote, prepare(tmp_path / "forked", SPEC))
     assert type(forked).__name__ == "_Forked"
-    wait_until(lambda: b"worker.core.trainer" in Path(f"/proc/{forked.pid}/cmdline").read_bytes())
+    wait_until(lambda: b"trainer.main" in Path(f"/proc/{forked.pid}/cmdline").read_bytes())
     title = Path(f"/proc/{forked.pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    assert f"python -m worker.core.trainer {tmp_path / 'forked'}".encode() in title
+    assert f"python -m trainer.main {tmp_path / 'forked'}".encode() in title
     assert os.getpgid(forked.pid) == forked.pid  # a session of its own, stopped as a group
     fresh, fresh_events = launch(None, prepare(tmp_path / "fresh", SPEC))
     assert (forked.wait(timeout=300), fresh.wait(timeout=300)) == (0, 0)

@@ -1,5 +1,5 @@
 """The SDK's data types: the server's own pydantic models, so the SDK and the API cannot
-disagree. `app.schemas` and `worker.core.spec` import only pydantic (no FastAPI, SQLAlchemy
+disagree. `app.schemas` and `trainer.spec` import only pydantic (no FastAPI, SQLAlchemy
 or torch), which `tests/test_sdk.py` checks."""
 
 from dataclasses import dataclass
@@ -12,7 +12,7 @@ from app.schemas import JobOut as Job
 from app.schemas import MetricPointOut as MetricPoint
 from app.schemas import ModelOut as Model
 from app.schemas import PredictResponse as Prediction
-from worker.core.spec import (
+from trainer.spec import (
     AdaptData,
     AdaptSpec,
     DatasetSelection,

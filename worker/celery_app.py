@@ -1,54 +1,24 @@
-"""The Celery app, configured for long training jobs (see docs/WORKER.md for why each setting)."""
+"""The worker side of the Celery app (`celery -A worker.celery_app worker`): the broker's app of
+`app.broker` with the tasks, the log set-up and the trainer zygote's warm-up."""
 
 import logging
 import re
 from typing import TYPE_CHECKING
 
-from celery import Celery
 from celery.signals import celeryd_after_setup, celeryd_init, setup_logging, worker_process_init
 
-from app.config import get_settings
+from app.broker import RUN_JOB_TASK, celery_app, settings
 from app.observability.logs import configure_logging
 
 if TYPE_CHECKING:
     from celery.apps.worker import Worker
 
-RUN_JOB_TASK = "tunery.run_job"
 JOB_ID = re.compile(r"\bjob_[0-9a-f]{32}\b")
 # The loggers of Celery's records about a task: received, succeeded, failed.
 TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
-settings = get_settings()
-# Redis redelivers a message not acked within the visibility timeout, even while its job runs:
-# the timeout must outlast the longest job. (The embedded SQLAlchemy transport has none.)
-transport_options = (
-    {"visibility_timeout": settings.broker_visibility_timeout_seconds}
-    if settings.broker_url.startswith(("redis", "rediss"))
-    else {}
-)
 # `worker.shutdown`: a stopping worker hands its jobs back at a checkpoint.
-celery_app = Celery(
-    "tunery", broker=settings.broker_url, include=["worker.tasks", "worker.shutdown"]
-)
-celery_app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    # A worker started without `-Q` consumes this queue only: CPU jobs, and every job while
-    # TUNERY_GPU_QUEUE is unset. GPU machines run `-Q <TUNERY_GPU_QUEUE>`; app.services.dispatch
-    # routes each job (docs/WORKER.md, Scale-out). Queues are declared as workers name them.
-    task_default_queue=settings.queue,
-    task_create_missing_queues=True,
-    # The message survives a worker that dies mid-job; the database's attempt counter bounds
-    # the redeliveries, and the claim makes a duplicate delivery a no-op.
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    worker_concurrency=1,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options=transport_options,
-    visibility_timeout=settings.broker_visibility_timeout_seconds,
-)
+celery_app.conf.include = ["worker.tasks", "worker.shutdown"]
 
 
 @celeryd_init.connect

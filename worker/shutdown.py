@@ -14,7 +14,7 @@ from celery.signals import worker_shutting_down
 log = logging.getLogger(__name__)
 # A trainer's command line, whether exec'd (arguments separated by NULs) or forked and titled
 # (`worker.trainer_process`: one string). The zygote's, which imports the module, does not.
-TRAINER_COMMAND = b" -m worker.core.trainer "
+TRAINER_COMMAND = b" -m trainer.main "
 ZYGOTE_COMMAND = b" -m worker.zygote "
 
 

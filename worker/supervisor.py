@@ -4,7 +4,7 @@ events into the database while renewing the lease, and record the outcome.
 The trainer is a process of its own (`worker.trainer_process`: forked from a warm process
 that has made its imports, or a fresh interpreter), never a fork of this process: CUDA cannot
 be initialised in a forked child, and a separate process can be stopped. A job of several
-processes runs its trainers as ranks under torchrun, through `worker.core.launch`, which keeps
+processes runs its trainers as ranks under torchrun, through `trainer.launch`, which keeps
 the single trainer's events channel, signals and exit status.
 """
 
@@ -33,10 +33,10 @@ from app.services import dispatch, job_state
 from app.services.datasets import storage_key
 from app.services.model_files import MODEL_FILE, store_model_file
 from app.storage import ArtifactStore, get_store
+from trainer.checkpoint import INTERRUPTED_EXIT
+from trainer.data import dataset_names
+from trainer.spec import JobSpec
 from worker import trainer_process
-from worker.core.checkpoint import INTERRUPTED_EXIT
-from worker.core.data import dataset_names
-from worker.core.spec import JobSpec
 from worker.trainer_process import TrainerProcess
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ nothing else (`worker.zygote`, one per supervising process, started with it). Th
 trains, never reads a job and never initialises CUDA, so no job's data or state reaches the
 next; the libraries' own threads (OpenBLAS's pool, pyarrow's jemalloc) are handled across the
 fork by their fork handlers, as when torch's DataLoader forks its workers. A job of several
-processes runs under torchrun (`worker.core.launch`) from a fresh interpreter, as does every
+processes runs under torchrun (`trainer.launch`) from a fresh interpreter, as does every
 job when `TUNERY_TRAINER_ZYGOTE=false`, or while the zygote is busy or cannot be started.
 
 Either way the trainer leads a process group of its own (stopping it stops whatever it
 started), dies with its parent (SIGKILL via PR_SET_PDEATHSIG; the zygote dies with its
-supervisor) and is titled `python -m worker.core.trainer RUN_DIR ...`, which is how a stopping
+supervisor) and is titled `python -m trainer.main RUN_DIR ...`, which is how a stopping
 worker finds its trainers (`worker.shutdown`).
 """
 
@@ -52,7 +52,7 @@ def die_with_parent() -> None:
 
 
 def trainer_title(argv: list[str]) -> str:
-    return " ".join(["python", "-m", "worker.core.trainer", *argv])
+    return " ".join(["python", "-m", "trainer.main", *argv])
 
 
 def start(
@@ -64,9 +64,9 @@ def start(
             forked = _ZYGOTE.fork([str(run_dir)], events_fd, output.fileno())
             if forked is not None:
                 return forked
-        trainer = ["-m", "worker.core.trainer", str(run_dir), "--events-fd", str(events_fd)]
-        if processes > 1:  # torchrun, as `worker.core.launch`: one rank per process (and GPU)
-            trainer = ["-m", "worker.core.launch", "--nproc-per-node", str(processes), *trainer]
+        trainer = ["-m", "trainer.main", str(run_dir), "--events-fd", str(events_fd)]
+        if processes > 1:  # torchrun, as `trainer.launch`: one rank per process (and GPU)
+            trainer = ["-m", "trainer.launch", "--nproc-per-node", str(processes), *trainer]
         return subprocess.Popen(
             [sys.executable, *trainer],
             pass_fds=[events_fd],

@@ -20,7 +20,7 @@ import sklearn.model_selection  # noqa: F401
 import torch._dynamo  # noqa: F401
 from setproctitle import setproctitle
 
-from worker.core import trainer
+from trainer import main as trainer_main
 from worker.trainer_process import die_with_parent, trainer_title
 
 MAX_REQUEST_BYTES = 64 * 1024
@@ -55,7 +55,7 @@ def serve(channel: socket.socket) -> None:
 
 
 def _become_trainer(argv: list[str], events_fd: int, log_fd: int, ready_fd: int) -> int:
-    """In the forked child: what `python -m worker.core.trainer ARGV` would be."""
+    """In the forked child: what `python -m trainer.main ARGV` would be."""
     zygote = os.getppid()
     os.setsid()  # a process group of its own, as the supervisor stops it by group
     die_with_parent()
@@ -70,7 +70,7 @@ def _become_trainer(argv: list[str], events_fd: int, log_fd: int, ready_fd: int)
     os.close(ready_fd)  # the zygote may report the pid
     argv = [*argv, "--events-fd", str(events_fd)]
     try:
-        code = trainer.main(argv)
+        code = trainer_main.main(argv)
     except SystemExit as exit_:  # as the interpreter maps it
         if exit_.code is None or isinstance(exit_.code, int):
             code = exit_.code or 0

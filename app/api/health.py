@@ -2,9 +2,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app.broker import celery_app
 from app.db import get_engine
 from app.schemas import Health, Readiness
-from worker.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
 

@@ -7,7 +7,7 @@ from sse_starlette import EventSourceResponse
 from app.deps import CallerDep, ReadEngineDep, SessionDep
 from app.schemas import EventOut, JobOut, MetricPointOut, Page
 from app.services import dispatch, idempotency, jobs, stream
-from worker.core.spec import JobSpec
+from trainer.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

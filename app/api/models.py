@@ -9,7 +9,7 @@ from app.deps import CallerDep, SessionDep
 from app.problems import InvalidInput
 from app.schemas import ModelOut, ModelUpdate, Page, PredictRequest, PredictResponse
 from app.services import exports, imports, models
-from worker.core.validation import SpecIssue
+from trainer.spec import SpecIssue
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

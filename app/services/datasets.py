@@ -21,15 +21,15 @@ from app.schemas import DatasetOut, DatasetPreview
 from app.services import tenants
 from app.services.pagination import newest_first
 from app.storage import get_store
-from worker.core.data import (
+from trainer.data import (
     BUILTIN_DATASETS,
     DatasetInfo,
     dataset_names,
     describe_builtin,
     read_file_dataset,
 )
-from worker.core.readers import DatasetError, ReadLimits, format_of, preview
-from worker.core.validation import SpecIssue
+from trainer.readers import DatasetError, ReadLimits, format_of, preview
+from trainer.spec import SpecIssue
 
 ACTIVE = ("queued", "running")
 CHUNK = 1024 * 1024

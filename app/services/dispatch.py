@@ -15,11 +15,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from app.broker import RUN_JOB_TASK, celery_app
 from app.config import get_settings
 from app.db import session_scope
 from app.models import Job, utcnow
 from app.services import job_state
-from worker.celery_app import RUN_JOB_TASK, celery_app
 
 log = logging.getLogger(__name__)
 

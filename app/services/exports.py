@@ -21,7 +21,7 @@ from pathlib import Path
 from app.models import Model
 from app.problems import Conflict
 from app.services.model_files import model_file
-from worker.core.export import export_hf_directory, export_onnx
+from trainer.export import export_hf_directory, export_onnx
 
 SERVE_SCRIPT = Path(__file__).parent.parent / "serving" / "serve.py"
 _locks: dict[str, threading.Lock] = {}

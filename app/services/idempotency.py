@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.models import IdempotencyKey
 from app.problems import InvalidInput
-from worker.core.validation import SpecIssue
+from trainer.spec import SpecIssue
 
 HEADER = "Idempotency-Key"
 

@@ -17,12 +17,12 @@ from app.models import Model, new_id
 from app.problems import InvalidInput
 from app.services import tenants
 from app.services.model_files import store_model_file
-from worker.core.architectures import Network
-from worker.core.architectures.hf_encoder import HFEncoderParams
-from worker.core.artifact import CARD_FORMAT, CARD_KEY, save_model
-from worker.core.importing import ImportCard, card_issues, rebuild
-from worker.core.trunk import pretrained_trunk
-from worker.core.validation import SpecIssue
+from trainer.architectures import Network
+from trainer.architectures.hf_encoder import HFEncoderParams
+from trainer.artifact import CARD_FORMAT, CARD_KEY, save_model
+from trainer.importing import ImportCard, card_issues, rebuild
+from trainer.spec import SpecIssue
+from trainer.trunk import pretrained_trunk
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 # How pickles begin: the protocol opcode (protocol 2 and later), or the zip that wraps one in

@@ -17,10 +17,10 @@ import torch
 from tokenizers import Tokenizer
 
 from app.problems import InvalidInput
-from worker.core.architectures import Network
-from worker.core.artifact import load_classifier
-from worker.core.text import encode
-from worker.core.validation import SpecIssue
+from trainer.architectures import Network
+from trainer.artifact import load_classifier
+from trainer.spec import SpecIssue
+from trainer.text import encode
 
 MAX_BATCH_ROWS = 4096
 # Below this many rows a forward pass runs on one thread: spreading a few samples over

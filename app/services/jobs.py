@@ -10,8 +10,8 @@ from app.models import Job, JobEvent, MetricPoint, Model, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Page, Progress
 from app.services import datasets, job_state, pagination, tenants
-from worker.core.spec import AdaptSpec, FinetuneSpec, PretrainSpec
-from worker.core.validation import SpecIssue, check_spec
+from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
+from trainer.validation import check_spec
 
 
 def create_job(

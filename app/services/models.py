@@ -20,7 +20,7 @@ from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
 from app.services.inference import ModelCache
 from app.services.model_files import model_file
 from app.services.pagination import newest_first
-from worker.core.validation import SpecIssue
+from trainer.spec import SpecIssue
 
 ACTIVE = ("queued", "running")
 MAX_BATCH = 4096

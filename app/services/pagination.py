@@ -14,7 +14,7 @@ from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import Session
 
 from app.problems import InvalidInput
-from worker.core.validation import SpecIssue
+from trainer.spec import SpecIssue
 
 
 def _encode(created_at: datetime, id_: str) -> str:

@@ -19,7 +19,7 @@ from app.problems import InvalidInput
 from app.schemas import EventOut, JobOut, MetricPointOut
 from app.services import jobs
 from app.services.job_state import TERMINAL
-from worker.core.validation import SpecIssue
+from trainer.spec import SpecIssue
 
 POLL_SECONDS = 0.5
 BATCH = 1000  # rows of each kind read per poll; a backlog drains over consecutive polls

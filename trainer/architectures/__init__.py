@@ -1,0 +1,106 @@
+"""The registry of model architectures. Adding one is a new module plus one line here.
+
+Every model is a `Network`: input normalisation, a backbone that makes features, and a task
+head. A backbone has `feature_dim` and `blocks()` (its stages from input to output, for partial
+freezing); sequence backbones also have `forward_sequence` (one feature vector per token).
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from trainer.architectures import cnn, hf_encoder, mlp, resnet, rnn, transformer
+
+
+class BackboneBuilder(Protocol):
+    def __call__(
+        self, params: Any, input_shape: Sequence[int], vocab_size: int | None
+    ) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    params: type[BaseModel]
+    build_backbone: BackboneBuilder
+    modalities: frozenset[str]  # the kinds of data it reads: image, tabular, text
+    # Architectures that start from weights trained elsewhere: params -> (trunk card without
+    # `architecture`, backbone weights). The others start from random weights.
+    pretrained: Callable[[Any], tuple[dict[str, Any], dict[str, torch.Tensor]]] | None = None
+
+
+IMAGES, TABLES, TEXT = frozenset({"image"}), frozenset({"image", "tabular"}), frozenset({"text"})
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture("cnn", cnn.CNNParams, cnn.build_backbone, IMAGES),
+        Architecture("resnet", resnet.ResNetParams, resnet.build_backbone, IMAGES),
+        Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES),
+        Architecture("gru", rnn.RNNParams, rnn.build_gru, TEXT),
+        Architecture("lstm", rnn.RNNParams, rnn.build_lstm, TEXT),
+        Architecture(
+            "transformer", transformer.TransformerParams, transformer.build_backbone, TEXT
+        ),
+        Architecture(
+            "hf_encoder",
+            hf_encoder.HFEncoderParams,
+            hf_encoder.build_backbone,
+            TEXT,
+            hf_encoder.pretrained,
+        ),
+    )
+}
+
+
+class Normalize(nn.Module):
+    """Per-channel (images) or per-feature (tables) standardisation inside the model, so that
+    the model takes raw inputs."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], input_rank: int) -> None:
+        super().__init__()
+        shape = (1, len(mean)) + (1,) * (input_rank - 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def normalization_of(x: torch.Tensor) -> dict[str, list[float]]:
+    """Mean and std per channel (dimension 1) of a batch of raw inputs."""
+    dims = [0, *range(2, x.dim())]
+    return {"mean": x.mean(dim=dims).tolist(), "std": x.std(dim=dims).clamp_min(1e-6).tolist()}
+
+
+class Network(nn.Module):
+    def __init__(self, normalize: nn.Module, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.backbone = backbone
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_trunk(
+    architecture: str,
+    params: dict[str, Any],
+    input_shape: Sequence[int],
+    normalization: dict[str, list[float]] | None,
+    vocab_size: int | None = None,
+) -> tuple[nn.Module, nn.Module]:
+    """The normalisation layer and the backbone of a network."""
+    arch = ARCHITECTURES[architecture]
+    backbone = arch.build_backbone(arch.params.model_validate(params), input_shape, vocab_size)
+    if normalization is None:
+        return nn.Identity(), backbone
+    return Normalize(normalization["mean"], normalization["std"], len(input_shape)), backbone

@@ -1,0 +1,273 @@
+"""Datasets the trainer can read, resolved from the references in a job spec.
+
+Built-in datasets (`builtin:...`) come from installed packages only: nothing is downloaded at
+run time. Uploaded datasets (`ds_...`) are files the trainer is handed (`register_file`).
+Every dataset has a fixed train/validation/test split (70/10/20, stratified, seed 0) unless
+its file assigns one; a reference may select a reproducible, stratified subset of its
+training split (`fraction`, `per_class`).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset
+from trainer.spec import DatasetSelection
+
+UNLABELLED = -1  # the label of every example of an unlabelled dataset
+
+
+@dataclass(frozen=True)
+class Split:
+    y: torch.Tensor  # int64 labels, (N,)
+    x: torch.Tensor | None = None  # float32 raw inputs (N, *input_shape); None for text
+    texts: tuple[str, ...] | None = None  # raw documents, for text datasets
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, index: np.ndarray) -> "Split":
+        index_t = torch.as_tensor(index, dtype=torch.long)
+        return Split(
+            y=self.y[index_t],
+            x=None if self.x is None else self.x[index_t],
+            texts=None if self.texts is None else tuple(self.texts[i] for i in index),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What checking a job spec needs to know of a dataset, without loading it."""
+
+    name: str
+    modality: str  # "image", "tabular" or "text"
+    input_shape: tuple[int, ...]  # () for text: the model's tokenizer decides the length
+    labels: tuple[str, ...]  # () when unlabelled
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.labels)
+
+
+@dataclass(frozen=True)
+class LabelledDataset:
+    name: str
+    modality: str
+    input_shape: tuple[int, ...]
+    labels: tuple[str, ...]
+    splits: dict[str, Split]
+    feature_names: tuple[str, ...] | None = None  # tabular files: encoded feature names
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(self.name, self.modality, self.input_shape, self.labels)
+
+
+def _hold_out(index: np.ndarray, y: np.ndarray | None, share: float):
+    """Split `index` in two, `share` of it held out; stratified by label where every class can
+    give to both parts."""
+    from sklearn.model_selection import train_test_split
+
+    labels = None if y is None else y[index]
+    try:
+        return train_test_split(index, test_size=share, stratify=labels, random_state=0)
+    except ValueError:  # a class too small to stratify
+        return train_test_split(index, test_size=share, random_state=0)
+
+
+def fixed_split(y: np.ndarray | None, count: int | None = None) -> dict[str, np.ndarray]:
+    """Stratified 70/10/20 train/validation/test indices, the same on every machine."""
+    rest, test = _hold_out(np.arange(len(y) if y is not None else count), y, 0.2)
+    train, validation = _hold_out(rest, y, 0.125)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def assigned_split(y: np.ndarray | None, given: np.ndarray) -> dict[str, np.ndarray]:
+    """The split a file assigns; validation and test it leaves empty are taken from train."""
+    parts = {name: np.flatnonzero(given == name) for name in SPLIT_NAMES}
+    if len(parts["train"]) == 0:
+        raise DatasetError("split", "no example is assigned to `train`")
+    for name, share in (("test", 0.2), ("validation", 0.125)):
+        if len(parts[name]) == 0:
+            parts["train"], parts[name] = _hold_out(parts["train"], y, share)
+    return parts
+
+
+def _tensor_dataset(
+    name: str, modality: str, x: np.ndarray, y: np.ndarray, labels: tuple[str, ...]
+) -> LabelledDataset:
+    x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    y_t = torch.from_numpy(y.astype(np.int64))
+    full = Split(y=y_t, x=x_t)
+    splits = {name_: full.take(idx) for name_, idx in fixed_split(y).items()}
+    return LabelledDataset(name, modality, tuple(x_t.shape[1:]), labels, splits)
+
+
+@cache
+def _digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (pixel values 0-16), upsampled bilinearly to 28x28."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32)).unsqueeze(1)
+    x = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
+    return x.numpy(), digits.target
+
+
+DIGIT_LABELS = tuple(str(d) for d in range(10))
+
+
+def _digits() -> LabelledDataset:
+    x, y = _digits_images()
+    return _tensor_dataset("builtin:digits", "image", x, y, DIGIT_LABELS)
+
+
+def _digits_rgb() -> LabelledDataset:
+    """The digits as 3-channel grey images: the source domain for `builtin:digits-m`."""
+    x, y = _digits_images()
+    return _tensor_dataset("builtin:digits-rgb", "image", x.repeat(3, axis=1), y, DIGIT_LABELS)
+
+
+def _digits_m() -> LabelledDataset:
+    """A shifted domain made as MNIST-M was made from MNIST: each digit is blended onto a
+    random 28x28 colour patch of a photograph (scikit-learn's sample images), taking
+    |patch - digit| per channel. Deterministic (seed 0); values on the digits' 0-16 scale."""
+    from sklearn.datasets import load_sample_images
+
+    x, y = _digits_images()
+    photos = [image.astype(np.float32) / 255.0 for image in load_sample_images().images]
+    rng = np.random.default_rng(0)
+    digits = x / 16.0  # (N, 1, 28, 28) in [0, 1]
+    out = np.empty((len(x), 3, 28, 28), dtype=np.float32)
+    for i in range(len(x)):
+        photo = photos[rng.integers(len(photos))]
+        top = rng.integers(photo.shape[0] - 28)
+        left = rng.integers(photo.shape[1] - 28)
+        patch = photo[top : top + 28, left : left + 28].transpose(2, 0, 1)
+        out[i] = np.abs(patch - digits[i]) * 16.0
+    return _tensor_dataset("builtin:digits-m", "image", out, y, DIGIT_LABELS)
+
+
+def _breast_cancer() -> LabelledDataset:
+    """scikit-learn's Wisconsin breast-cancer table: 569 rows, 30 numeric features."""
+    from sklearn.datasets import load_breast_cancer
+
+    table = load_breast_cancer()
+    labels = tuple(str(name) for name in table.target_names)
+    return _tensor_dataset("builtin:breast-cancer", "tabular", table.data, table.target, labels)
+
+
+def _bbc_news() -> LabelledDataset:
+    """BBC News articles and their topics (`trainer.text_corpora`). Language-model
+    pretraining reads the texts of its training split only, so fine-tuning's test split stays
+    unseen."""
+    from trainer.text_corpora import load_bbc_news
+
+    texts, labels, names = load_bbc_news()
+    y = np.asarray(labels)
+    full = Split(y=torch.from_numpy(y.astype(np.int64)), texts=tuple(texts))
+    splits = {name: full.take(idx) for name, idx in fixed_split(y).items()}
+    return LabelledDataset("builtin:bbc-news", "text", (), names, splits)
+
+
+def read_file_dataset(
+    name: str,
+    path: Path,
+    fmt: str,
+    labelled: bool,
+    label_column: str = "label",
+    limits: ReadLimits | None = None,
+) -> LabelledDataset:
+    """An uploaded dataset, read and checked by `trainer.readers` (`DatasetError`)."""
+    parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits())
+    y = parsed.y if parsed.y is not None else np.full(len(parsed), UNLABELLED)
+    full = Split(
+        y=torch.from_numpy(y.astype(np.int64)),
+        x=None if parsed.x is None else torch.from_numpy(parsed.x),
+        texts=parsed.texts,
+    )
+    labels_or_none = parsed.y if labelled else None
+    parts = (
+        fixed_split(labels_or_none, len(parsed))
+        if parsed.split is None
+        else assigned_split(labels_or_none, parsed.split)
+    )
+    input_shape = () if parsed.x is None else tuple(parsed.x.shape[1:])
+    splits = {part: full.take(np.sort(index)) for part, index in parts.items()}
+    return LabelledDataset(
+        name, parsed.modality, input_shape, parsed.labels, splits, parsed.feature_names
+    )
+
+
+# Uploaded datasets this process was handed: id -> loader.
+_FILES: dict[str, Callable[[], LabelledDataset]] = {}
+
+
+def register_file(name: str, path: Path, fmt: str, labelled: bool, label_column: str) -> None:
+    """Make the uploaded dataset `name` (its file at `path`) loadable by `load_dataset`."""
+    _FILES[name] = partial(read_file_dataset, name, path, fmt, labelled, label_column)
+
+
+BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
+    "builtin:digits": _digits,
+    "builtin:digits-rgb": _digits_rgb,
+    "builtin:digits-m": _digits_m,
+    "builtin:breast-cancer": _breast_cancer,
+    "builtin:bbc-news": _bbc_news,
+}
+
+
+def dataset_name(ref: str | DatasetSelection) -> str:
+    return ref if isinstance(ref, str) else ref.dataset
+
+
+def dataset_names(data: object) -> set[str]:
+    """The datasets a spec's `data` section refers to."""
+    return {dataset_name(ref) for _field, ref in data if ref is not None}
+
+
+def describe_builtin(name: str) -> DatasetInfo | None:
+    return load_dataset(name).info() if name in BUILTIN_DATASETS else None
+
+
+@cache
+def load_dataset(name: str) -> LabelledDataset:
+    loader = BUILTIN_DATASETS.get(name) or _FILES.get(name)
+    if loader is None:
+        raise KeyError(f"unknown dataset {name!r}")
+    return loader()
+
+
+def select(split: Split, ref: str | DatasetSelection, seed: int) -> Split:
+    """The part of `split` that `ref` selects: all of it, or a stratified subset by seed."""
+    if isinstance(ref, str) or (ref.fraction is None and ref.per_class is None):
+        return split
+    rng = np.random.default_rng(seed)
+    y = split.y.numpy()
+    chosen = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        count = ref.per_class or max(1, round(ref.fraction * len(members)))
+        chosen.append(members[:count])
+    return split.take(np.sort(np.concatenate(chosen)))
+
+
+def splits_for(
+    train_ref: str | DatasetSelection,
+    validation_ref: str | DatasetSelection | None,
+    test_ref: str | DatasetSelection | None,
+    seed: int,
+) -> tuple[LabelledDataset, Split, Split, Split]:
+    """The training dataset and its train (selected), validation and test splits; validation
+    and test default to those splits of the training dataset."""
+    dataset = load_dataset(dataset_name(train_ref))
+    train = select(dataset.splits["train"], train_ref, seed)
+
+    def other(ref, name: str) -> Split:
+        return load_dataset(dataset_name(ref)).splits[name] if ref else dataset.splits[name]
+
+    return dataset, train, other(validation_ref, "validation"), other(test_ref, "test")

@@ -1,0 +1,88 @@
+"""ONNX export of a classifier: raw inputs in (the normalisation is a layer of the graph),
+probabilities and embeddings out, any batch size.
+
+Text models take token ids (int64, `(batch, max_length)`): the tokenizer is not an ONNX
+operator; it is in the model card (`tokenizer`, a `tokenizers` JSON) for the caller to apply.
+"""
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from trainer.architectures import Network
+from trainer.artifact import adapted_backbone, load_classifier, load_weights
+
+OPSET = 18
+INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
+
+
+class _Served(nn.Module):
+    """What `predict` computes, as one graph."""
+
+    def __init__(self, network: Network) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.network.features(inputs)
+        return torch.softmax(self.network.head(features), dim=1), features
+
+
+def example_input(card: dict, batch: int = 2) -> torch.Tensor:
+    shape = (batch, *card["input_shape"])
+    if card.get("tokenizer"):
+        return torch.ones(shape, dtype=torch.long)
+    return torch.zeros(shape, dtype=torch.float32)
+
+
+def export_onnx(model_path: Path, onnx_path: Path) -> None:
+    """Write the classifier stored at `model_path` as ONNX (opset 18) to `onnx_path`."""
+    network, card = load_classifier(model_path)
+    batch = torch.export.Dim("batch", min=1)
+    # The exporter reports progress on stdout and warns about optional packages; neither is
+    # ours to show.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            _Served(network).eval(),
+            (example_input(card),),
+            input_names=[INPUT],
+            output_names=[PROBABILITIES, EMBEDDINGS],
+            dynamic_shapes={"inputs": {0: batch}},
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(onnx_path))
+
+
+def export_hf_directory(model_path: Path, out: Path) -> None:
+    """An `hf_encoder` model as a Hugging Face directory: `config.json`, `model.safetensors`
+    and `tokenizer.json` load with `AutoModel`/`AutoTokenizer.from_pretrained`; features are the
+    mean of the last hidden states over real tokens. A classifier's head is `head.safetensors`
+    (`weight`, `bias`), its labels in `model_card.json`. A model that kept its LoRA adapter
+    apart also gets `adapter/` in peft's format, to apply to the base model."""
+    loaded = load_weights(model_path)
+    card = loaded.card
+    if card["architecture"] != "hf_encoder":
+        raise ValueError(f"a {card['architecture']} model is not a Hugging Face model")
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = "backbone.encoder."
+    encoder = {k.removeprefix(prefix): v for k, v in loaded.state.items() if k.startswith(prefix)}
+    save_file(encoder, str(out / "model.safetensors"), metadata={"format": "pt"})
+    head = {k.removeprefix("head."): v for k, v in loaded.state.items() if k.startswith("head.")}
+    if head:
+        save_file(head, str(out / "head.safetensors"))
+    (out / "config.json").write_text(json.dumps(card["params"]["config"], indent=2))
+    (out / "tokenizer.json").write_text(card["tokenizer"])
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    if "adapter" in card:  # also the adapter alone, for peft: PeftModel.from_pretrained(base, dir)
+        adapted = adapted_backbone(card, load_file(str(model_path)))
+        # Embedding layers are not adapted; "auto" would ask the hub whether they changed.
+        adapted.encoder.save_pretrained(str(out / "adapter"), save_embedding_layers=False)

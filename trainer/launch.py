@@ -1,0 +1,173 @@
+"""The trainer as several data-parallel ranks under torchrun, with a single trainer's contract:
+
+    python -m trainer.launch --nproc-per-node N -m trainer.main RUN_DIR [--events-fd W]
+
+runs `torchrun --standalone --nproc-per-node N -m trainer.main RUN_DIR` (torch's own
+launcher, `torch.distributed.run`, inside this process) and keeps what the supervisor relies on:
+
+- Events. torchrun's ranks inherit no file descriptors, so they write into a FIFO that this
+  process relays onto fd W (stdout without one). Rank 0 writes every event; another rank only
+  an error of its own. Of several errors only the first is relayed: the others follow from it
+  (a peer gone).
+- Signals. SIGTERM (a cancel, a deadline, a stopping worker) is forwarded to every rank, even
+  one still starting; the ranks agree on the step to stop after, rank 0 checkpoints and all
+  exit 75. (torchrun's own SIGTERM handling forwards it too, but then exits 1 whatever the
+  ranks did.) A launcher killed outright takes its ranks with it: each dies with its parent.
+- Exit status: 0 when every rank succeeded. When one failed: death by its signal if a rank was
+  killed (retryable, as a killed trainer is), else 1 if one failed for good (its error event
+  says why), else 75 when they stopped at a checkpoint.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+from typing import BinaryIO
+
+from torch.distributed import run as torchrun
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+from trainer.checkpoint import INTERRUPTED_EXIT
+from trainer.distributed import LAUNCHER_PID
+
+TRAINER = "trainer.main"
+TORCHRUN_SIGNALS = "SIGINT,SIGHUP,SIGQUIT"  # what torchrun handles itself: not SIGTERM
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nproc-per-node", type=int, required=True)
+    parser.add_argument("-m", dest="module", choices=[TRAINER], required=True)
+    parser.add_argument("run_dir")
+    parser.add_argument("--events-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    out = os.fdopen(args.events_fd, "wb") if args.events_fd is not None else sys.stdout.buffer
+    stop, done = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    threading.Thread(target=_forward_stop, args=(stop, done), daemon=True).start()
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # the ranks' parent, for `distributed.join`
+    # torchrun would give each rank one thread: share this machine's CPUs out instead.
+    threads = max(1, len(os.sched_getaffinity(0)) // args.nproc_per_node)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    with tempfile.TemporaryDirectory(prefix="tunery-events-") as channel:
+        fifo = os.path.join(channel, "events")
+        relay = _Relay(fifo, out)
+        try:
+            code = _run(args.nproc_per_node, args.run_dir, fifo)
+        finally:
+            done.set()
+            relay.finish()
+    if code < 0:  # a rank was killed: so is the launcher, for the supervisor to see
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+def _run(processes: int, run_dir: str, fifo: str) -> int:
+    args = torchrun.parse_args(
+        [
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            f"--signals-to-handle={TORCHRUN_SIGNALS}",
+            "-m",
+            TRAINER,
+            run_dir,
+            "--events-path",
+            fifo,
+        ]
+    )
+    try:
+        torchrun.run(args)
+    except ChildFailedError as failed:
+        print(failed.format_msg(), file=sys.stderr)
+        return outcome([failure.exitcode for failure in failed.failures.values()])
+    except SignalException as signalled:  # SIGINT, SIGHUP, SIGQUIT: torchrun stopped the ranks
+        return -int(signalled.sigval)
+    return 0
+
+
+def outcome(exit_codes: list[int]) -> int:
+    """The trainer's exit status, from those of the ranks that failed.
+
+    Once a rank fails torchrun stops the others with SIGTERM (SIGKILL 30 s later), and counts
+    them as failed too: a rank dead of SIGTERM is a consequence unless all are. A rank killed
+    otherwise makes the attempt retryable, as a killed trainer is, even when another then
+    failed for good (losing its peer is no reason to give the job up)."""
+    causes = [code for code in exit_codes if code != -signal.SIGTERM] or exit_codes
+    killed = [code for code in causes if code < 0]
+    if killed:
+        return killed[0]
+    for code in (1, INTERRUPTED_EXIT):
+        if code in causes:
+            return code
+    return max(causes)
+
+
+class _Relay:
+    """Copies the ranks' event lines from a FIFO onto `out`, the first error only."""
+
+    def __init__(self, fifo: str, out: BinaryIO) -> None:
+        os.mkfifo(fifo, 0o600)
+        read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self._keep_open = os.open(fifo, os.O_WRONLY)  # no end of file before `finish`
+        os.set_blocking(read_end, True)
+        self._thread = threading.Thread(
+            target=self._copy, args=(os.fdopen(read_end, "rb"), out), daemon=True
+        )
+        self._thread.start()
+
+    @staticmethod
+    def _copy(lines: BinaryIO, out: BinaryIO) -> None:
+        error_relayed = False
+        for line in lines:
+            try:
+                is_error = json.loads(line).get("type") == "error"
+            except (ValueError, AttributeError):
+                is_error = False  # the supervisor ignores a malformed line
+            if is_error and error_relayed:
+                continue
+            error_relayed |= is_error
+            out.write(line)
+            out.flush()
+
+    def finish(self) -> None:
+        """Once every rank has exited: relay what is left, then stop."""
+        os.close(self._keep_open)
+        self._thread.join(timeout=10)
+
+
+def _forward_stop(stop: threading.Event, done: threading.Event) -> None:
+    """Once asked to stop, SIGTERM every rank, including one started after the request."""
+    signalled: set[int] = set()
+    while not done.wait(0.2):
+        if stop.is_set():
+            for pid in _children(os.getpid()) - signalled:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                signalled.add(pid)
+
+
+def _children(parent: int) -> set[int]:
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                # The command name may hold spaces and parentheses: ppid follows the last ")".
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.add(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

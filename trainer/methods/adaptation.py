@@ -1,0 +1,124 @@
+"""The loop all domain-adaptation methods share: each step classifies a labelled source batch
+and aligns its features with an unlabelled target batch through the method's domain loss.
+
+Model selection sees no target labels: early stopping watches source validation accuracy.
+Reported: `test_accuracy` on the target test split, and `source_test_accuracy`.
+"""
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from trainer.architectures import Network
+from trainer.data import Split, dataset_name, load_dataset, select
+from trainer.run import RunContext, TrainResult
+from trainer.spec import AdaptSpec
+from trainer.training import batch_order, batches_per_epoch, classify, fit, seed_everything
+from trainer.trunk import start_trunk
+
+# A domain loss gets source and target features and the share of training done, in [0, 1].
+DomainLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+# Given the feature size, a method's domain loss and its own trainable module (or None).
+DomainLossFactory = Callable[[int], tuple[DomainLoss, nn.Module | None]]
+
+
+def ramp(progress: float) -> float:
+    """0 at the start, near 1 by the end: 2 / (1 + exp(-10 p)) - 1 (Ganin et al., 2016)."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
+class AdaptParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(1.0, ge=0, le=1000, description="Weight of the domain loss.")
+
+
+def _paired_batches(
+    source: Split, target: Split, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """An epoch over the source, each batch with as many target examples (target cycled)."""
+    source_batches = batch_order(len(source), batch_size, generator)
+    target_order = torch.randperm(len(target), generator=generator)
+    for i, index in enumerate(source_batches):
+        start = (i * batch_size) % len(target)
+        target_index = target_order.roll(-start)[: len(index)]
+        yield source.x[index], source.y[index], target.x[target_index]
+
+
+def adapt(
+    ctx: RunContext, weight: float, make_domain_loss: DomainLossFactory | None
+) -> TrainResult:
+    """Train with `loss = cross-entropy(source) + weight * domain_loss(...)`.
+
+    The method's own module (e.g. a discriminator) trains alongside the network and is not
+    saved with it.
+    """
+    spec: AdaptSpec = ctx.spec
+    device, hp = ctx.device, spec.hyperparameters
+    generator = seed_everything(hp.seed)
+    source_set = load_dataset(dataset_name(spec.data.source))
+    target_set = load_dataset(dataset_name(spec.data.target))
+    source = select(source_set.splits["train"], spec.data.source, hp.seed)
+    target = select(target_set.splits["train"], spec.data.target, hp.seed)
+    target_test = (
+        load_dataset(dataset_name(spec.data.target_test)).splits["test"]
+        if spec.data.target_test
+        else target_set.splits["test"]
+    )
+    trunk = start_trunk(ctx, source_set, source)
+    head = nn.Linear(trunk.backbone.feature_dim, len(source_set.labels))
+    model = Network(trunk.normalize, trunk.backbone, head).to(device)
+    loss_of, extra = (
+        make_domain_loss(trunk.backbone.feature_dim) if make_domain_loss else (None, None)
+    )
+    trainable = nn.ModuleList([model, extra.to(device)]) if extra is not None else model
+    splits = {
+        "source": source,
+        "target": target,
+        "validation": source_set.splits["validation"],
+        "source_test": source_set.splits["test"],
+        "target_test": target_test,
+    }
+    s = {name: Split(split.y, trunk.inputs(split)) for name, split in splits.items()}
+    ctx.events.log(
+        f"adapting {dataset_name(spec.data.source)} ({len(source)} labelled) -> "
+        f"{dataset_name(spec.data.target)} ({len(target)} unlabelled) on {device}"
+    )
+
+    def batch_loss(batch, progress: float) -> torch.Tensor:
+        xs, ys, xt = (t.to(device) for t in batch)
+        if loss_of is None:  # the baseline never sees the target, not even BatchNorm does
+            return F.cross_entropy(model(xs), ys)
+        # Two passes, not one: BatchNorm normalises each domain with its own statistics.
+        fs, ft = model.features(xs), model.features(xt)
+        loss = F.cross_entropy(model.head(fs), ys)
+        return loss + weight * loss_of(fs.float(), ft.float(), progress)
+
+    result = fit(
+        ctx,
+        trainable,
+        [{"params": list(trainable.parameters())}],
+        lambda g: _paired_batches(s["source"], s["target"], hp.batch_size, g),
+        batches_per_epoch(len(source), hp.batch_size),
+        batch_loss,
+        lambda: classify(model, s["validation"], hp.batch_size, device),
+        ("accuracy", "max"),
+        generator,
+    )
+    target_result = classify(model, s["target_test"], hp.batch_size, device)
+    source_result = classify(model, s["source_test"], hp.batch_size, device)
+    ctx.events.metric("accuracy", "test", target_result["accuracy"], result.step, result.epochs_run)
+    metrics = {
+        "train_loss": result.train_loss,
+        "validation_accuracy": result.validation["accuracy"],
+        "test_accuracy": target_result["accuracy"],
+        "test_loss": target_result["loss"],
+        "source_test_accuracy": source_result["accuracy"],
+        "best_epoch": result.best_epoch,
+    }
+    card = trunk.card | {"task": "classification", "labels": list(source_set.labels)}
+    return TrainResult(model.cpu(), card | {"metrics": metrics})

@@ -1,0 +1,102 @@
+"""Uploaded dataset files, read into arrays and checked, with errors that say where.
+
+The API reads an upload with these functions before storing it, and the trainer loads it with
+the same ones, so a file that passed the upload check loads the same way at training time.
+Files come from users: archives are checked from their central directory before anything is
+decompressed, every read is capped, images are size-checked before their pixels are decoded,
+and nothing is ever unpickled.
+
+This module is the public API and dispatches by format to one module per format, each with
+`read` and `preview`:
+
+- `common`: `DatasetError`, `ReadLimits`, `ParsedDataset` and the checks formats share
+- `arrays`: npz files (arrays x, y and split)
+- `tables`: csv and parquet files (one row per example)
+- `jsonl`: jsonl files (one JSON object per line)
+- `images`: zip archives of PNG or JPEG images in class folders
+"""
+
+from pathlib import Path, PurePath
+
+from trainer.readers import arrays, images, jsonl, tables
+from trainer.readers.common import (
+    FORMATS,
+    SPLIT_NAMES,
+    DatasetError,
+    ParsedDataset,
+    ReadLimits,
+    check_not_empty,
+)
+
+__all__ = [
+    "FORMATS",
+    "SPLIT_NAMES",
+    "DatasetError",
+    "ParsedDataset",
+    "ReadLimits",
+    "format_of",
+    "preview",
+    "read_dataset",
+]
+
+EXTENSIONS = {
+    ".npz": "npz",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".zip": "zip",
+}
+
+
+def format_of(filename: str) -> str:
+    """The dataset format of an uploaded file, by its extension."""
+    suffix = PurePath(filename).suffix.lower()
+    if suffix not in EXTENSIONS:
+        kind = f"file type '{suffix}'" if suffix else "file without an extension"
+        message = f"unsupported {kind}; upload one of .npz, .csv, .parquet, .jsonl, .zip"
+        raise DatasetError("file", message)
+    return EXTENSIONS[suffix]
+
+
+def read_dataset(
+    path: Path,
+    fmt: str,
+    labelled: bool,
+    label_column: str = "label",
+    limits: ReadLimits = ReadLimits(),  # noqa: B008 (frozen: one shared default is safe)
+) -> ParsedDataset:
+    """The whole dataset in `path`, checked; raises `DatasetError` naming where it is wrong."""
+    path = Path(path)
+    check_not_empty(path, fmt)
+    if fmt == "npz":
+        return arrays.read(path, labelled, limits)
+    if fmt in ("csv", "parquet"):
+        return tables.read(path, fmt, labelled, label_column, limits)
+    if fmt == "jsonl":
+        return jsonl.read(path, labelled)
+    return images.read(path, labelled, limits)
+
+
+def preview(
+    path: Path,
+    fmt: str,
+    label_column: str = "label",
+    count: int = 5,
+    limits: ReadLimits = ReadLimits(),  # noqa: B008 (frozen: one shared default is safe)
+) -> dict:
+    """The first `count` examples for display: {"rows": [...]} for tables, text and tabular
+    npz files, {"images": [{"label", "png_base64"}, ...]} for images. Reads little else.
+
+    Rows show the file's own columns or fields, the label among them, so `label_column` changes
+    nothing today; it is taken so that callers pass what they pass to `read_dataset`."""
+    path = Path(path)
+    check_not_empty(path, fmt)
+    if fmt == "npz":
+        return arrays.preview(path, count, limits)
+    if fmt in ("csv", "parquet"):
+        return tables.preview(path, fmt, count)
+    if fmt == "jsonl":
+        return jsonl.preview(path, count)
+    return images.preview(path, count, limits)

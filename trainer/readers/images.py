@@ -1,0 +1,172 @@
+"""zip archives of PNG or JPEG images: one folder per class, or a flat list when unlabelled.
+The archive is checked from its central directory before anything is decompressed, and each
+image's size before its pixels are decoded."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from trainer.readers.common import (
+    DatasetError,
+    ParsedDataset,
+    ReadLimits,
+    check_archive,
+    encode_labels,
+    member_where,
+    png_base64,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ("PNG", "JPEG")
+# Modes Pillow gives greyscale PNG/JPEG files; "I" and "I;16*" hold 16-bit values.
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def read(path: Path, labelled: bool, limits: ReadLimits) -> ParsedDataset:
+    with _open_zip(path) as archive:
+        members = _image_members(archive, limits, labelled)
+        images, budget, decoded, size = [], limits.max_uncompressed_bytes, 0, None
+        for info, _folder in members:
+            where = member_where(info)
+            data = _read_member(archive, info, budget)
+            budget -= len(data)
+            with _open_image(data, where, limits) as image:
+                size = size or image.size
+                if image.size != size:
+                    message = (
+                        f"is {image.width}x{image.height} pixels; the first image is "
+                        f"{size[0]}x{size[1]}; all images must have one size"
+                    )
+                    raise DatasetError(where, message)
+                pixels = _pixels(image)
+            # Small PNGs can decode to huge arrays, which the archive checks cannot see.
+            decoded += pixels.size * 4  # as float32
+            if decoded > limits.max_uncompressed_bytes:
+                raise DatasetError("file", _too_large(decoded, limits))
+            images.append(pixels)
+    colour = any(pixels.ndim == 3 for pixels in images)
+    width, height = size
+    channels = 3 if colour else 1
+    total = len(images) * channels * height * width * 4
+    if total > limits.max_uncompressed_bytes:
+        raise DatasetError("file", _too_large(total, limits))
+    x = np.empty((len(images), channels, height, width), dtype=np.float32)
+    for i, pixels in enumerate(images):
+        x[i] = pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels  # grey fills all three
+    if labelled:
+        y, labels = encode_labels([folder for _info, folder in members], "file")
+    else:
+        y, labels = None, ()
+    return ParsedDataset("image", x, None, y, labels, None, None)
+
+
+def preview(path: Path, count: int, limits: ReadLimits) -> dict:
+    shown = []
+    with _open_zip(path) as archive:
+        budget = limits.max_uncompressed_bytes
+        for info, folder in _image_members(archive, limits, labelled=False)[:count]:
+            data = _read_member(archive, info, budget)
+            budget -= len(data)
+            with _open_image(data, member_where(info), limits) as image:
+                shown.append({"label": folder, "png_base64": png_base64(_pixels(image))})
+    return {"images": shown}
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise DatasetError("file", f"not a valid zip file: {error}") from None
+
+
+def _image_members(
+    archive: zipfile.ZipFile, limits: ReadLimits, labelled: bool
+) -> list[tuple[zipfile.ZipInfo, str | None]]:
+    """The image members in name order, each with its class folder (None when flat)."""
+    infos = sorted(
+        (info for info in check_archive(archive, limits) if not _ignored(info.filename)),
+        key=lambda info: info.filename,
+    )
+    if not infos:
+        raise DatasetError("file", "the archive holds no images")
+    paths = [info.filename.split("/") for info in infos]
+    if len({path[0] for path in paths}) == 1 and all(len(path) >= 3 for path in paths):
+        paths = [path[1:] for path in paths]  # one folder around the class folders
+    foldered = len(paths[0]) == 2
+    members = []
+    for info, path in zip(infos, paths, strict=True):
+        if not info.filename.lower().endswith(IMAGE_SUFFIXES):
+            raise DatasetError(member_where(info), "not a PNG or JPEG file")
+        if len(path) > 2 or (len(path) == 2) != foldered:
+            message = "expected class-folder/image or a flat list of images"
+            raise DatasetError(member_where(info), message)
+        members.append((info, path[0] if foldered else None))
+    if labelled and not foldered:
+        message = "no class folders; a labelled image dataset needs one folder per class"
+        raise DatasetError("file", message)
+    return members
+
+
+def _ignored(name: str) -> bool:
+    """Directories and what archivers add on their own: __MACOSX/, .DS_Store, dotfiles."""
+    parts = name.split("/")
+    return name.endswith("/") or "__MACOSX" in parts or any(p.startswith(".") for p in parts)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
+    """The member's bytes, never more than it declares (nor than `budget`) held in memory."""
+    where = member_where(info)
+    if info.flag_bits & 0x1:
+        raise DatasetError(where, "is encrypted")
+    if info.file_size > budget:
+        raise DatasetError("file", "the archive expands past its allowed size")
+    try:
+        with archive.open(info) as member:
+            data = member.read(info.file_size + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as error:
+        # zipfile stops at the declared size; a member holding more fails its CRC check here.
+        message = f"does not match its declared size and checksum, or is damaged: {error}"
+        raise DatasetError(where, message) from None
+    if len(data) > info.file_size:
+        raise DatasetError(where, f"holds more than its declared {info.file_size} bytes")
+    return data
+
+
+def _open_image(data: bytes, where: str, limits: ReadLimits) -> Image.Image:
+    """The decoded image; its size is checked before any pixel is decoded."""
+    try:
+        # formats=: no other Pillow decoder ever sees the bytes.
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        if image.format not in IMAGE_FORMATS:
+            raise DatasetError(where, "not a PNG or JPEG file")
+        if image.width * image.height > limits.max_image_pixels:
+            message = (
+                f"is {image.width}x{image.height} pixels; "
+                f"at most {limits.max_image_pixels} pixels are allowed"
+            )
+            raise DatasetError(where, message)
+        image.load()
+    except DatasetError:
+        raise
+    except Exception as error:  # Pillow raises many kinds of error on malformed input
+        raise DatasetError(where, f"cannot decode the image: {error}") from None
+    return image
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """(H, W) uint8 for a greyscale image, (H, W, 3) for a colour one."""
+    if image.mode in WIDE_GREY_MODES:
+        # Pillow's convert("L") clips 16-bit values at 255; scale them instead.
+        return np.clip(np.asarray(image, dtype=np.float64) / 257, 0, 255).round().astype(np.uint8)
+    return np.asarray(image.convert("L" if image.mode in GREY_MODES else "RGB"))
+
+
+def _too_large(size: int, limits: ReadLimits) -> str:
+    return (
+        f"the images would decode to {size} bytes; "
+        f"at most {limits.max_uncompressed_bytes} are allowed"
+    )

@@ -1,0 +1,147 @@
+"""csv and parquet files: one row per example, a label column, an optional split column, and
+feature columns of numbers, booleans or text (text one-hot encoded as categories)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainer.readers.common import (
+    DatasetError,
+    ParsedDataset,
+    ReadLimits,
+    check_split,
+    encode_labels,
+    json_safe,
+)
+
+SPLIT_COLUMN = "split"
+
+
+def read(
+    path: Path, fmt: str, labelled: bool, label_column: str, limits: ReadLimits
+) -> ParsedDataset:
+    frame = _load_table(path, fmt)
+    frame.columns = [str(name) for name in frame.columns]
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise DatasetError(f"column '{repeated[0]}'", "appears more than once")
+    if labelled and label_column not in frame.columns:
+        message = f"not found; the columns are {', '.join(frame.columns)}"
+        raise DatasetError(f"column '{label_column}'", message)
+    if not labelled:
+        frame = frame.drop(columns=[label_column], errors="ignore")
+    if len(frame) == 0:
+        raise DatasetError("file", "no rows; the file has a header but no data")
+    _check_missing(frame)
+    features = [name for name in frame.columns if name not in (label_column, SPLIT_COLUMN)]
+    if not features:
+        raise DatasetError("file", "no feature columns besides the label")
+    blocks, names = [], []
+    for name in features:
+        block, block_names = _feature(frame[name], name, limits)
+        blocks.append(block)
+        names.extend(block_names)
+    y, labels = (
+        encode_labels(frame[label_column].to_numpy(), f"column '{label_column}'")
+        if labelled
+        else (None, ())
+    )
+    split = (
+        check_split(frame[SPLIT_COLUMN], lambda i: f"row {i + 1}, column 'split'")
+        if SPLIT_COLUMN in frame.columns
+        else None
+    )
+    x = np.concatenate(blocks, axis=1)
+    return ParsedDataset("tabular", x, None, y, labels, split, tuple(names))
+
+
+def preview(path: Path, fmt: str, count: int) -> dict:
+    if fmt == "csv":
+        frame = _load_table(path, fmt, rows=count)
+        return {"rows": [json_safe(row) for row in frame.to_dict("records")]}
+    return {"rows": _parquet_head(path, count)}
+
+
+def _load_table(path: Path, fmt: str, rows: int | None = None) -> pd.DataFrame:
+    try:
+        if fmt == "csv":
+            return pd.read_csv(path, nrows=rows, low_memory=False)
+        return pd.read_parquet(path, engine="pyarrow")
+    except (ValueError, OSError, pa.ArrowException) as error:
+        raise DatasetError("file", f"not a valid {fmt} file: {error}") from None
+
+
+def _parquet_head(path: Path, count: int) -> list[dict]:
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=max(count, 1))
+        head = next(batches, None)
+    except (ValueError, OSError, pa.ArrowException) as error:
+        raise DatasetError("file", f"not a valid parquet file: {error}") from None
+    return [] if head is None else [json_safe(row) for row in head.to_pylist()[:count]]
+
+
+def _check_missing(frame: pd.DataFrame) -> None:
+    """The first missing cell, reading row by row: NaN, None, or empty text."""
+    missing = frame.isna().to_numpy()
+    for j, name in enumerate(frame.columns):
+        if _is_text(frame[name]):
+            missing[:, j] |= frame[name].astype(str).str.strip().eq("").to_numpy()
+    rows, columns = np.nonzero(missing)
+    if rows.size:
+        where = f"row {rows[0] + 1}, column '{frame.columns[columns[0]]}'"
+        raise DatasetError(where, "missing value")
+
+
+def _feature(column: pd.Series, name: str, limits: ReadLimits) -> tuple[np.ndarray, list[str]]:
+    """One column as (N, k) float32 features and their k names."""
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float32)[:, None], [name]
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return _numbers(column.to_numpy(dtype=np.float64), name), [name]
+    if not _is_text(column):
+        message = f"has type {column.dtype}; a feature must hold numbers, booleans or text"
+        raise DatasetError(f"column '{name}'", message)
+    text = column.astype(str).to_numpy(dtype=object)
+    parsed = np.asarray(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
+    numeric = ~np.isnan(parsed)
+    if numeric.all():
+        return _numbers(parsed, name), [name]
+    # Mostly numbers: a typo in a numeric column, not a category.
+    if numeric.mean() >= 0.9:
+        i = int(np.argmin(numeric))
+        raise DatasetError(f"row {i + 1}, column '{name}'", f"'{text[i]}' is not a number")
+    categories, codes = np.unique(text, return_inverse=True)
+    if len(categories) > limits.max_categories:
+        message = (
+            f"has {len(categories)} distinct values; "
+            f"a categorical feature may have at most {limits.max_categories}"
+        )
+        raise DatasetError(f"column '{name}'", message)
+    one_hot = np.eye(len(categories), dtype=np.float32)[codes.reshape(-1)]
+    return one_hot, [f"{name}={category}" for category in categories]
+
+
+def _is_text(column: pd.Series) -> bool:
+    dtype = column.dtype
+    return (
+        pd.api.types.is_object_dtype(dtype)
+        or pd.api.types.is_string_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+    )
+
+
+def _numbers(values: np.ndarray, name: str) -> np.ndarray:
+    """A numeric column as (N, 1) float32; NaN was already reported as missing."""
+    infinite = np.flatnonzero(np.isinf(values))
+    if infinite.size:
+        raise DatasetError(f"row {infinite[0] + 1}, column '{name}'", "infinity")
+    with np.errstate(over="ignore"):
+        out = values.astype(np.float32)
+    too_large = np.flatnonzero(np.isinf(out))
+    if too_large.size:
+        i = int(too_large[0])
+        raise DatasetError(f"row {i + 1}, column '{name}'", f"{values[i]:g} is too large")
+    return out[:, None]

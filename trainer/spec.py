@@ -1,0 +1,174 @@
+"""Job specs: the pydantic models that the API accepts and the trainer runs.
+
+A spec is a discriminated union on `kind`. Rules that need a registry (known architectures,
+methods and datasets) live in `trainer.validation`, so that this module stays import-light.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JOB_KINDS = ("pretrain", "finetune", "adapt")
+MAX_RUNTIME_SECONDS = 7 * 24 * 3600
+MAX_PROCESSES = 64  # ranks of one job, on one machine
+
+DatasetName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="A dataset, e.g. `builtin:digits`.",
+        examples=["builtin:digits"],
+    ),
+]
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem with a request: the field at fault (dotted) and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSelection(_Strict):
+    """A dataset and, for its training split, a stratified subset chosen by the job's seed."""
+
+    dataset: DatasetName
+    fraction: float | None = Field(None, gt=0, le=1, description="Keep this share of each class.")
+    per_class: int | None = Field(None, ge=1, le=1_000_000, description="Keep N of each class.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "DatasetSelection":
+        if self.fraction is not None and self.per_class is not None:
+            raise ValueError("give `fraction` or `per_class`, not both")
+        return self
+
+
+DatasetRef = DatasetName | DatasetSelection
+
+
+class ModelSpec(_Strict):
+    """An architecture from the registry and its parameters, for a model trained from scratch."""
+
+    architecture: str = Field(min_length=1, max_length=100, examples=["cnn"])
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodSpec(_Strict):
+    name: str = Field(min_length=1, max_length=100, examples=["supervised"])
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Hyperparameters(_Strict):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="`cosine` decays to zero over the run, after the warm-up."
+    )
+    warmup_steps: int = Field(0, ge=0, le=10_000_000, description="Linear LR warm-up.")
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm.")
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Stop after this many epochs without a better validation metric, and "
+        "restore the weights of the best epoch.",
+    )
+    mixed_precision: Literal["auto", "bf16", "no"] = Field(
+        "auto", description="`auto` trains in bf16 autocast on CUDA, in fp32 on the CPU."
+    )
+    channels_last: bool = Field(
+        False,
+        description="Keep images (N, C, H, W) and convolution weights in channels-last memory "
+        "order: faster convolutions on GPUs' tensor cores and in oneDNN on CPUs. No effect on "
+        "models without 4-d tensors.",
+    )
+    compile: bool = Field(
+        False,
+        description="Compile the model with `torch.compile` (TorchInductor) before training: "
+        "faster steps over a long run, after first steps slowed by compilation (seconds to "
+        "minutes). CPU workers need a C++ compiler for it.",
+    )
+    log_every_steps: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Also report the training loss and learning rate of every N-th step "
+        "(metrics `step_loss` and `learning_rate`, split `train`); by default only per-epoch "
+        "figures.",
+    )
+
+
+class Resources(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`cuda` jobs go to the GPU workers' queue, when there is one."
+    )
+    max_runtime_seconds: int = Field(24 * 3600, ge=1, le=MAX_RUNTIME_SECONDS)
+    processes: int = Field(
+        1,
+        ge=1,
+        le=MAX_PROCESSES,
+        description="Data-parallel ranks under torchrun, on one machine: each takes its share "
+        "of every batch (`batch_size` stays the global batch) and, on CUDA, a GPU of its own. "
+        "Not every method and architecture can: see docs/WORKER.md.",
+    )
+
+
+class TrainData(_Strict):
+    """`validation` and `test` default to those splits of the `train` dataset."""
+
+    train: DatasetRef
+    validation: DatasetRef | None = None
+    test: DatasetRef | None = None
+
+
+class AdaptData(_Strict):
+    """Labelled `source`, unlabelled `target`; `target_test` defaults to the target's test split."""
+
+    source: DatasetRef
+    target: DatasetRef
+    target_test: DatasetRef | None = None
+
+
+class _JobSpecBase(_Strict):
+    name: str | None = Field(None, max_length=200)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class PretrainSpec(_JobSpecBase):
+    kind: Literal["pretrain"]
+    model: ModelSpec
+    method: MethodSpec
+    data: TrainData
+
+
+class FinetuneSpec(_JobSpecBase):
+    """Exactly one of `model` (train from scratch) and `base_model_id` (start from a model)."""
+
+    kind: Literal["finetune"]
+    model: ModelSpec | None = None
+    base_model_id: str | None = Field(None, max_length=100)
+    method: MethodSpec = Field(default_factory=lambda: MethodSpec(name="supervised"))
+    data: TrainData
+
+
+class AdaptSpec(_JobSpecBase):
+    kind: Literal["adapt"]
+    model: ModelSpec | None = None
+    base_model_id: str | None = Field(None, max_length=100)
+    method: MethodSpec
+    data: AdaptData
+
+
+JobSpec = Annotated[PretrainSpec | FinetuneSpec | AdaptSpec, Field(discriminator="kind")]

@@ -1,0 +1,100 @@
+"""The part of a network that transfers between jobs: input normalisation plus backbone.
+
+A job starts its trunk either fresh from `model` in its spec (normalisation computed on its
+training split; for text, a tokenizer trained on its training texts) or from its base model.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from trainer.architectures import ARCHITECTURES, build_trunk, normalization_of
+from trainer.data import LabelledDataset, Split
+from trainer.run import RunContext
+from trainer.text import encode, train_tokenizer
+
+TRUNK_KEYS = (
+    "architecture",
+    "params",
+    "input_shape",
+    "normalization",
+    "tokenizer",
+    "vocab_size",
+    "feature_names",
+)
+
+
+@dataclass
+class Trunk:
+    normalize: nn.Module
+    backbone: nn.Module
+    card: dict[str, Any]  # TRUNK_KEYS: what rebuilds it; the tokenizer is JSON
+    tokenizer: Tokenizer | None = None
+
+    def inputs(self, split: Split) -> torch.Tensor:
+        """The model's inputs for a split: raw values, or token ids for text."""
+        if self.tokenizer is None:
+            return split.x
+        return encode(self.tokenizer, split.texts, self.card["input_shape"][0])
+
+
+def _load_weights(module: nn.Module, state: dict, prefix: str) -> None:
+    own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    module.load_state_dict(own, strict=True)
+
+
+def trunk_from_card(card: dict[str, Any]) -> Trunk:
+    normalize, backbone = build_trunk(
+        card["architecture"],
+        card["params"],
+        card["input_shape"],
+        card["normalization"],
+        card.get("vocab_size"),
+    )
+    tokenizer = Tokenizer.from_str(card["tokenizer"]) if card.get("tokenizer") else None
+    return Trunk(normalize, backbone, {k: card.get(k) for k in TRUNK_KEYS}, tokenizer)
+
+
+def pretrained_trunk(architecture: str, params: Any) -> Trunk:
+    """The trunk of an architecture that starts from weights trained elsewhere, with their own
+    tokenizer."""
+    card, weights = ARCHITECTURES[architecture].pretrained(params)
+    trunk = trunk_from_card({"architecture": architecture} | card)
+    expected = trunk.backbone.state_dict()  # files may carry buffers it rebuilds itself
+    trunk.backbone.load_state_dict({k: v for k, v in weights.items() if k in expected})
+    return trunk
+
+
+def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trunk:
+    if ctx.base is not None:
+        trunk = trunk_from_card(ctx.base.card)
+        _load_weights(trunk.normalize, ctx.base.state, "normalize.")
+        _load_weights(trunk.backbone, ctx.base.state, "backbone.")
+        return trunk
+    spec = ctx.spec.model
+    arch = ARCHITECTURES[spec.architecture]
+    # The card keeps every parameter, defaults included, so later defaults cannot change it.
+    params = arch.params.model_validate(spec.params)
+    if arch.pretrained is not None:
+        return pretrained_trunk(arch.name, params)
+    card = {"architecture": spec.architecture, "params": params.model_dump()}
+    if dataset.modality == "text":
+        tokenizer = train_tokenizer(train.texts, params.vocab_size)
+        card |= {
+            "input_shape": [params.max_length],
+            "normalization": None,
+            "tokenizer": tokenizer.to_str(),
+            "vocab_size": tokenizer.get_vocab_size(),
+        }
+    else:
+        card |= {
+            "input_shape": list(dataset.input_shape),
+            # Statistics of this job's training split only; the model applies them itself.
+            "normalization": normalization_of(train.x),
+            # Tables: the order of the input features, categorical columns one-hot encoded.
+            "feature_names": list(dataset.feature_names) if dataset.feature_names else None,
+        }
+    return trunk_from_card(card)

@@ -1,0 +1,202 @@
+"""Checks on a job spec that need the registries: run at submission, before anything is queued."""
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from trainer.architectures import ARCHITECTURES, build_trunk
+from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
+from trainer.methods import METHODS, methods_for
+from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
+
+Spec = PretrainSpec | FinetuneSpec | AdaptSpec
+# Looks a dataset up by name: built-in or uploaded; None when there is no such dataset.
+Describe = Callable[[str], DatasetInfo | None]
+# The data fields whose datasets must carry labels, by job kind.
+LABELLED_FIELDS = {
+    "pretrain": (),
+    "finetune": ("train", "validation", "test"),
+    "adapt": ("source", "target_test"),
+}
+# On several processes each rank computes the loss of its share of the batch, and the step is
+# the single process's only when that loss is a mean over examples drawn without randomness
+# from the data-order generator. These methods and architectures would train differently, so
+# `resources.processes` must stay 1 for them.
+SINGLE_PROCESS_METHODS = {
+    "autoencoder": "its masks and noise come from the data-order generator, drawn per share, so "
+    "the ranks' generators and batch orders would drift apart",
+    "contrastive": "each image's negatives are the rest of its batch (NT-Xent), of which a "
+    "share holds only part; its augmentations come from the data-order generator",
+    "simcse": "each text's negatives are the rest of its batch (NT-Xent), of which a share holds "
+    "only part",
+    "coral": "CORAL compares the feature covariances of the whole batch",
+    "mmd": "MMD compares every pair of the whole batch's features",
+}
+BATCH_NORM_ON_SHARES = (
+    "BatchNorm would normalise each share by its own statistics (SyncBatchNorm runs on GPUs only)"
+)
+SINGLE_PROCESS_ARCHITECTURES = {"resnet": BATCH_NORM_ON_SHARES}
+
+
+def _params_issues(params_model: type[BaseModel], params: dict, field: str) -> list[SpecIssue]:
+    try:
+        params_model.model_validate(params)
+    except ValidationError as error:
+        return [SpecIssue(".".join([field, *map(str, e["loc"])]), e["msg"]) for e in error.errors()]
+    return []
+
+
+def _model_issues(spec: Spec) -> list[SpecIssue]:
+    if spec.kind != "pretrain" and (spec.model is None) == (spec.base_model_id is None):
+        field = "model" if spec.model is None else "base_model_id"
+        return [SpecIssue(field, "give exactly one of `model` (from scratch) or `base_model_id`")]
+    if spec.model is None:
+        return []
+    arch = ARCHITECTURES.get(spec.model.architecture)
+    if arch is None:
+        known = ", ".join(sorted(ARCHITECTURES))
+        message = f"unknown architecture {spec.model.architecture!r}; known: {known}"
+        return [SpecIssue("model.architecture", message)]
+    return _params_issues(arch.params, spec.model.params, "model.params")
+
+
+def _method_issues(spec: Spec) -> list[SpecIssue]:
+    method = METHODS.get(spec.method.name)
+    if method is None or method.kind != spec.kind:
+        available = ", ".join(methods_for(spec.kind))
+        what = "unknown method" if method is None else f"{spec.kind} jobs cannot use method"
+        message = f"{what} {spec.method.name!r}; methods for {spec.kind}: {available}"
+        return [SpecIssue("method.name", message)]
+    return _params_issues(method.params, spec.method.params, "method.params")
+
+
+def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
+    known = ", ".join(sorted(BUILTIN_DATASETS))
+    issues = []
+    for field, ref in spec.data:
+        if ref is None:
+            continue
+        info = describe(dataset_name(ref))
+        if info is None:
+            message = (
+                f"unknown dataset {dataset_name(ref)!r}; use the id of an uploaded dataset "
+                f"or a built-in: {known}"
+            )
+            issues.append(SpecIssue(f"data.{field}", message))
+        elif field in LABELLED_FIELDS[spec.kind] and not info.labelled:
+            message = f"{info.name} has no labels; {spec.kind} jobs need labels in `{field}`"
+            issues.append(SpecIssue(f"data.{field}", message))
+    return issues
+
+
+def _modality(card: dict[str, Any]) -> str:
+    if card.get("tokenizer"):
+        return "text"
+    return "image" if len(card["input_shape"]) == 3 else "tabular"
+
+
+def _fit_issues(
+    spec: Spec, base_card: dict[str, Any] | None, describe: Describe
+) -> list[SpecIssue]:
+    """Whether the model, the method and the data go together."""
+    field = "data.source" if spec.kind == "adapt" else "data.train"
+    ref = spec.data.source if spec.kind == "adapt" else spec.data.train
+    dataset = describe(dataset_name(ref))
+    issues = []
+    method = METHODS[spec.method.name]
+    if dataset.modality not in method.modalities:
+        message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
+        issues.append(SpecIssue(field, message))
+    architecture = base_card["architecture"] if base_card else spec.model.architecture
+    lora_rank = spec.method.params.get("lora_rank")
+    if lora_rank is not None and architecture != "hf_encoder":
+        message = f"LoRA adapters are for hf_encoder models, not {architecture}"
+        issues.append(SpecIssue("method.params.lora_rank", message))
+    for name in ("lora_alpha", "lora_dropout", "lora_merge"):
+        if lora_rank is None and name in spec.method.params:
+            message = f"{name} shapes LoRA adapters, and none are trained without lora_rank"
+            issues.append(SpecIssue(f"method.params.{name}", message))
+    if method.name == "causal_lm" and architecture == "hf_encoder":
+        message = "causal_lm needs a model that reads left to right; hf_encoder reads both ways"
+        issues.append(SpecIssue("model.architecture", message))
+    if spec.kind == "adapt":
+        issues += _domain_issues(spec, dataset, describe)
+    if base_card is not None:
+        return issues + _base_issues(base_card, dataset)
+    arch = ARCHITECTURES[spec.model.architecture]
+    if dataset.modality not in arch.modalities:
+        message = f"{arch.name} does not read {dataset.modality} data ({dataset.name})"
+        return [*issues, SpecIssue("model.architecture", message)]
+    if arch.pretrained is not None:  # a model trained elsewhere is known to build
+        return issues
+    try:
+        params = arch.params.model_validate(spec.model.params)
+        shape = dataset.input_shape or (getattr(params, "max_length", 1),)
+        build_trunk(arch.name, spec.model.params, shape, None, getattr(params, "vocab_size", None))
+    except (RuntimeError, ValueError) as error:
+        message = f"cannot build for inputs of shape {list(dataset.input_shape)}: {error}"
+        issues.append(SpecIssue("model.params", message))
+    return issues
+
+
+def _base_issues(card: dict[str, Any], dataset: DatasetInfo) -> list[SpecIssue]:
+    base_modality = _modality(card)
+    if base_modality != dataset.modality:
+        message = f"the base model reads {base_modality} data, {dataset.name} is {dataset.modality}"
+        return [SpecIssue("base_model_id", message)]
+    if dataset.modality != "text" and tuple(card["input_shape"]) != dataset.input_shape:
+        message = (
+            f"the base model takes inputs of shape {card['input_shape']}, "
+            f"but {dataset.name} has {list(dataset.input_shape)}"
+        )
+        return [SpecIssue("base_model_id", message)]
+    return []
+
+
+def _domain_issues(spec: AdaptSpec, source: DatasetInfo, describe: Describe) -> list[SpecIssue]:
+    issues = []
+    for field in ("target", "target_test"):
+        ref = getattr(spec.data, field)
+        if ref is None:
+            continue
+        other = describe(dataset_name(ref))
+        if (other.modality, other.input_shape) != (source.modality, source.input_shape):
+            message = (
+                f"{other.name} has {other.modality} inputs of shape {list(other.input_shape)}, "
+                f"the source {source.name} {list(source.input_shape)}"
+            )
+            issues.append(SpecIssue(f"data.{field}", message))
+        elif field == "target_test" and other.labels != source.labels:
+            issues.append(SpecIssue("data.target_test", "its labels differ from the source's"))
+    return issues
+
+
+def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[SpecIssue]:
+    if spec.resources.processes == 1:
+        return []
+    architecture = base_card["architecture"] if base_card else spec.model.architecture
+    params = base_card["params"] if base_card else spec.model.params
+    issues = []
+    if spec.method.name in SINGLE_PROCESS_METHODS:
+        why = SINGLE_PROCESS_METHODS[spec.method.name]
+        message = f"method {spec.method.name!r} runs on 1 process only: {why}"
+        issues.append(SpecIssue("resources.processes", message))
+    if architecture in SINGLE_PROCESS_ARCHITECTURES:
+        why = SINGLE_PROCESS_ARCHITECTURES[architecture]
+        message = f"architecture {architecture!r} runs on 1 process only: {why}"
+        issues.append(SpecIssue("resources.processes", message))
+    elif (params or {}).get("batch_norm"):
+        message = f"{architecture!r} with batch_norm runs on 1 process only: {BATCH_NORM_ON_SHARES}"
+        issues.append(SpecIssue("resources.processes", message))
+    return issues
+
+
+def check_spec(
+    spec: Spec, base_card: dict[str, Any] | None = None, describe: Describe = describe_builtin
+) -> list[SpecIssue]:
+    """Every problem with the spec; an empty list means it can run."""
+    issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec, describe)
+    if not issues:
+        issues = _fit_issues(spec, base_card, describe) + _processes_issues(spec, base_card)
+    return issues
