@@ -4,17 +4,19 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trainer.spec import MAX_RUNTIME_SECONDS
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TUNERY_")
+    # populate_by_name: a field with an env alias (below) may still be passed by its name.
+    model_config = SettingsConfigDict(env_prefix="TUNERY_", populate_by_name=True)
 
     database_url: str = "sqlite:///var/tunery.db"
     # kombu's SQLAlchemy transport on SQLite: a broker with no server to install. It is a
-    # wake-up signal only; the sweep below re-sends what it loses.
+    # wake-up signal only; the reconciler below re-sends what it loses.
     broker_url: str = "sqla+sqlite:///var/broker.db"
     artifact_dir: Path = Path("var/artifacts")
     # Where uploaded datasets are kept: `artifact_dir` on this machine, or an S3-compatible
@@ -72,9 +74,16 @@ class Settings(BaseSettings):
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 1.0
     stop_grace_seconds: float = 10.0
-    # The sweep re-queues jobs whose lease expired and re-sends queued jobs whose message may
-    # be lost. 0 turns it off (for API-only test processes).
-    sweep_interval_seconds: float = 10.0
+    # The reconciler (app.services.dispatch) brings the broker in line with the database: it
+    # re-queues jobs whose lease expired and re-sends queued jobs whose message may be lost.
+    # 0 turns it off (for API-only test processes). An alias names the whole variable, so the
+    # prefix is written out; TUNERY_SWEEP_INTERVAL_SECONDS is its deprecated former name.
+    reconcile_interval_seconds: float = Field(
+        10.0,
+        validation_alias=AliasChoices(
+            "TUNERY_RECONCILE_INTERVAL_SECONDS", "TUNERY_SWEEP_INTERVAL_SECONDS"
+        ),
+    )
     redispatch_after_seconds: float = 300.0
     # Longer than any job may run, so the broker never redelivers a message while its job runs.
     broker_visibility_timeout_seconds: int = MAX_RUNTIME_SECONDS + 6 * 3600

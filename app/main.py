@@ -18,7 +18,7 @@ from app.limits import BodySizeLimit
 from app.observability import metrics
 from app.observability.logs import configure_logging
 from app.security import ApiKeyAuth, SecurityHeaders
-from app.services.dispatch import sweep_forever
+from app.services.dispatch import reconcile_forever
 
 UI_DIR = Path(__file__).parent / "ui"
 
@@ -28,13 +28,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     # Made here, on the server's event loop, which its connections belong to.
     app.state.read_engine = make_read_engine(settings.database_url)
-    interval = settings.sweep_interval_seconds
-    sweeper = asyncio.create_task(sweep_forever(interval)) if interval > 0 else None
+    interval = settings.reconcile_interval_seconds
+    reconciler = asyncio.create_task(reconcile_forever(interval)) if interval > 0 else None
     yield
-    if sweeper is not None:
-        sweeper.cancel()
+    if reconciler is not None:
+        reconciler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+            await reconciler
     await app.state.read_engine.dispose()
 
 

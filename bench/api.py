@@ -470,8 +470,8 @@ def main() -> None:
         "TUNERY_ARTIFACT_DIR": str(root / "artifacts"),
         "TUNERY_CACHE_DIR": str(root / "cache"),
         "TUNERY_RUN_DIR": str(root / "runs"),
-        # No worker runs: the sweep would only re-send the inserted queued jobs to the broker.
-        "TUNERY_SWEEP_INTERVAL_SECONDS": "0",
+        # No worker runs: the reconciler would only re-send the inserted queued jobs to the broker.
+        "TUNERY_RECONCILE_INTERVAL_SECONDS": "0",
     }
     create_postgres_database(database)
     engine = make_engine(env["TUNERY_DATABASE_URL"])

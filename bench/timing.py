@@ -21,9 +21,9 @@ from tests import stack as stacks
 from tests.stack import Stack
 
 REDIS_URL = stacks.REDIS_URL
-# tests.stack speeds the heartbeat and the sweep up for tests; a benchmark measures the
+# tests.stack speeds the heartbeat and the reconciler up for tests; a benchmark measures the
 # service as it is deployed, with its own defaults.
-DEPLOYED = {"TUNERY_HEARTBEAT_SECONDS": "1", "TUNERY_SWEEP_INTERVAL_SECONDS": "10"}
+DEPLOYED = {"TUNERY_HEARTBEAT_SECONDS": "1", "TUNERY_RECONCILE_INTERVAL_SECONDS": "10"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -18,7 +18,7 @@ os.environ.update(
     TUNERY_DATABASE_URL=postgres_url(API_DATABASE),
     TUNERY_BROKER_URL=os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     TUNERY_QUEUE=f"tunery-test-{SESSION_TAG}",
-    TUNERY_SWEEP_INTERVAL_SECONDS="0",
+    TUNERY_RECONCILE_INTERVAL_SECONDS="0",
     TUNERY_ARTIFACT_DIR=tempfile.mkdtemp(prefix="tunery-api-artifacts-"),
     TUNERY_CACHE_DIR=tempfile.mkdtemp(prefix="tunery-api-cache-"),
     TUNERY_AUTH_CACHE_SECONDS="0.5",

@@ -154,7 +154,7 @@ def start_stack(
         "TUNERY_RUN_DIR": str(root / "runs"),
         "TUNERY_CACHE_DIR": str(root / "cache"),
         "TUNERY_QUEUE": queue,
-        "TUNERY_SWEEP_INTERVAL_SECONDS": "1",
+        "TUNERY_RECONCILE_INTERVAL_SECONDS": "1",
         "TUNERY_HEARTBEAT_SECONDS": "0.5",
         "TUNERY_STOP_GRACE_SECONDS": "5",
         **(extra_env or {}),

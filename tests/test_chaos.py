@@ -95,7 +95,7 @@ def test_kill_9_of_the_worker_is_reaped_and_resumed_by_another(stack):
 def test_the_same_task_delivered_five_times_is_claimed_once(stack):
     from celery import Celery
 
-    from worker.celery_app import RUN_JOB_TASK
+    from app.broker import RUN_JOB_TASK
 
     with stack.client() as client:
         job_id = client.post("/v1/jobs", json=SHORT_JOB).json()["id"]
@@ -146,8 +146,13 @@ def _restart_redis() -> None:
         capture_output=True,
     )  # fmt: skip
     deadline = time.monotonic() + 20
-    while not redis.Redis().ping():  # raises until the server answers
-        assert time.monotonic() < deadline
+    while True:
+        try:
+            redis.Redis().ping()  # raises until the server answers
+            return
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "Redis did not answer 20 s after its restart"
+            time.sleep(0.2)
 
 
 def wait_through_outage(stack, job_id: str) -> dict:
@@ -197,7 +202,12 @@ def test_a_stopping_worker_hands_its_job_back_at_a_checkpoint(stack):
         worker = stack.processes[-1]
         os.kill(worker.pid, signal.SIGTERM)  # a warm shutdown, as a deploy sends
         stopped_at = time.time()
-        assert worker.wait(timeout=60) is not None  # it did not wait for the 40 epochs
+        # A warm shutdown exits 0 within the minute (wait raises TimeoutExpired otherwise)...
+        assert worker.wait(timeout=60) == 0, stack.logs()
+        # ...and it did not wait for the 40 epochs: the job went back to the queue unfinished.
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "queued", job
+        assert job["progress"]["step"] < job["progress"]["total_steps"], job
         events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
         assert any(e["message"].startswith("queued: interrupted") for e in events), events
         stack.start_worker()

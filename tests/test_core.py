@@ -14,7 +14,7 @@ from trainer.architectures import Network, build_trunk
 from trainer.artifact import load_classifier, read_card, save_model
 from trainer.data import load_dataset
 from trainer.events import EventSink
-from trainer.methods import METHODS, supervised
+from trainer.methods import METHODS
 from trainer.run import RunContext
 from trainer.spec import JobSpec
 from trainer.training import batch_order, batches_per_epoch
@@ -135,7 +135,14 @@ def test_artifact_round_trip_keeps_weights_card_and_predictions(tmp_path):
     x = load_dataset("builtin:digits").splits["test"].x[:64]
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model.eval()(x))
-    assert b"pickle" not in path.read_bytes()[:8]
+    # Nothing but safetensors: an 8-byte header length, a JSON header, then the raw tensors,
+    # which end where the file does (no pickle or zip can hide before, between or after them).
+    raw = path.read_bytes()
+    header_length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_length])
+    header.pop("__metadata__")
+    data_length = max(end for entry in header.values() for end in entry["data_offsets"][1:])
+    assert 8 + header_length + data_length == len(raw)
 
 
 @pytest.mark.parametrize(
@@ -229,7 +236,7 @@ def test_log_every_steps_reports_the_step_loss_and_learning_rate_of_every_nth_st
     )
     stream = io.StringIO()
     ctx = RunContext(spec=every_2nd, device=torch.device("cpu"), events=EventSink(stream))
-    supervised.run(ctx)
+    METHODS["supervised"].run(ctx)
     ctx.events.flush()  # as the trainer process does as it exits
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     per_step = [e for e in events if e["type"] == "metric" and e["name"] != "loss"]

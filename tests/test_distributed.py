@@ -291,7 +291,7 @@ def test_a_cpu_worker_never_takes_a_gpu_job(stack):
         gpu = client.post("/v1/jobs", json=cpu_job | {"resources": {"device": "cuda"}}).json()
         cpu = client.post("/v1/jobs", json=cpu_job).json()
         assert wait_for(client, cpu["id"], finished)["status"] == "succeeded", stack.logs()
-        time.sleep(1.5)  # a sweep or two more
+        time.sleep(1.5)  # a reconcile or two more
         waiting = client.get(f"/v1/jobs/{gpu['id']}").json()
         assert (waiting["status"], waiting["attempt"]) == ("queued", 0)
         broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")

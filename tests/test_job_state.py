@@ -1,4 +1,4 @@
-"""The job state machine on Postgres: claims, fencing, cancel races, the reaper and the sweep."""
+"""The job state machine on Postgres: claims, fencing, cancel races, reaper and reconciler."""
 
 import os
 from datetime import timedelta
@@ -116,11 +116,11 @@ def test_reaper_requeues_a_job_whose_lease_expired_and_leaves_live_ones(job_id, 
     assert status_of(live.id).status == "running"
 
 
-def test_sweep_sends_jobs_never_dispatched_and_marks_them(job_id):
+def test_reconciler_sends_jobs_never_dispatched_and_marks_them(job_id):
     queue = redis.Redis.from_url(os.environ["TUNERY_BROKER_URL"])
     queue.delete(os.environ["TUNERY_QUEUE"])
     assert status_of(job_id).dispatched_at is None
-    dispatch.sweep_once()
+    dispatch.reconcile_once()
     assert status_of(job_id).dispatched_at is not None
     assert queue.llen(os.environ["TUNERY_QUEUE"]) >= 1
     with session_scope() as session:

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import nn
 
-from worker.core.architectures.transformer import TransformerParams
+from trainer.architectures.transformer import TransformerParams
 
 
 @dataclass(frozen=True)

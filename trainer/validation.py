@@ -5,38 +5,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from trainer.architectures import ARCHITECTURES, build_trunk
+from trainer.architectures import ARCHITECTURES, Architecture, build_trunk
 from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
-from trainer.methods import METHODS, methods_for
+from trainer.methods import METHODS, Method, methods_for
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
 
 Spec = PretrainSpec | FinetuneSpec | AdaptSpec
 # Looks a dataset up by name: built-in or uploaded; None when there is no such dataset.
 Describe = Callable[[str], DatasetInfo | None]
-# The data fields whose datasets must carry labels, by job kind.
-LABELLED_FIELDS = {
-    "pretrain": (),
-    "finetune": ("train", "validation", "test"),
-    "adapt": ("source", "target_test"),
-}
-# On several processes each rank computes the loss of its share of the batch, and the step is
-# the single process's only when that loss is a mean over examples drawn without randomness
-# from the data-order generator. These methods and architectures would train differently, so
-# `resources.processes` must stay 1 for them.
-SINGLE_PROCESS_METHODS = {
-    "autoencoder": "its masks and noise come from the data-order generator, drawn per share, so "
-    "the ranks' generators and batch orders would drift apart",
-    "contrastive": "each image's negatives are the rest of its batch (NT-Xent), of which a "
-    "share holds only part; its augmentations come from the data-order generator",
-    "simcse": "each text's negatives are the rest of its batch (NT-Xent), of which a share holds "
-    "only part",
-    "coral": "CORAL compares the feature covariances of the whole batch",
-    "mmd": "MMD compares every pair of the whole batch's features",
-}
-BATCH_NORM_ON_SHARES = (
-    "BatchNorm would normalise each share by its own statistics (SyncBatchNorm runs on GPUs only)"
-)
-SINGLE_PROCESS_ARCHITECTURES = {"resnet": BATCH_NORM_ON_SHARES}
 
 
 def _params_issues(params_model: type[BaseModel], params: dict, field: str) -> list[SpecIssue]:
@@ -71,8 +47,18 @@ def _method_issues(spec: Spec) -> list[SpecIssue]:
     return _params_issues(method.params, spec.method.params, "method.params")
 
 
+def _labelled_fields(spec: Spec) -> set[str]:
+    """The data fields whose datasets must carry labels: the method's, or, for a method that is
+    not the job kind's, those that every method of the kind needs."""
+    method = METHODS.get(spec.method.name)
+    if method is not None and method.kind == spec.kind:
+        return set(method.labelled)
+    return set.intersection(*(set(METHODS[name].labelled) for name in methods_for(spec.kind)))
+
+
 def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
     known = ", ".join(sorted(BUILTIN_DATASETS))
+    labelled = _labelled_fields(spec)
     issues = []
     for field, ref in spec.data:
         if ref is None:
@@ -84,7 +70,7 @@ def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
                 f"or a built-in: {known}"
             )
             issues.append(SpecIssue(f"data.{field}", message))
-        elif field in LABELLED_FIELDS[spec.kind] and not info.labelled:
+        elif field in labelled and not info.labelled:
             message = f"{info.name} has no labels; {spec.kind} jobs need labels in `{field}`"
             issues.append(SpecIssue(f"data.{field}", message))
     return issues
@@ -108,18 +94,7 @@ def _fit_issues(
     if dataset.modality not in method.modalities:
         message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
         issues.append(SpecIssue(field, message))
-    architecture = base_card["architecture"] if base_card else spec.model.architecture
-    lora_rank = spec.method.params.get("lora_rank")
-    if lora_rank is not None and architecture != "hf_encoder":
-        message = f"LoRA adapters are for hf_encoder models, not {architecture}"
-        issues.append(SpecIssue("method.params.lora_rank", message))
-    for name in ("lora_alpha", "lora_dropout", "lora_merge"):
-        if lora_rank is None and name in spec.method.params:
-            message = f"{name} shapes LoRA adapters, and none are trained without lora_rank"
-            issues.append(SpecIssue(f"method.params.{name}", message))
-    if method.name == "causal_lm" and architecture == "hf_encoder":
-        message = "causal_lm needs a model that reads left to right; hf_encoder reads both ways"
-        issues.append(SpecIssue("model.architecture", message))
+    issues += _needs_issues(method, ARCHITECTURES[_architecture(spec, base_card)], spec)
     if spec.kind == "adapt":
         issues += _domain_issues(spec, dataset, describe)
     if base_card is not None:
@@ -137,6 +112,23 @@ def _fit_issues(
     except (RuntimeError, ValueError) as error:
         message = f"cannot build for inputs of shape {list(dataset.input_shape)}: {error}"
         issues.append(SpecIssue("model.params", message))
+    return issues
+
+
+def _architecture(spec: Spec, base_card: dict[str, Any] | None) -> str:
+    return base_card["architecture"] if base_card else spec.model.architecture
+
+
+def _needs_issues(method: Method, arch: Architecture, spec: Spec) -> list[SpecIssue]:
+    """What the method needs of the architecture, and its params' own checks."""
+    issues = []
+    if method.check is not None:
+        issues += [SpecIssue(f, m) for f, m in method.check(spec.method.params, arch)]
+    if method.needs_left_to_right and not arch.reads_left_to_right:
+        message = (
+            f"{method.name} needs a model that reads left to right; {arch.name} reads both ways"
+        )
+        issues.append(SpecIssue("model.architecture", message))
     return issues
 
 
@@ -173,23 +165,27 @@ def _domain_issues(spec: AdaptSpec, source: DatasetInfo, describe: Describe) -> 
 
 
 def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[SpecIssue]:
+    """On several processes each rank computes the loss of its share of the batch, and the step
+    is the single process's only when that loss is a mean over examples drawn without randomness
+    from the data-order generator. Methods and architectures that would train differently say
+    why in their `single_process`, and `resources.processes` must stay 1 for them."""
     if spec.resources.processes == 1:
         return []
-    architecture = base_card["architecture"] if base_card else spec.model.architecture
-    params = base_card["params"] if base_card else spec.model.params
-    issues = []
-    if spec.method.name in SINGLE_PROCESS_METHODS:
-        why = SINGLE_PROCESS_METHODS[spec.method.name]
-        message = f"method {spec.method.name!r} runs on 1 process only: {why}"
-        issues.append(SpecIssue("resources.processes", message))
-    if architecture in SINGLE_PROCESS_ARCHITECTURES:
-        why = SINGLE_PROCESS_ARCHITECTURES[architecture]
-        message = f"architecture {architecture!r} runs on 1 process only: {why}"
-        issues.append(SpecIssue("resources.processes", message))
-    elif (params or {}).get("batch_norm"):
-        message = f"{architecture!r} with batch_norm runs on 1 process only: {BATCH_NORM_ON_SHARES}"
-        issues.append(SpecIssue("resources.processes", message))
-    return issues
+    method = METHODS[spec.method.name]
+    arch = ARCHITECTURES[_architecture(spec, base_card)]
+    params = (base_card["params"] if base_card else spec.model.params) or {}
+    whys = []
+    if method.single_process is not None:
+        whys.append(f"method {method.name!r} runs on 1 process only: {method.single_process}")
+    if arch.single_process is not None:
+        whys.append(f"architecture {arch.name!r} runs on 1 process only: {arch.single_process}")
+    else:
+        whys += [
+            f"{arch.name!r} with {name} runs on 1 process only: {why}"
+            for name, why in arch.single_process_with.items()
+            if params.get(name)
+        ]
+    return [SpecIssue("resources.processes", why) for why in whys]
 
 
 def check_spec(

@@ -124,7 +124,7 @@ class JobCollector(Collector):
 class BrokerQueueCollector(Collector):
     """`tunery_broker_queue_length`: messages waiting in the Celery queue on Redis (LLEN).
 
-    It differs from `tunery_queue_depth` when messages are lost (the sweep re-sends them) or
+    It differs from `tunery_queue_depth` when messages are lost (the reconciler re-sends them) or
     duplicated, or when queued jobs wait for a tenant's running-job slot."""
 
     def __init__(self, broker_url: str, queue: str) -> None:

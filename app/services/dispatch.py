@@ -1,8 +1,9 @@
-"""Sending jobs to workers, and the sweep that makes a lost or failed send harmless.
+"""Sending jobs to workers, and the reconciler that makes a lost or failed send harmless.
 
 The database is the source of truth; a broker message only wakes a worker. A job is marked
-dispatched after its message is sent, and the sweep re-sends queued jobs that were never sent or
-were sent long ago, and re-queues running jobs whose worker stopped renewing its lease.
+dispatched after its message is sent. The reconciler brings the broker in line with the
+database: it re-sends queued jobs that were never sent or were sent long ago, and re-queues
+running jobs whose worker stopped renewing its lease.
 Duplicates are harmless: the worker's claim is a conditional UPDATE.
 
 A job goes to the queue of the workers that can run it: `cuda` jobs to `TUNERY_GPU_QUEUE` when it
@@ -33,7 +34,7 @@ def queue_for(resources: dict) -> str:
 
 
 def send(job_ids: list[str]) -> None:
-    """Publish one message per job; a job whose send fails stays undispatched for the sweep."""
+    """Publish one message per job; a job whose send fails stays undispatched for the reconciler."""
     with session_scope() as session:
         rows = session.execute(select(Job.id, Job.spec).where(Job.id.in_(job_ids))).all()
     queues = {job_id: queue_for(spec.get("resources", {})) for job_id, spec in rows}
@@ -49,7 +50,7 @@ def send(job_ids: list[str]) -> None:
             sent.append(job_id)
         except Exception:
             log.warning(
-                "could not send job %s to the broker; the sweep will retry",
+                "could not send job %s to the broker; the reconciler will retry",
                 job_id,
                 extra={"job_id": job_id},
             )
@@ -57,7 +58,8 @@ def send(job_ids: list[str]) -> None:
         job_state.mark_dispatched(session, sent)
 
 
-def sweep_once() -> None:
+def reconcile_once() -> None:
+    """Re-queue the jobs whose lease expired, then send queued jobs never sent or sent long ago."""
     settings = get_settings()
     now = utcnow()
     with session_scope() as session:
@@ -70,10 +72,10 @@ def sweep_once() -> None:
         send(job_ids)
 
 
-async def sweep_forever(interval_seconds: float) -> None:
+async def reconcile_forever(interval_seconds: float) -> None:
     while True:
         try:
-            await asyncio.to_thread(sweep_once)
+            await asyncio.to_thread(reconcile_once)
         except Exception:
-            log.exception("sweep failed; trying again in %.0f s", interval_seconds)
+            log.exception("reconciling failed; trying again in %.0f s", interval_seconds)
         await asyncio.sleep(interval_seconds)

@@ -1,12 +1,16 @@
 """The registry of model architectures. Adding one is a new module plus one line here.
 
+An architecture declares its own constraints in its line, and `trainer.validation` asks for them:
+`single_process` (why it cannot train on several processes), `single_process_with` (params that,
+when true, make it so), `reads_left_to_right` and `supports_lora` (what methods may need of it).
+
 Every model is a `Network`: input normalisation, a backbone that makes features, and a task
 head. A backbone has `feature_dim` and `blocks()` (its stages from input to output, for partial
 freezing); sequence backbones also have `forward_sequence` (one feature vector per token).
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -31,6 +35,17 @@ class Architecture:
     # Architectures that start from weights trained elsewhere: params -> (trunk card without
     # `architecture`, backbone weights). The others start from random weights.
     pretrained: Callable[[Any], tuple[dict[str, Any], dict[str, torch.Tensor]]] | None = None
+    # Why `resources.processes` must stay 1 for it (see trainer.validation); None: it need not.
+    single_process: str | None = None
+    # Params that, when true, keep it to 1 process: param name -> why.
+    single_process_with: dict[str, str] = field(default_factory=dict)
+    reads_left_to_right: bool = True  # no token sees the ones after it (causal LM can train it)
+    supports_lora: bool = False  # LoRA adapters can be attached to it
+
+
+BATCH_NORM_ON_SHARES = (
+    "BatchNorm would normalise each share by its own statistics (SyncBatchNorm runs on GPUs only)"
+)
 
 
 IMAGES, TABLES, TEXT = frozenset({"image"}), frozenset({"image", "tabular"}), frozenset({"text"})
@@ -38,8 +53,20 @@ IMAGES, TABLES, TEXT = frozenset({"image"}), frozenset({"image", "tabular"}), fr
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
-        Architecture("cnn", cnn.CNNParams, cnn.build_backbone, IMAGES),
-        Architecture("resnet", resnet.ResNetParams, resnet.build_backbone, IMAGES),
+        Architecture(
+            "cnn",
+            cnn.CNNParams,
+            cnn.build_backbone,
+            IMAGES,
+            single_process_with={"batch_norm": BATCH_NORM_ON_SHARES},
+        ),
+        Architecture(
+            "resnet",
+            resnet.ResNetParams,
+            resnet.build_backbone,
+            IMAGES,
+            single_process=BATCH_NORM_ON_SHARES,
+        ),
         Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES),
         Architecture("gru", rnn.RNNParams, rnn.build_gru, TEXT),
         Architecture("lstm", rnn.RNNParams, rnn.build_lstm, TEXT),
@@ -52,6 +79,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             hf_encoder.build_backbone,
             TEXT,
             hf_encoder.pretrained,
+            reads_left_to_right=False,
+            supports_lora=True,
         ),
     )
 }

@@ -1,10 +1,17 @@
-"""The registry of training methods. Adding one is a new module plus one line here."""
+"""The registry of training methods. Adding one is a new module plus one line here.
+
+A method declares its own constraints in its line, and `trainer.validation` asks for them:
+`single_process` (why it cannot train on several processes), `labelled` (data that must carry
+labels), `needs_left_to_right` (of the architecture) and `check` (its params' extra checks).
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
+from trainer.constraints import Check, lora_issues
 from trainer.methods import (
     autoencoder,
     causal_lm,
@@ -24,6 +31,7 @@ ANY, IMAGES, IMAGES_TABLES, TEXT = (
     frozenset({"image", "tabular"}),
     frozenset({"text"}),
 )
+ADAPT_LABELS = ("source", "target_test")  # the target's training split is unlabelled
 
 
 @dataclass(frozen=True)
@@ -31,22 +39,81 @@ class Method:
     name: str
     kind: str  # the job kind it serves
     params: type[BaseModel]
-    run: Callable[[RunContext], TrainResult]
+    train: Callable[[RunContext, Any], TrainResult]  # the module's `run(ctx, params)`
     modalities: frozenset[str]  # the data it reads
+    labelled: tuple[str, ...] = ()  # the data fields whose datasets must carry labels
+    # Why `resources.processes` must stay 1 for it (see trainer.validation); None: it need not.
+    single_process: str | None = None
+    needs_left_to_right: bool = False  # of the architecture: see `Architecture`
+    check: Check | None = None  # its params' extra checks, that need the architecture
+
+    def run(self, ctx: RunContext) -> TrainResult:
+        """Train as the job's spec says, its method params parsed once, here."""
+        return self.train(ctx, self.params.model_validate(ctx.spec.method.params))
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("autoencoder", "pretrain", autoencoder.Params, autoencoder.run, IMAGES_TABLES),
-        Method("contrastive", "pretrain", contrastive.Params, contrastive.run, IMAGES),
-        Method("causal_lm", "pretrain", causal_lm.Params, causal_lm.run, TEXT),
-        Method("simcse", "pretrain", simcse.Params, simcse.run, TEXT),
-        Method("supervised", "finetune", supervised.Params, supervised.run, ANY),
-        Method("source_only", "adapt", source_only.Params, source_only.run, ANY),
-        Method("dann", "adapt", dann.Params, dann.run, ANY),
-        Method("coral", "adapt", coral.Params, coral.run, ANY),
-        Method("mmd", "adapt", mmd.Params, mmd.run, ANY),
+        Method(
+            "autoencoder",
+            "pretrain",
+            autoencoder.Params,
+            autoencoder.run,
+            IMAGES_TABLES,
+            single_process="its masks and noise come from the data-order generator, drawn per "
+            "share, so the ranks' generators and batch orders would drift apart",
+        ),
+        Method(
+            "contrastive",
+            "pretrain",
+            contrastive.Params,
+            contrastive.run,
+            IMAGES,
+            single_process="each image's negatives are the rest of its batch (NT-Xent), of "
+            "which a share holds only part; its augmentations come from the data-order generator",
+        ),
+        Method(
+            "causal_lm", "pretrain", causal_lm.Params, causal_lm.run, TEXT, needs_left_to_right=True
+        ),
+        Method(
+            "simcse",
+            "pretrain",
+            simcse.Params,
+            simcse.run,
+            TEXT,
+            single_process="each text's negatives are the rest of its batch (NT-Xent), of which "
+            "a share holds only part",
+        ),
+        Method(
+            "supervised",
+            "finetune",
+            supervised.Params,
+            supervised.run,
+            ANY,
+            labelled=("train", "validation", "test"),
+            check=lora_issues,
+        ),
+        Method("source_only", "adapt", source_only.Params, source_only.run, ANY, ADAPT_LABELS),
+        Method("dann", "adapt", dann.Params, dann.run, ANY, ADAPT_LABELS),
+        Method(
+            "coral",
+            "adapt",
+            coral.Params,
+            coral.run,
+            ANY,
+            ADAPT_LABELS,
+            single_process="CORAL compares the feature covariances of the whole batch",
+        ),
+        Method(
+            "mmd",
+            "adapt",
+            mmd.Params,
+            mmd.run,
+            ANY,
+            ADAPT_LABELS,
+            single_process="MMD compares every pair of the whole batch's features",
+        ),
     )
 }
 

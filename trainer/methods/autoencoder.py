@@ -37,8 +37,7 @@ def corrupt(x: torch.Tensor, params: Params, generator: torch.Generator | None) 
     return x * keep.to(x.device) + noise.to(x.device)
 
 
-def run(ctx: RunContext) -> TrainResult:
-    params = Params.model_validate(ctx.spec.method.params)
+def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def decoder(trunk: Trunk) -> nn.Module:
         size = math.prod(trunk.card["input_shape"])

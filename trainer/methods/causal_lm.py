@@ -33,8 +33,7 @@ def next_token_loss(trunk: Trunk, head: nn.Module, x: torch.Tensor, _random) -> 
     return F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
 
 
-def run(ctx: RunContext) -> TrainResult:
-    Params.model_validate(ctx.spec.method.params)
+def run(ctx: RunContext, _params: Params) -> TrainResult:
 
     def lm_head(trunk: Trunk) -> nn.Module:
         return nn.Linear(trunk.backbone.feature_dim, trunk.card["vocab_size"])

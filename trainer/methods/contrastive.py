@@ -56,8 +56,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(similarity, partners)
 
 
-def run(ctx: RunContext) -> TrainResult:
-    params = Params.model_validate(ctx.spec.method.params)
+def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def projection(trunk: Trunk) -> nn.Module:
         dim = trunk.backbone.feature_dim

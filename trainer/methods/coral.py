@@ -14,6 +14,5 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor, _progress: float = 0.
     return (torch.cov(source.T) - torch.cov(target.T)).pow(2).sum() / (4 * d * d)
 
 
-def run(ctx: RunContext) -> TrainResult:
-    params = Params.model_validate(ctx.spec.method.params)
+def run(ctx: RunContext, params: Params) -> TrainResult:
     return adapt(ctx, params.weight, lambda _dim: (coral_loss, None))

@@ -38,8 +38,7 @@ def discriminator(feature_dim: int, hidden: int) -> nn.Module:
     )  # fmt: skip
 
 
-def run(ctx: RunContext) -> TrainResult:
-    params = Params.model_validate(ctx.spec.method.params)
+def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def make_domain_loss(feature_dim: int):
         critic = discriminator(feature_dim, params.discriminator_hidden)

@@ -25,8 +25,7 @@ def mmd_loss(source: torch.Tensor, target: torch.Tensor, kernels: int = 5) -> to
     return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
 
 
-def run(ctx: RunContext) -> TrainResult:
-    params = Params.model_validate(ctx.spec.method.params)
+def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def loss(source: torch.Tensor, target: torch.Tensor, progress: float) -> torch.Tensor:
         return ramp(progress) * mmd_loss(source, target, params.kernels)

@@ -24,8 +24,7 @@ class Params(BaseModel):
     temperature: float = Field(0.05, gt=0, le=10)
 
 
-def run(ctx: RunContext) -> TrainResult:
-    params = Params.model_validate(ctx.spec.method.params)
+def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def loss(trunk: Trunk, _head: nn.Module, tokens: torch.Tensor, _randomness) -> torch.Tensor:
         first, second = trunk.backbone(tokens), trunk.backbone(tokens)

@@ -10,5 +10,5 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def run(ctx: RunContext) -> TrainResult:
+def run(ctx: RunContext, _params: Params) -> TrainResult:
     return adapt(ctx, 0.0, None)

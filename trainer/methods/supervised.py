@@ -45,9 +45,8 @@ class Params(BaseModel):
     )
 
 
-def run(ctx: RunContext) -> TrainResult:
+def run(ctx: RunContext, params: Params) -> TrainResult:
     spec, device, hp = ctx.spec, ctx.device, ctx.spec.hyperparameters
-    params = Params.model_validate(spec.method.params)
     generator = seed_everything(hp.seed)
     data = spec.data
     dataset, train, validation, test = splits_for(data.train, data.validation, data.test, hp.seed)
