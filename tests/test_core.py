@@ -229,6 +229,38 @@ def test_check_spec_accepts_every_kind():
         assert check_spec(TypeAdapter(JobSpec).validate_python(spec)) == []
 
 
+def test_a_method_registered_with_its_constraints_is_checked_by_them(monkeypatch):
+    """What adding a method takes: its line in the registry, saying what it cannot do; the
+    spec checks then refuse a job that asks for it, with the method's own reason."""
+    from trainer.methods import Method, supervised
+
+    def little_smoothing(params, architecture):
+        too_much = params.get("label_smoothing", 0) > 0.2
+        return [("method.params.label_smoothing", "pairs need <= 0.2")] if too_much else []
+
+    pairwise = Method(
+        "pairwise",
+        "finetune",
+        supervised.Params,
+        supervised.run,
+        frozenset({"image"}),
+        labelled=("train",),
+        single_process="its loss compares every pair of the whole batch",
+        needs_left_to_right=True,
+        check=little_smoothing,
+    )
+    monkeypatch.setitem(METHODS, "pairwise", pairwise)
+    spec = spec_of(method={"name": "pairwise", "params": {"label_smoothing": 0.5}},
+                   resources={"processes": 2})  # fmt: skip
+    issues = {issue.field: issue.message for issue in check_spec(spec)}
+    assert "every pair of the whole batch" in issues["resources.processes"]
+    assert issues["method.params.label_smoothing"] == "pairs need <= 0.2"
+    assert "reads both ways" not in issues.get("model.architecture", "")  # cnn is left to right
+    gru = spec_of(model={"architecture": "gru"}, method={"name": "pairwise"},
+                  data={"train": "builtin:bbc-news"})  # fmt: skip
+    assert "data.train" in {issue.field for issue in check_spec(gru)}  # it reads images only
+
+
 def test_log_every_steps_reports_the_step_loss_and_learning_rate_of_every_nth_step():
     hyperparameters = {"epochs": 2, "batch_size": 256, "learning_rate": 0.01}  # 5 steps an epoch
     every_2nd = spec_of(

@@ -1,10 +1,10 @@
 """Checkpoints: everything a run needs to continue exactly where it stopped.
 
-`fit` saves one every `every_steps` steps and when asked to stop (SIGTERM), holding the
-weights, optimiser, LR schedule, step, the position in the epoch, the early-stopping state
-and the random generators; a resumed run then equals an uninterrupted one (bitwise on CPU).
-Files are written under a temporary name, synced and renamed, and read back with
-`weights_only=True`: they hold tensors and plain values only, and only files we wrote.
+`trainer.loop.fit` saves one every `every_steps` steps and when asked to stop (SIGTERM),
+holding the weights, optimiser, LR schedule, step, the position in the epoch, the
+early-stopping state and the random generators; a resumed run then equals an uninterrupted
+one (bitwise on CPU). Files are written under a temporary name, synced and renamed, and read
+back with `weights_only=True`: they hold tensors and plain values only, and only files we wrote.
 
 With several ranks (`trainer.distributed`) every rank calls `save` at the same step, rank 0
 alone writes, and no rank returns before the file is complete: a rank that then exits (75,

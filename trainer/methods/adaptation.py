@@ -15,9 +15,10 @@ from torch import nn
 
 from trainer.architectures import Network
 from trainer.data import Split, dataset_name, load_dataset, select
+from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
 from trainer.spec import AdaptSpec
-from trainer.training import batch_order, batches_per_epoch, classify, fit, seed_everything
+from trainer.training import batch_order, batches_per_epoch, classify, seed_everything
 from trainer.trunk import start_trunk
 
 # A domain loss gets source and target features and the share of training done, in [0, 1].
@@ -98,17 +99,18 @@ def adapt(
         loss = F.cross_entropy(model.head(fs), ys)
         return loss + weight * loss_of(fs.float(), ft.float(), progress)
 
-    result = fit(
-        ctx,
-        trainable,
-        [{"params": list(trainable.parameters())}],
-        lambda g: _paired_batches(s["source"], s["target"], hp.batch_size, g),
-        batches_per_epoch(len(source), hp.batch_size),
-        batch_loss,
-        lambda: classify(model, s["validation"], hp.batch_size, device),
-        ("accuracy", "max"),
-        generator,
+    recipe = Recipe(
+        model=trainable,
+        param_groups=[{"params": list(trainable.parameters())}],
+        epoch_batches=lambda g: _paired_batches(s["source"], s["target"], hp.batch_size, g),
+        steps_per_epoch=batches_per_epoch(len(source), hp.batch_size),
+        batch_loss=batch_loss,
+        validate=lambda: classify(model, s["validation"], hp.batch_size, device),
+        monitor="accuracy",
+        mode="max",
+        generator=generator,
     )
+    result = fit(ctx, recipe)
     target_result = classify(model, s["target_test"], hp.batch_size, device)
     source_result = classify(model, s["source_test"], hp.batch_size, device)
     ctx.events.metric("accuracy", "test", target_result["accuracy"], result.step, result.epochs_run)

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from trainer.data import Split, splits_for
+from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
-from trainer.training import batches_per_epoch, fit, seed_everything, shuffled_batches
+from trainer.training import batches_per_epoch, seed_everything, shuffled_batches
 from trainer.trunk import Trunk, start_trunk
 
 
@@ -56,17 +57,18 @@ def pretrain(ctx: RunContext, pretext: Pretext) -> TrainResult:
 
     initial = validate()
     ctx.events.metric("loss", "validation", initial["loss"], 0, 0)
-    result = fit(
-        ctx,
-        model,
-        [{"params": list(model.parameters())}],
-        lambda g: shuffled_batches(unlabelled, hp.batch_size, g),
-        batches_per_epoch(len(unlabelled), hp.batch_size),
-        lambda batch, _progress: batch_loss(batch[0], generator),
-        validate,
-        ("loss", "min"),
-        generator,
+    recipe = Recipe(
+        model=model,
+        param_groups=[{"params": list(model.parameters())}],
+        epoch_batches=lambda g: shuffled_batches(unlabelled, hp.batch_size, g),
+        steps_per_epoch=batches_per_epoch(len(unlabelled), hp.batch_size),
+        batch_loss=lambda batch, _progress: batch_loss(batch[0], generator),
+        validate=validate,
+        monitor="loss",
+        mode="min",
+        generator=generator,
     )
+    result = fit(ctx, recipe)
     metrics = {
         "train_loss": result.train_loss,
         "initial_validation_loss": initial["loss"],

@@ -11,11 +11,11 @@ from torch import nn
 
 from trainer.architectures import Network, hf_encoder
 from trainer.data import Split, splits_for
+from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
 from trainer.training import (
     batches_per_epoch,
     classify,
-    fit,
     freeze,
     seed_everything,
     shuffled_batches,
@@ -83,18 +83,19 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         x, y = (t.to(device) for t in batch)
         return F.cross_entropy(model(x), y, label_smoothing=params.label_smoothing)
 
-    result = fit(
-        ctx,
-        model,
-        groups,
-        lambda g: shuffled_batches(train, hp.batch_size, g),
-        batches_per_epoch(len(train), hp.batch_size),
-        batch_loss,
-        lambda: classify(model, validation, hp.batch_size, device),
-        ("accuracy", "max"),
-        generator,
-        frozen,
+    recipe = Recipe(
+        model=model,
+        param_groups=groups,
+        epoch_batches=lambda g: shuffled_batches(train, hp.batch_size, g),
+        steps_per_epoch=batches_per_epoch(len(train), hp.batch_size),
+        batch_loss=batch_loss,
+        validate=lambda: classify(model, validation, hp.batch_size, device),
+        monitor="accuracy",
+        mode="max",
+        generator=generator,
+        frozen=frozen,
     )
+    result = fit(ctx, recipe)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapter = None
     if params.lora_rank is not None:
