@@ -1,10 +1,11 @@
 """The trainer process: `python -m trainer.main RUN_DIR [--events-fd N]`.
 
-RUN_DIR/run.json holds the job spec, where to find the base model and the uploaded datasets,
-and where to write the new model. The trainer writes the model (safetensors, its card in the
-header) and reports events as JSON lines on the events channel. Exit status: 0 success, 1 a
-deterministic failure (reported as an `error` event first), 75 stopped at a checkpoint after
-SIGTERM (run again to resume); death by a signal is the supervisor's to classify.
+RUN_DIR/run.json holds a `trainer.run_request.RunRequest`: the job spec, where to find the
+base model and the uploaded datasets, and where to write the new model. The trainer writes the
+model (safetensors, its card in the header) and reports events as JSON lines on the events
+channel. Exit status: 0 success, 1 a deterministic failure (reported as an `error` event
+first), 75 stopped at a checkpoint after SIGTERM (run again to resume); death by a signal is
+the supervisor's to classify.
 
 A job of several processes runs as one trainer per rank, started by `trainer.launch`
 (torchrun) with `--events-path`: rank 0 reports every event and writes the model; the other
@@ -13,7 +14,6 @@ ranks report only an error of their own.
 
 import argparse
 import ctypes
-import json
 import os
 import signal
 import sys
@@ -22,8 +22,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from trainer import distributed
 from trainer.artifact import CARD_FORMAT, load_weights, save_model
 from trainer.checkpoint import INTERRUPTED_EXIT, Checkpointing, Interrupted
@@ -31,23 +29,21 @@ from trainer.data import register_file
 from trainer.events import EventSink
 from trainer.methods import METHODS
 from trainer.run import RunContext
-from trainer.spec import JobSpec
+from trainer.run_request import RunRequest
 from trainer.training import TrainerError, resolve_device
 
 
 def train(run_dir: Path, events: EventSink) -> None:
-    run = json.loads((run_dir / "run.json").read_text())
-    spec = TypeAdapter(JobSpec).validate_python(run["spec"])
-    base = load_weights(Path(run["base_model_path"])) if run.get("base_model_path") else None
-    for name, upload in run.get("datasets", {}).items():
-        register_file(
-            name, Path(upload["path"]), upload["format"], upload["labelled"], upload["label_column"]
-        )
+    run = RunRequest.model_validate_json((run_dir / "run.json").read_text())
+    spec = run.spec
+    base = load_weights(run.base_model_path) if run.base_model_path else None
+    for name, upload in run.datasets.items():
+        register_file(name, upload.path, upload.format, upload.labelled, upload.label_column)
     device = distributed.join(resolve_device(spec.resources.device, distributed.WORLD.size))
     method = METHODS[spec.method.name]
     checkpointing = None
-    if run.get("checkpoint_path"):
-        checkpointing = Checkpointing(Path(run["checkpoint_path"]), run["checkpoint_every_steps"])
+    if run.checkpoint_path:
+        checkpointing = Checkpointing(run.checkpoint_path, run.checkpoint_every_steps)
         # SIGTERM (a cancel, a deadline, a worker shutting down) stops at the next step,
         # after a checkpoint.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: checkpointing.stop.set())
@@ -55,18 +51,18 @@ def train(run_dir: Path, events: EventSink) -> None:
     result = method.run(context)
     card = {
         "format": CARD_FORMAT,
-        "model_id": run["model_id"],
-        "job_id": run["job_id"],
+        "model_id": run.model_id,
+        "job_id": run.job_id,
         "name": spec.name,
         "parent_model_id": getattr(spec, "base_model_id", None),
         "kind": spec.kind,
         "method": spec.method.name,
-        "spec": run["spec"],
+        "spec": spec.model_dump(mode="json"),  # as the job stores it
         **result.card,
         "created_at": time.time(),
     }
     if distributed.WORLD.main:
-        save_model(result.model, card, Path(run["output_path"]))
+        save_model(result.model, card, run.output_path)
         events.emit("result", card=card)
 
 

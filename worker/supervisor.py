@@ -19,22 +19,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import TypeAdapter
-from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.db import session_scope
-from app.models import Dataset, Job, JobDataset, MetricPoint, Model, new_id
-from app.services import dispatch, job_state
-from app.services.datasets import storage_key
-from app.services.model_files import MODEL_FILE, store_model_file
+from app.models import new_id
+from app.services import attempts, dispatch, job_state
+from app.services.model_files import MODEL_FILE, model_from_card
 from app.storage import ArtifactStore, get_store
 from trainer.checkpoint import INTERRUPTED_EXIT
-from trainer.data import dataset_names
+from trainer.run_request import RunRequest
 from trainer.spec import JobSpec
 from worker import trainer_process
 from worker.trainer_process import TrainerProcess
@@ -50,6 +46,7 @@ class Attempt:
     attempt: int
     settings: Settings
     run_dir: Path
+    spec: JobSpec
     model_id: str = field(default_factory=lambda: new_id("model"))
     events: queue.Queue = field(default_factory=queue.Queue)
     card: dict = field(default_factory=dict)
@@ -58,6 +55,11 @@ class Attempt:
     datasets: dict[str, str | None] = field(default_factory=dict)
     pending: list[dict] = field(default_factory=list)  # events not yet written
     renewed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def job_dir(self) -> Path:
+        """The job's directory: it outlives attempts, holding the checkpoint."""
+        return self.run_dir.parent
 
     def relay(self) -> bool:
         """Write pending trainer events and renew the lease; False when the job was lost.
@@ -73,7 +75,10 @@ class Attempt:
             else:
                 self.pending.append(event)
         try:
-            held = self._write(self.pending)
+            with session_scope() as session:
+                held = attempts.record_heartbeat(
+                    session, self.job_id, self.attempt, self.settings.lease_seconds, self.pending
+                )
         except DBAPIError as error:
             unreachable_for = time.monotonic() - self.renewed_at
             log.warning(
@@ -86,54 +91,6 @@ class Attempt:
         self.pending.clear()
         self.renewed_at = time.monotonic()
         return held
-
-    def _write(self, events: list[dict]) -> bool:
-        """Renew the lease and, while it is held, store the events in the same transaction.
-
-        Metric points, which a trainer may report at every step (`log_every_steps`), go in
-        with one `COPY` on Postgres, one multi-row INSERT on SQLite: not as ORM objects, which
-        cost 5 times the CPU of COPY (docs/PERFORMANCE.md, Metric ingest)."""
-        columns = ("job_id", "attempt", "step", "epoch", "name", "split", "value", "time")
-        points, logs, progress = [], [], {}
-        for event in events:
-            if event["type"] == "metric":
-                when = datetime.fromtimestamp(event["time"], UTC)
-                fields = tuple(event[k] for k in ("step", "epoch", "name", "split", "value"))
-                points.append((self.job_id, self.attempt, *fields, when))
-            elif event["type"] == "log":
-                logs.append(event["message"])
-            elif event["type"] == "progress":
-                progress = {
-                    "progress_step": event["step"],
-                    "progress_epoch": event["epoch"],
-                    "progress_total_steps": event["total_steps"],
-                }
-        with session_scope() as session:
-            held = job_state.renew_lease(
-                session, self.job_id, self.attempt, self.settings.lease_seconds, **progress
-            )
-            if not held:
-                return False
-            connection = session.connection()
-            if points and connection.dialect.driver == "psycopg":
-                # On the session's own connection, so in its transaction.
-                copy_sql = f"COPY job_metrics ({', '.join(columns)}) FROM STDIN"
-                dbapi_error = connection.dialect.loaded_dbapi.Error
-                try:
-                    with (
-                        connection.connection.driver_connection.cursor() as cursor,
-                        cursor.copy(copy_sql) as copy,
-                    ):
-                        for point in points:
-                            copy.write_row(point)
-                except dbapi_error as error:  # raised as SQLAlchemy would: relay() retries
-                    raise DBAPIError.instance(copy_sql, None, error, dbapi_error) from error
-            elif points:
-                rows = [dict(zip(columns, point, strict=True)) for point in points]
-                session.execute(insert(MetricPoint), rows)
-            for message in logs:
-                job_state.add_event(session, self.job_id, self.attempt, "log", message)
-            return True
 
 
 @dataclass
@@ -238,30 +195,17 @@ def _log_tail(run_dir: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _store_model(attempt: Attempt) -> Model:
-    path, sha256, size = store_model_file(attempt.run_dir / MODEL_FILE, attempt.model_id)
-    card = attempt.card
-    return Model(
-        id=attempt.model_id,
-        tenant_id=attempt.tenant_id,
-        source_job_id=attempt.job_id,
-        parent_model_id=card["parent_model_id"],
-        name=card["name"],
-        architecture=card["architecture"],
-        task=card["task"],
-        card=card,
-        path=path,
-        sha256=sha256,
-        size_bytes=size,
-        datasets=attempt.datasets,
-    )
-
-
 def _record_outcome(attempt: Attempt, returncode: int) -> None:
     job_id, n = attempt.job_id, attempt.attempt
     about = {"job_id": job_id, "attempt": n}
     if returncode == 0 and attempt.card and (attempt.run_dir / MODEL_FILE).exists():
-        model = _store_model(attempt)
+        model = model_from_card(
+            attempt.card,
+            attempt.run_dir / MODEL_FILE,
+            attempt.tenant_id,
+            attempt.job_id,
+            attempt.datasets,
+        )
         with session_scope() as session:
             committed = job_state.succeed(session, job_id, n, model, attempt.card["metrics"])
         if committed:
@@ -308,7 +252,8 @@ def _wake_waiting_jobs(tenant_id: str) -> None:
         dispatch.send(waiting)
 
 
-def supervise(job_id: str, settings: Settings, owner: str) -> None:
+def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
+    """Claim the job and write its trainer's run request; None when it is not claimable."""
     with session_scope() as session:
         n = job_state.claim(session, job_id, owner, settings.lease_seconds)
         if n is None:
@@ -321,93 +266,102 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
                     job_id,
                     extra=about,
                 )
-            return
-        job = session.get(Job, job_id)
-        tenant_id = job.tenant_id
-        spec = job.spec
-        base_id = spec.get("base_model_id")
-        # Checked at submission; scoped again here so a trainer never reads another tenant's.
-        base = session.scalar(
-            select(Model).where(Model.id == base_id, Model.tenant_id == tenant_id)
-        ) if base_id else None  # fmt: skip
-        base_path = str((settings.artifact_dir / base.path).resolve()) if base else None
-        uploads = session.scalars(
-            select(Dataset).join(JobDataset, JobDataset.dataset_id == Dataset.id)
-            .where(JobDataset.job_id == job_id, Dataset.tenant_id == tenant_id)
-        ).all()  # fmt: skip
-        # The trainer reads each file from a local copy (fetched once per content hash).
-        datasets = {
-            row.id: {
-                "path": str(get_store().local_path(storage_key(row.sha256)).resolve()),
-                "format": row.format,
-                "labelled": row.task == "classification",
-                "label_column": row.label_column or "label",
-            }
-            for row in uploads
-        }
-
+            return None
+    with session_scope() as session:  # the claim stands even if this fails: the job is reaped
+        inputs = attempts.attempt_inputs(session, job_id, settings)
     job_dir = settings.run_dir / job_id  # outlives attempts: it holds the checkpoint
     run_dir = job_dir / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    attempt = Attempt(job_id, tenant_id, n, settings, run_dir)
-    sha256_of = {row.id: row.sha256 for row in uploads}
-    names = dataset_names(TypeAdapter(JobSpec).validate_python(spec).data)
-    attempt.datasets = {name: sha256_of.get(name) for name in sorted(names)}
-    run = {
-        "job_id": job_id,
-        "model_id": attempt.model_id,
-        "spec": spec,
-        "base_model_path": base_path,
-        "datasets": datasets,
-        "output_path": str(run_dir / MODEL_FILE),
-        "checkpoint_path": str((job_dir / CHECKPOINT_FILE).resolve()),
-        "checkpoint_every_steps": settings.checkpoint_every_steps,
-    }
-    (run_dir / "run.json").write_text(json.dumps(run))
-    checkpoint = CheckpointSync(job_id, job_dir / CHECKPOINT_FILE, get_store())
+    attempt = Attempt(
+        job_id, inputs.tenant_id, n, settings, run_dir, inputs.spec, datasets=inputs.trained_on
+    )
+    request = RunRequest(
+        job_id=job_id,
+        model_id=attempt.model_id,
+        spec=inputs.spec,
+        base_model_path=inputs.base_model_path,
+        datasets=inputs.datasets,
+        output_path=run_dir / MODEL_FILE,
+        checkpoint_path=(job_dir / CHECKPOINT_FILE).resolve(),
+        checkpoint_every_steps=settings.checkpoint_every_steps,
+    )
+    (run_dir / "run.json").write_text(request.model_dump_json())
+    return attempt
+
+
+def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync) -> bool:
+    """Heartbeats until the trainer exits: True. False when this attempt stopped it: the job
+    was lost (cancelled or reaped), or it ran past its deadline and failed."""
+    job_id, n, settings = attempt.job_id, attempt.attempt, attempt.settings
+    about = {"job_id": job_id, "attempt": n}
+    limit = attempt.spec.resources.max_runtime_seconds
+    deadline = time.monotonic() + limit
+    while process.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=settings.heartbeat_seconds)
+        checkpoint.upload()
+        if not attempt.relay():
+            trainer_process.stop(process, settings.stop_grace_seconds)
+            log.info(
+                "job %s attempt %d lost the job (cancelled or reaped); trainer stopped",
+                job_id,
+                n,
+                extra=about,
+            )
+            return False
+        if time.monotonic() > deadline:
+            trainer_process.stop(process, settings.stop_grace_seconds)
+            message = f"the job ran past max_runtime_seconds={limit}"
+            with session_scope() as session:
+                job_state.fail(session, job_id, n, "timeout", message, retryable=False)
+            log.warning("job %s attempt %d: %s; failed", job_id, n, message, extra=about)
+            return False
+    return True
+
+
+def _run(attempt: Attempt, checkpoint: CheckpointSync) -> None:
+    """Start the trainer, watch it, and record how it ended."""
+    job_id, n = attempt.job_id, attempt.attempt
     about = {"job_id": job_id, "attempt": n}
     process = None
     try:
         with _lease_kept(attempt) as lost:
             checkpoint.fetch()
-            process, reader = _launch(attempt, spec["resources"].get("processes", 1))
+            process, reader = _launch(attempt, attempt.spec.resources.processes)
         if lost.is_set():
             log.info("job %s attempt %d lost the job while starting", job_id, n, extra=about)
             return  # `finally` stops the trainer
         log.info("job %s attempt %d: trainer %d started", job_id, n, process.pid, extra=about)
-        deadline = time.monotonic() + spec["resources"]["max_runtime_seconds"]
-        while process.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=settings.heartbeat_seconds)
-            checkpoint.upload()
-            if not attempt.relay():
-                trainer_process.stop(process, settings.stop_grace_seconds)
-                log.info(
-                    "job %s attempt %d lost the job (cancelled or reaped); trainer stopped",
-                    job_id,
-                    n,
-                    extra=about,
-                )
-                return
-            if time.monotonic() > deadline:
-                trainer_process.stop(process, settings.stop_grace_seconds)
-                with session_scope() as session:
-                    limit = spec["resources"]["max_runtime_seconds"]
-                    message = f"the job ran past max_runtime_seconds={limit}"
-                    job_state.fail(session, job_id, n, "timeout", message, retryable=False)
-                log.warning("job %s attempt %d: %s; failed", job_id, n, message, extra=about)
-                return
+        if not _watch(attempt, process, checkpoint):
+            return
         reader.join(timeout=10)
         checkpoint.upload()
         if attempt.relay():
             _record_outcome(attempt, process.returncode)
     finally:
         if process is not None:  # this attempt failed on its way: its trainer goes with it
-            trainer_process.stop(process, settings.stop_grace_seconds)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with session_scope() as session:
-            done = session.get(Job, job_id).status not in ("queued", "running")
-        if done:  # no attempt will resume: the checkpoint goes too
-            shutil.rmtree(job_dir, ignore_errors=True)
-            checkpoint.delete()
-        _wake_waiting_jobs(tenant_id)
+            trainer_process.stop(process, attempt.settings.stop_grace_seconds)
+
+
+def _finish(attempt: Attempt, checkpoint: CheckpointSync) -> None:
+    """Clean up after the attempt, and after the job once no attempt will resume it."""
+    shutil.rmtree(attempt.run_dir, ignore_errors=True)
+    with session_scope() as session:
+        over = job_state.is_over(session, attempt.job_id)
+    if over:  # no attempt will resume: the checkpoint goes too
+        shutil.rmtree(attempt.job_dir, ignore_errors=True)
+        checkpoint.delete()
+    _wake_waiting_jobs(attempt.tenant_id)
+
+
+def supervise(job_id: str, settings: Settings, owner: str) -> None:
+    """Run one attempt at the job, if it can be claimed: prepare, launch and watch the
+    trainer, record the outcome, and clean up."""
+    attempt = _prepare(job_id, settings, owner)
+    if attempt is None:
+        return
+    checkpoint = CheckpointSync(job_id, attempt.job_dir / CHECKPOINT_FILE, get_store())
+    try:
+        _run(attempt, checkpoint)
+    finally:
+        _finish(attempt, checkpoint)

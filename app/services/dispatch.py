@@ -21,14 +21,15 @@ from app.config import get_settings
 from app.db import session_scope
 from app.models import Job, utcnow
 from app.services import job_state
+from trainer.spec import Resources
 
 log = logging.getLogger(__name__)
 
 
-def queue_for(resources: dict) -> str:
+def queue_for(resources: Resources) -> str:
     """The queue of the workers that can run a job with these `resources`."""
     settings = get_settings()
-    if resources.get("device") == "cuda" and settings.gpu_queue:
+    if resources.device == "cuda" and settings.gpu_queue:
         return settings.gpu_queue
     return settings.queue
 
@@ -37,7 +38,10 @@ def send(job_ids: list[str]) -> None:
     """Publish one message per job; a job whose send fails stays undispatched for the reconciler."""
     with session_scope() as session:
         rows = session.execute(select(Job.id, Job.spec).where(Job.id.in_(job_ids))).all()
-    queues = {job_id: queue_for(spec.get("resources", {})) for job_id, spec in rows}
+    queues = {
+        job_id: queue_for(Resources.model_validate(spec.get("resources", {})))
+        for job_id, spec in rows
+    }
     sent = []
     for job_id in job_ids:
         try:

@@ -16,7 +16,7 @@ from torch import nn
 from app.models import Model, new_id
 from app.problems import InvalidInput
 from app.services import tenants
-from app.services.model_files import store_model_file
+from app.services.model_files import model_from_card
 from trainer.architectures import Network
 from trainer.architectures.hf_encoder import HFEncoderParams
 from trainer.artifact import CARD_FORMAT, CARD_KEY, save_model
@@ -119,21 +119,7 @@ def _register(
         stored = Path(scratch) / "model"
         save_model(network, full_card, stored)
         tenants.check_storage_quota(session, tenant_id, stored.stat().st_size, "file")
-        path, sha256, size = store_model_file(stored, model_id)
-    model = Model(
-        id=model_id,
-        tenant_id=tenant_id,
-        source_job_id=None,
-        parent_model_id=None,
-        name=name,
-        architecture=trunk_card["architecture"],
-        task=trunk_card["task"],
-        card=full_card,
-        path=path,
-        sha256=sha256,
-        size_bytes=size,
-        datasets={},
-    )
+        model = model_from_card(full_card, stored, tenant_id)
     session.add(model)
     session.flush()
     return model

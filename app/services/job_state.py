@@ -97,6 +97,11 @@ def wait_for_slot(session: Session, job_id: str) -> bool:
     return True
 
 
+def is_over(session: Session, job_id: str) -> bool:
+    """No attempt will run the job again: it is neither queued nor running."""
+    return session.get(Job, job_id).status not in ACTIVE
+
+
 def _held(job_id: str, attempt: int):
     return and_(Job.id == job_id, Job.status == "running", Job.attempt == attempt)
 

@@ -27,3 +27,31 @@ def store_model_file(source: Path, model_id: str) -> tuple[str, str, int]:
     with open(target, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: models can be large
     return str(relative), sha256, target.stat().st_size
+
+
+def model_from_card(
+    card: dict,
+    file: Path,
+    tenant_id: str,
+    source_job_id: str | None = None,
+    datasets: dict[str, str | None] | None = None,
+) -> Model:
+    """Copy `file` in as the model its card names (`model_id`) and make the model's row, not
+    yet added to a session: a trained model (its job, the datasets it was trained on) or an
+    imported one."""
+    model_id = card["model_id"]
+    path, sha256, size = store_model_file(file, model_id)
+    return Model(
+        id=model_id,
+        tenant_id=tenant_id,
+        source_job_id=source_job_id,
+        parent_model_id=card.get("parent_model_id"),
+        name=card["name"],
+        architecture=card["architecture"],
+        task=card["task"],
+        card=card,
+        path=path,
+        sha256=sha256,
+        size_bytes=size,
+        datasets=datasets or {},
+    )

@@ -1,0 +1,42 @@
+"""What a trainer is asked to run: RUN_DIR/run.json, written by the worker's supervisor with
+`RunRequest.model_dump_json()` and read by `trainer.main` with `model_validate_json`.
+
+The one contract between the two processes: the job spec, where to find the base model and
+the uploaded datasets, where to write the new model, and where to keep a checkpoint.
+"""
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer.spec import JobSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetFile(_Strict):
+    """An uploaded dataset as the trainer reads it: a local copy of its file."""
+
+    path: Path
+    format: str
+    labelled: bool
+    label_column: str = "label"
+
+
+class RunRequest(_Strict):
+    job_id: str
+    model_id: str  # the new model's id, written into its card
+    spec: JobSpec
+    base_model_path: Path | None = None
+    datasets: dict[str, DatasetFile] = Field(default_factory=dict)  # uploads, by dataset name
+    output_path: Path  # where the model file goes
+    checkpoint_path: Path | None = None  # None: no checkpoints
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _checkpoint_interval(self) -> "RunRequest":
+        if self.checkpoint_path is not None and self.checkpoint_every_steps is None:
+            raise ValueError("a `checkpoint_path` needs its `checkpoint_every_steps`")
+        return self
