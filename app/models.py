@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from trainer.card import ModelCard
+
 
 def new_id(prefix: str) -> str:
     """Unguessable public ids, typed by prefix: `job_…`, `model_…`."""
@@ -42,6 +44,19 @@ class UTCDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class CardJSON(TypeDecorator):
+    """A model card in a JSON column: parsed once, as it is read; its JSON, as it is written."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: ModelCard | None, dialect) -> dict[str, Any] | None:
+        return None if value is None else value.to_json()
+
+    def process_result_value(self, value: dict[str, Any] | None, dialect) -> ModelCard | None:
+        return None if value is None else ModelCard.model_validate(value)
 
 
 # SQLite only auto-increments an INTEGER primary key.
@@ -157,7 +172,7 @@ class Model(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     architecture: Mapped[str] = mapped_column(String(100))
     task: Mapped[str] = mapped_column(String(32))
-    card: Mapped[dict[str, Any]]
+    card: Mapped[ModelCard] = mapped_column(CardJSON)
     path: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)

@@ -74,8 +74,8 @@ def onnx_agreement(client: httpx.Client, arch: str, model_id: str, scratch: Path
     path.write_bytes(onnx.content)
     if dataset.texts:  # ONNX takes token ids: tokenize with the tokenizer in the model card
         card = read_card(downloaded(client, model_id, scratch))
-        tokenizer = Tokenizer.from_str(card["tokenizer"])
-        inputs = encode(tokenizer, raw, card["input_shape"][0]).numpy()
+        tokenizer = Tokenizer.from_str(card.tokenizer)
+        inputs = encode(tokenizer, raw, card.input_shape[0]).numpy()
     else:
         inputs = np.asarray(raw, dtype=np.float32)
     session = onnxruntime.InferenceSession(str(path))

@@ -12,6 +12,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from tests.stack import postgres_redis_stack
+from trainer.card import ModelCard
 from trainer.spec import JobSpec
 from trainer.validation import check_spec
 
@@ -22,7 +23,7 @@ EXAMPLES = sorted(Path("examples").glob("*.yaml"))
 PRETRAIN = "examples/pretrain-digits-autoencoder.yaml"
 FINETUNE = "examples/finetune-digits-few-labels.yaml"
 # What a finetune from a pretrained digits CNN checks against: the base model's card.
-DIGITS_CNN_CARD = {"architecture": "cnn", "input_shape": [1, 28, 28]}
+DIGITS_CNN_CARD = ModelCard(architecture="cnn", input_shape=[1, 28, 28], task="features")
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

@@ -100,18 +100,18 @@ def test_cnn_with_batch_norm_normalises_every_block_and_trains_on_an_odd_last_ba
     assert norms == ["BatchNorm2d", "BatchNorm2d", "BatchNorm1d"]
     progress = [e for e in events if e["type"] == "progress"]
     assert progress[-1]["step"] == progress[-1]["total_steps"] == 4 * 3
-    assert result.card["metrics"]["test_accuracy"] > 0.3  # chance: 0.1
+    assert result.card.metrics["test_accuracy"] > 0.3  # chance: 0.1
 
 
 def test_supervised_cnn_on_digits_reaches_95_percent_held_out_accuracy():
     result, events = train(spec_of())
-    assert result.card["metrics"]["test_accuracy"] >= 0.95
+    assert result.card.metrics["test_accuracy"] >= 0.95
     per_epoch = [
         (e["name"], e["split"]) for e in events if e["type"] == "metric" and e["epoch"] == 1
     ]
     assert per_epoch == [("loss", "train"), ("loss", "validation"), ("accuracy", "validation")]
     tests = [e for e in events if e["type"] == "metric" and e["split"] == "test"]
-    assert [e["value"] for e in tests] == [result.card["metrics"]["test_accuracy"]]
+    assert [e["value"] for e in tests] == [result.card.metrics["test_accuracy"]]
 
 
 def test_training_is_reproducible_for_a_seed():
@@ -131,7 +131,7 @@ def test_artifact_round_trip_keeps_weights_card_and_predictions(tmp_path):
     save_model(result.model, result.card, path)
     loaded, loaded_card = load_classifier(path)
     assert loaded_card == result.card == read_card(path)
-    assert loaded_card["normalization"]["mean"] == pytest.approx([4.878], abs=0.01)
+    assert loaded_card.normalization.mean == pytest.approx([4.878], abs=0.01)
     x = load_dataset("builtin:digits").splits["test"].x[:64]
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model.eval()(x))

@@ -35,7 +35,7 @@ def test_the_cnn_in_bf16_and_channels_last_learns_what_fp32_learns_on_the_cpu():
     on_gpu, _ = train(spec_of(hyperparameters=fast), "cuda")
     # Autocast computes in bf16 and keeps the weights in fp32: the model saves as trained.
     assert all(p.dtype == torch.float32 for p in on_gpu.model.parameters())
-    cpu, gpu = on_cpu.card["metrics"], on_gpu.card["metrics"]
+    cpu, gpu = on_cpu.card.metrics, on_gpu.card.metrics
     assert gpu["test_accuracy"] >= 0.93
     assert abs(gpu["test_accuracy"] - cpu["test_accuracy"]) <= 0.03
 
@@ -43,6 +43,6 @@ def test_the_cnn_in_bf16_and_channels_last_learns_what_fp32_learns_on_the_cpu():
 def test_the_transformer_compiled_pretrains_in_bf16():
     hyperparameters = {"epochs": 2, "batch_size": 32, "seed": 0, "compile": True}
     result, _ = train(spec_of(**BBC_CAUSAL_LM, hyperparameters=hyperparameters), "cuda")
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     # Perplexity from a uniform guess over the vocabulary to well below it.
     assert metrics["val_perplexity"] < 0.5 * metrics["initial_val_perplexity"]

@@ -36,7 +36,7 @@ def finetune_spec(method_params: dict) -> dict:
 def test_finetuning_trains_all_weights_or_only_lora_adapters_merged_at_the_end(lora, tmp_path):
     params = {"lora_rank": lora} if lora else {}
     result, events = run(finetune_spec(params))
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     share = metrics["trained_parameters"] / metrics["parameters"]
     assert share < 0.01 if lora else share == 1.0
     state = result.model.state_dict()
@@ -47,7 +47,7 @@ def test_finetuning_trains_all_weights_or_only_lora_adapters_merged_at_the_end(l
     # Saved and rebuilt from its card alone (no base directory), it classifies text.
     save_model(result.model, result.card, tmp_path / "model.safetensors")
     network, card = load_classifier(tmp_path / "model.safetensors")
-    tokens = encode(Tokenizer.from_str(card["tokenizer"]), ["Shares fell sharply"], 32)
+    tokens = encode(Tokenizer.from_str(card.tokenizer), ["Shares fell sharply"], 32)
     with torch.no_grad():
         assert network(tokens).shape == (1, 5)
 
@@ -155,8 +155,8 @@ def test_simcse_adapts_the_encoder_without_labels_and_a_finetune_starts_from_it(
          "method": {"name": "simcse"}, "data": {"train": TINY, "validation": TINY},
          "hyperparameters": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-5}}
     )  # fmt: skip
-    metrics = pretrained.card["metrics"]
-    assert pretrained.card["task"] == "simcse"
+    metrics = pretrained.card.metrics
+    assert pretrained.card.task == "simcse"
     # Trained without labels: the encoder moved, so the validation loss did too.
     assert metrics["validation_loss"] != metrics["initial_validation_loss"]
     base = LoadedModel(pretrained.model.state_dict(), pretrained.card)
@@ -169,7 +169,7 @@ def test_simcse_adapts_the_encoder_without_labels_and_a_finetune_starts_from_it(
     after = finetuned.model.state_dict()[
         "backbone.encoder.encoder.layer.0.attention.self.query.weight"
     ]
-    assert not torch.equal(before, after) and finetuned.card["params"]["base"] == "all-minilm-l6-v2"
+    assert not torch.equal(before, after) and finetuned.card.params["base"] == "all-minilm-l6-v2"
 
 
 PEFT_IN_A_CLEAN_PROCESS = """
@@ -204,13 +204,13 @@ def test_a_lora_adapter_kept_apart_is_stored_alone_and_rebuilds_on_its_base(tmp_
     from trainer.export import export_hf_directory, export_onnx
 
     result, _ = run(finetune_spec({"lora_rank": 4, "lora_merge": False}))
-    tokens = encode(Tokenizer.from_str(result.card["tokenizer"]), ["Shares fell sharply"], 32)
+    tokens = encode(Tokenizer.from_str(result.card.tokenizer), ["Shares fell sharply"], 32)
     with torch.no_grad():
         trained = result.model.eval()(tokens)
     apart, merged = tmp_path / "apart.safetensors", tmp_path / "merged.safetensors"
     save_model(result.model, result.card, apart)
     network, card = load_classifier(apart)  # the base from its directory, the adapter merged in
-    save_model(network, {k: v for k, v in card.items() if k != "adapter"}, merged)
+    save_model(network, card.model_copy(update={"adapter": None}), merged)
     assert apart.stat().st_size < 0.05 * merged.stat().st_size
     with torch.no_grad():
         assert torch.allclose(network(tokens), trained, atol=1e-4)

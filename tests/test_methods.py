@@ -139,9 +139,9 @@ def test_image_pretraining_lowers_its_validation_loss(name):
         {"kind": "pretrain", "model": TINY_CNN, "method": {"name": name},
          "data": {"train": FEW_DIGITS}, "hyperparameters": FAST}
     )  # fmt: skip
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     assert metrics["validation_loss"] < metrics["initial_validation_loss"]
-    assert result.card["task"] == name
+    assert result.card.task == name
     assert set(result.model.state_dict()) >= {"head.0.weight", "backbone.dense.1.weight"}
     assert series(events, "loss", "validation")[0] == metrics["initial_validation_loss"]
 
@@ -151,10 +151,7 @@ def test_autoencoder_pretrains_tables_too():
         {"kind": "pretrain", "model": {"architecture": "mlp"}, "method": {"name": "autoencoder"},
          "data": {"train": "builtin:breast-cancer"}, "hyperparameters": FAST}
     )  # fmt: skip
-    assert (
-        result.card["metrics"]["validation_loss"]
-        < result.card["metrics"]["initial_validation_loss"]
-    )
+    assert result.card.metrics["validation_loss"] < result.card.metrics["initial_validation_loss"]
 
 
 def test_finetuning_a_pretrained_backbone_keeps_it_frozen_when_asked():
@@ -183,7 +180,7 @@ def test_finetuning_a_pretrained_backbone_keeps_it_frozen_when_asked():
         and not torch.equal(partial.model.state_dict()[name], before)
     }
     assert changed == {"dense"}  # the top block only
-    assert probe.card["labels"] == [str(d) for d in range(10)]
+    assert probe.card.labels == [str(d) for d in range(10)]
 
 
 def test_early_stopping_restores_the_best_epoch():
@@ -193,7 +190,7 @@ def test_early_stopping_restores_the_best_epoch():
                              "early_stopping_patience": 2}}
     )  # fmt: skip
     accuracy = series(events, "accuracy", "validation")
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     assert len(accuracy) < 40
     assert metrics["validation_accuracy"] == max(accuracy)
     assert metrics["best_epoch"] == accuracy.index(max(accuracy)) + 1
@@ -208,7 +205,7 @@ def test_adaptation_methods_report_target_and_source_accuracy(name):
                   "target": {"dataset": "builtin:digits-m", "per_class": 8}},
          "hyperparameters": FAST}
     )  # fmt: skip
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["source_test_accuracy"] <= 1
     assert metrics["source_test_accuracy"] > 0.2  # it learned the labelled source
     assert series(events, "accuracy", "test") == [metrics["test_accuracy"]]
@@ -227,13 +224,13 @@ def test_causal_lm_lowers_perplexity_and_keeps_its_tokenizer(tmp_path):
         {"kind": "pretrain", "model": TINY_TRANSFORMER, "method": {"name": "causal_lm"},
          "data": {"train": FEW_TEXTS}, "hyperparameters": {"epochs": 2, "batch_size": 16}}
     )  # fmt: skip
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     assert metrics["val_perplexity"] < metrics["initial_val_perplexity"]
     assert metrics["initial_val_perplexity"] > 100  # an untrained model guesses among ~300
-    tokenizer = Tokenizer.from_str(result.card["tokenizer"])
+    tokenizer = Tokenizer.from_str(result.card.tokenizer)
     assert tokenizer.token_to_id("[PAD]") == 0
-    assert result.card["vocab_size"] == tokenizer.get_vocab_size() <= 300
-    assert result.model.state_dict()["head.weight"].shape == (result.card["vocab_size"], 32)
+    assert result.card.vocab_size == tokenizer.get_vocab_size() <= 300
+    assert result.model.state_dict()["head.weight"].shape == (result.card.vocab_size, 32)
 
 
 def test_text_classifier_fine_tuned_from_a_language_model_predicts_strings(tmp_path):
@@ -246,10 +243,10 @@ def test_text_classifier_fine_tuned_from_a_language_model_predicts_strings(tmp_p
         {"kind": "finetune", "base_model_id": "model_x", "data": {"train": FEW_TEXTS},
          "hyperparameters": {"epochs": 2, "batch_size": 8}}, base
     )  # fmt: skip
-    assert tuned.card["tokenizer"] == pretrained.card["tokenizer"]
-    assert tuned.card["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert tuned.card.tokenizer == pretrained.card.tokenizer
+    assert tuned.card.labels == ["business", "entertainment", "politics", "sports", "tech"]
     path = tmp_path / "model.safetensors"
     save_model(tuned.model, tuned.card, path)
     classifier, card = load_classifier(path)
-    tokens = encode(Tokenizer.from_str(card["tokenizer"]), ["Shares fell on Wall Street"], 32)
+    tokens = encode(Tokenizer.from_str(card.tokenizer), ["Shares fell on Wall Street"], 32)
     assert classifier(tokens).shape == (1, 5)

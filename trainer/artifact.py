@@ -9,9 +9,7 @@ backbone weights and the head: loading rebuilds the base from its configured dir
 merges the adapter in, so every reader sees a plain model.
 """
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -19,40 +17,40 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainer.architectures import ARCHITECTURES, Network, hf_encoder
+from trainer.card import ModelCard
 from trainer.run import LoadedModel
 from trainer.trunk import pretrained_trunk, trunk_from_card
 
 CARD_KEY = "tunery.model_card"
-CARD_FORMAT = "tunery.model/1"
 
 
-def _is_stored(name: str, card: dict[str, Any]) -> bool:
-    return "adapter" not in card or not name.startswith("backbone.") or "lora_" in name
+def _is_stored(name: str, card: ModelCard) -> bool:
+    return card.adapter is None or not name.startswith("backbone.") or "lora_" in name
 
 
-def save_model(model: nn.Module, card: dict[str, Any], path: Path) -> None:
+def save_model(model: nn.Module, card: ModelCard, path: Path) -> None:
     tensors = {
         name: t.detach().cpu().contiguous()
         for name, t in model.state_dict().items()
         if _is_stored(name, card)
     }
-    save_file(tensors, str(path), metadata={CARD_KEY: json.dumps(card)})
+    save_file(tensors, str(path), metadata={CARD_KEY: card.model_dump_json()})
 
 
-def read_card(path: Path) -> dict[str, Any]:
+def read_card(path: Path) -> ModelCard:
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
     if CARD_KEY not in metadata:
         raise ValueError(f"{path.name} has no tunery model card in its safetensors header")
-    return json.loads(metadata[CARD_KEY])
+    return ModelCard.model_validate_json(metadata[CARD_KEY])
 
 
-def adapted_backbone(card: dict[str, Any], stored: dict[str, torch.Tensor]) -> nn.Module:
+def adapted_backbone(card: ModelCard, stored: dict[str, torch.Tensor]) -> nn.Module:
     """The base encoder named in the card, from its directory, with the stored LoRA adapter
     attached (not merged)."""
-    params = ARCHITECTURES[card["architecture"]].params.model_validate(card["params"])
-    backbone = pretrained_trunk(card["architecture"], params).backbone
-    hf_encoder.attach_lora(backbone, **card["adapter"])
+    params = ARCHITECTURES[card.architecture].params.model_validate(card.params)
+    backbone = pretrained_trunk(card.architecture, params).backbone
+    hf_encoder.attach_lora(backbone, **card.adapter.model_dump())
     adapter = {k.removeprefix("backbone."): v for k, v in stored.items() if "lora_" in k}
     missing, unexpected = backbone.load_state_dict(adapter, strict=False)
     if unexpected or any("lora_" in name for name in missing):
@@ -62,7 +60,7 @@ def adapted_backbone(card: dict[str, Any], stored: dict[str, torch.Tensor]) -> n
 
 def load_weights(path: Path) -> LoadedModel:
     state, card = load_file(str(path)), read_card(path)
-    if "adapter" in card:
+    if card.adapter is not None:
         backbone = adapted_backbone(card, state)
         hf_encoder.merge_lora(backbone)
         merged = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
@@ -70,14 +68,14 @@ def load_weights(path: Path) -> LoadedModel:
     return LoadedModel(state, card)
 
 
-def load_classifier(path: Path) -> tuple[Network, dict[str, Any]]:
+def load_classifier(path: Path) -> tuple[Network, ModelCard]:
     """A classification model, ready for inference."""
     loaded = load_weights(path)
     card = loaded.card
-    if card["task"] != "classification":
-        raise ValueError(f"a {card['task']} model is not a classifier")
+    if card.task != "classification":
+        raise ValueError(f"a {card.task} model is not a classifier")
     trunk = trunk_from_card(card)
-    head = nn.Linear(trunk.backbone.feature_dim, len(card["labels"]))
+    head = nn.Linear(trunk.backbone.feature_dim, len(card.labels))
     model = Network(trunk.normalize, trunk.backbone, head)
     model.load_state_dict(loaded.state, strict=True)
     return model.eval(), card

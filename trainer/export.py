@@ -17,6 +17,7 @@ from torch import nn
 
 from trainer.architectures import Network
 from trainer.artifact import adapted_backbone, load_classifier, load_weights
+from trainer.card import TrunkCard
 
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
@@ -34,9 +35,9 @@ class _Served(nn.Module):
         return torch.softmax(self.network.head(features), dim=1), features
 
 
-def example_input(card: dict, batch: int = 2) -> torch.Tensor:
-    shape = (batch, *card["input_shape"])
-    if card.get("tokenizer"):
+def example_input(card: TrunkCard, batch: int = 2) -> torch.Tensor:
+    shape = (batch, *card.input_shape)
+    if card.tokenizer:
         return torch.ones(shape, dtype=torch.long)
     return torch.zeros(shape, dtype=torch.float32)
 
@@ -70,8 +71,8 @@ def export_hf_directory(model_path: Path, out: Path) -> None:
     apart also gets `adapter/` in peft's format, to apply to the base model."""
     loaded = load_weights(model_path)
     card = loaded.card
-    if card["architecture"] != "hf_encoder":
-        raise ValueError(f"a {card['architecture']} model is not a Hugging Face model")
+    if card.architecture != "hf_encoder":
+        raise ValueError(f"a {card.architecture} model is not a Hugging Face model")
     out.mkdir(parents=True, exist_ok=True)
     prefix = "backbone.encoder."
     encoder = {k.removeprefix(prefix): v for k, v in loaded.state.items() if k.startswith(prefix)}
@@ -79,10 +80,11 @@ def export_hf_directory(model_path: Path, out: Path) -> None:
     head = {k.removeprefix("head."): v for k, v in loaded.state.items() if k.startswith("head.")}
     if head:
         save_file(head, str(out / "head.safetensors"))
-    (out / "config.json").write_text(json.dumps(card["params"]["config"], indent=2))
-    (out / "tokenizer.json").write_text(card["tokenizer"])
-    (out / "model_card.json").write_text(json.dumps(card, indent=2))
-    if "adapter" in card:  # also the adapter alone, for peft: PeftModel.from_pretrained(base, dir)
+    (out / "config.json").write_text(json.dumps(card.params["config"], indent=2))
+    (out / "tokenizer.json").write_text(card.tokenizer)
+    (out / "model_card.json").write_text(card.model_dump_json(indent=2))
+    # Also the adapter alone, for peft: PeftModel.from_pretrained(base, dir).
+    if card.adapter is not None:
         adapted = adapted_backbone(card, load_file(str(model_path)))
         # Embedding layers are not adapted; "auto" would ask the hub whether they changed.
         adapted.encoder.save_pretrained(str(out / "adapter"), save_embedding_layers=False)

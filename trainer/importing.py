@@ -9,12 +9,8 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from trainer.architectures import ARCHITECTURES, Network
-from trainer.trunk import TRUNK_KEYS, trunk_from_card
-
-
-class Normalization(BaseModel):
-    mean: list[float] = Field(min_length=1)
-    std: list[float] = Field(min_length=1)
+from trainer.card import ModelCard, Normalization, TrunkCard
+from trainer.trunk import trunk_from_card
 
 
 class ImportCard(BaseModel):
@@ -52,14 +48,14 @@ def card_issues(error: ValidationError) -> list[tuple[str, str]]:
     return [(".".join(["card", *map(str, e["loc"])]), e["msg"]) for e in error.errors()]
 
 
-def rebuild(tensors: dict[str, torch.Tensor], card: ImportCard) -> tuple[nn.Module, dict]:
-    """The network the card describes with `tensors` loaded into it; ValueError saying which
-    weights are missing, unexpected or of the wrong shape."""
-    full = card.model_dump(exclude_none=True)
-    full["normalization"] = full.get("normalization")
-    if card.tokenizer is not None:
-        full["vocab_size"] = Tokenizer.from_str(card.tokenizer).get_vocab_size()
-    trunk = trunk_from_card(full)
+def rebuild(tensors: dict[str, torch.Tensor], card: ImportCard) -> tuple[nn.Module, ModelCard]:
+    """The network the card describes with `tensors` loaded into it, and its model card (what
+    the model is, not yet where it comes from); ValueError saying which weights are missing,
+    unexpected or of the wrong shape."""
+    vocab_size = Tokenizer.from_str(card.tokenizer).get_vocab_size() if card.tokenizer else None
+    described = card.model_dump(include=set(TrunkCard.model_fields))  # what the card says of it
+    trunk_card = TrunkCard(**described, vocab_size=vocab_size)
+    trunk = trunk_from_card(trunk_card)
     head = (
         nn.Linear(trunk.backbone.feature_dim, len(card.labels))
         if card.task == "classification"
@@ -80,5 +76,4 @@ def rebuild(tensors: dict[str, torch.Tensor], card: ImportCard) -> tuple[nn.Modu
         wrong.append(f"unexpected weights: {', '.join(result.unexpected_keys[:10])}")
     if wrong:
         raise ValueError("; ".join(wrong))
-    kept = {k: full.get(k) for k in TRUNK_KEYS}
-    return network, kept | {"task": card.task, "labels": card.labels or []}
+    return network, ModelCard(**dict(trunk_card), task=card.task, labels=card.labels or [])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import distributed
-from trainer.artifact import CARD_FORMAT, load_weights, save_model
+from trainer.artifact import load_weights, save_model
 from trainer.checkpoint import INTERRUPTED_EXIT, Checkpointing, Interrupted
 from trainer.data import register_file
 from trainer.events import EventSink
@@ -49,21 +49,21 @@ def train(run_dir: Path, events: EventSink) -> None:
         signal.signal(signal.SIGTERM, lambda _signum, _frame: checkpointing.stop.set())
     context = RunContext(spec, device, events, base, checkpointing)
     result = method.run(context)
-    card = {
-        "format": CARD_FORMAT,
-        "model_id": run.model_id,
-        "job_id": run.job_id,
-        "name": spec.name,
-        "parent_model_id": getattr(spec, "base_model_id", None),
-        "kind": spec.kind,
-        "method": spec.method.name,
-        "spec": spec.model_dump(mode="json"),  # as the job stores it
-        **result.card,
-        "created_at": time.time(),
-    }
+    card = result.card.model_copy(
+        update={
+            "model_id": run.model_id,
+            "job_id": run.job_id,
+            "name": spec.name,
+            "parent_model_id": getattr(spec, "base_model_id", None),
+            "kind": spec.kind,
+            "method": spec.method.name,
+            "spec": spec.model_dump(mode="json"),  # as the job stores it
+            "created_at": time.time(),
+        }
+    )
     if distributed.WORLD.main:
         save_model(result.model, card, run.output_path)
-        events.emit("result", card=card)
+        events.emit("result", card=card.to_json())
 
 
 class ErrorsOnly(EventSink):

@@ -1,11 +1,11 @@
 """What a training method receives and what it gives back."""
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from trainer.card import ModelCard
 from trainer.checkpoint import Checkpointing
 from trainer.events import EventSink
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec
@@ -16,7 +16,7 @@ class LoadedModel:
     """A model a job starts from: its weights by name and the card it was saved with."""
 
     state: dict[str, torch.Tensor]
-    card: dict[str, Any]
+    card: ModelCard
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class RunContext:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The trained network (normalize, backbone, head) and its card: task, architecture,
-    params, input_shape, normalization, labels (classifiers), tokenizer (text), metrics."""
+    """The trained network (normalize, backbone, head) and its card: its trunk, task, labels
+    (classifiers), adapter, metrics; the trainer adds where it comes from."""
 
     model: nn.Module
-    card: dict[str, Any]
+    card: ModelCard

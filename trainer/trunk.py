@@ -12,33 +12,24 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from trainer.architectures import ARCHITECTURES, build_trunk, normalization_of
+from trainer.card import TrunkCard
 from trainer.data import LabelledDataset, Split
 from trainer.run import RunContext
 from trainer.text import encode, train_tokenizer
-
-TRUNK_KEYS = (
-    "architecture",
-    "params",
-    "input_shape",
-    "normalization",
-    "tokenizer",
-    "vocab_size",
-    "feature_names",
-)
 
 
 @dataclass
 class Trunk:
     normalize: nn.Module
     backbone: nn.Module
-    card: dict[str, Any]  # TRUNK_KEYS: what rebuilds it; the tokenizer is JSON
+    card: TrunkCard  # what rebuilds it
     tokenizer: Tokenizer | None = None
 
     def inputs(self, split: Split) -> torch.Tensor:
         """The model's inputs for a split: raw values, or token ids for text."""
         if self.tokenizer is None:
             return split.x
-        return encode(self.tokenizer, split.texts, self.card["input_shape"][0])
+        return encode(self.tokenizer, split.texts, self.card.input_shape[0])
 
 
 def _load_weights(module: nn.Module, state: dict, prefix: str) -> None:
@@ -46,23 +37,21 @@ def _load_weights(module: nn.Module, state: dict, prefix: str) -> None:
     module.load_state_dict(own, strict=True)
 
 
-def trunk_from_card(card: dict[str, Any]) -> Trunk:
+def trunk_from_card(card: TrunkCard) -> Trunk:
+    """The trunk a card describes (a model's card, or a trunk's own), with fresh weights."""
+    normalization = card.normalization.model_dump() if card.normalization else None
     normalize, backbone = build_trunk(
-        card["architecture"],
-        card["params"],
-        card["input_shape"],
-        card["normalization"],
-        card.get("vocab_size"),
+        card.architecture, card.params, card.input_shape, normalization, card.vocab_size
     )
-    tokenizer = Tokenizer.from_str(card["tokenizer"]) if card.get("tokenizer") else None
-    return Trunk(normalize, backbone, {k: card.get(k) for k in TRUNK_KEYS}, tokenizer)
+    tokenizer = Tokenizer.from_str(card.tokenizer) if card.tokenizer else None
+    return Trunk(normalize, backbone, card.trunk(), tokenizer)
 
 
 def pretrained_trunk(architecture: str, params: Any) -> Trunk:
     """The trunk of an architecture that starts from weights trained elsewhere, with their own
     tokenizer."""
     card, weights = ARCHITECTURES[architecture].pretrained(params)
-    trunk = trunk_from_card({"architecture": architecture} | card)
+    trunk = trunk_from_card(TrunkCard(architecture=architecture, **card))
     expected = trunk.backbone.state_dict()  # files may carry buffers it rebuilds itself
     trunk.backbone.load_state_dict({k: v for k, v in weights.items() if k in expected})
     return trunk
@@ -80,21 +69,22 @@ def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trun
     params = arch.params.model_validate(spec.params)
     if arch.pretrained is not None:
         return pretrained_trunk(arch.name, params)
-    card = {"architecture": spec.architecture, "params": params.model_dump()}
+    architecture = {"architecture": spec.architecture, "params": params.model_dump()}
     if dataset.modality == "text":
         tokenizer = train_tokenizer(train.texts, params.vocab_size)
-        card |= {
-            "input_shape": [params.max_length],
-            "normalization": None,
-            "tokenizer": tokenizer.to_str(),
-            "vocab_size": tokenizer.get_vocab_size(),
-        }
+        card = TrunkCard(
+            **architecture,
+            input_shape=[params.max_length],
+            tokenizer=tokenizer.to_str(),
+            vocab_size=tokenizer.get_vocab_size(),
+        )
     else:
-        card |= {
-            "input_shape": list(dataset.input_shape),
+        card = TrunkCard(
+            **architecture,
+            input_shape=list(dataset.input_shape),
             # Statistics of this job's training split only; the model applies them itself.
-            "normalization": normalization_of(train.x),
+            normalization=normalization_of(train.x),
             # Tables: the order of the input features, categorical columns one-hot encoded.
-            "feature_names": list(dataset.feature_names) if dataset.feature_names else None,
-        }
+            feature_names=list(dataset.feature_names) if dataset.feature_names else None,
+        )
     return trunk_from_card(card)

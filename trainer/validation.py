@@ -1,11 +1,11 @@
 """Checks on a job spec that need the registries: run at submission, before anything is queued."""
 
 from collections.abc import Callable
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from trainer.architectures import ARCHITECTURES, Architecture, build_trunk
+from trainer.card import ModelCard
 from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
 from trainer.methods import METHODS, Method, methods_for
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
@@ -76,15 +76,7 @@ def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
     return issues
 
 
-def _modality(card: dict[str, Any]) -> str:
-    if card.get("tokenizer"):
-        return "text"
-    return "image" if len(card["input_shape"]) == 3 else "tabular"
-
-
-def _fit_issues(
-    spec: Spec, base_card: dict[str, Any] | None, describe: Describe
-) -> list[SpecIssue]:
+def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> list[SpecIssue]:
     """Whether the model, the method and the data go together."""
     field = "data.source" if spec.kind == "adapt" else "data.train"
     ref = spec.data.source if spec.kind == "adapt" else spec.data.train
@@ -115,8 +107,8 @@ def _fit_issues(
     return issues
 
 
-def _architecture(spec: Spec, base_card: dict[str, Any] | None) -> str:
-    return base_card["architecture"] if base_card else spec.model.architecture
+def _architecture(spec: Spec, base_card: ModelCard | None) -> str:
+    return base_card.architecture if base_card else spec.model.architecture
 
 
 def _needs_issues(method: Method, arch: Architecture, spec: Spec) -> list[SpecIssue]:
@@ -132,14 +124,14 @@ def _needs_issues(method: Method, arch: Architecture, spec: Spec) -> list[SpecIs
     return issues
 
 
-def _base_issues(card: dict[str, Any], dataset: DatasetInfo) -> list[SpecIssue]:
-    base_modality = _modality(card)
+def _base_issues(card: ModelCard, dataset: DatasetInfo) -> list[SpecIssue]:
+    base_modality = card.modality
     if base_modality != dataset.modality:
         message = f"the base model reads {base_modality} data, {dataset.name} is {dataset.modality}"
         return [SpecIssue("base_model_id", message)]
-    if dataset.modality != "text" and tuple(card["input_shape"]) != dataset.input_shape:
+    if dataset.modality != "text" and tuple(card.input_shape) != dataset.input_shape:
         message = (
-            f"the base model takes inputs of shape {card['input_shape']}, "
+            f"the base model takes inputs of shape {card.input_shape}, "
             f"but {dataset.name} has {list(dataset.input_shape)}"
         )
         return [SpecIssue("base_model_id", message)]
@@ -164,7 +156,7 @@ def _domain_issues(spec: AdaptSpec, source: DatasetInfo, describe: Describe) -> 
     return issues
 
 
-def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[SpecIssue]:
+def _processes_issues(spec: Spec, base_card: ModelCard | None) -> list[SpecIssue]:
     """On several processes each rank computes the loss of its share of the batch, and the step
     is the single process's only when that loss is a mean over examples drawn without randomness
     from the data-order generator. Methods and architectures that would train differently say
@@ -173,7 +165,7 @@ def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[Spec
         return []
     method = METHODS[spec.method.name]
     arch = ARCHITECTURES[_architecture(spec, base_card)]
-    params = (base_card["params"] if base_card else spec.model.params) or {}
+    params = (base_card.params if base_card else spec.model.params) or {}
     whys = []
     if method.single_process is not None:
         whys.append(f"method {method.name!r} runs on 1 process only: {method.single_process}")
@@ -189,7 +181,7 @@ def _processes_issues(spec: Spec, base_card: dict[str, Any] | None) -> list[Spec
 
 
 def check_spec(
-    spec: Spec, base_card: dict[str, Any] | None = None, describe: Describe = describe_builtin
+    spec: Spec, base_card: ModelCard | None = None, describe: Describe = describe_builtin
 ) -> list[SpecIssue]:
     """Every problem with the spec; an empty list means it can run."""
     issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec, describe)

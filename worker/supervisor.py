@@ -29,6 +29,7 @@ from app.models import new_id
 from app.services import attempts, dispatch, job_state
 from app.services.model_files import MODEL_FILE, model_from_card
 from app.storage import ArtifactStore, get_store
+from trainer.card import ModelCard
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.run_request import RunRequest
 from trainer.spec import JobSpec
@@ -49,7 +50,7 @@ class Attempt:
     spec: JobSpec
     model_id: str = field(default_factory=lambda: new_id("model"))
     events: queue.Queue = field(default_factory=queue.Queue)
-    card: dict = field(default_factory=dict)
+    card: ModelCard | None = None  # the trained model's, once the trainer reports it
     error: tuple[str, str] | None = None
     # What the model is trained on: dataset name -> sha256 of the upload (None: built-in).
     datasets: dict[str, str | None] = field(default_factory=dict)
@@ -69,7 +70,7 @@ class Attempt:
         while not self.events.empty():
             event = self.events.get_nowait()
             if event["type"] == "result":
-                self.card = event["card"]
+                self.card = ModelCard.model_validate(event["card"])
             elif event["type"] == "error":
                 self.error = (event["error_type"], event["message"])
             else:
@@ -198,7 +199,7 @@ def _log_tail(run_dir: Path, lines: int = 20) -> str:
 def _record_outcome(attempt: Attempt, returncode: int) -> None:
     job_id, n = attempt.job_id, attempt.attempt
     about = {"job_id": job_id, "attempt": n}
-    if returncode == 0 and attempt.card and (attempt.run_dir / MODEL_FILE).exists():
+    if returncode == 0 and attempt.card is not None and (attempt.run_dir / MODEL_FILE).exists():
         model = model_from_card(
             attempt.card,
             attempt.run_dir / MODEL_FILE,
@@ -207,7 +208,7 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
             attempt.datasets,
         )
         with session_scope() as session:
-            committed = job_state.succeed(session, job_id, n, model, attempt.card["metrics"])
+            committed = job_state.succeed(session, job_id, n, model, attempt.card.metrics)
         if committed:
             log.info("job %s attempt %d succeeded: model %s", job_id, n, model.id, extra=about)
         else:

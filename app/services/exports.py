@@ -7,7 +7,6 @@ written under a temporary name and renamed, with its sha256 in a sidecar for the
 """
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -67,7 +66,7 @@ def _archive(model: Model, onnx: Path, out: Path) -> None:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(model_file(model), "model.safetensors")
         archive.write(onnx, "model.onnx")
-        archive.writestr("model_card.json", json.dumps(model.card, indent=2))
+        archive.writestr("model_card.json", model.card.model_dump_json(indent=2))
         archive.write(SERVE_SCRIPT, "serve.py")
 
 

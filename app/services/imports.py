@@ -19,7 +19,8 @@ from app.services import tenants
 from app.services.model_files import model_from_card
 from trainer.architectures import Network
 from trainer.architectures.hf_encoder import HFEncoderParams
-from trainer.artifact import CARD_FORMAT, CARD_KEY, save_model
+from trainer.artifact import CARD_KEY, save_model
+from trainer.card import ModelCard
 from trainer.importing import ImportCard, card_issues, rebuild
 from trainer.spec import SpecIssue
 from trainer.trunk import pretrained_trunk
@@ -78,10 +79,10 @@ def import_model(
             raise _refuse("file", f"not a safetensors file: {error}") from None
         card = _card(card_json, uploaded)
         try:
-            network, trunk_card = rebuild(tensors, card)
+            network, model_card = rebuild(tensors, card)
         except ValueError as error:
             raise _refuse("file", f"the weights do not fit the card: {error}") from None
-    return _register(session, tenant_id, network, trunk_card, name, filename)
+    return _register(session, tenant_id, network, model_card, name, filename)
 
 
 def import_hf_model(session: Session, tenant_id: str, hf_model: str, name: str | None) -> Model:
@@ -93,7 +94,7 @@ def import_hf_model(session: Session, tenant_id: str, hf_model: str, name: str |
         raise _refuse("hf_model", error.errors()[0]["msg"]) from None
     trunk = pretrained_trunk("hf_encoder", params)
     network = Network(trunk.normalize, trunk.backbone, nn.Identity())
-    card = trunk.card | {"task": "features", "labels": []}
+    card = ModelCard(**dict(trunk.card), task="features")
     return _register(session, tenant_id, network, card, name, f"hf:{hf_model}")
 
 
@@ -101,20 +102,19 @@ def _register(
     session: Session,
     tenant_id: str,
     network: nn.Module,
-    trunk_card: dict,
+    card: ModelCard,
     name: str | None,
     imported_from: str,
 ) -> Model:
     """Store the network as a model of the tenant's, within its storage quota."""
-    model_id = new_id("model")
-    full_card = trunk_card | {
-        "format": CARD_FORMAT,
-        "model_id": model_id,
-        "name": name,
-        "imported_from": imported_from,
-        "metrics": {},
-        "created_at": time.time(),
-    }
+    full_card = card.model_copy(
+        update={
+            "model_id": new_id("model"),
+            "name": name,
+            "imported_from": imported_from,
+            "created_at": time.time(),
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="tunery-import-") as scratch:
         stored = Path(scratch) / "model"
         save_model(network, full_card, stored)

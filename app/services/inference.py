@@ -85,7 +85,7 @@ class Predictor:
 
     def __init__(self, path: Path) -> None:
         self.network, self.card = load_classifier(path)
-        tokenizer = self.card.get("tokenizer")
+        tokenizer = self.card.tokenizer
         self.tokenizer = Tokenizer.from_str(tokenizer) if tokenizer else None
         tensors = [*self.network.parameters(), *self.network.buffers()]
         self.size_bytes = sum(t.numel() * t.element_size() for t in tensors)
@@ -97,8 +97,8 @@ class Predictor:
             if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
                 issue = SpecIssue("inputs", "this text model takes a list of strings")
                 raise InvalidInput([issue])
-            return encode(self.tokenizer, inputs, self.card["input_shape"][0])
-        expected = [len(inputs), *self.card["input_shape"]]
+            return encode(self.tokenizer, inputs, self.card.input_shape[0])
+        expected = [len(inputs), *self.card.input_shape]
         try:
             array = np.asarray(inputs, dtype=np.float32)
         except (ValueError, TypeError):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.config import get_settings
 from app.models import Model
+from trainer.card import ModelCard
 
 MODEL_FILE = "model.safetensors"
 
@@ -30,7 +31,7 @@ def store_model_file(source: Path, model_id: str) -> tuple[str, str, int]:
 
 
 def model_from_card(
-    card: dict,
+    card: ModelCard,
     file: Path,
     tenant_id: str,
     source_job_id: str | None = None,
@@ -39,16 +40,16 @@ def model_from_card(
     """Copy `file` in as the model its card names (`model_id`) and make the model's row, not
     yet added to a session: a trained model (its job, the datasets it was trained on) or an
     imported one."""
-    model_id = card["model_id"]
+    model_id = card.model_id
     path, sha256, size = store_model_file(file, model_id)
     return Model(
         id=model_id,
         tenant_id=tenant_id,
         source_job_id=source_job_id,
-        parent_model_id=card.get("parent_model_id"),
-        name=card["name"],
-        architecture=card["architecture"],
-        task=card["task"],
+        parent_model_id=card.parent_model_id,
+        name=card.name,
+        architecture=card.architecture,
+        task=card.task,
         card=card,
         path=path,
         sha256=sha256,

@@ -63,8 +63,8 @@ def lineage(session: Session, model: Model) -> list[Ancestor]:
             Ancestor(
                 id=parent.id,
                 name=parent.name,
-                kind=parent.card.get("kind"),
-                method=parent.card.get("method"),
+                kind=parent.card.kind,
+                method=parent.card.method,
                 source_job_id=parent.source_job_id,
                 deleted=parent.deleted_at is not None,
             )
@@ -106,15 +106,15 @@ def to_out(session: Session, model: Model) -> ModelOut:
         name=model.name,
         tags=model.tags,
         architecture=model.architecture,
-        params=card["params"],
+        params=card.params,
         task=model.task,
-        input_shape=card["input_shape"],
-        feature_names=card.get("feature_names"),
-        labels=card.get("labels", []),
-        metrics=card.get("metrics", {}),
-        kind=card.get("kind"),
-        method=card.get("method"),
-        spec=card.get("spec"),
+        input_shape=card.input_shape,
+        feature_names=card.feature_names,
+        labels=card.labels,
+        metrics=card.metrics,
+        kind=card.kind,
+        method=card.method,
+        spec=card.spec,
         datasets=model.datasets,
         source_job_id=model.source_job_id,
         parent_model_id=model.parent_model_id,
@@ -165,7 +165,7 @@ async def predict_by_id(
     )
     done = predictor.batcher.submit(predictor.inputs(inputs))
     probabilities, features = await asyncio.wrap_future(done)
-    labels = model.card["labels"]
+    labels = model.card.labels
     return PredictResponse(
         predictions=[labels[i] for i in probabilities.argmax(dim=1).tolist()],
         probabilities=probabilities.tolist(),

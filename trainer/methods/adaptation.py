@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from trainer.architectures import Network
+from trainer.card import ModelCard
 from trainer.data import Split, dataset_name, load_dataset, select
 from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
@@ -122,5 +123,6 @@ def adapt(
         "source_test_accuracy": source_result["accuracy"],
         "best_epoch": result.best_epoch,
     }
-    card = trunk.card | {"task": "classification", "labels": list(source_set.labels)}
-    return TrainResult(model.cpu(), card | {"metrics": metrics})
+    labels = list(source_set.labels)
+    card = ModelCard(**dict(trunk.card), task="classification", labels=labels, metrics=metrics)
+    return TrainResult(model.cpu(), card)

@@ -40,7 +40,7 @@ def corrupt(x: torch.Tensor, params: Params, generator: torch.Generator | None) 
 def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def decoder(trunk: Trunk) -> nn.Module:
-        size = math.prod(trunk.card["input_shape"])
+        size = math.prod(trunk.card.input_shape)
         hidden = params.decoder_hidden
         return nn.Sequential(
             nn.Linear(trunk.backbone.feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, size)

@@ -22,7 +22,7 @@ class Params(BaseModel):
 
 def chunks(trunk: Trunk, split: Split) -> torch.Tensor:
     """The split's texts as one token stream cut into rows of input_shape + 1 tokens."""
-    length = trunk.card["input_shape"][0] + 1
+    length = trunk.card.input_shape[0] + 1
     stream = token_stream(trunk.tokenizer, split.texts)
     rows = len(stream) // length
     return stream[: rows * length].view(rows, length)
@@ -36,10 +36,10 @@ def next_token_loss(trunk: Trunk, head: nn.Module, x: torch.Tensor, _random) -> 
 def run(ctx: RunContext, _params: Params) -> TrainResult:
 
     def lm_head(trunk: Trunk) -> nn.Module:
-        return nn.Linear(trunk.backbone.feature_dim, trunk.card["vocab_size"])
+        return nn.Linear(trunk.backbone.feature_dim, trunk.card.vocab_size)
 
     result = pretrain(ctx, Pretext("causal_lm", lm_head, chunks, next_token_loss))
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     metrics["val_perplexity"] = math.exp(metrics["validation_loss"])
     metrics["initial_val_perplexity"] = math.exp(metrics["initial_validation_loss"])
     return result

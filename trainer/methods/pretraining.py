@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainer.card import ModelCard
 from trainer.data import Split, splits_for
 from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
@@ -75,4 +76,5 @@ def pretrain(ctx: RunContext, pretext: Pretext) -> TrainResult:
         "validation_loss": result.validation["loss"],
         "best_epoch": result.best_epoch,
     }
-    return TrainResult(model.cpu(), trunk.card | {"task": pretext.task, "metrics": metrics})
+    card = ModelCard(**dict(trunk.card), task=pretext.task, metrics=metrics)
+    return TrainResult(model.cpu(), card)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from trainer.architectures import Network, hf_encoder
+from trainer.card import Adapter, ModelCard
 from trainer.data import Split, splits_for
 from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
@@ -53,11 +54,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     trunk = start_trunk(ctx, dataset, train)
     head = nn.Linear(trunk.backbone.feature_dim, len(dataset.labels))
     base = ctx.base
-    if (
-        base
-        and base.card["task"] == "classification"
-        and base.card["labels"] == list(dataset.labels)
-    ):
+    if base and base.card.task == "classification" and base.card.labels == list(dataset.labels):
         head.load_state_dict({"weight": base.state["head.weight"], "bias": base.state["head.bias"]})
     if params.lora_rank is not None:
         hf_encoder.attach_lora(
@@ -102,8 +99,8 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         if params.lora_merge:
             hf_encoder.merge_lora(trunk.backbone)
         else:
-            adapter = {"rank": params.lora_rank, "alpha": params.lora_alpha,
-                       "dropout": params.lora_dropout}  # fmt: skip
+            adapter = Adapter(rank=params.lora_rank, alpha=params.lora_alpha,
+                              dropout=params.lora_dropout)  # fmt: skip
     tested = classify(model, test, hp.batch_size, device)
     ctx.events.metric("accuracy", "test", tested["accuracy"], result.step, result.epochs_run)
     metrics = {
@@ -117,7 +114,8 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         "trained_parameters": trained,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    card = trunk.card | {"task": "classification", "labels": list(dataset.labels)}
-    if adapter is not None:
-        card["adapter"] = adapter
-    return TrainResult(model.cpu(), card | {"metrics": metrics})
+    labels = list(dataset.labels)
+    card = ModelCard(
+        **dict(trunk.card), task="classification", labels=labels, adapter=adapter, metrics=metrics
+    )
+    return TrainResult(model.cpu(), card)

@@ -1,0 +1,79 @@
+"""The model card: what a model says about itself, as one typed contract.
+
+The trainer writes it into the safetensors header (`trainer.artifact`), the worker stores it
+with the model's row, the API serves it and rebuilds models from it, exports copy it. Every
+reader parses it once (`ModelCard.model_validate`) and reads its fields. Its JSON is the
+format `tunery.model/1`: fields are only ever added, with defaults, so that older cards parse.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CARD_FORMAT = "tunery.model/1"
+
+
+class Normalization(BaseModel):
+    """Per-channel (images) or per-feature (tables) input statistics the model applies."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+
+class Adapter(BaseModel):
+    """A LoRA adapter kept apart from its base (`lora_merge: false`)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+
+
+class TrunkCard(BaseModel):
+    """What rebuilds a trunk (input normalisation and backbone): the part that transfers."""
+
+    architecture: str
+    params: dict[str, Any] = Field(default_factory=dict)  # every param, defaults included
+    input_shape: list[int]  # of one example; text: [max_length] token ids
+    normalization: Normalization | None = None
+    tokenizer: str | None = None  # text: a `tokenizers` JSON
+    vocab_size: int | None = None  # text
+    feature_names: list[str] | None = None  # tables: the input features, in order
+
+    def trunk(self) -> "TrunkCard":
+        """These fields alone, as a card of their own (for a model that starts from them)."""
+        return TrunkCard.model_validate(self.model_dump(include=set(TrunkCard.model_fields)))
+
+    @property
+    def modality(self) -> Literal["text", "image", "tabular"]:
+        if self.tokenizer:
+            return "text"
+        return "image" if len(self.input_shape) == 3 else "tabular"
+
+
+class ModelCard(TrunkCard):
+    """A trained (or imported) model: its trunk, its task head, where it comes from and how it
+    scored."""
+
+    # Cards of other versions of the format may carry more: kept, never dropped.
+    model_config = ConfigDict(extra="allow")
+
+    format: str = CARD_FORMAT
+    task: str  # classification, features, or a pretext task (autoencoder, causal_lm, ...)
+    labels: list[str] = Field(default_factory=list)  # classification: the head's classes
+    adapter: Adapter | None = None
+    metrics: dict[str, int | float] = Field(default_factory=dict)  # counts stay integers
+    model_id: str | None = None
+    name: str | None = None
+    created_at: float | None = None  # seconds since the epoch
+    # Trained by a job:
+    job_id: str | None = None
+    parent_model_id: str | None = None  # the base it was fine-tuned from
+    kind: str | None = None
+    method: str | None = None
+    spec: dict[str, Any] | None = None  # the job's spec, as submitted
+    # Imported: where from (a file name, or `hf:NAME`).
+    imported_from: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The card as JSON values: every field, null where it does not apply."""
+        return self.model_dump(mode="json")
