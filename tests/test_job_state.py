@@ -10,6 +10,7 @@ from app.db import session_scope
 from app.models import Job, Model, new_id, utcnow
 from app.services import dispatch, job_state
 from tests.test_core import DIGITS_CNN
+from trainer.card import ModelCard
 
 
 @pytest.fixture
@@ -46,7 +47,9 @@ def a_model(job_id: str) -> Model:
         source_job_id=job_id,
         architecture="cnn",
         task="classification",
-        card={"params": {}, "input_shape": [1, 28, 28], "labels": ["0", "1"], "metrics": {}},
+        card=ModelCard(
+            architecture="cnn", input_shape=[1, 28, 28], task="classification", labels=["0", "1"]
+        ),
         path="x",
         sha256="0" * 64,
         size_bytes=1,

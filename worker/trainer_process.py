@@ -154,21 +154,30 @@ class _Zygote:
         if not self._free.acquire(blocking=False):
             return None
         try:
-            self.ensure_running()
-            request = json.dumps({"argv": argv}).encode()
-            socket.send_fds(self._channel, [request], [events_fd, log_fd])
-            # The pid, once the zygote has made its imports (seconds; a minute on a machine
-            # importing torch in every pool process at once).
-            self._channel.settimeout(IMPORTS_TIMEOUT_SECONDS)
-            answer = self._channel.recv(4096)
-            self._channel.settimeout(None)
-            pid = json.loads(answer)["pid"]
+            pid = self._request(argv, events_fd, log_fd)
         except (OSError, ValueError, KeyError) as error:
             log.warning("no trainer zygote (%r): starting a fresh interpreter", error)
             self._discard()
             self._free.release()
             return None
         return _Forked(pid, self._channel, self._free)
+
+    def _request(self, argv: list[str], events_fd: int, log_fd: int) -> int:
+        """The pid of a trainer forked by the zygote, started first if it is not running."""
+        request = json.dumps({"argv": argv}).encode()
+        self.ensure_running()
+        try:
+            socket.send_fds(self._channel, [request], [events_fd, log_fd])
+        except BrokenPipeError:  # it died since it was last seen alive: a new one takes it
+            self._discard()
+            self.ensure_running()
+            socket.send_fds(self._channel, [request], [events_fd, log_fd])
+        # The pid, once the zygote has made its imports (seconds; a minute on a machine
+        # importing torch in every pool process at once).
+        self._channel.settimeout(IMPORTS_TIMEOUT_SECONDS)
+        answer = self._channel.recv(4096)
+        self._channel.settimeout(None)
+        return json.loads(answer)["pid"]
 
     def _discard(self) -> None:
         """Close the channel and end the zygote, whatever state it is in."""
