@@ -1,5 +1,6 @@
-"""Request bodies are counted as they stream in and refused with 413 past a limit, so no
-request is ever held whole in memory (uploads spool to disk as they arrive)."""
+"""Limits on what a request may carry, checked before any route sees it: bodies are counted as
+they stream in and refused with 413 past a limit, so no request is ever held whole in memory
+(uploads spool to disk as they arrive); a path or query with the NUL character is a 422."""
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +53,28 @@ class BodySizeLimit:
     async def _refuse(scope: Scope, send: Send, limit: int) -> None:
         detail = f"the request body is larger than the limit of {limit} bytes"
         await problem_response(413, detail, scope["path"])(scope, _no_body, send)
+
+
+class NulFreeUrl:
+    """Pure ASGI middleware: a NUL character (U+0000, `%00`) in the path or the query string is
+    a 422 naming which. Every id and cursor there is looked up in the database, and PostgreSQL
+    refuses NUL in text: the lookup would fail as a 500 instead of a 404."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = "path" if "\x00" in scope["path"] else None
+            if b"%00" in scope["query_string"]:
+                where = "query"
+            if where is not None:
+                issue = {"field": where, "message": "must not contain the NUL character (U+0000)"}
+                detail = f"{where}: {issue['message']}"
+                response = problem_response(422, detail, scope["path"], [issue])
+                await response(scope, _no_body, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _no_body() -> Message:

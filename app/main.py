@@ -14,7 +14,7 @@ from app import problems
 from app.api import datasets, health, jobs, models
 from app.config import get_settings
 from app.db import make_read_engine
-from app.limits import BodySizeLimit
+from app.limits import BodySizeLimit, NulFreeUrl
 from app.observability import metrics
 from app.observability.logs import configure_logging
 from app.security import ApiKeyAuth, SecurityHeaders
@@ -53,6 +53,7 @@ def create_app() -> FastAPI:
     app.state.metrics = metrics.Metrics(settings)
     # Outermost last: headers on every answer, CORS preflights (only if origins are
     # configured) before the key check, and no body is read for a request without a key.
+    app.add_middleware(NulFreeUrl)
     app.add_middleware(
         BodySizeLimit,
         upload_bytes=settings.max_upload_bytes,

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from trainer.spec import JOB_KINDS, SpecIssue
@@ -106,6 +107,18 @@ def install(app: FastAPI) -> None:
         issues = [SpecIssue(_field(e), e["msg"]) for e in exc.errors()]
         error = InvalidInput(issues)
         return problem_response(422, error.detail, request.url.path, error.errors)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        """The last guard of a text the validation let through: PostgreSQL stores no NUL
+        character (psycopg refuses it before sending; a JSON escape of it is SQLSTATE 22P05).
+        Any other data error is the server's fault."""
+        if "NUL" not in str(exc.orig) and getattr(exc.orig, "sqlstate", None) != "22P05":
+            raise exc
+        detail = "a text in the request contains the NUL character (U+0000), which is not stored"
+        return problem_response(
+            422, detail, request.url.path, [{"field": "body", "message": detail}]
+        )
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

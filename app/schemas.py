@@ -5,6 +5,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from trainer.spec import Text
+
 T = TypeVar("T")
 
 
@@ -107,7 +109,7 @@ Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[
 class ModelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200)
+    name: Text | None = Field(None, max_length=200)
     tags: list[Tag] | None = Field(None, max_length=50, description="Replaces all tags.")
 
 

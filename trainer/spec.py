@@ -7,7 +7,7 @@ methods and datasets) live in `trainer.validation`, so that this module stays im
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JOB_KINDS = ("pretrain", "finetune", "adapt")
 MAX_RUNTIME_SECONDS = 7 * 24 * 3600
@@ -24,6 +24,35 @@ DatasetName = Annotated[
 ]
 
 
+def refuse_nul(value: Any) -> Any:
+    """`value` unchanged, or a ValueError saying where in it (a string, or JSON of strings) the
+    NUL character is: PostgreSQL stores no U+0000 in text or JSON, so a field holding one would
+    fail only as it is saved."""
+    where = _nul_path(value, "")
+    if where is not None:
+        raise ValueError(f"must not contain the NUL character (U+0000){where and ' at ' + where}")
+    return value
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else None
+    if isinstance(value, list | tuple):
+        items = enumerate(value)
+    for key, item in items or ():
+        inner = f"{path}[{key!r}]"
+        if isinstance(key, str) and "\x00" in key:
+            return f"the key {inner}"
+        if (found := _nul_path(item, inner)) is not None:
+            return found
+    return None
+
+
+# Text that can be stored: any string but one holding U+0000.
+Text = Annotated[str, AfterValidator(refuse_nul)]
+
+
 @dataclass(frozen=True)
 class SpecIssue:
     """One problem with a request: the field at fault (dotted) and what is wrong with it."""
@@ -34,6 +63,12 @@ class SpecIssue:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """Every field, params included, is stored: no NUL character anywhere in it."""
+        return refuse_nul(value)
 
 
 class DatasetSelection(_Strict):

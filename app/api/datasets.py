@@ -5,6 +5,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 from app.deps import CallerDep, SessionDep
 from app.schemas import DatasetOut, DatasetPreview, DatasetTask, Page
 from app.services import datasets, idempotency
+from trainer.spec import Text
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -14,10 +15,10 @@ def upload_dataset(
     session: SessionDep,
     caller: CallerDep,
     file: Annotated[UploadFile, File(description=".npz, .csv, .parquet, .jsonl or .zip")],
-    name: Annotated[str, Form(min_length=1, max_length=200)],
+    name: Annotated[Text, Form(min_length=1, max_length=200)],
     task: Annotated[DatasetTask, Form()],
     label_column: Annotated[
-        str, Form(min_length=1, max_length=200, description="csv/parquet: the label's column")
+        Text, Form(min_length=1, max_length=200, description="csv/parquet: the label's column")
     ] = "label",
     idempotency_key: Annotated[
         str | None, Header(alias=idempotency.HEADER, min_length=1, max_length=200)

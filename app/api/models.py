@@ -9,7 +9,7 @@ from app.deps import CallerDep, SessionDep
 from app.problems import InvalidInput
 from app.schemas import ModelOut, ModelUpdate, Page, PredictRequest, PredictResponse
 from app.services import exports, imports, models
-from trainer.spec import SpecIssue
+from trainer.spec import SpecIssue, Text
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -34,14 +34,14 @@ def import_model(
         UploadFile | None, File(description="Weights as safetensors; never a pickle.")
     ] = None,
     hf_model: Annotated[
-        str | None,
+        Text | None,
         Form(description="Instead of a file: a Hugging Face model directory configured here."),
     ] = None,
     card: Annotated[
-        str | None,
+        Text | None,
         Form(description="JSON: architecture, params, task, input_shape, labels, normalization"),
     ] = None,
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[Text | None, Form(max_length=200)] = None,
 ) -> ModelOut:
     """A model made elsewhere, for a registered architecture: usable as a `base_model_id`."""
     if (file is None) == (hf_model is None):

@@ -71,12 +71,21 @@ def encode_labels(values: Any, where: str) -> tuple[np.ndarray, tuple[str, ...]]
     """Label indices and class names (the str of each value) for a labelled dataset."""
     names, inverse = np.unique(np.asarray(values).astype(str), return_inverse=True)
     labels = _class_order(names.tolist())
+    check_storable(labels, where, "a label")
     if len(labels) < 2:
         message = f"only one class ('{labels[0]}'); a classifier needs at least two"
         raise DatasetError(where, message)
     position = {name: i for i, name in enumerate(labels)}
     y = np.array([position[name] for name in names.tolist()], dtype=np.int64)[inverse]
     return y.reshape(-1), tuple(labels)
+
+
+def check_storable(names: list[str], where: str, what: str) -> None:
+    """Names that are stored with the dataset (labels, columns) hold no NUL character, which
+    PostgreSQL cannot store."""
+    for name in names:
+        if "\x00" in name:
+            raise DatasetError(where, f"{what} contains the NUL character (U+0000): {name!r}")
 
 
 def _class_order(names: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from trainer.readers.common import (
     ParsedDataset,
     ReadLimits,
     check_split,
+    check_storable,
     encode_labels,
     json_safe,
 )
@@ -44,6 +45,7 @@ def read(
         block, block_names = _feature(frame[name], name, limits)
         blocks.append(block)
         names.extend(block_names)
+    check_storable(names, "file", "a feature name (a column, or a column=category)")
     y, labels = (
         encode_labels(frame[label_column].to_numpy(), f"column '{label_column}'")
         if labelled
