@@ -38,12 +38,22 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The dashboard tests drive Debian's Chromium through Playwright (never a downloaded browser).
+# What the tests run on, from Debian's packages where missing: Chromium for the dashboard tests
+# (driven by Playwright, never a downloaded browser), and the PostgreSQL and Redis servers of
+# which each test run starts private instances (tests/servers.py; none need to be running).
+APT_INSTALL = apt-get install -y -q $(1) || (apt-get update -q && apt-get install -y -q $(1))
 CHROMIUM := /usr/bin/chromium
+# Debian keeps the server under its major version; the second name stands for "not installed".
+POSTGRES := $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) /usr/lib/postgresql/bin/postgres)
+REDIS := /usr/bin/redis-server
 $(CHROMIUM):
-	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+	$(call APT_INSTALL,chromium)
+$(POSTGRES):
+	$(call APT_INSTALL,postgresql)
+$(REDIS):
+	$(call APT_INSTALL,redis-server)
 
-test: lint $(CHROMIUM)
+test: lint $(CHROMIUM) $(POSTGRES) $(REDIS)
 	$(BIN)/pytest
 
 clean:

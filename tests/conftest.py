@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests run against the real services: Postgres and Redis on 127.0.0.1.
+"""Shared fixtures. Tests run against real services: the run's own PostgreSQL and Redis
+(`tests/servers.py`), or those named by TUNERY_TEST_DATABASE_URL and TUNERY_TEST_REDIS_URL.
 
 The environment is set here, before any test imports `app`, because settings are read once.
 """
@@ -10,13 +11,22 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url
+from tests import servers
+
+servers.start_unless_named()  # before tests.stack reads their addresses
+
+from tests.stack import (  # noqa: E402
+    REDIS_URL,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_url,
+)
 
 SESSION_TAG = uuid.uuid4().hex[:8]
 API_DATABASE = f"tunery_api_{SESSION_TAG}"
 os.environ.update(
     TUNERY_DATABASE_URL=postgres_url(API_DATABASE),
-    TUNERY_BROKER_URL=os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    TUNERY_BROKER_URL=REDIS_URL,
     TUNERY_QUEUE=f"tunery-test-{SESSION_TAG}",
     TUNERY_RECONCILE_INTERVAL_SECONDS="0",
     TUNERY_ARTIFACT_DIR=tempfile.mkdtemp(prefix="tunery-api-artifacts-"),

@@ -15,7 +15,11 @@ from pathlib import Path
 import httpx
 import psycopg
 
-PG_ADMIN = os.environ.get("TUNERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Under pytest, the run's own servers (tests/servers.py, started by conftest) or those the user
+# names; the benchmarks, which use these stacks outside pytest, take the machine's by default.
+PG_ADMIN = os.environ.get(
+    "TUNERY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

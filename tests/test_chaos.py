@@ -12,9 +12,10 @@ import httpx
 import pytest
 import redis
 
-from tests.stack import postgres_redis_stack
+from tests import servers
+from tests.stack import REDIS_URL, postgres_redis_stack
 from tests.test_core import DIGITS_CNN
-from tests.test_e2e import finished, wait_for
+from tests.test_e2e import finished, gone, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +32,8 @@ def stack(tmp_path_factory):
         "TUNERY_CHECKPOINT_EVERY_STEPS": str(EVERY),
         "TUNERY_LEASE_SECONDS": "4",
         "TUNERY_REDISPATCH_AFTER_SECONDS": "3",
+        # A Redis database of its own, which test_a_flushed_broker_loses_no_queued_job empties.
+        "TUNERY_BROKER_URL": REDIS_URL.rsplit("/", 1)[0] + "/1",
     }
     with postgres_redis_stack(tmp_path_factory.mktemp("chaos"), "chaos", extra_env=settings) as s:
         yield s
@@ -63,6 +66,7 @@ def assert_resumed_once_and_succeeded(
     assert seen_step - EVERY < resumed_step <= job["progress"]["total_steps"]
     models = client.get("/v1/models", params={"limit": 1000}).json()["data"]
     assert [m["source_job_id"] for m in models].count(job_id) == 1
+    assert gone(stack.root / "runs" / job_id), "the finished job's scratch directory was kept"
     resumed_at = datetime.fromisoformat(resumed[0]["time"]).timestamp()
     FIGURES.append(
         f"{what}: resumed {resumed_at - killed_at:.1f} s after the kill, from step "
@@ -131,28 +135,12 @@ def test_a_flushed_broker_loses_no_queued_job(stack):
         )
 
 
-def _restart_postgres() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
-    subprocess.run(command, check=True, capture_output=True)
-
-
-def _restart_redis() -> None:
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True)
-    subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-         "--save", "", "--appendonly", "no"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            redis.Redis().ping()  # raises until the server answers
-            return
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "Redis did not answer 20 s after its restart"
-            time.sleep(0.2)
+def _restart(name: str) -> None:
+    """Restart the run's own server (tests/servers.py): never one the user named."""
+    server = servers.STARTED.get(name)
+    if server is None:
+        pytest.skip(f"restarts only the run's own {name}; TUNERY_TEST_* names another")
+    server.restart()
 
 
 def wait_through_outage(stack, job_id: str) -> dict:
@@ -170,16 +158,27 @@ def wait_through_outage(stack, job_id: str) -> dict:
     raise AssertionError(f"job {job_id} did not finish:\n{stack.logs()}")
 
 
+def assert_succeeded_in_one_attempt(stack, job_id: str) -> None:
+    """The outage cost the job nothing: it ended `succeeded` in its first attempt, with one
+    model, each status recorded once."""
+    job = wait_through_outage(stack, job_id)
+    assert job["status"] == "succeeded", (job, stack.logs())
+    assert job["attempt"] == 1, job
+    with stack.client() as client:
+        models = client.get("/v1/models", params={"limit": 1000}).json()["data"]
+        events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
+    assert [m["source_job_id"] for m in models].count(job_id) == 1
+    statuses = [(e["status"], e["attempt"]) for e in events if e["type"] == "status"]
+    assert statuses == [("queued", 0), ("running", 1), ("succeeded", 1)], events
+    assert gone(stack.root / "runs" / job_id), "the finished job's scratch directory was kept"
+
+
 def test_a_postgres_restart_mid_job_does_not_lose_it(stack):
     with stack.client() as client:
         job_id = client.post("/v1/jobs", json=LONG_JOB).json()["id"]
         running_past_a_checkpoint(client, job_id)
-    _restart_postgres()
-    job = wait_through_outage(stack, job_id)
-    assert job["status"] == "succeeded", (job, stack.logs())
-    with stack.client() as client:
-        models = client.get("/v1/models", params={"limit": 1000}).json()["data"]
-    assert [m["source_job_id"] for m in models].count(job_id) == 1
+    _restart("postgres")
+    assert_succeeded_in_one_attempt(stack, job_id)
 
 
 def test_a_redis_restart_mid_job_loses_no_job(stack):
@@ -187,12 +186,11 @@ def test_a_redis_restart_mid_job_loses_no_job(stack):
         running = client.post("/v1/jobs", json=LONG_JOB).json()["id"]
         running_past_a_checkpoint(client, running)
         queued = client.post("/v1/jobs", json=SHORT_JOB).json()["id"]  # waits behind it
-    _restart_redis()
+    _restart("redis")
     with stack.client() as client:
         after = client.post("/v1/jobs", json=SHORT_JOB).json()["id"]  # sent after the restart
     for job_id in (running, queued, after):
-        job = wait_through_outage(stack, job_id)
-        assert job["status"] == "succeeded", (job, stack.logs())
+        assert_succeeded_in_one_attempt(stack, job_id)
 
 
 def test_a_stopping_worker_hands_its_job_back_at_a_checkpoint(stack):

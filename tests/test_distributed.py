@@ -18,7 +18,7 @@ import redis
 import torch
 from safetensors.torch import load_file
 
-from tests.stack import postgres_redis_stack
+from tests.stack import REDIS_URL, postgres_redis_stack
 from tests.test_e2e import finished, wait_for
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.launch import outcome
@@ -248,7 +248,7 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     with postgres_redis_stack(root, "distributed", extra_env={"TUNERY_GPU_QUEUE": gpu_queue}) as s:
         yield s
-    redis.Redis.from_url("redis://127.0.0.1:6379/0").delete(gpu_queue)
+    redis.Redis.from_url(REDIS_URL).delete(gpu_queue)
 
 
 @pytest.mark.e2e
@@ -294,6 +294,6 @@ def test_a_cpu_worker_never_takes_a_gpu_job(stack):
         time.sleep(1.5)  # a reconcile or two more
         waiting = client.get(f"/v1/jobs/{gpu['id']}").json()
         assert (waiting["status"], waiting["attempt"]) == ("queued", 0)
-        broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        broker = redis.Redis.from_url(REDIS_URL)
         assert broker.llen(stack.env["TUNERY_GPU_QUEUE"]) >= 1  # sent, to the GPU queue
         assert client.post(f"/v1/jobs/{gpu['id']}/cancel").json()["status"] == "cancelled"

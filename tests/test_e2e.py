@@ -10,12 +10,19 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 import torch
 
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.stack import (
+    REDIS_URL,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_url,
+    start_stack,
+)
 from tests.test_core import DIGITS_CNN
 from trainer.artifact import load_classifier
 from trainer.data import load_dataset
@@ -30,7 +37,7 @@ def stack(request, tmp_path_factory):
     if request.param == "postgres-redis":
         database = f"tunery_e2e_{tag}"
         create_postgres_database(database)
-        urls = (postgres_url(database), "redis://127.0.0.1:6379/0")
+        urls = (postgres_url(database), REDIS_URL)
     else:
         urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
     stack = start_stack(root, *urls, queue=f"tunery-e2e-{tag}")
@@ -48,6 +55,14 @@ def wait_for(client, job_id: str, done, timeout: float = 240) -> dict:
             return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} stuck: {job}")
+
+
+def gone(path: Path, timeout: float = 20) -> bool:
+    """Whether `path` no longer exists, or stops existing within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not path.exists()
 
 
 def finished(job: dict) -> bool:
@@ -173,11 +188,9 @@ def test_cancel_a_running_job_stops_its_trainer(stack):
         cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200
         assert cancelled.json()["status"] == "cancelled"
-        run_dir = stack.root / "runs" / job["id"] / "attempt-1"
-        deadline = time.monotonic() + 20
-        while run_dir.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not run_dir.exists(), "the trainer was not stopped"
+        # The attempt's scratch directory goes with its trainer, then the job's (its checkpoint).
+        assert gone(stack.root / "runs" / job["id"] / "attempt-1"), "the trainer was not stopped"
+        assert gone(stack.root / "runs" / job["id"]), "the cancelled job's checkpoint was kept"
         final = client.get(f"/v1/jobs/{job['id']}").json()
         assert (final["status"], final["result_model_id"]) == ("cancelled", None)
         models = client.get("/v1/models", params={"limit": 1000}).json()["data"]

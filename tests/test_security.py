@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Dataset, Job
+from app.models import Dataset, Job, Model
 from app.services import tenants
 from tests import files
 from tests.conftest import Key, new_tenant
@@ -158,9 +158,30 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
         spec = DIGITS_CNN | {"data": {"train": owned.dataset}, "base_model_id": owned.model}
         errors = assert_problem(stranger.post("/v1/jobs", json=spec), 422)["errors"]
         assert {e["field"] for e in errors} >= {"base_model_id"}
+        adapt = {"kind": "adapt", "model": {"architecture": "mlp"}, "method": {"name": "dann"}}
+        for field, spec_with in (
+            ("data.train", lambda ds: DIGITS_CNN | {"data": {"train": ds}}),
+            (
+                "data.source",
+                lambda ds: adapt | {"data": {"source": ds, "target": "builtin:breast-cancer"}},
+            ),
+            (
+                "data.target",
+                lambda ds: adapt | {"data": {"source": "builtin:breast-cancer", "target": ds}},
+            ),
+        ):
+            theirs = assert_problem(stranger.post("/v1/jobs", json=spec_with(owned.dataset)), 422)
+            unknown = assert_problem(
+                stranger.post("/v1/jobs", json=spec_with(UNKNOWN["dataset"])), 422
+            )
+            assert [e["field"] for e in theirs["errors"]] == [field], theirs
+            assert _without_ids(theirs, owned.dataset) == _without_ids(unknown, UNKNOWN["dataset"])
     with session_scope() as session:
         assert session.get(Job, owned.job).status == "queued"
         assert session.get(Dataset, owned.dataset) is not None
+        # The stranger's PATCH and DELETE left the model as it was.
+        model = session.get(Model, owned.model)
+        assert (model.name, model.tags, model.deleted_at) == ("imported", [], None)
 
 
 def test_the_owner_reaches_everything_it_made(app, owned):

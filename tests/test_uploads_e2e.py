@@ -19,7 +19,13 @@ import httpx
 import pytest
 
 from tests import files
-from tests.stack import create_postgres_database, drop_postgres_database, postgres_url, start_stack
+from tests.stack import (
+    REDIS_URL,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_url,
+    start_stack,
+)
 from tests.test_e2e import finished, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -98,7 +104,7 @@ def stack(s3, tmp_path_factory):
     stack = start_stack(
         root,
         postgres_url(database),
-        "redis://127.0.0.1:6379/0",
+        REDIS_URL,
         queue=f"tunery-uploads-{tag}",
         extra_env=env,
     )
