@@ -3,6 +3,7 @@
 
 import logging
 import re
+import signal
 from typing import TYPE_CHECKING
 
 from celery.signals import celeryd_after_setup, celeryd_init, setup_logging, worker_process_init
@@ -57,6 +58,17 @@ def _banner_as_a_record(sender: str, instance: "Worker", **_: object) -> None:
         banner = instance.startup_info(artlines=False) + (instance.extra_info() or "")
         logging.getLogger(__name__).info("%s starting\n%s", sender, banner)
         instance.quiet = True
+
+
+@worker_process_init.connect
+def _leave_stopping_to_the_main_process(**_: object) -> None:
+    """A pool process ignores SIGTERM: stopping is the main process's (its warm shutdown hands
+    the jobs back, `worker.shutdown`, then ends each pool process in turn; Celery has them
+    killed if the main process dies). A SIGTERM sent to the whole group at once (systemd's
+    KillMode=control-group, `kill -- -PGID`) would otherwise kill a pool process as it waits
+    for a task holding the pool's queue lock, and the main process, exiting, would wait for
+    that lock forever (billiard's `Pool._help_stuff_finish`)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @worker_process_init.connect

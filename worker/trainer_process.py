@@ -51,6 +51,14 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _become_a_trainer() -> None:
+    """In a fresh trainer before exec: SIGTERM's default action (the pool process that starts it
+    ignores SIGTERM, `worker.celery_app`, and an ignored signal stays ignored across exec), and
+    death with its parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+
+
 def trainer_title(argv: list[str]) -> str:
     return " ".join(["python", "-m", "trainer.main", *argv])
 
@@ -73,7 +81,7 @@ def start(
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=_become_a_trainer,
         )
 
 
