@@ -9,7 +9,9 @@ import os
 import signal
 from pathlib import Path
 
-from celery.signals import worker_shutting_down
+from celery.signals import worker_init, worker_shutdown, worker_shutting_down
+
+from app.config import get_settings
 
 log = logging.getLogger(__name__)
 # A trainer's command line, whether exec'd (arguments separated by NULs) or forked and titled
@@ -53,9 +55,26 @@ def trainers_under(pid: int) -> list[int]:
     return found
 
 
+def stopping_mark(run_dir: Path, worker_pid: int) -> Path:
+    """A file that says the worker of this main process is stopping: its pool processes then
+    take no new job. Some brokers (the embedded one) still deliver to a stopping worker, and
+    the job it has just handed back would come straight back to it."""
+    return run_dir / f"worker-{worker_pid}-stopping"
+
+
 @worker_shutting_down.connect
 def hand_jobs_back(sig: str | None = None, how: str | None = None, **_: object) -> None:
+    mark = stopping_mark(get_settings().run_dir, os.getpid())
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
     for pid in trainers_under(os.getpid()):
         log.info("worker stopping (%s, %s): asking trainer %d to checkpoint", sig, how, pid)
         with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
             os.kill(pid, signal.SIGTERM)
+
+
+@worker_init.connect
+@worker_shutdown.connect
+def _clear_stopping_mark(**_: object) -> None:
+    """As the worker starts (a mark left by an earlier process with its pid) and as it ends."""
+    stopping_mark(get_settings().run_dir, os.getpid()).unlink(missing_ok=True)
