@@ -4,7 +4,8 @@ they stream in and refused with 413 past a limit, so no request is ever held who
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.problems import problem_response
+from app.problems import InvalidInput, problem_response, response_of
+from trainer.spec import NUL_REFUSED, SpecIssue
 
 
 class BodySizeLimit:
@@ -69,10 +70,8 @@ class NulFreeUrl:
             if b"%00" in scope["query_string"]:
                 where = "query"
             if where is not None:
-                issue = {"field": where, "message": "must not contain the NUL character (U+0000)"}
-                detail = f"{where}: {issue['message']}"
-                response = problem_response(422, detail, scope["path"], [issue])
-                await response(scope, _no_body, send)
+                refused = InvalidInput([SpecIssue(where, NUL_REFUSED)])
+                await response_of(refused, scope["path"])(scope, _no_body, send)
                 return
         await self.app(scope, receive, send)
 

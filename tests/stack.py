@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
+
+from tests.servers import free_port
 
 # Under pytest, the run's own servers (tests/servers.py, started by conftest) or those the user
 # names; the benchmarks, which use these stacks outside pytest, take the machine's by default.
@@ -37,12 +38,6 @@ def create_postgres_database(name: str) -> None:
 def drop_postgres_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def admin(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -32,6 +32,10 @@ def job_count(client) -> int:
     return len(client.get("/v1/jobs", params={"limit": 1000}).json()["data"])
 
 
+def dataset_count(client) -> int:
+    return len(client.get("/v1/datasets", params={"limit": 1000}).json()["data"])
+
+
 def assert_problem(response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -118,12 +122,12 @@ def test_a_nul_character_is_a_422_naming_the_field_never_a_500(
 ):
     """PostgreSQL stores no NUL (U+0000) in text: every text that would reach it is refused."""
     jobs_before = job_count(client)
-    datasets_before = len(client.get("/v1/datasets", params={"limit": 1000}).json()["data"])
+    datasets_before = dataset_count(client)
     problem = assert_problem(client.request(method, path, **request_), 422)
     assert field in [error["field"] for error in problem["errors"]], problem
     assert "NUL" in problem["detail"]
     assert job_count(client) == jobs_before
-    assert len(client.get("/v1/datasets", params={"limit": 1000}).json()["data"]) == datasets_before
+    assert dataset_count(client) == datasets_before
     assert queue() == 0
 
 

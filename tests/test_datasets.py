@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests import files
-from tests.test_api import assert_problem
+from tests.test_api import assert_problem, dataset_count
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,6 @@ def upload(client, filename: str, content: bytes, task: str = "classification", 
         files={"file": (filename, content)},
         data={"name": filename, "task": task, **form},
     )
-
-
-def dataset_count(client) -> int:
-    return len(client.get("/v1/datasets", params={"limit": 1000}).json()["data"])
 
 
 @pytest.mark.parametrize(

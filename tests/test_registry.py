@@ -5,7 +5,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from app.api.models import NPY
+from tests.servers import free_port
 from tests.test_api import assert_problem
 from trainer.architectures import Network, build_trunk
 
@@ -191,12 +191,6 @@ def _digits_8x8() -> bytes:
     return digits_npz(100)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_archive_serves_the_model_with_onnxruntime_alone(client, tmp_path):
     model = import_model(client, weights(network())).json()
     url = f"/v1/models/{model['id']}/download"
@@ -213,7 +207,7 @@ def test_the_archive_serves_the_model_with_onnxruntime_alone(client, tmp_path):
     again = client.get(url, params={"format": "archive"}, headers={"Range": "bytes=10-19"})
     assert again.status_code == 206 and again.content == archive.content[10:20]
     assert again.headers["etag"] == archive.headers["etag"]
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNERY_")}
     server = subprocess.Popen(
         [sys.executable, "-I", str(tmp_path / "serve.py"), "--port", str(port)], env=env

@@ -7,7 +7,6 @@ stream, and a 1 GB zip bomb is refused, both without the server's memory growing
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from tests.stack import (
     REDIS_URL,
     create_postgres_database,
     drop_postgres_database,
+    free_port,
     postgres_url,
     start_stack,
 )
@@ -39,16 +39,10 @@ AWS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server in its own process, and a fresh bucket on it."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -4,17 +4,17 @@ registered architecture, and weights that fit it exactly."""
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from tokenizers import Tokenizer
 from torch import nn
 
 from trainer.architectures import ARCHITECTURES, Network
 from trainer.card import ModelCard, Normalization, TrunkCard
-from trainer.spec import refuse_nul
+from trainer.spec import Storable
 from trainer.trunk import trunk_from_card
 
 
-class ImportCard(BaseModel):
+class ImportCard(Storable):
     """What an imported model must say about itself."""
 
     model_config = ConfigDict(extra="allow")
@@ -29,11 +29,6 @@ class ImportCard(BaseModel):
     normalization: Normalization | None = None
     tokenizer: str | None = Field(None, description="Text models: a `tokenizers` JSON.")
     feature_names: list[str] | None = None
-
-    @field_validator("*")
-    @classmethod
-    def _storable(cls, value: Any) -> Any:
-        return refuse_nul(value)
 
     @model_validator(mode="after")
     def _fits(self) -> "ImportCard":

@@ -24,13 +24,16 @@ DatasetName = Annotated[
 ]
 
 
+NUL_REFUSED = "must not contain the NUL character (U+0000)"
+
+
 def refuse_nul(value: Any) -> Any:
     """`value` unchanged, or a ValueError saying where in it (a string, or JSON of strings) the
     NUL character is: PostgreSQL stores no U+0000 in text or JSON, so a field holding one would
     fail only as it is saved."""
     where = _nul_path(value, "")
     if where is not None:
-        raise ValueError(f"must not contain the NUL character (U+0000){where and ' at ' + where}")
+        raise ValueError(f"{NUL_REFUSED}{where and ' at ' + where}")
     return value
 
 
@@ -61,14 +64,17 @@ class SpecIssue:
     message: str
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Storable(BaseModel):
+    """A model whose every field, nested params included, is stored: no NUL character in it."""
 
     @field_validator("*")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        """Every field, params included, is stored: no NUL character anywhere in it."""
         return refuse_nul(value)
+
+
+class _Strict(Storable):
+    model_config = ConfigDict(extra="forbid")
 
 
 class DatasetSelection(_Strict):
