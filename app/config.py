@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     # Request bodies are counted as they stream in and refused past these sizes (413).
     max_upload_bytes: int = 2 * 1024**3
     max_request_bytes: int = 16 * 1024**2
-    # Zip archives: member count, expanded size and compression ratio (zip-bomb guards).
+    # Zip archives: member count, expanded size and compression ratio (zip-bomb guards); the
+    # expanded size also bounds an npz's or a parquet table's decoded size (docs/DATASETS.md).
     max_archive_members: int = 100_000
     max_archive_expanded_bytes: int = 4 * 1024**3
     max_compression_ratio: float = 100.0

@@ -2,8 +2,8 @@
 worker that reads the datasets back from the bucket, as workers on other machines would.
 
 Also the limits that protect the server: bodies over the size limit are refused while they
-stream, and a 1 GB zip bomb is refused, both without the server's memory growing past
-`MEMORY_BOUND`.
+stream, and decompression bombs (zip, npz, parquet) past the `EXPANDED_LIMIT` budget are
+refused, all without the server's peak memory growing past `MEMORY_BOUND`.
 """
 
 import os
@@ -12,9 +12,13 @@ import sys
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests import files
@@ -31,6 +35,7 @@ from tests.test_e2e import finished, wait_for
 pytestmark = pytest.mark.e2e
 
 UPLOAD_LIMIT = 32 * 1024**2
+EXPANDED_LIMIT = 256 * 1024**2  # what a dataset may take decoded (the bombs take more)
 MEMORY_BOUND = 64 * 1024**2  # growth of the API server's resident memory
 AWS = {
     "AWS_ACCESS_KEY_ID": "tunery-test",
@@ -91,6 +96,7 @@ def stack(s3, tmp_path_factory):
         "TUNERY_ARTIFACT_STORE_URL": f"s3://{bucket}/tunery",
         "TUNERY_S3_ENDPOINT_URL": endpoint,
         "TUNERY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+        "TUNERY_MAX_ARCHIVE_EXPANDED_BYTES": str(EXPANDED_LIMIT),
         "TUNERY_CHECKPOINT_EVERY_STEPS": "10",
         "TUNERY_LEASE_SECONDS": "4",
     }
@@ -183,11 +189,20 @@ def test_each_format_uploads_to_s3_and_a_worker_trains_on_it(stack, s3):
             assert metric is None or job["metrics"][metric] > 0
 
 
-def _rss_bytes(pid: int) -> int:
+def _status_bytes(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def _peak_growth(pid: int, request: Callable[[], httpx.Response]) -> tuple[httpx.Response, int]:
+    """The response, and how far the server's peak resident memory (VmHWM) rose above what it
+    held before the request: a spike freed again before the request ends still counts."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak starts again from the current RSS
+    before = _status_bytes(pid, "VmHWM")
+    response = request()
+    return response, _status_bytes(pid, "VmHWM") - before
 
 
 def _zip_bomb(path: Path, expanded: int) -> None:
@@ -201,11 +216,43 @@ def _zip_bomb(path: Path, expanded: int) -> None:
             member.write(chunk)
 
 
-def test_oversized_bodies_and_a_zip_bomb_are_refused_in_bounded_memory(stack, tmp_path):
+def _npz_bomb(path: Path, pixels: int) -> None:
+    """`pixels` zero bytes as uint8 images, with labels; about 1 MB on disk per GB."""
+    x = np.zeros((pixels // 784, 28, 28), dtype=np.uint8)
+    np.savez_compressed(path, x=x, y=np.arange(len(x)) % 2)
+
+
+def _parquet_run_bomb(path: Path, rows: int) -> None:
+    """A column of `rows` zeros: run-length encoded into a few kilobytes."""
+    pq.write_table(pa.table({"label": np.zeros(rows, dtype=np.int64)}), path)
+
+
+def _parquet_dictionary_bomb(path: Path, rows: int) -> None:
+    """One 10 kB string repeated in every row: dictionary encoded, stored once. Without the
+    schema pyarrow writes beside it, a reader decodes it to `rows` strings."""
+    indices = pa.array(np.zeros(rows, dtype=np.int32))
+    text = pa.DictionaryArray.from_arrays(indices, pa.array(["x" * 10_000]))
+    table = pa.table({"text": text, "label": np.arange(rows) % 2})
+    pq.write_table(table, path, store_schema=False)
+
+
+BOMBS = {  # name: (file, what makes it, the refusal's words)
+    "zip": ("bomb.zip", lambda path: _zip_bomb(path, 200 * 1024**2), "compression ratio"),
+    "npz stored": ("bomb.npz", lambda path: _npz_bomb(path, 512 * 1024**2), "would expand"),
+    "npz as float32": ("bomb.npz", lambda path: _npz_bomb(path, 96 * 1024**2), "in memory"),
+    "parquet runs": ("bomb.parquet", lambda path: _parquet_run_bomb(path, 40 * 10**6), "decode"),
+    "parquet dictionary": (
+        "bomb.parquet",
+        lambda path: _parquet_dictionary_bomb(path, 10**5),
+        "decode",
+    ),
+}
+
+
+def test_oversized_bodies_are_refused_while_they_stream(stack):
     api_pid = stack.processes[0].pid
     with stack.client() as api:
         api.get("/v1/datasets")  # warm the server up before measuring
-        baseline = _rss_bytes(api_pid)
 
         def too_big():  # no Content-Length: the server must count as it reads
             yield (
@@ -216,26 +263,39 @@ def test_oversized_bodies_and_a_zip_bomb_are_refused_in_bounded_memory(stack, tm
                 yield b"0" * 2**20
 
         headers = {"content-type": "multipart/form-data; boundary=xyz"}
-        streamed = api.post("/v1/datasets", content=too_big(), headers=headers)
+        streamed, growth = _peak_growth(
+            api_pid, lambda: api.post("/v1/datasets", content=too_big(), headers=headers)
+        )
         assert streamed.status_code == 413, streamed.text
         assert streamed.headers["content-type"] == "application/problem+json"
+        assert growth < MEMORY_BOUND
         declared = api.post("/v1/datasets", content=b"0" * (UPLOAD_LIMIT + 1), headers=headers)
         assert declared.status_code == 413
 
-        bomb = tmp_path / "bomb.zip"
-        _zip_bomb(bomb, 1024**3)
-        assert bomb.stat().st_size < 5 * 1024**2
-        with open(bomb, "rb") as f:
-            response = api.post(
+
+@pytest.mark.parametrize("kind", list(BOMBS))
+def test_a_decompression_bomb_is_refused_with_flat_memory(stack, tmp_path, kind):
+    filename, make, words = BOMBS[kind]
+    bomb = tmp_path / filename
+    make(bomb)
+    assert bomb.stat().st_size < 2 * 1024**2
+    api_pid = stack.processes[0].pid
+    name = f"bomb-{uuid.uuid4().hex[:8]}"
+    with stack.client() as api, open(bomb, "rb") as f:
+        api.get("/v1/datasets")  # warm the server up before measuring
+        response, growth = _peak_growth(
+            api_pid,
+            lambda: api.post(
                 "/v1/datasets",
-                files={"file": ("bomb.zip", f)},
-                data={"name": "bomb", "task": "classification"},
-            )
+                files={"file": (filename, f)},
+                data={"name": name, "task": "classification"},
+            ),
+        )
         assert response.status_code == 422, response.text
-        assert "compression ratio" in response.json()["errors"][0]["message"]
-        assert _rss_bytes(api_pid) - baseline < MEMORY_BOUND
+        assert words in response.json()["errors"][0]["message"]
+        assert growth < MEMORY_BOUND, f"the server's peak memory rose {growth >> 20} MiB"
         names = [d["name"] for d in api.get("/v1/datasets", params={"limit": 1000}).json()["data"]]
-        assert "bomb" not in names
+        assert name not in names
 
 
 def test_a_checkpoint_follows_its_job_to_another_machine(stack, s3):

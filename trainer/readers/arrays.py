@@ -1,5 +1,6 @@
 """npz files: arrays x (inputs), y (labels) and split, read without ever unpickling."""
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def _open_npz(path: Path, limits: ReadLimits) -> np.lib.npyio.NpzFile:
     try:
         # No ratio check: sparse arrays compress far beyond 100:1 and are fine. The declared
         # sizes cap what can be decompressed, as zipfile never reads past them.
-        check_archive(npz.zip, limits, check_ratio=False)
+        infos = check_archive(npz.zip, limits, check_ratio=False)
+        if "x" in npz.files:
+            _check_decoded(npz, sum(info.file_size for info in infos), limits)
     except DatasetError:
         npz.close()
         raise
@@ -77,6 +80,27 @@ def _open_npz(path: Path, limits: ReadLimits) -> np.lib.npyio.NpzFile:
         npz.close()
         raise DatasetError(f"array '{unknown[0]}'", "unknown array; expected x, y, split")
     return npz
+
+
+def _check_decoded(npz: np.lib.npyio.NpzFile, stored: int, limits: ReadLimits) -> None:
+    """The arrays as stored plus x as float32 (the copy training reads) fit the budget. The
+    sizes come from the zip directory and x's header: nothing is decompressed before."""
+    try:
+        with npz.zip.open("x.npy") as member:
+            version = np.lib.format.read_magic(member)
+            header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape = header(member)[0]
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+        raise DatasetError("array 'x'", f"cannot be read: {error}") from None
+    decoded = stored + math.prod(shape) * np.dtype(np.float32).itemsize
+    budget = limits.max_uncompressed_bytes
+    if decoded > budget:
+        message = f"the arrays would take {decoded} bytes in memory; at most {budget} are allowed"
+        raise DatasetError("file", message)
 
 
 def _npz_array(npz: np.lib.npyio.NpzFile, name: str) -> np.ndarray:

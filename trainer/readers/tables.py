@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trainer.readers.common import (
@@ -24,7 +25,7 @@ SPLIT_COLUMN = "split"
 def read(
     path: Path, fmt: str, labelled: bool, label_column: str, limits: ReadLimits
 ) -> ParsedDataset:
-    frame = _load_table(path, fmt)
+    frame = _load_table(path, fmt, limits)
     frame.columns = [str(name) for name in frame.columns]
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):
@@ -67,13 +68,66 @@ def preview(path: Path, fmt: str, count: int) -> dict:
     return {"rows": _parquet_head(path, count)}
 
 
-def _load_table(path: Path, fmt: str, rows: int | None = None) -> pd.DataFrame:
+def _load_table(
+    path: Path, fmt: str, limits: ReadLimits | None = None, rows: int | None = None
+) -> pd.DataFrame:
     try:
         if fmt == "csv":
             return pd.read_csv(path, nrows=rows, low_memory=False)
-        return pd.read_parquet(path, engine="pyarrow")
+        return _read_parquet(path, limits or ReadLimits())
+    except DatasetError:
+        raise
     except (ValueError, OSError, pa.ArrowException) as error:
         raise DatasetError("file", f"not a valid {fmt} file: {error}") from None
+
+
+# What one value takes once decoded, at least: pandas holds numbers as 8-byte floats and text as
+# 8-byte references (to the category's one string).
+VALUE_BYTES = 8
+
+
+def _read_parquet(path: Path, limits: ReadLimits) -> pd.DataFrame:
+    """The table, refused before it is expanded when it would take more than the budget.
+
+    Parquet compresses, run-length and dictionary encodes, so a file of kilobytes can decode to
+    gigabytes (a decompression bomb). The footer gives each column's value count and size after
+    decompression; text columns are then read as dictionaries (each distinct string once) and
+    their decoded length summed from the dictionary before any string is repeated."""
+    budget = limits.max_uncompressed_bytes
+    metadata = pq.ParquetFile(path).metadata
+    chunks = [
+        metadata.row_group(group).column(column)
+        for group in range(metadata.num_row_groups)
+        for column in range(metadata.num_columns)
+    ]
+    _check_decoded(
+        sum(max(c.num_values * VALUE_BYTES, c.total_uncompressed_size) for c in chunks), budget
+    )
+    text = [field.name for field in pq.read_schema(path) if _is_bytes(field.type)]
+    table = pq.ParquetFile(path, read_dictionary=text).read()
+    decoded = metadata.num_rows * VALUE_BYTES * len(table.columns)
+    for column in table.columns:
+        if pa.types.is_dictionary(column.type) and _is_bytes(column.type.value_type):
+            for chunk in column.chunks:
+                lengths = pc.take(pc.binary_length(chunk.dictionary), chunk.indices)
+                decoded += pc.sum(lengths).as_py() or 0
+    _check_decoded(decoded, budget)
+    return table.to_pandas()  # text columns stay categorical: no string is copied per row
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    )
+
+
+def _check_decoded(size: int, budget: int) -> None:
+    if size > budget:
+        message = f"the table would decode to about {size} bytes; at most {budget} are allowed"
+        raise DatasetError("file", message)
 
 
 def _parquet_head(path: Path, count: int) -> list[dict]:
