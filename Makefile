@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU wheel of torch; on a CUDA host install torch first (README), and this keeps it.
+# Pinned torch from whatever index pip is set to: from plain PyPI on Linux x86_64 that is the
+# CUDA build (it runs on a CPU too); a CPU-only or other-CUDA build installed first (README) is kept.
 TORCH := torch==2.13.0
 
 .PHONY: install run migrate worker api test lint format clean
