@@ -1,6 +1,7 @@
 """The training core on its own: no FastAPI, Celery, SQLAlchemy or database."""
 
 import io
+import itertools
 import json
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
+from tests.child import lines_until
 from trainer.architectures import Network, build_trunk
 from trainer.artifact import load_classifier, read_card, save_model
 from trainer.data import load_dataset
@@ -321,14 +323,14 @@ def test_a_trainer_stopped_by_sigterm_exits_75_with_every_point_it_reported(tmp_
         stdout=subprocess.PIPE,
         text=True,
     )
-    lines = []
-    for line in trainer.stdout:  # training, points at every step
-        lines.append(line)
-        if json.loads(line)["type"] == "progress" and len(lines) > 100:
-            break
+    count = itertools.count(1)
+    lines = lines_until(  # training, points at every step
+        trainer.stdout, lambda line: next(count) > 100 and json.loads(line)["type"] == "progress"
+    )
     trainer.send_signal(signal.SIGTERM)
-    lines += trainer.stdout.readlines()
-    assert trainer.wait(timeout=60) == 75
+    rest, _ = trainer.communicate(timeout=60)
+    lines += rest.splitlines()
+    assert trainer.returncode == 75
     events = [json.loads(line) for line in lines]
     assert events[-1]["type"] == "log"
     assert events[-1]["message"].startswith("stopped at a checkpoint at step ")

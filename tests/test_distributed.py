@@ -18,6 +18,7 @@ import redis
 import torch
 from safetensors.torch import load_file
 
+from tests.child import lines_until
 from tests.stack import REDIS_URL, postgres_redis_stack
 from tests.test_e2e import finished, wait_for
 from trainer.checkpoint import INTERRUPTED_EXIT
@@ -169,9 +170,7 @@ def test_sigterm_stops_every_rank_at_one_checkpoint_and_the_run_resumes(tmp_path
 
 def test_a_killed_launcher_takes_its_ranks_with_it(tmp_path):
     process = start(tmp_path, job("builtin:digits", epochs=100), 2)
-    for line in process.stdout:  # the ranks have joined and train
-        if json.loads(line)["type"] == "progress":
-            break
+    lines_until(process.stdout, lambda line: json.loads(line)["type"] == "progress")  # they train
     assert len(processes_running(tmp_path)) == 3
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.child import lines_until
 from trainer.checkpoint import INTERRUPTED_EXIT
 from worker import trainer_process
 from worker.shutdown import trainers_under
@@ -113,8 +114,8 @@ def test_exit_statuses_are_the_trainers(zygote, tmp_path):
     assert failing.wait(timeout=120) == 1
     assert event_types(events)[-1] == "error"
     running, events = launch(zygote, prepare(tmp_path / "long", LONG_SPEC, checkpoint=True))
-    while json.loads(events.readline())["type"] != "progress":
-        pass  # until it trains, its SIGTERM handler set
+    # Until it trains, its SIGTERM handler set.
+    lines_until(events, lambda line: json.loads(line)["type"] == "progress")
     trainer_process.stop(running, grace_seconds=60)  # SIGTERM: a checkpoint, then exit 75
     assert running.returncode == INTERRUPTED_EXIT
     killed, _ = launch(zygote, prepare(tmp_path / "killed", LONG_SPEC))
