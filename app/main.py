@@ -11,14 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app import problems
-from app.api import datasets, health, jobs, models
+from app.api import datasets, health, jobs, models, sweeps
 from app.config import get_settings
 from app.db import make_read_engine
 from app.limits import BodySizeLimit, NulFreeUrl
 from app.observability import metrics
 from app.observability.logs import configure_logging
 from app.security import ApiKeyAuth, SecurityHeaders
-from app.services.dispatch import reconcile_forever
+from app.services.reconciler import reconcile_forever
 
 UI_DIR = Path(__file__).parent / "ui"
 
@@ -74,6 +74,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(datasets.router)
+    app.include_router(sweeps.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     # The dashboard: static files calling /v1 with the key the user gives it; no build step.

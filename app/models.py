@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     String,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -103,6 +104,8 @@ class Job(Base):
         Index("ix_jobs_tenant_created_at_id", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created_at_id", "tenant_id", "status", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # One job per trial: a sweep's driver that retries cannot make a trial twice.
+        UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -126,8 +129,32 @@ class Job(Base):
     dispatched_at: Mapped[datetime | None]
     # The model a finetune or adapt job starts from: a model in use is not deleted.
     base_model_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # A sweep's trial: the sweep and the trial's number in its Optuna study.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"))
+    trial_number: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Sweep(Base):
+    """A hyperparameter search: an Optuna study of the same id (its trials, params and values
+    in Optuna's own tables, in this database), whose trials run as jobs.
+
+    `driven_until` is the lease of the one process that may change the study (ask, tell) at a
+    time; `dirty` says that something happened while another process held it."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (Index("ix_sweeps_tenant_created_at_id", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]]
+    driven_until: Mapped[datetime | None]
+    dirty: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
 

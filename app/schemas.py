@@ -28,11 +28,14 @@ class Progress(BaseModel):
     total_steps: int | None
 
 
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
+
+
 class JobOut(BaseModel):
     id: str
     kind: str
     name: str | None
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -42,6 +45,8 @@ class JobOut(BaseModel):
     metrics: dict[str, float]
     progress: Progress
     spec: dict[str, Any]
+    sweep_id: str | None = None  # a sweep's trial: its sweep and trial number
+    trial_number: int | None = None
 
 
 class MetricPointOut(BaseModel):
@@ -173,3 +178,48 @@ class PreviewImage(BaseModel):
 class DatasetPreview(BaseModel):
     rows: list[dict[str, Any]] | None = None
     images: list[PreviewImage] | None = None
+
+
+SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TrialState = Literal["running", "completed", "pruned", "failed"]
+
+
+class TrialCounts(BaseModel):
+    running: int = 0
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+
+
+class BestTrial(BaseModel):
+    number: int
+    params: dict[str, Any]
+    value: float = Field(description="The objective: on validation (or train), never on test.")
+    job_id: str | None
+    model_id: str | None
+    test_metrics: dict[str, float] = Field(
+        description="The best trial's metrics on the held-out test split, beside its objective."
+    )
+
+
+class SweepOut(BaseModel):
+    id: str
+    name: str | None
+    status: SweepStatus
+    created_at: datetime
+    finished_at: datetime | None
+    trials: TrialCounts
+    best_trial: BestTrial | None
+    importances: dict[str, float] | None = Field(
+        None, description="Each parameter's importance (fANOVA), once 3 trials completed."
+    )
+    spec: dict[str, Any]
+
+
+class TrialOut(BaseModel):
+    number: int
+    job_id: str | None
+    params: dict[str, Any]
+    state: TrialState
+    value: float | None
+    intermediate_values: dict[int, float] = Field(description="The objective after each epoch.")

@@ -4,6 +4,7 @@ from logging.config import fileConfig
 from pathlib import Path
 
 from alembic import context
+from optuna.storages._rdb.models import BaseModel as OptunaModel
 
 from app.config import get_settings
 from app.db import make_engine
@@ -16,6 +17,15 @@ url = context.config.attributes.get("database_url") or get_settings().database_u
 if url.startswith("sqlite:///"):
     Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
+# Optuna's tables are created by a migration from Optuna's own models: compared with those.
+OPTUNA_TABLES = frozenset(OptunaModel.metadata.tables)
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    return getattr(table, "name", name) not in OPTUNA_TABLES
+
+
 engine = make_engine(url)
 with engine.connect() as connection:
     context.configure(
@@ -23,6 +33,7 @@ with engine.connect() as connection:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -8,7 +8,7 @@ import redis
 
 from app.db import session_scope
 from app.models import Job, Model, new_id, utcnow
-from app.services import dispatch, job_state
+from app.services import job_state, reconciler
 from tests.test_core import DIGITS_CNN
 from trainer.card import ModelCard
 
@@ -123,7 +123,7 @@ def test_reconciler_sends_jobs_never_dispatched_and_marks_them(job_id):
     queue = redis.Redis.from_url(os.environ["TUNERY_BROKER_URL"])
     queue.delete(os.environ["TUNERY_QUEUE"])
     assert status_of(job_id).dispatched_at is None
-    dispatch.reconcile_once()
+    reconciler.reconcile_once()
     assert status_of(job_id).dispatched_at is not None
     assert queue.llen(os.environ["TUNERY_QUEUE"]) >= 1
     with session_scope() as session:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from app.config import Settings
 from app.db import session_scope
 from app.models import new_id
-from app.services import attempts, dispatch, job_state
+from app.services import attempts, dispatch, job_state, sweeps
 from app.services.model_files import MODEL_FILE, model_from_card
 from app.storage import ArtifactStore, get_store
 from trainer.card import ModelCard
@@ -56,6 +56,9 @@ class Attempt:
     datasets: dict[str, str | None] = field(default_factory=dict)
     pending: list[dict] = field(default_factory=list)  # events not yet written
     renewed_at: float = field(default_factory=time.monotonic)
+    # A sweep's trial: its sweep, and the (metric, split) its pruner judges it by.
+    sweep_id: str | None = None
+    objective: tuple[str, str] | None = None
 
     @property
     def job_dir(self) -> Path:
@@ -89,9 +92,25 @@ class Attempt:
                 extra={"job_id": self.job_id, "attempt": self.attempt},
             )
             return unreachable_for < self.settings.lease_seconds
-        self.pending.clear()
+        written, self.pending = self.pending, []
         self.renewed_at = time.monotonic()
+        if held and self.objective is not None:
+            epochs = [e for e in written if e["type"] == "metric" and _of(e) == self.objective]
+            return not epochs or self._trial_goes_on(epochs)
         return held
+
+    def _trial_goes_on(self, epoch_points: list[dict]) -> bool:
+        """Report the epochs to the sweep; False when its pruner ended the trial. A sweep that
+        cannot be reached now does not stop training: the next epoch is reported again."""
+        try:
+            return sweeps.report(self.job_id, self.attempt, epoch_points)
+        except Exception:
+            log.exception("job %s: could not report to its sweep", self.job_id)
+            return True
+
+
+def _of(point: dict) -> tuple[str, str]:
+    return point["name"], point["split"]
 
 
 @dataclass
@@ -274,7 +293,15 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
     run_dir = job_dir / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
     attempt = Attempt(
-        job_id, inputs.tenant_id, n, settings, run_dir, inputs.spec, datasets=inputs.trained_on
+        job_id,
+        inputs.tenant_id,
+        n,
+        settings,
+        run_dir,
+        inputs.spec,
+        datasets=inputs.trained_on,
+        sweep_id=inputs.sweep_id,
+        objective=inputs.objective,
     )
     request = RunRequest(
         job_id=job_id,
@@ -352,6 +379,11 @@ def _finish(attempt: Attempt, checkpoint: CheckpointSync) -> None:
     if over:  # no attempt will resume: the checkpoint goes too
         shutil.rmtree(attempt.job_dir, ignore_errors=True)
         checkpoint.delete()
+        if attempt.sweep_id is not None:  # the trial ended: the study learns, more may start
+            try:
+                sweeps.advance(attempt.sweep_id)
+            except Exception:  # the reconciler advances it in a few seconds
+                log.exception("job %s: could not advance its sweep", attempt.job_id)
     _wake_waiting_jobs(attempt.tenant_id)
 
 

@@ -5,14 +5,13 @@ from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
 from sse_starlette import EventSourceResponse
 
 from app.deps import CallerDep, ReadEngineDep, SessionDep
-from app.schemas import EventOut, JobOut, MetricPointOut, Page
+from app.schemas import EventOut, JobOut, JobStatus, MetricPointOut, Page
 from app.services import dispatch, idempotency, jobs, stream
 from trainer.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Kind = Literal["pretrain", "finetune", "adapt"]
 
 
@@ -51,7 +50,7 @@ def create_job(
 async def list_jobs(
     caller: CallerDep,
     reads: ReadEngineDep,
-    status: Status | None = None,
+    status: JobStatus | None = None,
     kind: Kind | None = None,
     limit: Limit = 20,
     cursor: str | None = None,

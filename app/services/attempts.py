@@ -11,10 +11,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.models import Dataset, Job, JobDataset, MetricPoint, Model
+from app.models import Dataset, Job, JobDataset, MetricPoint, Model, Sweep
 from app.services import job_state
 from app.services.datasets import storage_key
 from app.storage import get_store
+from app.sweep_spec import SweepSpec
 from trainer.data import dataset_names
 from trainer.run_request import DatasetFile
 from trainer.spec import JobSpec
@@ -31,6 +32,9 @@ class AttemptInputs:
     datasets: dict[str, DatasetFile]
     # What the model is trained on: dataset name -> sha256 of the upload (None: built-in).
     trained_on: dict[str, str | None]
+    # A sweep's trial: its sweep, and the (metric, split) it reports to the sweep's pruner.
+    sweep_id: str | None
+    objective: tuple[str, str] | None
 
 
 def attempt_inputs(session: Session, job_id: str, settings: Settings) -> AttemptInputs:
@@ -64,7 +68,14 @@ def attempt_inputs(session: Session, job_id: str, settings: Settings) -> Attempt
         base_model_path=(settings.artifact_dir / base.path).resolve() if base else None,
         datasets=datasets,
         trained_on={name: sha256_of.get(name) for name in sorted(dataset_names(spec.data))},
+        sweep_id=job.sweep_id,
+        objective=sweep_objective(session, job.sweep_id) if job.sweep_id else None,
     )
+
+
+def sweep_objective(session: Session, sweep_id: str) -> tuple[str, str]:
+    objective = SweepSpec.model_validate(session.get(Sweep, sweep_id).spec).objective
+    return objective.metric, objective.split
 
 
 def record_heartbeat(

@@ -1,25 +1,21 @@
-"""Sending jobs to workers, and the reconciler that makes a lost or failed send harmless.
+"""Sending jobs to workers; `app.services.reconciler` makes a lost or failed send harmless.
 
 The database is the source of truth; a broker message only wakes a worker. A job is marked
-dispatched after its message is sent. The reconciler brings the broker in line with the
-database: it re-sends queued jobs that were never sent or were sent long ago, and re-queues
-running jobs whose worker stopped renewing its lease.
-Duplicates are harmless: the worker's claim is a conditional UPDATE.
+dispatched after its message is sent. Duplicates are harmless: the worker's claim is a
+conditional UPDATE.
 
 A job goes to the queue of the workers that can run it: `cuda` jobs to `TUNERY_GPU_QUEUE` when it
 is set, every other job to `TUNERY_QUEUE`.
 """
 
-import asyncio
 import logging
-from datetime import timedelta
 
 from sqlalchemy import select
 
 from app.broker import RUN_JOB_TASK, celery_app
 from app.config import get_settings
 from app.db import session_scope
-from app.models import Job, utcnow
+from app.models import Job
 from app.services import job_state
 from trainer.spec import Resources
 
@@ -60,26 +56,3 @@ def send(job_ids: list[str]) -> None:
             )
     with session_scope() as session:
         job_state.mark_dispatched(session, sent)
-
-
-def reconcile_once() -> None:
-    """Re-queue the jobs whose lease expired, then send queued jobs never sent or sent long ago."""
-    settings = get_settings()
-    now = utcnow()
-    with session_scope() as session:
-        for job_id in job_state.reap_expired_leases(session, now):
-            log.warning("job %s lost its worker; re-queued", job_id, extra={"job_id": job_id})
-    sent_before = now - timedelta(seconds=settings.redispatch_after_seconds)
-    with session_scope() as session:
-        job_ids = job_state.jobs_to_dispatch(session, sent_before)
-    if job_ids:
-        send(job_ids)
-
-
-async def reconcile_forever(interval_seconds: float) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(reconcile_once)
-        except Exception:
-            log.exception("reconciling failed; trying again in %.0f s", interval_seconds)
-        await asyncio.sleep(interval_seconds)

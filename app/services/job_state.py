@@ -3,6 +3,7 @@
     queued -> running -> succeeded | failed | cancelled      (terminal states are final)
     running -> queued                                          (a retryable loss, attempts left)
     queued -> cancelled
+    running -> pruned                   (a sweep's trial stopped early by its pruner)
 
 `attempt` is the fencing token: a worker claims a job by incrementing it, and only the attempt
 holding the lease may extend the lease or record an outcome.
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from app.config import get_settings
 from app.models import Job, JobEvent, Model, Tenant, utcnow
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
 ACTIVE = ("queued", "running")
 
 
@@ -174,6 +175,20 @@ def cancel(session: Session, job: Job) -> bool:
     if result.rowcount != 1:
         return False
     add_event(session, job.id, job.attempt, "status", "cancelled", "cancelled")
+    return True
+
+
+def prune(session: Session, job_id: str, attempt: int, epoch: int) -> bool:
+    """End a sweep's trial that its pruner stopped, if this attempt still holds it. Its trainer
+    sees at the next heartbeat that the attempt lost the job, and stops, keeping no model."""
+    result = session.execute(
+        update(Job)
+        .where(_held(job_id, attempt))
+        .values(status="pruned", finished_at=utcnow(), lease_expires_at=None)
+    )
+    if result.rowcount != 1:
+        return False
+    add_event(session, job_id, attempt, "status", f"pruned after epoch {epoch}", "pruned")
     return True
 
 

@@ -13,12 +13,12 @@ from app.services import datasets, job_state, pagination, tenants
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
 from trainer.validation import check_spec
 
+JobSpecType = PretrainSpec | FinetuneSpec | AdaptSpec
 
-def create_job(
-    session: Session, tenant_id: str, spec: PretrainSpec | FinetuneSpec | AdaptSpec
-) -> Job:
-    """Validate the spec against registries and the tenant's models and datasets, check the
-    tenant's quota, then record the job as queued."""
+
+def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[SpecIssue]:
+    """What is wrong with the spec against the registries and the tenant's models and
+    datasets; [] when it can run."""
     base_card = None
     base_model_id = getattr(spec, "base_model_id", None)
     if base_model_id is not None:
@@ -28,9 +28,21 @@ def create_job(
             )
         )
         if base is None:
-            raise InvalidInput([SpecIssue("base_model_id", f"no model {base_model_id!r}")])
+            return [SpecIssue("base_model_id", f"no model {base_model_id!r}")]
         base_card = base.card
-    issues = check_spec(spec, base_card, datasets.describer(session, tenant_id))
+    return check_spec(spec, base_card, datasets.describer(session, tenant_id))
+
+
+def create_job(
+    session: Session,
+    tenant_id: str,
+    spec: JobSpecType,
+    sweep_id: str | None = None,
+    trial_number: int | None = None,
+) -> Job:
+    """Validate the spec, check the tenant's quota, then record the job as queued (a sweep's
+    trial with its sweep and trial number)."""
+    issues = spec_issues(session, tenant_id, spec)
     if issues:
         raise InvalidInput(issues)
     tenants.check_job_quota(session, tenant_id)
@@ -42,7 +54,9 @@ def create_job(
         status="queued",
         spec=spec.model_dump(mode="json"),
         max_attempts=get_settings().max_attempts,
-        base_model_id=base_model_id,
+        base_model_id=getattr(spec, "base_model_id", None),
+        sweep_id=sweep_id,
+        trial_number=trial_number,
     )
     session.add(job)
     session.flush()
@@ -154,4 +168,6 @@ def to_out(job: Job) -> JobOut:
             step=job.progress_step, epoch=job.progress_epoch, total_steps=job.progress_total_steps
         ),
         spec=job.spec,
+        sweep_id=job.sweep_id,
+        trial_number=job.trial_number,
     )

@@ -2,7 +2,8 @@
 
 A method declares its own constraints in its line, and `trainer.validation` asks for them:
 `single_process` (why it cannot train on several processes), `labelled` (data that must carry
-labels), `needs_left_to_right` (of the architecture) and `check` (its params' extra checks).
+labels), `needs_left_to_right` (of the architecture), `check` (its params' extra checks) and
+`validation_metrics` (what it reports after every epoch, which a sweep may optimise).
 """
 
 from collections.abc import Callable
@@ -32,6 +33,7 @@ ANY, IMAGES, IMAGES_TABLES, TEXT = (
     frozenset({"text"}),
 )
 ADAPT_LABELS = ("source", "target_test")  # the target's training split is unlabelled
+PRETEXT_LOSS = ("loss",)  # a pretext task's validation loss, its only figure per epoch
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Method:
     single_process: str | None = None
     needs_left_to_right: bool = False  # of the architecture: see `Architecture`
     check: Check | None = None  # its params' extra checks, that need the architecture
+    # What it reports on the validation split after every epoch (a sweep's objective).
+    validation_metrics: tuple[str, ...] = ("loss", "accuracy")
 
     def run(self, ctx: RunContext) -> TrainResult:
         """Train as the job's spec says, its method params parsed once, here."""
@@ -63,6 +67,7 @@ METHODS: dict[str, Method] = {
             IMAGES_TABLES,
             single_process="its masks and noise come from the data-order generator, drawn per "
             "share, so the ranks' generators and batch orders would drift apart",
+            validation_metrics=PRETEXT_LOSS,
         ),
         Method(
             "contrastive",
@@ -72,9 +77,16 @@ METHODS: dict[str, Method] = {
             IMAGES,
             single_process="each image's negatives are the rest of its batch (NT-Xent), of "
             "which a share holds only part; its augmentations come from the data-order generator",
+            validation_metrics=PRETEXT_LOSS,
         ),
         Method(
-            "causal_lm", "pretrain", causal_lm.Params, causal_lm.run, TEXT, needs_left_to_right=True
+            "causal_lm",
+            "pretrain",
+            causal_lm.Params,
+            causal_lm.run,
+            TEXT,
+            needs_left_to_right=True,
+            validation_metrics=PRETEXT_LOSS,
         ),
         Method(
             "simcse",
@@ -84,6 +96,7 @@ METHODS: dict[str, Method] = {
             TEXT,
             single_process="each text's negatives are the rest of its batch (NT-Xent), of which "
             "a share holds only part",
+            validation_metrics=PRETEXT_LOSS,
         ),
         Method(
             "supervised",
