@@ -40,7 +40,7 @@ from tunery.types import (
 )
 
 X = TypeVar("X")
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 Kind = Literal["pretrain", "finetune", "adapt"]
 DatasetTask = Literal["classification", "pretraining"]
 ModelFormat = Literal["safetensors", "onnx", "archive", "hf"]

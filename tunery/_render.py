@@ -24,6 +24,7 @@ STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
     "cancelled": "magenta",
+    "pruned": "magenta",
 }
 
 

@@ -3,7 +3,7 @@
 
 `--json` prints one JSON document on stdout and nothing else there; progress bars and errors
 go to stderr. Exit codes: 0 success; 1 the API refused (its problem on stderr) or could not
-be reached; 2 bad usage; 3 the watched job failed; 4 it was cancelled; 130 interrupted.
+be reached; 2 bad usage; 3 the watched job failed; 4 it was cancelled (or pruned); 130 interrupted.
 """
 
 import json
@@ -30,7 +30,12 @@ from tunery.errors import APIError, TuneryError
 from tunery.types import Job
 
 EXIT_ERROR, EXIT_FAILED, EXIT_CANCELLED, EXIT_INTERRUPTED = 1, 3, 4, 130
-EXIT_BY_STATUS = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+EXIT_BY_STATUS = {
+    "succeeded": 0,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
+    "pruned": EXIT_CANCELLED,  # a sweep's trial its pruner stopped, as a cancel does
+}
 
 app = typer.Typer(
     no_args_is_help=True,

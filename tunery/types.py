@@ -26,7 +26,7 @@ from trainer.spec import (
     TrainData,
 )
 
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import { AuthRequired, apiJson, withQuery } from "./api.js";
 import { errorBox, h, heading, jobLink, progress, replace, statusBadge, time } from "./dom.js";
 import { CursorPager } from "./paging.js";
 
-const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "pruned"];
 const KINDS = ["pretrain", "finetune", "adapt"];
 export const REFRESH_MS = 5000;
 

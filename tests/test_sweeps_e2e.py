@@ -1,0 +1,112 @@
+"""Sweeps with real processes on Postgres and Redis: trials run as jobs on a worker of two
+processes, the study learns each outcome, the best trial is named with its model and its test
+figure, and a trial that falls behind is pruned mid-run, its trainer stopped, no model kept."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.stack import postgres_redis_stack
+from tests.test_chaos import trainer_pids
+from tests.test_core import DIGITS_CNN
+from tests.test_e2e import gone
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with postgres_redis_stack(tmp_path_factory.mktemp("sweeps"), "sweeps", concurrency=2) as s:
+        yield s
+
+
+def sweep_over(client, sweep_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+        if sweep["status"] not in ("queued", "running"):
+            return sweep
+        time.sleep(0.5)
+    raise AssertionError(f"sweep {sweep_id} stuck: {sweep}")
+
+
+def trial_jobs(client, sweep_id: str) -> list[dict]:
+    found = client.get("/v1/jobs", params={"limit": 1000}).json()["data"]
+    return sorted(
+        (job for job in found if job["sweep_id"] == sweep_id), key=lambda j: j["trial_number"]
+    )
+
+
+def test_a_sweep_runs_its_trials_on_the_workers_and_names_the_best(stack):
+    body = {
+        "name": "lr",
+        "job": {**DIGITS_CNN, "hyperparameters": {"epochs": 2}},
+        "parameters": {
+            "hyperparameters.learning_rate": {
+                "type": "float",
+                "low": 1e-3,
+                "high": 1e-2,
+                "log": True,
+            }
+        },
+        "sampler": {"name": "random", "seed": 0},
+        "max_trials": 3,
+        "max_parallel_trials": 2,
+    }
+    with stack.client() as api:
+        created = api.post("/v1/sweeps", json=body)
+        assert created.status_code == 201, created.text
+        sweep = sweep_over(api, created.json()["id"])
+        assert sweep["status"] == "succeeded", (sweep, stack.logs())
+        assert sweep["trials"] == {"running": 0, "completed": 3, "pruned": 0, "failed": 0}
+        trials = api.get(f"/v1/sweeps/{sweep['id']}/trials").json()["data"]
+        jobs = trial_jobs(api, sweep["id"])
+        assert [job["status"] for job in jobs] == ["succeeded"] * 3
+        assert [t["job_id"] for t in trials] == [job["id"] for job in jobs]
+        for trial, job in zip(trials, jobs, strict=True):
+            assert trial["value"] == job["metrics"]["validation_accuracy"]
+            assert sorted(trial["intermediate_values"]) == ["1", "2"]
+        best = max(trials, key=lambda t: t["value"])
+        named = sweep["best_trial"]
+        assert (named["number"], named["value"]) == (best["number"], best["value"])
+        best_job = jobs[best["number"]]
+        assert named["model_id"] == best_job["result_model_id"] is not None
+        assert named["test_metrics"]["accuracy"] == best_job["metrics"]["test_accuracy"]
+        models = api.get("/v1/models", params={"limit": 1000}).json()["data"]
+        assert sorted(m["source_job_id"] for m in models) == sorted(job["id"] for job in jobs)
+        assert sweep["importances"] is not None and set(sweep["importances"]) == {
+            "hyperparameters.learning_rate"
+        }
+    run_dir = Path(stack.env["TUNERY_RUN_DIR"])
+    assert all(gone(run_dir / job["id"]) for job in jobs)
+
+
+def test_a_trial_that_falls_behind_is_pruned_and_keeps_no_model(stack):
+    """One trial at a time over a grid of a useful learning rate and two that learn almost
+    nothing, in that order (the grid sampler's seed 1 draws 3e-3, 2e-7, 1e-7); the median
+    pruner, from the first epoch, stops both hopeless ones behind the completed first."""
+    body = {
+        "job": {**DIGITS_CNN, "hyperparameters": {"epochs": 4}},
+        "parameters": {
+            "hyperparameters.learning_rate": {"type": "categorical", "choices": [3e-3, 1e-7, 2e-7]}
+        },
+        "sampler": {"name": "grid", "seed": 1},
+        "pruner": {"name": "median", "startup_trials": 0, "warmup_epochs": 0},
+        "max_trials": 3,
+        "max_parallel_trials": 1,
+    }
+    with stack.client() as api:
+        sweep = sweep_over(api, api.post("/v1/sweeps", json=body).json()["id"])
+        assert sweep["status"] == "succeeded", (sweep, stack.logs())
+        trials = api.get(f"/v1/sweeps/{sweep['id']}/trials").json()["data"]
+        jobs = trial_jobs(api, sweep["id"])
+        assert [t["state"] for t in trials] == ["completed", "pruned", "pruned"], trials
+        for trial, job in zip(trials, jobs, strict=True):
+            if trial["state"] == "pruned":
+                assert job["status"] == "pruned" and job["result_model_id"] is None
+                assert len(trial["intermediate_values"]) < 4  # stopped before its last epoch
+                assert not trainer_pids(job["id"])
+                events = api.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+                assert events[-1]["status"] == "pruned", events
+        assert sweep["best_trial"]["params"] == {"hyperparameters.learning_rate": 3e-3}
