@@ -219,3 +219,27 @@ def test_a_trial_behind_the_others_is_pruned_and_its_job_ends_pruned(client):
 
 def point(epoch: int, value: float) -> dict:
     return {"name": "accuracy", "split": "validation", "epoch": epoch, "value": value}
+
+
+def test_a_replayed_submission_returns_the_first_sweep(client):
+    headers = {"Idempotency-Key": "sweep-once"}
+    first = client.post("/v1/sweeps", json=with_(max_trials=2), headers=headers)
+    again = client.post("/v1/sweeps", json=with_(max_trials=2), headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert len(trial_jobs(client, first.json()["id"])) == 2
+    other = client.post("/v1/sweeps", json=with_(max_trials=3), headers=headers)
+    assert_problem(other, 422)
+
+
+def test_the_stream_sends_each_trial_then_the_sweep_then_end(client):
+    sweep_id = client.post("/v1/sweeps", json=SWEEP).json()["id"]
+    client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    with client.stream("GET", f"/v1/sweeps/{sweep_id}/stream") as response:
+        assert response.status_code == 200
+        events = [
+            line.removeprefix("event: ").strip()
+            for line in response.iter_lines()
+            if line.startswith("event:")
+        ]
+    assert events == ["trial", "trial", "status", "end"]

@@ -1,24 +1,28 @@
-"""Sweeps with real processes on Postgres and Redis: trials run as jobs on a worker of two
-processes, the study learns each outcome, the best trial is named with its model and its test
-figure, and a trial that falls behind is pruned mid-run, its trainer stopped, no model kept."""
+"""Sweeps with real processes, on Postgres and Redis and on the embedded SQLite: trials run as
+jobs on a worker, the study learns each outcome, the best trial is named with its model and
+its test figure, and a trial that falls behind is pruned mid-run, its trainer stopped, no
+model kept."""
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.stack import postgres_redis_stack
 from tests.test_chaos import trainer_pids
 from tests.test_core import DIGITS_CNN
-from tests.test_e2e import gone
+from tests.test_e2e import a_stack, gone
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with postgres_redis_stack(tmp_path_factory.mktemp("sweeps"), "sweeps", concurrency=2) as s:
-        yield s
+@pytest.fixture(scope="module", params=["postgres-redis", "embedded"])
+def stack(request, tmp_path_factory):
+    """Optuna's storage on each of the service's databases: Postgres, and the SQLite that
+    `make run` uses, where Optuna's connection and ours share one write lock."""
+    tag = uuid.uuid4().hex[:8]
+    with a_stack(request.param, tmp_path_factory.mktemp(request.param), tag) as stack:
+        yield stack
 
 
 def sweep_over(client, sweep_id: str, timeout: float = 240) -> dict:

@@ -1,13 +1,13 @@
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Body, Query
+from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
 from sse_starlette import EventSourceResponse
 
 from app.db import session_scope
 from app.deps import CallerDep, SessionDep
 from app.schemas import Page, SweepOut, TrialOut
-from app.services import sweeps
+from app.services import idempotency, sweeps
 from app.sweep_spec import SweepSpec
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
@@ -21,12 +21,28 @@ def create_sweep(
     session: SessionDep,
     caller: CallerDep,
     background: BackgroundTasks,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            min_length=1,
+            max_length=200,
+            description="A replay with the same key and body returns the first answer.",
+        ),
+    ] = None,
 ) -> SweepOut:
     """A hyperparameter search whose trials run as jobs (`sweep_id`, `trial_number`)."""
-    sweep = sweeps.create_sweep(session, caller.tenant_id, spec)
+    response, created = idempotency.once(
+        session,
+        f"{caller.tenant_id} POST /v1/sweeps",
+        idempotency_key,
+        idempotency.fingerprint(spec.model_dump(mode="json")),
+        lambda: sweeps.to_out(session, sweeps.create_sweep(session, caller.tenant_id, spec)),
+    )
     session.commit()  # committed before its first trials are asked for
-    background.add_task(sweeps.advance, sweep.id)
-    return sweeps.to_out(session, sweep)
+    if created:
+        background.add_task(sweeps.advance, response["id"])
+    return SweepOut.model_validate(response)
 
 
 @router.get("")

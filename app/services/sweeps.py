@@ -73,7 +73,24 @@ def storage() -> optuna.storages.RDBStorage:
 
 
 def _study(sweep_id: str, spec: SweepSpec) -> optuna.Study:
-    return optuna.load_study(study_name=sweep_id, storage=storage(), pruner=spec.make_pruner())
+    """The sweep's study, made by its first `advance`: outside the transaction that creates the
+    sweep, which on SQLite holds the one write lock Optuna's own connection would wait for."""
+    return optuna.create_study(
+        study_name=sweep_id,
+        storage=storage(),
+        direction=spec.objective.study_direction,
+        pruner=spec.make_pruner(),
+        load_if_exists=True,
+    )
+
+
+def _trials(sweep_id: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials, for reading: none before its first `advance` made it."""
+    try:
+        study = optuna.load_study(study_name=sweep_id, storage=storage())
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False)
 
 
 # Submission
@@ -154,8 +171,6 @@ def create_sweep(session: Session, tenant_id: str, spec: SweepSpec) -> Sweep:
     )
     session.add(sweep)
     session.flush()
-    direction = spec.objective.study_direction
-    optuna.create_study(study_name=sweep.id, storage=storage(), direction=direction)
     return sweep
 
 
@@ -393,8 +408,7 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> bool:
 
 def to_out(session: Session, sweep: Sweep, with_importances: bool = False) -> SweepOut:
     spec = SweepSpec.model_validate(sweep.spec)
-    study = _study(sweep.id, spec)
-    trials = study.get_trials(deepcopy=False)
+    trials = _trials(sweep.id)
     counts = TrialCounts()
     for trial in trials:
         name = STATE_NAMES[trial.state]
@@ -402,7 +416,8 @@ def to_out(session: Session, sweep: Sweep, with_importances: bool = False) -> Sw
     best, importances = None, None
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
-        top = study.best_trial
+        better = max if spec.objective.study_direction == "maximize" else min
+        top = better(complete, key=lambda trial: trial.value)
         job = session.scalar(
             select(Job).where(Job.sweep_id == sweep.id, Job.trial_number == top.number)
         )
@@ -421,7 +436,9 @@ def to_out(session: Session, sweep: Sweep, with_importances: bool = False) -> Sw
         )
     if with_importances and len(complete) >= IMPORTANCE_AFTER:
         try:
-            importances = optuna.importance.get_param_importances(study)
+            importances = optuna.importance.get_param_importances(
+                optuna.load_study(study_name=sweep.id, storage=storage())
+            )
         except (RuntimeError, ValueError):  # e.g. a parameter that never varied
             importances = None
     return SweepOut(
@@ -438,7 +455,6 @@ def to_out(session: Session, sweep: Sweep, with_importances: bool = False) -> Sw
 
 
 def trials_of(session: Session, sweep: Sweep) -> list[TrialOut]:
-    spec = SweepSpec.model_validate(sweep.spec)
     job_ids = dict(
         session.execute(select(Job.trial_number, Job.id).where(Job.sweep_id == sweep.id)).all()
     )
@@ -451,7 +467,7 @@ def trials_of(session: Session, sweep: Sweep) -> list[TrialOut]:
             value=trial.value,
             intermediate_values={int(k): v for k, v in trial.intermediate_values.items()},
         )
-        for trial in _study(sweep.id, spec).get_trials(deepcopy=False)
+        for trial in _trials(sweep.id)
     ]
 
 
