@@ -15,7 +15,7 @@ from tests.stack import postgres_redis_stack
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
 QUICK = DIGITS_CNN | {
     "data": {"train": {"dataset": "builtin:digits", "fraction": 0.1}},
     "hyperparameters": {"epochs": 1},

@@ -12,6 +12,7 @@ import pytest
 from tests.test_chaos import trainer_pids
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import a_stack, gone
+from tests.test_observability import scrape
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +83,12 @@ def test_a_sweep_runs_its_trials_on_the_workers_and_names_the_best(stack):
         assert sweep["importances"] is not None and set(sweep["importances"]) == {
             "hyperparameters.learning_rate"
         }
+        _, samples = scrape(api.get)
+    assert samples[("tunery_sweeps", frozenset({("status", "succeeded")}))] == 1
+    assert samples[("tunery_sweep_trials", frozenset({("state", "completed")}))] == 3
+    assert samples[("tunery_sweep_trials", frozenset({("state", "pruned")}))] == 0
+    durations = ("tunery_sweep_duration_seconds_count", frozenset({("status", "succeeded")}))
+    assert samples[durations] == 1
     run_dir = Path(stack.env["TUNERY_RUN_DIR"])
     assert all(gone(run_dir / job["id"]) for job in jobs)
 

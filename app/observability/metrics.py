@@ -11,12 +11,15 @@ multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`) is the way to merge them, and is 
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import get_args
 
 import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from optuna.storages._rdb.models import TrialModel as OptunaTrial
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -28,14 +31,16 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.db import get_engine
-from app.models import Job, utcnow
+from app.models import Job, Sweep, utcnow
+from app.schemas import SweepStatus, TrialState
 from app.services.job_state import ACTIVE, TERMINAL
+from app.services.sweeps import STATE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -49,35 +54,66 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 UNMATCHED = "unmatched"
 
 
-class JobCollector(Collector):
-    """`tunery_jobs`, `tunery_queue_depth` and `tunery_job_duration_seconds`, from the database.
+class FinishedDurations:
+    """A histogram of how long finished things (jobs, sweeps) ran, its counts only growing, fed
+    at each scrape with those that finished since the previous one.
 
-    Durations are a real histogram, its counts only growing, fed at each scrape with the jobs
-    that finished since the previous one. Jobs finish in worker processes that serve no
-    metrics, and a histogram recomputed from "the last N hours" would shrink as jobs age out
-    of the window, which Prometheus reads as a counter reset. Each scrape reads the jobs that
-    finished within `lookback` (a result bounded by the window, however many jobs the table
-    holds) and observes the ones it has not seen; the window covers a commit that lands after
-    a later one and a worker's clock a little behind ours, and needs a scrape at least that
-    often. Like any counter, it starts at zero when the process starts: jobs finished before
-    then are not counted.
+    They finish in worker processes that serve no metrics, and a histogram recomputed from "the
+    last N hours" would shrink as they age out of the window, which Prometheus reads as a
+    counter reset. Each scrape reads what finished within `lookback` (a result bounded by the
+    window, however large the table) and observes what it has not seen; the window covers a
+    commit that lands after a later one and a worker's clock a little behind ours, and needs a
+    scrape at least that often. Like any counter, it starts at zero when the process starts:
+    what finished before then is not counted. `finished_at` has no index: the query scans."""
 
-    `finished_at` has no index: like the count by status, the query scans the jobs table.
-    """
-
-    def __init__(self, lookback: timedelta = timedelta(minutes=10)) -> None:
+    def __init__(
+        self,
+        histogram: Histogram,
+        finished_since: Callable[[Connection, datetime], Iterable[tuple]],
+        lookback: timedelta = timedelta(minutes=10),
+    ) -> None:
+        self.histogram = histogram
+        self.finished_since = finished_since  # rows of (id, labels, started_at, finished_at)
         self.lookback = lookback
         self.started = utcnow()
-        self.durations = Histogram(
-            "tunery_job_duration_seconds",
-            "Run time of finished jobs (their last attempt's start to the end), by kind and "
-            "final status, counted since this API process started.",
-            ["kind", "status"],
-            buckets=JOB_DURATION_BUCKETS,
-            registry=None,
-        )
-        self.seen: dict[str, datetime] = {}  # job id -> finished_at, within the lookback
+        self.seen: dict[str, datetime] = {}  # id -> finished_at, within the lookback
         self.lock = threading.Lock()
+
+    def observe(self, connection: Connection) -> None:
+        with self.lock:
+            horizon = max(self.started, utcnow() - self.lookback)
+            for id_, labels, started_at, finished_at in self.finished_since(connection, horizon):
+                if id_ not in self.seen:
+                    seconds = max(0.0, (finished_at - started_at).total_seconds())
+                    self.histogram.labels(*labels).observe(seconds)
+                    self.seen[id_] = finished_at
+            self.seen = {id_: at for id_, at in self.seen.items() if at > horizon}
+
+
+def _jobs_finished_since(connection: Connection, horizon: datetime) -> Iterable[tuple]:
+    rows = connection.execute(
+        select(Job.id, Job.kind, Job.status, Job.started_at, Job.finished_at).where(
+            Job.status.in_(TERMINAL), Job.finished_at > horizon, Job.started_at.is_not(None)
+        )
+    )
+    return ((id_, (kind, status), start, end) for id_, kind, status, start, end in rows)
+
+
+class JobCollector(Collector):
+    """`tunery_jobs`, `tunery_queue_depth` and `tunery_job_duration_seconds`, from the database."""
+
+    def __init__(self) -> None:
+        self.durations = FinishedDurations(
+            Histogram(
+                "tunery_job_duration_seconds",
+                "Run time of finished jobs (their last attempt's start to the end), by kind and "
+                "final status, counted since this API process started.",
+                ["kind", "status"],
+                buckets=JOB_DURATION_BUCKETS,
+                registry=None,
+            ),
+            _jobs_finished_since,
+        )
 
     def collect(self) -> Iterable[Metric]:
         try:
@@ -85,8 +121,7 @@ class JobCollector(Collector):
                 counts = dict(
                     connection.execute(select(Job.status, func.count()).group_by(Job.status)).all()
                 )
-                with self.lock:
-                    self._observe_finished(connection)
+                self.durations.observe(connection)
         except SQLAlchemyError as error:
             # Absent series say the database is unreachable; the request metrics still go out.
             log.warning("metrics: could not read jobs from the database: %s", error)
@@ -102,23 +137,68 @@ class JobCollector(Collector):
             "Jobs queued and not yet running, all tenants together.",
             value=counts.get("queued", 0),
         )
-        yield from self.durations.collect()
+        yield from self.durations.histogram.collect()
 
-    def _observe_finished(self, connection) -> None:
-        horizon = max(self.started, utcnow() - self.lookback)
-        finished = connection.execute(
-            select(Job.id, Job.kind, Job.status, Job.started_at, Job.finished_at).where(
-                Job.status.in_(TERMINAL),
-                Job.finished_at > horizon,
-                Job.started_at.is_not(None),
-            )
-        ).all()
-        for job_id, kind, status, started_at, finished_at in finished:
-            if job_id not in self.seen:
-                seconds = max(0.0, (finished_at - started_at).total_seconds())
-                self.durations.labels(kind, status).observe(seconds)
-                self.seen[job_id] = finished_at
-        self.seen = {job_id: at for job_id, at in self.seen.items() if at > horizon}
+
+def _sweeps_finished_since(connection: Connection, horizon: datetime) -> Iterable[tuple]:
+    rows = connection.execute(
+        select(Sweep.id, Sweep.status, Sweep.created_at, Sweep.finished_at).where(
+            Sweep.finished_at > horizon
+        )
+    )
+    return ((id_, (status,), start, end) for id_, status, start, end in rows)
+
+
+class SweepCollector(Collector):
+    """`tunery_sweeps` by status, `tunery_sweep_trials` by state (from Optuna's tables: every
+    study is a sweep's) and `tunery_sweep_duration_seconds`, from the database."""
+
+    def __init__(self) -> None:
+        self.durations = FinishedDurations(
+            Histogram(
+                "tunery_sweep_duration_seconds",
+                "Time from a sweep's submission to its end, by final status, counted since this "
+                "API process started.",
+                ["status"],
+                buckets=JOB_DURATION_BUCKETS,
+                registry=None,
+            ),
+            _sweeps_finished_since,
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            with get_engine().connect() as connection:
+                sweeps = dict(
+                    connection.execute(
+                        select(Sweep.status, func.count()).group_by(Sweep.status)
+                    ).all()
+                )
+                trials = dict(
+                    connection.execute(
+                        select(OptunaTrial.state, func.count()).group_by(OptunaTrial.state)
+                    ).all()
+                )
+                self.durations.observe(connection)
+        except SQLAlchemyError as error:
+            log.warning("metrics: could not read sweeps from the database: %s", error)
+            return
+        by_status = GaugeMetricFamily(
+            "tunery_sweeps", "Sweeps by status, all tenants together.", labels=["status"]
+        )
+        for status in get_args(SweepStatus):
+            by_status.add_metric([status], sweeps.get(status, 0))
+        yield by_status
+        by_state = GaugeMetricFamily(
+            "tunery_sweep_trials", "Sweeps' trials by state, all sweeps together.", labels=["state"]
+        )
+        counted = Counter()
+        for state, count in trials.items():
+            counted[STATE_NAMES[state]] += count
+        for state in get_args(TrialState):
+            by_state.add_metric([state], counted[state])
+        yield by_state
+        yield from self.durations.histogram.collect()
 
 
 class BrokerQueueCollector(Collector):
@@ -155,6 +235,7 @@ class Metrics:
         for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(standard)
         self.registry.register(JobCollector())
+        self.registry.register(SweepCollector())
         # Only Redis is cheap to ask; kombu's SQLAlchemy transport keeps messages in a table.
         if settings.broker_url.startswith(("redis://", "rediss://")):
             self.registry.register(BrokerQueueCollector(settings.broker_url, settings.queue))
