@@ -1,5 +1,6 @@
 """The installed `tunery` command, run as a subprocess against a live stack (a real API server
-and Celery worker on Postgres and Redis), and the example specs it ships with."""
+and Celery worker on Postgres and Redis), and the example specs it ships with: jobs, and
+sweeps (`examples/sweep-*.yaml`)."""
 
 import json
 import os
@@ -11,17 +12,26 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
+from app.sweep_spec import SweepSpec
 from tests.stack import postgres_redis_stack
 from trainer.card import ModelCard
+from trainer.methods import METHODS
 from trainer.spec import JobSpec
 from trainer.validation import check_spec
 
 pytestmark = pytest.mark.e2e
 
 TUNERY = Path(sys.executable).parent / "tunery"
-EXAMPLES = sorted(Path("examples").glob("*.yaml"))
+SWEEP_EXAMPLES = sorted(Path("examples").glob("sweep-*.yaml"))
+EXAMPLES = sorted(set(Path("examples").glob("*.yaml")) - set(SWEEP_EXAMPLES))
 PRETRAIN = "examples/pretrain-digits-autoencoder.yaml"
 FINETUNE = "examples/finetune-digits-few-labels.yaml"
+SWEEP = "examples/sweep-lr-digits.yaml"
+# The example sweep made small: two trials of one epoch, one at a time.
+SMALL_SWEEP = (
+    "--set", "max_trials=2", "--set", "max_parallel_trials=1",
+    "--set", "job.hyperparameters.epochs=1",
+)  # fmt: skip
 # What a finetune from a pretrained digits CNN checks against: the base model's card.
 DIGITS_CNN_CARD = ModelCard(architecture="cnn", input_shape=[1, 28, 28], task="features")
 
@@ -37,6 +47,20 @@ def test_examples_cover_each_kind_and_text():
     specs = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
     assert {s["kind"] for s in specs} == {"pretrain", "finetune", "adapt"}
     assert any(s.get("model", {}).get("architecture") == "hf_encoder" for s in specs)
+    assert SWEEP in map(str, SWEEP_EXAMPLES)
+
+
+@pytest.mark.parametrize("example", SWEEP_EXAMPLES, ids=lambda p: p.stem)
+def test_every_sweep_example_is_valid_and_so_is_each_extreme_trial(example):
+    """What the server checks at submission short of the database: the spec, the objective
+    against what the method reports, and the job at each parameter's extreme values."""
+    sweep = SweepSpec.model_validate(yaml.safe_load(example.read_text()))
+    assert sweep.objective.metric in METHODS[sweep.job.method.name].validation_metrics
+    assert sweep.pruner.min_resource <= sweep.epochs
+    for path, parameter in sweep.parameters.items():
+        for value in parameter.extremes():
+            trial = TypeAdapter(JobSpec).validate_python(sweep.job_with({path: value}))
+            assert check_spec(trial) == [], (path, value)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +198,76 @@ def test_datasets_and_models_commands(stack, pretrained, finetuned, tmp_path):
     assert len(answer["predictions"]) == 3 and answer["labels"] == [str(d) for d in range(10)]
     empty = tunery(stack, "models", "predict", model_id, "-i", "[]")
     assert empty.returncode == 1 and "inputs" in empty.stderr  # the field at fault is named
+
+
+@pytest.fixture(scope="module")
+def swept(stack) -> subprocess.CompletedProcess:
+    """The example sweep, made small, run by `sweeps create --watch --json`."""
+    return tunery(stack, "sweeps", "create", SWEEP, "--watch", "--json", *SMALL_SWEEP)
+
+
+def test_sweep_create_watch_runs_the_example_to_its_best_trial(swept):
+    sweep = as_json(swept)  # stdout is the final sweep alone; the live display went to stderr
+    assert (sweep["name"], sweep["status"]) == ("lr-digits", "succeeded"), swept.stderr
+    counts = sweep["trials"]
+    assert counts["completed"] >= 1 and counts["completed"] + counts["pruned"] == 2, counts
+    best = sweep["best_trial"]
+    assert best["model_id"] and "accuracy" in best["test_metrics"]
+    assert set(best["params"]) == set(yaml.safe_load(Path(SWEEP).read_text())["parameters"])
+    display = swept.stderr.splitlines()
+    assert "trial 0 running" in swept.stderr and "trial 0 completed" in swept.stderr
+    assert any("state" in line and "learning_rate" in line for line in display)
+    outcome = f"succeeded: best trial {best['number']}, validation accuracy {best['value']:.4g}"
+    assert outcome in display[-1] and display[-1].endswith(f"model {best['model_id']}")
+
+
+def test_sweep_list_get_trials_and_cancel(stack, swept):
+    sweep = as_json(swept)
+    listed = as_json(tunery(stack, "sweeps", "list", "--json"))
+    assert sweep["id"] in [s["id"] for s in listed]
+    assert as_json(tunery(stack, "sweeps", "get", sweep["id"], "--json")) == sweep
+    trials = as_json(tunery(stack, "sweeps", "trials", sweep["id"], "--json"))
+    assert [t["number"] for t in trials] == [0, 1]
+    states = [t["state"] for t in trials]
+    assert states.count("completed") == sweep["trials"]["completed"]
+    best = max((t for t in trials if t["state"] == "completed"), key=lambda t: t["value"])
+    assert best["number"] == sweep["best_trial"]["number"]
+
+    table = tunery(stack, "sweeps", "trials", sweep["id"])
+    assert table.returncode == 0, table.stderr
+    header = next(line for line in table.stdout.splitlines() if "state" in line)
+    assert header.split() == [
+        "#", "job", "state", "learning_rate", "batch_size", "hidden", "epochs", "value",
+    ]  # fmt: skip
+    assert best["job_id"] in table.stdout
+    shown = tunery(stack, "sweeps", "show", sweep["id"])
+    assert shown.returncode == 0 and "validation accuracy (maximize)" in shown.stdout
+    assert f"trial {best['number']}: {best['value']:.4g}" in shown.stdout
+
+    over = tunery(stack, "sweeps", "cancel", sweep["id"])
+    assert over.returncode == 1 and "409" in over.stderr and over.stdout == ""
+
+
+def test_a_watched_sweep_that_is_cancelled_exits_4(stack):
+    created = as_json(tunery(stack, "sweeps", "create", SWEEP, "--json", "--set", "name=x"))
+    assert (created["name"], created["status"]) == ("x", "queued")
+    env = {**os.environ, "TUNERY_URL": stack.base_url, "TUNERY_API_KEY": stack.key}
+    with subprocess.Popen(
+        [str(TUNERY), "sweeps", "watch", created["id"]], env=env, stdout=subprocess.PIPE, text=True
+    ) as watching:
+        cancelled = as_json(tunery(stack, "sweeps", "cancel", created["id"], "--json"))
+        assert cancelled["status"] == "cancelled"
+        out, _ = watching.communicate(timeout=60)
+    assert watching.returncode == 4, out
+    assert f"{created['id']} cancelled" in out.splitlines()[-1]
+
+
+def test_a_bad_sweep_spec_names_the_field(stack, tmp_path):
+    done = tunery(stack, "sweeps", "create", SWEEP, "--set", "objective.split=test")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "objective.split" in done.stderr and "held out" in done.stderr
+
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- job\n- parameters\n")
+    done = tunery(stack, "sweeps", "create", str(listed))
+    assert done.returncode == 2 and "a spec is a mapping" in done.stderr

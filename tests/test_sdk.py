@@ -1,7 +1,8 @@
 """The Python SDK against a live stack: a real API server and Celery worker on Postgres and
 Redis. The async client trains and streams a job while a rate-limited tenant's call waits out
 its 429 beside it; the other tests read that job. One more job is streamed across a restart
-of the API server."""
+of the API server, and so is a small sweep; the async client lists, waits on and cancels
+sweeps."""
 
 import asyncio
 import hashlib
@@ -26,9 +27,17 @@ from tunery import (
     RateLimited,
     RetryPolicy,
     Unauthorized,
+    WaitTimeout,
 )
 from tunery._sse import SSEDecoder
-from tunery.types import DatasetSelection, FinetuneSpec, Hyperparameters, ModelSpec, TrainData
+from tunery.types import (
+    DatasetSelection,
+    FinetuneSpec,
+    Hyperparameters,
+    ModelSpec,
+    SweepSpec,
+    TrainData,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +51,40 @@ SPEC = FinetuneSpec(
     hyperparameters=Hyperparameters(epochs=8),
 )
 RATE = 3  # requests a minute for the rate-limited tenant
+# Two trials of one epoch, one at a time: a sweep over in seconds.
+SWEEP = SweepSpec.model_validate(
+    {
+        "name": "sdk-sweep",
+        "job": {
+            **SPEC.model_dump(mode="json", exclude_unset=True),
+            "hyperparameters": {"epochs": 1},
+        },
+        "parameters": {
+            "hyperparameters.learning_rate": {
+                "type": "float",
+                "low": 1e-3,
+                "high": 1e-2,
+                "log": True,
+            }
+        },
+        "sampler": {"name": "random", "seed": 0},
+        "max_trials": 2,
+    }
+)
 
 
 def test_sdk_imports_no_server_stack():
+    """Neither the SDK nor the command loads the server's stack, torch or Optuna; `SweepSpec`
+    (which needs Optuna) is loaded when asked for."""
     code = (
-        "import sys, tunery;"
-        "print(sorted({'fastapi', 'starlette', 'sqlalchemy', 'celery', 'torch'}"
-        " & {m.split('.')[0] for m in sys.modules}))"
+        "import sys, tunery, tunery.cli;"
+        "print(sorted({'fastapi', 'starlette', 'sqlalchemy', 'celery', 'torch', 'optuna'}"
+        " & {m.split('.')[0] for m in sys.modules}));"
+        "from tunery.types import SweepSpec;"
+        "print(SweepSpec.__name__, 'optuna' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.splitlines() == ["[]", "SweepSpec True"]
 
 
 def test_sse_decoder_reads_the_standard_format_split_anywhere():
@@ -286,3 +319,81 @@ def test_stream_resumes_across_an_api_restart(stack, client):
     points = [item for item in items if isinstance(item, MetricPoint)]
     assert points == list(client.jobs.metrics(job.id))
     assert f"/v1/jobs/{job.id}/stream" in (stack.root / "api-restarted.log").read_text()
+
+
+def test_sweep_streamed_across_an_api_restart_to_its_best_trial(stack, client):
+    """The server's sweep stream has no ids: after the restart it starts again from the present
+    state, trial 0 completed included, and the SDK hands out no state twice."""
+    created = client.sweeps.create(SWEEP)
+    assert (created.name, created.status) == ("sdk-sweep", "queued")
+    events, restarted = [], False
+    for event in client.sweeps.stream(created.id):
+        events.append(event)
+        if event.type == "trial" and event.data.state == "completed" and not restarted:
+            stack.restart_api()
+            restarted = True
+    assert restarted and events[-1].type == "end"
+    assert f"/v1/sweeps/{created.id}/stream" in (stack.root / "api-restarted.log").read_text()
+    sweep = client.sweeps.wait(created.id, timeout=1)  # over: answers at once
+    assert sweep.status == "succeeded" and events[-1].data == sweep
+    assert sweep.trials.model_dump() == {"running": 0, "completed": 2, "pruned": 0, "failed": 0}
+
+    trials = client.sweeps.trials(created.id)
+    assert [(t.number, t.state) for t in trials] == [(0, "completed"), (1, "completed")]
+    last_seen = {e.data.number: e.data for e in events if e.type == "trial"}
+    assert last_seen == {t.number: t for t in trials}
+    states = [(e.type, e.data) for e in events if e.type != "end"]
+    assert all(states.count(state) == 1 for state in states), states
+    assert [e.type for e in events].count("status") >= 2  # queued or running, then succeeded
+
+    best = max(trials, key=lambda t: t.value)
+    assert (sweep.best_trial.number, sweep.best_trial.value) == (best.number, best.value)
+    job = client.jobs.get(best.job_id)
+    assert (job.sweep_id, job.trial_number) == (created.id, best.number)
+    assert sweep.best_trial.model_id == job.result_model_id is not None
+    assert (
+        job.spec["hyperparameters"]["learning_rate"] == best.params["hyperparameters.learning_rate"]
+    )
+
+
+def test_async_sweeps_list_wait_cancel_and_refuse(stack):
+    key = stack.new_key("--max-running-jobs", "1")  # the first sweep's trial holds the slot
+    body = SWEEP.model_dump(mode="json")  # a dict, as well as a SweepSpec
+
+    async def run() -> None:
+        async with AsyncClient(stack.base_url, key) as aclient:
+            first = await aclient.sweeps.create(body, idempotency_key="sweep-once")
+            again = await aclient.sweeps.create(body, idempotency_key="sweep-once")
+            second = await aclient.sweeps.create({**body, "name": "second"})
+            assert again.id == first.id != second.id
+            listed = await _all(aclient.sweeps.list(page_size=1))
+            assert [s.id for s in listed] == [second.id, first.id]
+
+            with pytest.raises(WaitTimeout) as late:
+                await aclient.sweeps.wait(second.id, timeout=0.2)
+            assert late.value.sweep.id == second.id and late.value.job is None
+            assert late.value.sweep.status in ("queued", "running")
+
+            assert (await aclient.sweeps.cancel(first.id)).status == "cancelled"
+            with pytest.raises(Conflict):
+                await aclient.sweeps.cancel(first.id)
+            streamed = await _all(aclient.sweeps.stream(first.id))
+            assert streamed[-1].type == "end" and streamed[-1].data.status == "cancelled"
+            # Its trials were told they failed before the stream ended. (The `end` event's
+            # trial counts may be older than its trial events: the server reads them apart.)
+            trials = await aclient.sweeps.trials(first.id)
+            assert trials and all(t.state == "failed" for t in trials), trials
+            last_seen = {e.data.number: e.data for e in streamed if e.type == "trial"}
+            assert last_seen == {t.number: t for t in trials}
+            final = await aclient.sweeps.wait(first.id, timeout=30)
+            assert (final.status, final.trials.failed) == ("cancelled", len(trials))
+            assert (await aclient.sweeps.cancel(second.id)).status == "cancelled"
+
+            with pytest.raises(NotFound) as missing:
+                await aclient.sweeps.get("sweep_missing")
+            assert missing.value.detail == "no sweep with id 'sweep_missing'"
+            with pytest.raises(InvalidRequest) as invalid:
+                await aclient.sweeps.create({**body, "objective": {"split": "test"}})
+            assert [e["field"] for e in invalid.value.errors] == ["objective.split"]
+
+    asyncio.run(run())

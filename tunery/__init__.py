@@ -31,6 +31,9 @@ from tunery.types import (
     Model,
     Prediction,
     StreamEvent,
+    Sweep,
+    SweepEvent,
+    Trial,
 )
 
 __all__ = [
@@ -52,6 +55,9 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "StreamEvent",
+    "Sweep",
+    "SweepEvent",
+    "Trial",
     "TuneryError",
     "Unauthorized",
     "WaitTimeout",

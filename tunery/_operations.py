@@ -1,5 +1,5 @@
-"""The operations of `client.jobs`, `client.datasets` and `client.models` (see `tunery._core`
-for how one generator serves both clients)."""
+"""The operations of `client.jobs`, `client.sweeps`, `client.datasets` and `client.models`
+(see `tunery._core` for how one generator serves both clients)."""
 
 import hashlib
 import os
@@ -30,16 +30,22 @@ from tunery._sse import ServerSentEvent, SSEDecoder
 from tunery.errors import APIConnectionError, TuneryError, WaitTimeout
 from tunery.types import (
     FINAL_STATUSES,
+    SWEEP_FINAL_STATUSES,
     Dataset,
     Event,
     Job,
     MetricPoint,
     Model,
+    Page,
     Prediction,
     StreamEvent,
+    Sweep,
+    SweepEvent,
+    Trial,
 )
 
 X = TypeVar("X")
+W = TypeVar("W", Job, Sweep)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 Kind = Literal["pretrain", "finetune", "adapt"]
 DatasetTask = Literal["classification", "pretraining"]
@@ -57,10 +63,82 @@ _STREAM_TYPES: dict[str, type[BaseModel]] = {
     "metric": MetricPoint,
     "log": Event,
 }
+_SWEEP_STREAM_TYPES: dict[str, type[Sweep] | type[Trial]] = {
+    "trial": Trial,
+    "status": Sweep,
+    "end": Sweep,
+}
 
 
 def _new_key() -> str:
     return f"tunery-sdk-{uuid.uuid4().hex}"
+
+
+def _body(spec: dict[str, Any] | BaseModel) -> Any:
+    if isinstance(spec, BaseModel):
+        return spec.model_dump(mode="json", exclude_unset=True)
+    return spec
+
+
+def _wait(
+    get: Callable[[str], Op[W]],
+    what: str,
+    obj_id: str,
+    final: frozenset[str],
+    timeout: float | None,
+    poll_interval: float,
+) -> Op[W]:
+    """`get(obj_id)` once its status is in `final`, polling with back-off from `poll_interval`
+    up to 3 s; `WaitTimeout` after `timeout` seconds."""
+    started, interval = time.monotonic(), poll_interval
+    while True:
+        obj = yield from get(obj_id)
+        if obj.status in final:
+            return obj
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            raise WaitTimeout(obj, timeout, what)  # type: ignore[arg-type]
+        yield Sleep(interval if left is None else min(interval, left))
+        interval = min(3.0, interval * 1.5)
+
+
+def _follow(
+    ops: Operations,
+    path: str,
+    what: str,
+    last_event_id: str | None,
+    pick: Callable[[ServerSentEvent], X | None],
+) -> Items[X]:
+    """A live stream of Server-Sent Events, through its `end` event: each event is handed to
+    `pick`, and what it returns (unless None) to the caller. A broken connection is opened
+    again, with `Last-Event-ID` when the server sent ids (the server then resumes after it)."""
+    failures = 0
+    while True:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        request = Request("GET", path, headers=headers, stream=True, timeout=STREAM_TIMEOUT)
+        response = yield from ops.send(request)
+        decoder = SSEDecoder()
+        reason = f"ended before the {what.split()[0]} did"
+        try:
+            while chunk := (yield ReadChunk(response)):
+                for sse in decoder.feed(chunk):
+                    failures = 0
+                    last_event_id = sse.id or last_event_id
+                    item = pick(sse)
+                    if item is not None:
+                        yield Emit(item)
+                    if sse.event == "end":
+                        return
+        except TRANSIENT as error:
+            reason = f"broke: {error}"
+        yield Close(response)
+        if failures >= ops.policy.max_retries:
+            raise APIConnectionError(f"the stream of {what} {reason}")
+        retry = decoder.retry  # the server's own advice, in milliseconds
+        yield Sleep(ops.policy.backoff_delay(failures) if retry is None else retry / 1000)
+        failures += 1
 
 
 class JobOps(Operations):
@@ -69,13 +147,9 @@ class JobOps(Operations):
     ) -> Op[Job]:
         """Submit a job spec (a dict, or a `PretrainSpec`/`FinetuneSpec`/`AdaptSpec`). It is
         sent with an Idempotency-Key (a new one unless given), so a retry cannot make two jobs."""
-        body = (
-            spec.model_dump(mode="json", exclude_unset=True)
-            if isinstance(spec, BaseModel)
-            else spec
-        )
         headers = {"Idempotency-Key": idempotency_key or _new_key()}
-        return (yield from self.fetch(Request("POST", "/v1/jobs", json=body, headers=headers), Job))
+        request = Request("POST", "/v1/jobs", json=_body(spec), headers=headers)
+        return (yield from self.fetch(request, Job))
 
     def get(self, job_id: str) -> Op[Job]:
         return (yield from self.fetch(Request("GET", route("/v1/jobs", job_id)), Job))
@@ -89,16 +163,7 @@ class JobOps(Operations):
     ) -> Op[Job]:
         """The job once it has finished (succeeded, failed or cancelled), polling with back-off
         from `poll_interval` up to 3 s; `WaitTimeout` after `timeout` seconds."""
-        started, interval = time.monotonic(), poll_interval
-        while True:
-            job = yield from self.get(job_id)
-            if job.status in FINAL_STATUSES:
-                return job
-            left = None if timeout is None else timeout - (time.monotonic() - started)
-            if left is not None and left <= 0:
-                raise WaitTimeout(job, timeout)
-            yield Sleep(interval if left is None else min(interval, left))
-            interval = min(3.0, interval * 1.5)
+        return (yield from _wait(self.get, "job", job_id, FINAL_STATUSES, timeout, poll_interval))
 
     def metrics(self, job_id: str, page_size: int = 1000) -> Items[MetricPoint]:
         """The job's metric points, in the order they were written."""
@@ -124,41 +189,13 @@ class JobOps(Operations):
     def _stream(
         self, job_id: str, last_event_id: str | None, pick: Callable[[StreamEvent], X | None]
     ) -> Items[X]:
-        failures = 0
-        while True:
-            headers = {"Accept": "text/event-stream"}
-            if last_event_id:
-                headers["Last-Event-ID"] = last_event_id
-            request = Request(
-                "GET",
-                route("/v1/jobs", job_id, "stream"),
-                headers=headers,
-                stream=True,
-                timeout=STREAM_TIMEOUT,
-            )
-            response = yield from self.send(request)
-            decoder = SSEDecoder()
-            reason = "ended before the job did"
-            try:
-                while chunk := (yield ReadChunk(response)):
-                    for sse in decoder.feed(chunk):
-                        failures = 0
-                        last_event_id = sse.id or last_event_id
-                        event = _stream_event(sse)
-                        item = None if event is None else pick(event)
-                        if item is not None:
-                            yield Emit(item)
-                        if event is not None and event.type == "end":
-                            return
-            except TRANSIENT as error:
-                reason = f"broke: {error}"
-            # Resume after the last event seen: the server sends nothing twice.
-            yield Close(response)
-            if failures >= self.policy.max_retries:
-                raise APIConnectionError(f"the stream of job {job_id} {reason}")
-            retry = decoder.retry  # the server's own advice, in milliseconds
-            yield Sleep(self.policy.backoff_delay(failures) if retry is None else retry / 1000)
-            failures += 1
+        def picked(sse: ServerSentEvent) -> X | None:
+            event = _stream_event(sse)
+            return None if event is None else pick(event)
+
+        # Resumed after the last event seen: the server sends nothing twice.
+        path = route("/v1/jobs", job_id, "stream")
+        yield from _follow(self, path, f"job {job_id}", last_event_id, picked)
 
     def list(
         self, status: Status | None = None, kind: Kind | None = None, page_size: int = PAGE_SIZE
@@ -172,6 +209,80 @@ def _stream_event(sse: ServerSentEvent) -> StreamEvent | None:
     if model is None:  # an event type newer than this SDK
         return None
     return StreamEvent(sse.event, model.model_validate_json(sse.data), sse.id or None)
+
+
+class SweepOps(Operations):
+    def create(
+        self, spec: dict[str, Any] | BaseModel, idempotency_key: str | None = None
+    ) -> Op[Sweep]:
+        """Start a sweep (a dict, or a `tunery.types.SweepSpec`). It is sent with an
+        Idempotency-Key (a new one unless given), so a retry cannot start two sweeps."""
+        headers = {"Idempotency-Key": idempotency_key or _new_key()}
+        request = Request("POST", "/v1/sweeps", json=_body(spec), headers=headers)
+        return (yield from self.fetch(request, Sweep))
+
+    def get(self, sweep_id: str) -> Op[Sweep]:
+        """The sweep: status, trial counts, best trial, and the parameters' importances."""
+        return (yield from self.fetch(Request("GET", route("/v1/sweeps", sweep_id)), Sweep))
+
+    def trials(self, sweep_id: str) -> Op[list[Trial]]:
+        """The sweep's trials, by number."""
+        found: list[Trial] = []
+        cursor = None
+        while True:
+            request = Request(
+                "GET", route("/v1/sweeps", sweep_id, "trials"), params={"cursor": cursor}
+            )
+            page = yield from self.fetch(request, Page[Trial])
+            found += page.data
+            if not page.next_cursor:
+                return found
+            cursor = page.next_cursor
+
+    def cancel(self, sweep_id: str) -> Op[Sweep]:
+        """Start no more trials and cancel the running ones; `Conflict` for a sweep that is
+        over."""
+        request = Request("POST", route("/v1/sweeps", sweep_id, "cancel"))
+        return (yield from self.fetch(request, Sweep))
+
+    def wait(
+        self, sweep_id: str, timeout: float | None = None, poll_interval: float = 1.0
+    ) -> Op[Sweep]:
+        """The sweep once it is over (succeeded, failed or cancelled), polling with back-off
+        from `poll_interval` up to 3 s; `WaitTimeout` after `timeout` seconds."""
+        return (
+            yield from _wait(
+                self.get, "sweep", sweep_id, SWEEP_FINAL_STATUSES, timeout, poll_interval
+            )
+        )
+
+    def stream(self, sweep_id: str) -> Items[SweepEvent]:
+        """The sweep's live stream, until its `end` event: `trial` (a Trial, when it starts,
+        after each epoch and when it ends), `status` (the Sweep, first and on every change),
+        then `end` (the final Sweep). The server sends no event ids: after a broken connection
+        the stream starts again from the present state, and a state already seen (a trial or
+        the sweep unchanged) is not handed out twice; changes made while disconnected arrive
+        as their latest state only."""
+        seen: dict[int | None, Sweep | Trial] = {}  # the last state of each trial, and the sweep
+
+        def pick(sse: ServerSentEvent) -> SweepEvent | None:
+            model = _SWEEP_STREAM_TYPES.get(sse.event)
+            if model is None:  # an event type newer than this SDK
+                return None
+            data = model.model_validate_json(sse.data)
+            if sse.event != "end":
+                key = data.number if isinstance(data, Trial) else None
+                if seen.get(key) == data:
+                    return None
+                seen[key] = data
+            return SweepEvent(sse.event, data)  # type: ignore[arg-type]
+
+        path = route("/v1/sweeps", sweep_id, "stream")
+        yield from _follow(self, path, f"sweep {sweep_id}", None, pick)
+
+    def list(self, page_size: int = PAGE_SIZE) -> Items[Sweep]:
+        """Every sweep, newest first, fetched `page_size` at a time as you iterate."""
+        yield from self.paginate("/v1/sweeps", Sweep, page_size)
 
 
 class DatasetOps(Operations):

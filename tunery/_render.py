@@ -1,7 +1,9 @@
-"""How the `tunery` command shows jobs, datasets, models and a job's live progress."""
+"""How the `tunery` command shows jobs, sweeps, datasets, models, and a job's or a sweep's
+live progress."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
@@ -15,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tunery.types import Dataset, Event, Job, MetricPoint, Model, Prediction
+from tunery.types import Dataset, Event, Job, MetricPoint, Model, Prediction, Sweep, Trial
 
 SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 STATUS_STYLE = {
@@ -25,6 +27,7 @@ STATUS_STYLE = {
     "failed": "red",
     "cancelled": "magenta",
     "pruned": "magenta",
+    "completed": "green",  # a sweep's trial
 }
 
 
@@ -188,6 +191,162 @@ class JobMonitor:
             line += f": model {job.result_model_id}"
         if job.error:
             line += f": [red]{escape(job.error.type)}: {escape(job.error.message)}[/]"
+        return line
+
+
+# Sweeps
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else escape(str(value))
+
+
+def _parameters(sweep: Sweep) -> list[str]:
+    return list(sweep.spec.get("parameters", {}))
+
+
+def _short_names(paths: Iterable[str]) -> dict[str, str]:
+    """Each parameter's last name (`learning_rate` for `hyperparameters.learning_rate`), or
+    its whole path where two would share one."""
+    paths = list(paths)
+    last = [path.rsplit(".", 1)[-1] for path in paths]
+    return {p: n if last.count(n) == 1 else p for p, n in zip(paths, last, strict=True)}
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    names = _short_names(params)
+    return "  ".join(f"{names[path]} {_number(value)}" for path, value in params.items())
+
+
+def objective(sweep: Sweep, direction: bool = True) -> str:
+    """`validation accuracy (maximize)`: what the trials are compared on."""
+    goal = sweep.spec.get("objective") or {}
+    text = f"{goal.get('split', 'validation')} {goal.get('metric', 'accuracy')}"
+    return f"{text} ({goal['direction']})" if direction and goal.get("direction") else text
+
+
+def _counts(sweep: Sweep) -> str:
+    counts = sweep.trials.model_dump()
+    return ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none yet"
+
+
+def _best(sweep: Sweep) -> str:
+    if (best := sweep.best_trial) is None:
+        return ""
+    return f"trial {best.number}: {best.value:.4g}  ({_params(best.params)})"
+
+
+def _test_headline(metrics: dict[str, float]) -> str:
+    return _headline({f"test_{name}": value for name, value in metrics.items()}).replace("_", " ")
+
+
+def importances(values: dict[str, float]) -> str:
+    """`learning_rate 0.81  hidden 0.12  batch_size 0.07`, the most important first."""
+    names = _short_names(values)
+    ranked = sorted(values.items(), key=lambda item: -item[1])
+    return "  ".join(f"{names[path]} {value:.2f}" for path, value in ranked)
+
+
+def sweeps_table(sweeps: Iterable[Sweep]) -> Table:
+    table = Table("id", "name", "status", "created", "trials", "best", box=None)
+    for sweep in sweeps:
+        best = sweep.best_trial
+        table.add_row(
+            sweep.id,
+            escape(sweep.name or ""),
+            _status(sweep.status),
+            _time(sweep.created_at),
+            _counts(sweep),
+            "" if best is None else f"{best.value:.4g} (trial {best.number})",
+        )
+    return table
+
+
+def sweep_details(sweep: Sweep) -> Table:
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("id", sweep.id),
+        ("name", escape(sweep.name or "")),
+        ("status", _status(sweep.status)),
+        ("created", _time(sweep.created_at)),
+        ("finished", _time(sweep.finished_at)),
+        ("objective", objective(sweep)),
+        ("trials", f"{_counts(sweep)} (of {sweep.spec.get('max_trials', '?')})"),
+        ("best", _best(sweep)),
+    ]
+    if best := sweep.best_trial:
+        rows += [("best model", best.model_id or ""), ("best test", _metrics(best.test_metrics))]
+    if sweep.importances:
+        rows.append(("importances", importances(sweep.importances)))
+    for name, value in rows:
+        table.add_row(f"[bold]{name}[/]", value)
+    return table
+
+
+def trials_table(sweep: Sweep, trials: Iterable[Trial], jobs: bool = True) -> Table:
+    """A row per trial: its number, state, each parameter's value, the epochs it reported
+    and its objective; the best trial in bold."""
+    paths = _parameters(sweep)
+    names = _short_names(paths)
+    columns = ["#", *(["job"] if jobs else []), "state", *names.values(), "epochs", "value"]
+    table = Table(*columns, box=None, title=objective(sweep))
+    best = sweep.best_trial.number if sweep.best_trial else None
+    for trial in sorted(trials, key=lambda t: t.number):
+        cells = [
+            str(trial.number),
+            *([trial.job_id or ""] if jobs else []),
+            _status(trial.state),
+            *(_number(trial.params[p]) if p in trial.params else "" for p in paths),
+            str(max(trial.intermediate_values, default="")),
+            "" if trial.value is None else f"{trial.value:.4g}",
+        ]
+        table.add_row(*cells, style="bold" if trial.number == best else None)
+    return table
+
+
+def trial_line(trial: Trial) -> str:
+    """A trial's state and parameters, and its objective once it has one."""
+    line = f"trial {trial.number} {_status(trial.state)}  {_params(trial.params)}"
+    return line if trial.value is None else f"{line}  value {trial.value:.4g}"
+
+
+class SweepMonitor:
+    """A sweep as its stream tells it: its status and trial counts, a table of its trials,
+    and the best trial so far."""
+
+    def __init__(self, sweep: Sweep) -> None:
+        self.sweep = sweep
+        self.trials: dict[int, Trial] = {}
+
+    def update(self, sweep: Sweep) -> None:
+        self.sweep = sweep
+
+    def add(self, trial: Trial) -> bool:
+        """Record a trial's state; True when it is new, or its state or parameters changed
+        (not after each epoch)."""
+        before = self.trials.get(trial.number)
+        self.trials[trial.number] = trial
+        return before is None or (before.state, before.params) != (trial.state, trial.params)
+
+    def trials_table(self) -> Table:
+        return trials_table(self.sweep, self.trials.values(), jobs=False)
+
+    def __rich__(self) -> RenderableType:
+        sweep = self.sweep
+        head = f"{sweep.id} {_status(sweep.status)}: {_counts(sweep)}"
+        return Group(head, self.trials_table(), f"best: {_best(sweep) or 'none yet'}")
+
+    def summary(self) -> str:
+        """`sweep_… succeeded: best trial 3, validation accuracy 0.97, test accuracy 0.95,
+        model model_…`."""
+        sweep, best = self.sweep, self.sweep.best_trial
+        line = f"{sweep.id} {_status(sweep.status)}"
+        if best is not None:
+            line += f": best trial {best.number}, {objective(sweep, False)} {best.value:.4g}"
+            if test := _test_headline(best.test_metrics):
+                line += f", {test}"
+            if best.model_id:
+                line += f", model {best.model_id}"
         return line
 
 

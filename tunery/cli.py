@@ -1,9 +1,10 @@
-"""The `tunery` command: jobs, datasets and models through the API (`TUNERY_URL`,
+"""The `tunery` command: jobs, sweeps, datasets and models through the API (`TUNERY_URL`,
 `TUNERY_API_KEY`), and `tunery admin` for tenants and keys, on the server's database.
 
 `--json` prints one JSON document on stdout and nothing else there; progress bars and errors
 go to stderr. Exit codes: 0 success; 1 the API refused (its problem on stderr) or could not
-be reached; 2 bad usage; 3 the watched job failed; 4 it was cancelled (or pruned); 130 interrupted.
+be reached; 2 bad usage; 3 the watched job or sweep failed; 4 it was cancelled (a job: or
+pruned); 130 interrupted.
 """
 
 import json
@@ -27,7 +28,7 @@ from tunery import _render
 from tunery._operations import DatasetTask, Kind, ModelFormat, Status
 from tunery.client import Client
 from tunery.errors import APIError, TuneryError
-from tunery.types import Job
+from tunery.types import Job, Sweep, Trial
 
 EXIT_ERROR, EXIT_FAILED, EXIT_CANCELLED, EXIT_INTERRUPTED = 1, 3, 4, 130
 EXIT_BY_STATUS = {
@@ -43,9 +44,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 jobs = typer.Typer(no_args_is_help=True, help="Submit, follow and cancel training jobs.")
+sweeps = typer.Typer(
+    no_args_is_help=True, help="Hyperparameter sweeps: trials run as jobs, the best is kept."
+)
 datasets = typer.Typer(no_args_is_help=True, help="Upload and list datasets.")
 models = typer.Typer(no_args_is_help=True, help="List, download and call trained models.")
 app.add_typer(jobs, name="jobs")
+app.add_typer(sweeps, name="sweeps")
 app.add_typer(datasets, name="datasets")
 app.add_typer(models, name="models")
 app.add_typer(admin, name="admin")
@@ -93,14 +98,16 @@ def _show(as_json: bool, data: Any, human: Callable[[], RenderableType]) -> None
 # Jobs
 
 
-def _load_spec(file: Path, assignments: list[str]) -> dict[str, Any]:
+def _load_spec(
+    file: Path, assignments: list[str], fields: str = "kind, model, data"
+) -> dict[str, Any]:
     try:
         text = file.read_text()
         spec = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise typer.BadParameter(str(error), param_hint="SPEC") from None
     if not isinstance(spec, dict):
-        raise typer.BadParameter("a job spec is a mapping (kind, model, data, ...)", "SPEC")
+        raise typer.BadParameter(f"a spec is a mapping ({fields}, ...)", param_hint="SPEC")
     for assignment in assignments:
         key, equals, value = assignment.partition("=")
         if not (equals and key):
@@ -220,6 +227,110 @@ def jobs_logs(
     out = _render.console()
     for event in events:
         out.print(_render.event_line(event))
+
+
+# Sweeps
+
+Assignments = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a field, e.g. --set max_trials=4 --set job.hyperparameters.epochs=3 "
+        "(the value is read as YAML).",
+    ),
+]
+
+
+def _watch_sweep(client: Client, sweep: Sweep, as_json: bool) -> NoReturn:
+    """Follow the sweep to its end, then exit with its outcome's code."""
+    out = _render.console(stderr=as_json)
+    monitor = _render.SweepMonitor(sweep)
+    # On a terminal the table redraws in place; in a log, each trial's changes are lines.
+    live = Live(monitor, console=out, transient=True, refresh_per_second=4)
+    try:
+        with live if out.is_terminal else nullcontext():
+            for event in client.sweeps.stream(sweep.id):
+                if isinstance(event.data, Trial):
+                    if monitor.add(event.data) and not out.is_terminal:
+                        out.print(_render.trial_line(event.data))
+                else:
+                    monitor.update(event.data)
+        final = client.sweeps.get(sweep.id)  # with the parameters' importances
+    except KeyboardInterrupt:
+        out.print(
+            f"stopped watching; {sweep.id} goes on (tunery sweeps cancel {sweep.id} stops it)"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    monitor.update(final)
+    out.print(monitor.trials_table())
+    if final.importances:
+        out.print(f"importances: {_render.importances(final.importances)}")
+    out.print(monitor.summary())
+    if as_json:
+        _print_json(final)
+    raise typer.Exit(EXIT_BY_STATUS[final.status])
+
+
+@sweeps.command("create")
+def sweeps_create(
+    ctx: typer.Context,
+    spec: Annotated[
+        Path, typer.Argument(help="A sweep spec, YAML or JSON.", exists=True, dir_okay=False)
+    ],
+    watch: Annotated[bool, typer.Option(help="Follow it live until it ends.")] = False,
+    assignments: Assignments = None,
+    as_json: Json = False,
+) -> None:
+    """Start a sweep. With --watch, exit 0 only if it succeeds (3: failed, 4: cancelled)."""
+    client = _client(ctx)
+    body = _load_spec(spec, assignments or [], fields="job, parameters, objective")
+    sweep = client.sweeps.create(body)
+    if watch:
+        _watch_sweep(client, sweep, as_json)
+    _show(as_json, sweep, lambda: f"created {sweep.id} ({sweep.status})")
+
+
+@sweeps.command("watch")
+def sweeps_watch(ctx: typer.Context, sweep_id: str, as_json: Json = False) -> None:
+    """Follow a sweep live until it ends; the exit code says how (as `create --watch`)."""
+    client = _client(ctx)
+    _watch_sweep(client, client.sweeps.get(sweep_id), as_json)
+
+
+@sweeps.command("list")
+def sweeps_list(ctx: typer.Context, limit: Limit = 20, as_json: Json = False) -> None:
+    """Your sweeps, newest first."""
+    found = list(islice(_client(ctx).sweeps.list(page_size=min(limit, 100)), limit))
+    _show(as_json, found, lambda: _render.sweeps_table(found))
+
+
+@sweeps.command("show")
+def sweeps_show(ctx: typer.Context, sweep_id: str, as_json: Json = False) -> None:
+    """A sweep: status, trial counts, the best trial, importances (--json: with its spec)."""
+    sweep = _client(ctx).sweeps.get(sweep_id)
+    _show(as_json, sweep, lambda: _render.sweep_details(sweep))
+
+
+sweeps.command("get", help="The same as `show`.")(sweeps_show)
+
+
+@sweeps.command("trials")
+def sweeps_trials(ctx: typer.Context, sweep_id: str, as_json: Json = False) -> None:
+    """A sweep's trials: number, job, state, parameters, epochs reported, objective."""
+    client = _client(ctx)
+    if as_json:
+        _print_json(client.sweeps.trials(sweep_id))
+        return
+    sweep = client.sweeps.get(sweep_id)  # its parameters and best trial
+    _render.console().print(_render.trials_table(sweep, client.sweeps.trials(sweep_id)))
+
+
+@sweeps.command("cancel")
+def sweeps_cancel(ctx: typer.Context, sweep_id: str, as_json: Json = False) -> None:
+    """Start no more trials and cancel the running ones."""
+    sweep = _client(ctx).sweeps.cancel(sweep_id)
+    _show(as_json, sweep, lambda: f"{sweep.id} {sweep.status}")
 
 
 # Datasets

@@ -26,7 +26,7 @@ from tunery._core import (
     Trampoline,
     done,
 )
-from tunery._operations import DatasetOps, JobOps, ModelOps
+from tunery._operations import DatasetOps, JobOps, ModelOps, SweepOps
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -207,6 +207,26 @@ class AsyncJobs(_Resource):
     stream_metrics = _aiter(JobOps.stream_metrics)
 
 
+class Sweeps(_Resource):
+    create = _call(SweepOps.create)
+    get = _call(SweepOps.get)
+    list = _iter(SweepOps.list)
+    trials = _call(SweepOps.trials)
+    cancel = _call(SweepOps.cancel)
+    wait = _call(SweepOps.wait)
+    stream = _iter(SweepOps.stream)
+
+
+class AsyncSweeps(_Resource):
+    create = _acall(SweepOps.create)
+    get = _acall(SweepOps.get)
+    list = _aiter(SweepOps.list)
+    trials = _acall(SweepOps.trials)
+    cancel = _acall(SweepOps.cancel)
+    wait = _acall(SweepOps.wait)
+    stream = _aiter(SweepOps.stream)
+
+
 class Datasets(_Resource):
     upload = _call(DatasetOps.upload)
     get = _call(DatasetOps.get)
@@ -236,7 +256,7 @@ class AsyncModels(_Resource):
 class _BaseClient:
     _http_class: type[httpx.Client] | type[httpx.AsyncClient]
     _driver_class: type[_SyncDriver] | type[_AsyncDriver]
-    _resources: tuple[type[_Resource], type[_Resource], type[_Resource]]
+    _resources: tuple[type[_Resource], type[_Resource], type[_Resource], type[_Resource]]
 
     def __init__(
         self,
@@ -249,8 +269,9 @@ class _BaseClient:
         self._http = self._http_class(**_http_options(base_url, api_key, timeout))
         driver, policy = self._driver_class(self._http), retry or RetryPolicy()  # type: ignore[arg-type]
         self.base_url = str(self._http.base_url)
-        jobs, datasets, models = self._resources
+        jobs, sweeps, datasets, models = self._resources
         self.jobs = jobs(driver, JobOps(policy))
+        self.sweeps = sweeps(driver, SweepOps(policy))
         self.datasets = datasets(driver, DatasetOps(policy))
         self.models = models(driver, ModelOps(policy))
 
@@ -261,8 +282,9 @@ class Client(_BaseClient):
     `retry` says when a refused or failed request is sent again (`RetryPolicy`)."""
 
     _http_class, _driver_class = httpx.Client, _SyncDriver
-    _resources = (Jobs, Datasets, Models)
+    _resources = (Jobs, Sweeps, Datasets, Models)
     jobs: Jobs
+    sweeps: Sweeps
     datasets: Datasets
     models: Models
     _http: httpx.Client
@@ -282,8 +304,9 @@ class AsyncClient(_BaseClient):
     iterating ones (`list`, `metrics`, `events`, `stream`, ...) are async iterators."""
 
     _http_class, _driver_class = httpx.AsyncClient, _AsyncDriver
-    _resources = (AsyncJobs, AsyncDatasets, AsyncModels)
+    _resources = (AsyncJobs, AsyncSweeps, AsyncDatasets, AsyncModels)
     jobs: AsyncJobs
+    sweeps: AsyncSweeps
     datasets: AsyncDatasets
     models: AsyncModels
     _http: httpx.AsyncClient

@@ -17,11 +17,14 @@ class APIConnectionError(TuneryError):
 
 
 class WaitTimeout(TuneryError, TimeoutError):
-    """`jobs.wait` gave up before the job finished; `job` is the last state seen."""
+    """`jobs.wait` or `sweeps.wait` gave up before the job or sweep was over; `last` is the
+    last state seen (a Job or a Sweep), also named `job` or `sweep` (the other is None)."""
 
-    def __init__(self, job: Any, timeout: float) -> None:
-        super().__init__(f"job {job.id} is still {job.status} after {timeout:g} s")
-        self.job = job
+    def __init__(self, last: Any, timeout: float, what: str = "job") -> None:
+        super().__init__(f"{what} {last.id} is still {last.status} after {timeout:g} s")
+        self.last = last
+        self.job = last if what == "job" else None
+        self.sweep = last if what == "sweep" else None
 
 
 class APIError(TuneryError):

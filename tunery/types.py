@@ -1,17 +1,21 @@
 """The SDK's data types: the server's own pydantic models, so the SDK and the API cannot
 disagree. `app.schemas` and `trainer.spec` import only pydantic (no FastAPI, SQLAlchemy
-or torch), which `tests/test_sdk.py` checks."""
+or torch), which `tests/test_sdk.py` checks. `SweepSpec` (`app.sweep_spec`) also builds
+Optuna's samplers and pruners, so it imports Optuna: it is loaded only when asked for
+(`from tunery.types import SweepSpec`), and `import tunery` stays light."""
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from app.schemas import BestTrial, JobError, Page, Progress, TrialCounts
 from app.schemas import DatasetOut as Dataset
 from app.schemas import EventOut as Event
-from app.schemas import JobError, Page, Progress
 from app.schemas import JobOut as Job
 from app.schemas import MetricPointOut as MetricPoint
 from app.schemas import ModelOut as Model
 from app.schemas import PredictResponse as Prediction
+from app.schemas import SweepOut as Sweep
+from app.schemas import TrialOut as Trial
 from trainer.spec import (
     AdaptData,
     AdaptSpec,
@@ -26,7 +30,11 @@ from trainer.spec import (
     TrainData,
 )
 
+if TYPE_CHECKING:
+    from app.sweep_spec import SweepSpec
+
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "pruned"})
+SWEEP_FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,29 @@ class StreamEvent:
     id: str | None
 
 
+@dataclass(frozen=True)
+class SweepEvent:
+    """One event of a sweep's live stream: `trial` carries a Trial (when it starts, after each
+    epoch, when it ends), `status` the Sweep (first and on every change), `end` the final one."""
+
+    type: Literal["trial", "status", "end"]
+    data: Sweep | Trial
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SweepSpec":  # imports Optuna: only when asked for
+        from app.sweep_spec import SweepSpec
+
+        return SweepSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "FINAL_STATUSES",
+    "SWEEP_FINAL_STATUSES",
     "AdaptData",
     "AdaptSpec",
+    "BestTrial",
     "Dataset",
     "DatasetSelection",
     "Event",
@@ -61,5 +88,10 @@ __all__ = [
     "Progress",
     "Resources",
     "StreamEvent",
+    "Sweep",
+    "SweepEvent",
+    "SweepSpec",
     "TrainData",
+    "Trial",
+    "TrialCounts",
 ]
