@@ -406,9 +406,15 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> bool:
 # Reading
 
 
-def to_out(session: Session, sweep: Sweep, with_importances: bool = False) -> SweepOut:
+def to_out(
+    session: Session,
+    sweep: Sweep,
+    with_importances: bool = False,
+    trials: list[optuna.trial.FrozenTrial] | None = None,
+) -> SweepOut:
+    """The sweep as the API shows it, from `trials` when the caller has read them already."""
     spec = SweepSpec.model_validate(sweep.spec)
-    trials = _trials(sweep.id)
+    trials = _trials(sweep.id) if trials is None else trials
     counts = TrialCounts()
     for trial in trials:
         name = STATE_NAMES[trial.state]
@@ -454,7 +460,9 @@ def to_out(session: Session, sweep: Sweep, with_importances: bool = False) -> Sw
     )
 
 
-def trials_of(session: Session, sweep: Sweep) -> list[TrialOut]:
+def trials_of(
+    session: Session, sweep: Sweep, trials: list[optuna.trial.FrozenTrial] | None = None
+) -> list[TrialOut]:
     job_ids = dict(
         session.execute(select(Job.trial_number, Job.id).where(Job.sweep_id == sweep.id)).all()
     )
@@ -467,7 +475,7 @@ def trials_of(session: Session, sweep: Sweep) -> list[TrialOut]:
             value=trial.value,
             intermediate_values={int(k): v for k, v in trial.intermediate_values.items()},
         )
-        for trial in _trials(sweep.id)
+        for trial in (_trials(sweep.id) if trials is None else trials)
     ]
 
 
@@ -483,7 +491,8 @@ POLL_SECONDS = 1.0
 def _snapshot(tenant_id: str, sweep_id: str) -> tuple[SweepOut, list[TrialOut]]:
     with session_scope() as session:
         sweep = get_sweep(session, tenant_id, sweep_id)
-        return to_out(session, sweep), trials_of(session, sweep)
+        trials = _trials(sweep_id)  # read once: the sweep's counts and the trials agree
+        return to_out(session, sweep, trials=trials), trials_of(session, sweep, trials)
 
 
 async def stream(tenant_id: str, sweep_id: str) -> AsyncIterator[ServerSentEvent]:
