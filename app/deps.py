@@ -3,12 +3,13 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from app.db import get_sessionmaker
+from app.services import idempotency
 from app.services.auth import Caller
 
 
@@ -44,3 +45,15 @@ async def get_read_engine(request: Request) -> AsyncEngine:
 
 
 ReadEngineDep = Annotated[AsyncEngine, Depends(get_read_engine)]
+
+
+# The `Idempotency-Key` of a creating request (`app.services.idempotency`).
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        min_length=1,
+        max_length=200,
+        description="A replay with the same key and request returns the first answer.",
+    ),
+]

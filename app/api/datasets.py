@@ -1,8 +1,8 @@
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.deps import CallerDep, SessionDep
+from app.deps import CallerDep, IdempotencyKeyHeader, SessionDep
 from app.schemas import DatasetOut, DatasetPreview, DatasetTask, Page
 from app.services import datasets, idempotency
 from trainer.spec import Text
@@ -20,9 +20,7 @@ def upload_dataset(
     label_column: Annotated[
         Text, Form(min_length=1, max_length=200, description="csv/parquet: the label's column")
     ] = "label",
-    idempotency_key: Annotated[
-        str | None, Header(alias=idempotency.HEADER, min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> DatasetOut:
     """Upload a file; it is checked whole and stored only if it is a valid dataset."""
     print_ = idempotency.fingerprint(

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
 from sse_starlette import EventSourceResponse
 
-from app.deps import CallerDep, ReadEngineDep, SessionDep
+from app.deps import CallerDep, IdempotencyKeyHeader, ReadEngineDep, SessionDep
 from app.schemas import EventOut, JobOut, JobStatus, MetricPointOut, Page
 from app.services import dispatch, idempotency, jobs, stream
 from trainer.spec import JobSpec
@@ -21,15 +21,7 @@ def create_job(
     session: SessionDep,
     caller: CallerDep,
     background: BackgroundTasks,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias=idempotency.HEADER,
-            min_length=1,
-            max_length=200,
-            description="A replay with the same key and spec returns the first answer.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobOut:
     response, created = idempotency.once(
         session,

@@ -1,11 +1,11 @@
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
+from fastapi import APIRouter, BackgroundTasks, Body, Query
 from sse_starlette import EventSourceResponse
 
 from app.db import session_scope
-from app.deps import CallerDep, SessionDep
+from app.deps import CallerDep, IdempotencyKeyHeader, SessionDep
 from app.schemas import Page, SweepOut, TrialOut
 from app.services import idempotency, sweeps
 from app.sweep_spec import SweepSpec
@@ -21,15 +21,7 @@ def create_sweep(
     session: SessionDep,
     caller: CallerDep,
     background: BackgroundTasks,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias=idempotency.HEADER,
-            min_length=1,
-            max_length=200,
-            description="A replay with the same key and body returns the first answer.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> SweepOut:
     """A hyperparameter search whose trials run as jobs (`sweep_id`, `trial_number`)."""
     response, created = idempotency.once(
