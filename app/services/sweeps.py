@@ -74,14 +74,18 @@ def storage() -> optuna.storages.RDBStorage:
 
 def _study(sweep_id: str, spec: SweepSpec) -> optuna.Study:
     """The sweep's study, made by its first `advance`: outside the transaction that creates the
-    sweep, which on SQLite holds the one write lock Optuna's own connection would wait for."""
-    return optuna.create_study(
-        study_name=sweep_id,
-        storage=storage(),
-        direction=spec.objective.study_direction,
-        pruner=spec.make_pruner(),
-        load_if_exists=True,
-    )
+    sweep, which on SQLite holds the one write lock Optuna's own connection would wait for.
+    Loaded first: creating one that exists costs a failed INSERT (and a server log line)."""
+    try:
+        return optuna.load_study(study_name=sweep_id, storage=storage(), pruner=spec.make_pruner())
+    except KeyError:
+        return optuna.create_study(
+            study_name=sweep_id,
+            storage=storage(),
+            direction=spec.objective.study_direction,
+            pruner=spec.make_pruner(),
+            load_if_exists=True,  # another process made it meanwhile
+        )
 
 
 def _trials(sweep_id: str) -> list[optuna.trial.FrozenTrial]:
