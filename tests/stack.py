@@ -16,27 +16,39 @@ import psycopg
 
 from tests.servers import free_port
 
+
 # Under pytest, the run's own servers (tests/servers.py, started by conftest) or those the user
-# names; the benchmarks, which use these stacks outside pytest, take the machine's by default.
-PG_ADMIN = os.environ.get(
-    "TUNERY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# names; the benchmarks, which use these stacks outside pytest, take the machine's by default,
+# or their own when they start them (bench.chaos: `servers.start_unless_named()`, which names
+# them in the environment after this module was imported, so the functions below read it then).
+def pg_admin() -> str:
+    return os.environ.get(
+        "TUNERY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+
+
+def redis_url() -> str:
+    return os.environ.get("TUNERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+# The addresses as they were when this module was imported: under pytest, the run's own.
+PG_ADMIN = pg_admin()
+REDIS_URL = redis_url()
 
 
 def postgres_url(database: str) -> str:
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    base = pg_admin().rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{database}"
 
 
 def create_postgres_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+    with psycopg.connect(pg_admin(), autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
         connection.execute(f'CREATE DATABASE "{name}"')
 
 
 def drop_postgres_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+    with psycopg.connect(pg_admin(), autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -57,6 +69,13 @@ def create_tenant_key(env: dict[str, str], *quota_options: str) -> str:
     name = f"tenant-{uuid.uuid4().hex[:8]}"
     admin(env, "create-tenant", name, *quota_options)
     return last_line(admin(env, "create-key", "--tenant", name))
+
+
+def trainer_pids(pattern: str) -> list[int]:
+    """The trainer processes whose command line has `pattern` after `trainer.main`: a job's id,
+    or a stack's run directory (`TUNERY_RUN_DIR`) for all of its trainers."""
+    found = subprocess.run(["pgrep", "-f", f"trainer.main .*{pattern}"], capture_output=True)
+    return [int(pid) for pid in found.stdout.split()]
 
 
 @dataclass
@@ -187,7 +206,7 @@ def postgres_redis_stack(
     create_postgres_database(database)
     try:
         stack = start_stack(
-            root, postgres_url(database), REDIS_URL, f"tunery-{name}-{tag}",
+            root, postgres_url(database), redis_url(), f"tunery-{name}-{tag}",
             concurrency, extra_env,
         )  # fmt: skip
         try:

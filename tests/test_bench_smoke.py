@@ -1,10 +1,10 @@
 """The performance benchmarks' measurements run on tiny settings and give sane numbers, with
 the real processes the scripts use: an API server and a Celery worker on Postgres and Redis,
-trainer processes, a Celery ping worker."""
+trainer processes, a Celery ping worker; and the chaos soak in short form."""
 
 import pytest
 
-from bench import dispatch, ingest, overhead
+from bench import chaos, dispatch, ingest, overhead
 from bench.timing import postgres_redis_stack
 
 pytestmark = pytest.mark.e2e
@@ -13,6 +13,22 @@ TINY_CNN = overhead.Case(
     "tiny cnn", "cnn", {"dataset": "builtin:digits", "fraction": 0.1}, epochs=2, batch_size=64
 )
 JOBS = 2
+
+
+# First in the module: it restarts the run's PostgreSQL and Redis, before the module's stack
+# below is started (which would survive them, as every stack does, but need not).
+@pytest.mark.timeout(480)
+def test_chaos_soak_in_short_form_loses_nothing():
+    """bench.chaos in short form: 6 jobs of every kind, one fault of each kind (those this
+    run can inject: none of a server the user named), every hard check passed."""
+    outcome = chaos.soak(jobs=6, faults_per_kind=1, seed=0)
+    found = outcome.figures
+    assert not found.failed, outcome.report
+    assert found.submitted == {"finetune": 2, "pretrain": 2, "adapt": 2}
+    assert found.injected == dict.fromkeys(chaos.restartable(), 1), outcome.report
+    assert found.ended == {"succeeded": 6}, outcome.report  # two kills: attempts to spare
+    assert 0 <= found.steps_redone <= found.steps_redone_at_most < found.steps_needed
+    assert all(0 <= s < 60 for values in found.recovery_s.values() for s in values)
 
 
 @pytest.fixture(scope="module")

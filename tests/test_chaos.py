@@ -4,7 +4,6 @@ event), the job succeeds once, and exactly one model references it."""
 
 import os
 import signal
-import subprocess
 import time
 from datetime import datetime
 
@@ -13,7 +12,7 @@ import pytest
 import redis
 
 from tests import servers
-from tests.stack import REDIS_URL, postgres_redis_stack
+from tests.stack import REDIS_URL, postgres_redis_stack, trainer_pids
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, gone, wait_for
 
@@ -38,11 +37,6 @@ def stack(tmp_path_factory):
     with postgres_redis_stack(tmp_path_factory.mktemp("chaos"), "chaos", extra_env=settings) as s:
         yield s
     print("\n" + "\n".join(FIGURES))  # shown with -s: the figures in docs/RELIABILITY.md
-
-
-def trainer_pids(job_id: str) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"trainer.main .*{job_id}"], capture_output=True)
-    return [int(pid) for pid in found.stdout.split()]
 
 
 def running_past_a_checkpoint(client, job_id: str) -> int:
