@@ -3,10 +3,10 @@
 A service on this machine's own processes: the API server and two Celery workers (one job at a
 time each) on a private PostgreSQL and Redis (`tests/servers.py`). Several clients, each a
 thread with its own HTTP client, submit a stream of small jobs of every kind (finetune,
-pretrain, adapt; several methods and architectures), each with an `Idempotency-Key`, and each
-follows its job to its end. A POST that gets no answer (the API server being restarted) or a
-5xx is sent again with the same key; every answered POST is also replayed once, and must name
-the same job.
+pretrain, adapt; several methods and architectures) and a few sweeps among them (3 trials,
+one at a time), each with an `Idempotency-Key`, and each follows what it submitted to its
+end. A POST that gets no answer (the API server being restarted) or a 5xx is sent again with
+the same key; every answered POST is also replayed once, and must name the same job or sweep.
 
 Meanwhile a fault injector, its plan drawn from a fixed seed, injects faults of five kinds:
 `kill -9` of a trainer; `kill -9` of a worker (its Celery processes, its trainer with them),
@@ -18,9 +18,10 @@ that every fault finds jobs running. The run stops by itself once every job has 
 
 Then, from the service's database and the machine's processes:
 - what ran: jobs submitted (by kind), faults injected (by kind), jobs ended (by status);
-- hard checks (any failure, the script exits 1): lost jobs (never ended), jobs with more than
-  one model, succeeded jobs without their model, duplicate submissions (jobs beyond one per
-  key, a replay naming another job), metric points stored twice by one attempt, trainer
+- hard checks (any failure, the script exits 1): lost jobs or sweeps (never ended), jobs with
+  more than one model, succeeded jobs without their model, duplicate submissions (jobs or
+  sweeps beyond one per key, a replay naming another, a sweep with more trials than its
+  `max_trials`), metric points stored twice by one attempt, trainer
   processes left running, scratch directories left under `TUNERY_RUN_DIR`, faults planned
   but not injected;
 - wasted training, as Ray Train counts it: steps trained more than once ÷ steps needed. The
@@ -34,8 +35,9 @@ Then, from the service's database and the machine's processes:
 The service runs with the chaos tests' settings (but a checkpoint every 50 steps), lease 4 s,
 heartbeat 0.5 s, reconciler every 1 s, re-dispatch after 3 s, `max_attempts` 3 (deployed).
 
-Run: `.venv/bin/python -m bench.chaos` (40 jobs, 3 faults of each kind, seed 0: about 4
-minutes on 2 cores). `make test` runs the short form, `--jobs 6 --faults-per-kind 1`. With
+Run: `.venv/bin/python -m bench.chaos` (40 jobs, 2 sweeps, 3 faults of each kind, seed 0:
+about 3 minutes on 2 cores). `make test` runs the short form, `--jobs 6 --sweeps 1
+--faults-per-kind 1`. With
 `TUNERY_TEST_DATABASE_URL` / `TUNERY_TEST_REDIS_URL` naming servers, those are used and never
 restarted: their faults are skipped, and said so.
 """
@@ -71,7 +73,7 @@ KINDS = {
     "api_restart": "kill -9 of the API server, a new one started",
 }
 SERVER_OF = {"redis_restart": "redis", "postgres_restart": "postgres"}
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled", "pruned")  # a job's; a sweep's, the first 3
 CHECKPOINT_EVERY = 50
 SETTINGS = {
     "TUNERY_CHECKPOINT_EVERY_STEPS": str(CHECKPOINT_EVERY),
@@ -131,8 +133,26 @@ SPECS = [
 ]  # fmt: skip
 
 
+# A sweep: 3 trials of a small job, one at a time, each an ordinary job under the same faults.
+SWEEP = {
+    "job": {**SPECS[5], "hyperparameters": _hp(10)},  # the MLP on the table, 500 steps
+    "parameters": {
+        "hyperparameters.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}
+    },
+    "sampler": {"name": "random", "seed": 0},
+    "max_trials": 3,
+    "max_parallel_trials": 1,
+}
+
+
 def spec_of(number: int) -> dict:
     return {**SPECS[number % len(SPECS)], "name": f"chaos-{number}"}
+
+
+def sweep_positions(jobs: int, sweeps: int) -> set[int]:
+    """Where the sweeps are in a stream of `jobs` jobs and `sweeps` sweeps: spread evenly."""
+    items = jobs + sweeps
+    return {(k + 1) * items // (sweeps + 1) for k in range(sweeps)}
 
 
 @dataclass
@@ -151,21 +171,25 @@ class Fault:
 class Submission:
     number: int
     key: str
-    kind: str
+    kind: str  # the job's kind, or "sweep"
     job_id: str | None = None
     status: str | None = None  # as its client last saw it
     replay_id: str | None = None  # the job a replay of the POST named
 
 
-def plan(jobs: int, faults_per_kind: int, kinds: list[str], seed: int) -> list[Fault]:
-    """The faults in the order they strike, each after a job of the stream drawn by `seed`."""
+def plan(
+    items: int, faults_per_kind: int, kinds: list[str], seed: int, sweeps: set[int]
+) -> list[Fault]:
+    """The faults in the order they strike, each after a job of the stream (of `items`, the
+    sweeps at `sweeps`) drawn by `seed`."""
     rng = random.Random(seed)
     order = [kind for kind in kinds for _ in range(faults_per_kind)]
     rng.shuffle(order)
-    if len(order) < jobs:  # each after a different job, and never after the last
-        after = sorted(rng.sample(range(jobs - 1), len(order)))
+    jobs = [n for n in range(items) if n not in sweeps]
+    if len(order) < len(jobs):  # each after a different job, and never after the last
+        after = sorted(rng.sample(jobs[:-1], len(order)))
     else:
-        after = sorted(rng.choices(range(jobs), k=len(order)))
+        after = sorted(rng.choices(jobs, k=len(order)))
     return [
         Fault(kind, job, rng.uniform(*DELAY_S), rng.uniform(*DOWN_S))
         for kind, job in zip(order, after, strict=True)
@@ -175,11 +199,16 @@ def plan(jobs: int, faults_per_kind: int, kinds: list[str], seed: int) -> list[F
 class Soak:
     """The clients, the injector and what they saw."""
 
-    def __init__(self, stack: Stack, jobs: int, clients: int, faults: list[Fault]) -> None:
-        self.stack, self.jobs, self.clients, self.faults = stack, jobs, clients, faults
+    def __init__(
+        self, stack: Stack, items: int, sweeps: set[int], clients: int, faults: list[Fault]
+    ) -> None:
+        self.stack, self.jobs, self.clients, self.faults = stack, items, clients, faults
         self.runs = stack.root / "runs"
         self.submissions = [
-            Submission(n, f"chaos-{uuid.uuid4().hex}", spec_of(n)["kind"]) for n in range(jobs)
+            Submission(
+                n, f"chaos-{uuid.uuid4().hex}", "sweep" if n in sweeps else spec_of(n)["kind"]
+            )
+            for n in range(items)
         ]
         self.lock = threading.Condition()
         self.taken = 0  # job numbers handed to clients so far
@@ -234,19 +263,23 @@ class Soak:
         headers = {"Authorization": f"Bearer {self.stack.key}"}
         with httpx.Client(base_url=self.stack.base_url, headers=headers, timeout=10) as client:
             while (job := self._take()) is not None:
-                body, key = spec_of(job.number), {"Idempotency-Key": job.key}
-                created = self._request(client, "POST", "/v1/jobs", json=body, headers=key)
+                sweep = job.kind == "sweep"
+                route = "/v1/sweeps" if sweep else "/v1/jobs"
+                body = {**SWEEP, "name": f"chaos-{job.number}"} if sweep else spec_of(job.number)
+                key = {"Idempotency-Key": job.key}
+                created = self._request(client, "POST", route, json=body, headers=key)
                 if created.status_code != 201:
-                    raise RuntimeError(f"job {job.number}: {created.status_code} {created.text}")
+                    raise RuntimeError(
+                        f"{route} {job.number}: {created.status_code} {created.text}"
+                    )
                 job.job_id = created.json()["id"]
-                replay = self._request(client, "POST", "/v1/jobs", json=body, headers=key)
+                replay = self._request(client, "POST", route, json=body, headers=key)
                 job.replay_id = replay.json().get("id")
                 deadline = time.monotonic() + JOB_DEADLINE_S
                 while job.status not in TERMINAL and time.monotonic() < deadline:
                     time.sleep(0.5)
-                    job.status = self._request(client, "GET", f"/v1/jobs/{job.job_id}").json()[
-                        "status"
-                    ]
+                    read = self._request(client, "GET", f"{route}/{job.job_id}")
+                    job.status = read.json()["status"]
 
     # --- the injector
     def _trainers(self) -> dict[int, str]:
@@ -375,7 +408,9 @@ class Soak:
 # --- after the run: what the database and the machine hold
 @dataclass
 class Figures:
-    submitted: Counter[str]  # by job kind
+    submitted: Counter[str]  # by job kind, and "sweep"
+    trials: int  # jobs the sweeps made
+    sweeps_ended: Counter[str]  # by status
     injected: Counter[str]  # by fault kind
     ended: Counter[str]  # by status
     checks: list[tuple[str, int, str]]  # (what, how many, which): each must be 0
@@ -455,12 +490,22 @@ def measure(soak: Soak) -> Figures:
             unfinished = [row[0] for row in rows]
         jobs = _rows(url, "SELECT id, kind, status, attempt, progress_total_steps FROM jobs")
     keys = dict(
-        _rows(url, "SELECT key, response->>'id' FROM idempotency_keys WHERE route LIKE %s",
-              "% POST /v1/jobs")
+        _rows(url, "SELECT key, response->>'id' FROM idempotency_keys WHERE route LIKE %s "
+              "OR route LIKE %s", "% POST /v1/jobs", "% POST /v1/sweeps")
     )  # fmt: skip
     sent = [s for s in soak.submissions if s.job_id is not None]
     duplicates = [s.key for s in sent if s.replay_id != s.job_id or keys.get(s.key) != s.job_id]
-    extra_jobs = [job_id for job_id, *_ in jobs if job_id not in set(keys.values())]
+    # A sweep's trials are jobs it made, at most its max_trials (each number once: a unique key).
+    trial_of = dict(_rows(url, "SELECT id, sweep_id FROM jobs WHERE sweep_id IS NOT NULL"))
+    sweeps = _rows(url, "SELECT id, status, coalesce((spec->>'max_trials')::int, 10) FROM sweeps")
+    trials = Counter(trial_of.values())
+    extra_jobs = [
+        job_id for job_id, *_ in jobs if job_id not in set(keys.values()) and job_id not in trial_of
+    ]
+    extra_jobs += [sweep_id for sweep_id, *_ in sweeps if sweep_id not in set(keys.values())]
+    extra_jobs += [f"{sweep_id}: {trials[sweep_id]} trials" for sweep_id, _, most in sweeps
+                   if trials[sweep_id] > most]  # fmt: skip
+    unfinished += [sweep_id for sweep_id, status, _ in sweeps if status not in TERMINAL[:3]]
     models = _rows(url, "SELECT source_job_id, count(*) FROM models GROUP BY source_job_id")
     model_count = dict(models)
     model_ids = {row[0] for row in _rows(url, "SELECT id FROM models")}
@@ -524,7 +569,7 @@ def measure(soak: Soak) -> Figures:
     not_injected = [f"{f.kind} ({f.note or 'not reached'})" for f in soak.faults if f.note or
                     f.at is None]  # fmt: skip
     checks = [
-        ("lost jobs (never ended)", len(unfinished), ", ".join(unfinished)),
+        ("lost jobs or sweeps (never ended)", len(unfinished), ", ".join(unfinished)),
         ("jobs with more than one model",
          sum(1 for n in model_count.values() if n > 1),
          ", ".join(j for j, n in model_count.items() if n > 1)),
@@ -542,6 +587,8 @@ def measure(soak: Soak) -> Figures:
     ]  # fmt: skip
     return Figures(
         submitted=Counter(s.kind for s in sent),
+        trials=len(trial_of),
+        sweeps_ended=Counter(status for _, status, _ in sweeps),
         injected=Counter(f.kind for f in soak.faults if f.at is not None and not f.note),
         ended=Counter(status for _, _, status, *_ in jobs),
         checks=checks,
@@ -573,18 +620,22 @@ def report(f: Figures, soak: Soak, skipped: list[str]) -> str:
     statuses = ", ".join(f"{status} {f.ended[status]}" for status in TERMINAL if f.ended[status])
     others = ", ".join(f"{s} {n}" for s, n in f.ended.items() if s not in TERMINAL)
     attempts = ", ".join(f"{n} in {a}" for a, n in sorted(f.attempts.items()))
-    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(f.submitted.items()))
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(f.submitted.items()) if kind != "sweep")
+    sweeps = ", ".join(f"{status} {n}" for status, n in sorted(f.sweeps_ended.items())) or "-"
     lines = [
         "| figure | value | required | pass/fail |",
         "|---|---|---|---|",
-        f"| jobs submitted | {f.submitted.total()} ({kinds}) | - | - |",
+        f"| jobs submitted | {f.submitted.total() - f.submitted['sweep']} ({kinds}) | - | - |",
+        f"| sweeps submitted | {f.submitted['sweep']} ({SWEEP['max_trials']} trials each, "
+        f"one at a time): {f.trials} trials | - | - |",
         *(
             f"| faults injected: {label} | {f.injected[kind]}"
             f"{' (skipped: a server this run did not start)' if kind in skipped else ''}"
             " | - | - |"
             for kind, label in KINDS.items()
         ),
-        f"| jobs ended | {statuses}{'; ' + others if others else ''} | - | - |",
+        f"| jobs ended (trials included) | {statuses}{'; ' + others if others else ''} | - | - |",
+        f"| sweeps ended | {sweeps} | - | - |",
         f"| jobs by attempts taken | {attempts} | - | - |",
         *(
             f"| {what} | {found}{': ' + which if which else ''} | 0 | "
@@ -621,7 +672,7 @@ def report(f: Figures, soak: Soak, skipped: list[str]) -> str:
     )
     if soak.server_errors:
         requests = Counter(
-            (re.sub(r"job_\w+", "{id}", what), code) for _, what, code in soak.server_errors
+            (re.sub(r"(job|sweep)_\w+", "{id}", what), code) for _, what, code in soak.server_errors
         )
         counted = ", ".join(f"{what} {code}: {n}" for (what, code), n in requests.items())
         lines += ["", f"5xx answers: {counted}"]
@@ -641,21 +692,27 @@ class Outcome:
 
 
 def soak(
-    jobs: int, faults_per_kind: int, seed: int, clients: int = 3, keep_logs: Path | None = None
+    jobs: int,
+    faults_per_kind: int,
+    seed: int,
+    sweeps: int = 0,
+    clients: int = 3,
+    keep_logs: Path | None = None,
 ) -> Outcome:
     """A soak on a stack of its own (removed after), on the servers of `tests.servers`."""
     kinds = restartable()
+    at = sweep_positions(jobs, sweeps)
     skipped = [kind for kind in KINDS if kind not in kinds]
     for kind in skipped:
         print(f"skipping {KINDS[kind]}: the server was named, not started, by this run",
               file=sys.stderr)  # fmt: skip
-    faults = plan(jobs, faults_per_kind, kinds, seed)
+    faults = plan(jobs + sweeps, faults_per_kind, kinds, seed, at)
     started = time.monotonic()
     with postgres_redis_stack(concurrency=1, extra_env=SETTINGS) as stack:
         try:
             for _ in range(WORKERS - 1):
                 stack.start_worker()
-            run = Soak(stack, jobs, clients, faults)
+            run = Soak(stack, jobs + sweeps, at, clients, faults)
             run.run()
             figures = measure(run)
             text = report(figures, run, skipped)
@@ -676,6 +733,7 @@ def soak(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40, help="jobs submitted in all")
+    parser.add_argument("--sweeps", type=int, default=2, help="sweeps, among the jobs")
     parser.add_argument("--faults-per-kind", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="the fault plan's")
     parser.add_argument("--clients", type=int, default=3, help="threads submitting jobs")
@@ -683,10 +741,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     servers.start_unless_named()  # stopped and removed at exit
     print(
-        f"# bench.chaos: {machine()}; seed {args.seed}, {args.jobs} jobs by {args.clients} "
+        f"# bench.chaos: {machine()}; seed {args.seed}, {args.jobs} jobs and {args.sweeps} "
+        f"sweeps by {args.clients} "
         f"clients, {WORKERS} workers, {args.faults_per_kind} faults of each kind"
     )
-    outcome = soak(args.jobs, args.faults_per_kind, args.seed, args.clients, args.keep_logs)
+    outcome = soak(
+        args.jobs, args.faults_per_kind, args.seed, args.sweeps, args.clients, args.keep_logs
+    )
     print(outcome.report)
     print(f"\n{outcome.seconds:.0f} s in all.")
     if outcome.figures.failed:

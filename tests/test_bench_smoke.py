@@ -19,14 +19,17 @@ JOBS = 2
 # below is started (which would survive them, as every stack does, but need not).
 @pytest.mark.timeout(480)
 def test_chaos_soak_in_short_form_loses_nothing():
-    """bench.chaos in short form: 6 jobs of every kind, one fault of each kind (those this
-    run can inject: none of a server the user named), every hard check passed."""
-    outcome = chaos.soak(jobs=6, faults_per_kind=1, seed=0)
+    """bench.chaos in short form: 6 jobs of every kind and a sweep of 3 trials, one fault of
+    each kind (those this run can inject: none of a server the user named), every hard check
+    passed."""
+    outcome = chaos.soak(jobs=6, faults_per_kind=1, seed=0, sweeps=1)
     found = outcome.figures
     assert not found.failed, outcome.report
-    assert found.submitted == {"finetune": 2, "pretrain": 2, "adapt": 2}
+    assert found.submitted == {"finetune": 2, "pretrain": 2, "adapt": 2, "sweep": 1}
     assert found.injected == dict.fromkeys(chaos.restartable(), 1), outcome.report
-    assert found.ended == {"succeeded": 6}, outcome.report  # two kills: attempts to spare
+    # Two kills: attempts to spare.
+    assert found.ended == {"succeeded": 6 + 3} and found.trials == 3, outcome.report
+    assert found.sweeps_ended == {"succeeded": 1}, outcome.report
     assert 0 <= found.steps_redone <= found.steps_redone_at_most < found.steps_needed
     assert all(0 <= s < 60 for values in found.recovery_s.values() for s in values)
 
