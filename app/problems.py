@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
 from trainer.spec import JOB_KINDS, SpecIssue
@@ -53,6 +53,20 @@ class TooManyRequests(Problem):
 
     def __init__(self, detail: str, retry_after_seconds: int) -> None:
         super().__init__(429, detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class DatabaseUnavailable(Problem):
+    """A 503 while the database cannot be reached (a restart, a failover): try again shortly."""
+
+    def __init__(self) -> None:
+        detail = "the database cannot be reached just now; try again in a moment"
+        super().__init__(503, detail, headers={"Retry-After": "1"})
+
+
+def is_unreachable(error: DBAPIError) -> bool:
+    """The database could not be reached or dropped the connection, rather than refusing the
+    statement: an outage to ride out, not a fault of the request or of the server's code."""
+    return isinstance(error, OperationalError) or error.connection_invalidated
 
 
 class InvalidInput(Problem):
@@ -119,6 +133,12 @@ def install(app: FastAPI) -> None:
         return problem_response(
             422, detail, request.url.path, [{"field": "body", "message": detail}]
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_unreachable(exc):
+            raise exc
+        return response_of(DatabaseUnavailable(), request.url.path)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -12,10 +12,19 @@ import time
 from anyio import to_thread
 from limits import RateLimitItemPerMinute, storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.problems import Forbidden, Problem, TooManyRequests, Unauthorized, response_of
+from app.problems import (
+    DatabaseUnavailable,
+    Forbidden,
+    Problem,
+    TooManyRequests,
+    Unauthorized,
+    is_unreachable,
+    response_of,
+)
 from app.services import auth
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,6 +53,10 @@ class ApiKeyAuth:
             scope.setdefault("state", {})["caller"] = await self._caller(scope)
         except Problem as problem:
             return await response_of(problem, path)(scope, receive, send)
+        except DBAPIError as error:  # a key not cached while the database is down
+            if not is_unreachable(error):
+                raise
+            return await response_of(DatabaseUnavailable(), path)(scope, receive, send)
         await self.app(scope, receive, send)
 
     async def _caller(self, scope: Scope) -> auth.Caller:

@@ -175,6 +175,27 @@ def test_a_postgres_restart_mid_job_does_not_lose_it(stack):
     assert_succeeded_in_one_attempt(stack, job_id)
 
 
+def test_while_postgres_is_down_the_api_answers_503_and_the_job_goes_on(stack):
+    """An outage is a 503 with Retry-After (a client's cue to try again), never a 500; the
+    running job rides it out in its first attempt."""
+    server = servers.STARTED.get("postgres")
+    if server is None:
+        pytest.skip("stops only the run's own postgres; TUNERY_TEST_DATABASE_URL names another")
+    with stack.client() as client:
+        job_id = client.post("/v1/jobs", json=LONG_JOB).json()["id"]
+        running_past_a_checkpoint(client, job_id)
+        server.stop()
+        try:
+            for path in (f"/v1/jobs/{job_id}", "/v1/jobs", f"/v1/sweeps/{job_id}"):
+                answer = client.get(path)
+                assert answer.status_code == 503, (path, answer.text)
+                assert answer.headers["retry-after"] == "1"
+                assert answer.headers["content-type"] == "application/problem+json"
+        finally:
+            server.start()
+    assert_succeeded_in_one_attempt(stack, job_id)
+
+
 def test_a_redis_restart_mid_job_loses_no_job(stack):
     with stack.client() as client:
         running = client.post("/v1/jobs", json=LONG_JOB).json()["id"]

@@ -17,15 +17,16 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.db import session_scope
-from app.models import new_id
+from app.models import Model, new_id
 from app.services import attempts, dispatch, job_state, sweeps
 from app.services.model_files import MODEL_FILE, model_from_card
 from app.storage import ArtifactStore, get_store
@@ -37,6 +38,7 @@ from worker import trainer_process
 from worker.trainer_process import TrainerProcess
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -226,8 +228,19 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
             attempt.job_id,
             attempt.datasets,
         )
-        with session_scope() as session:
-            committed = job_state.succeed(session, job_id, n, model, attempt.card.metrics)
+        model_dir = attempt.settings.artifact_dir / Path(model.path).parent
+
+        def record() -> bool:
+            with session_scope() as session:
+                if session.get(Model, model.id) is not None:  # a try whose answer was lost
+                    return True
+                return job_state.succeed(session, job_id, n, model, attempt.card.metrics)
+
+        try:
+            committed = _despite_outages(attempt, record)
+        except DBAPIError:  # the job's lease runs out and another attempt resumes it
+            shutil.rmtree(model_dir, ignore_errors=True)
+            raise
         if committed:
             log.info("job %s attempt %d succeeded: model %s", job_id, n, model.id, extra=about)
         else:
@@ -237,7 +250,7 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
                 n,
                 extra=about,
             )
-            shutil.rmtree(attempt.settings.artifact_dir / Path(model.path).parent)
+            shutil.rmtree(model_dir)
         return
     if returncode == INTERRUPTED_EXIT:
         error_type, message = "interrupted", "the trainer stopped at a checkpoint on SIGTERM"
@@ -248,8 +261,12 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
     else:  # killed by a signal (OOM killer, an operator): the same job may well succeed again
         error_type, message = "trainer_killed", f"the trainer was killed by signal {-returncode}"
         retryable = True
-    with session_scope() as session:
-        status = job_state.fail(session, job_id, n, error_type, message, retryable)
+
+    def record() -> str | None:
+        with session_scope() as session:
+            return job_state.fail(session, job_id, n, error_type, message, retryable)
+
+    status = _despite_outages(attempt, record)
     outcome = f"the job is now {status}" if status else "the job was no longer this attempt's"
     log.warning(
         "job %s attempt %d ended: %s (exit %d); %s",
@@ -262,6 +279,27 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
     )
     if status == "queued":
         dispatch.send([job_id])
+
+
+def _despite_outages(attempt: Attempt, write: Callable[[], T]) -> T:
+    """`write` (one transaction), tried again while the database cannot be reached, as
+    heartbeats are, for up to a lease: a database restart as the trainer ends must not cost
+    the attempt its outcome. Past that, the error is raised: the lease has run out, and the
+    job is another attempt's."""
+    deadline = time.monotonic() + attempt.settings.lease_seconds
+    while True:
+        try:
+            return write()
+        except DBAPIError as error:
+            if time.monotonic() > deadline:
+                raise
+            log.warning(
+                "job %s: the database cannot be reached (%s); retrying",
+                attempt.job_id,
+                error.orig,
+                extra={"job_id": attempt.job_id, "attempt": attempt.attempt},
+            )
+            time.sleep(attempt.settings.heartbeat_seconds)
 
 
 def _wake_waiting_jobs(tenant_id: str) -> None:
@@ -374,8 +412,12 @@ def _run(attempt: Attempt, checkpoint: CheckpointSync) -> None:
 def _finish(attempt: Attempt, checkpoint: CheckpointSync) -> None:
     """Clean up after the attempt, and after the job once no attempt will resume it."""
     shutil.rmtree(attempt.run_dir, ignore_errors=True)
-    with session_scope() as session:
-        over = job_state.is_over(session, attempt.job_id)
+
+    def is_over() -> bool:
+        with session_scope() as session:
+            return job_state.is_over(session, attempt.job_id)
+
+    over = _despite_outages(attempt, is_over)
     if over:  # no attempt will resume: the checkpoint goes too
         shutil.rmtree(attempt.job_dir, ignore_errors=True)
         checkpoint.delete()
