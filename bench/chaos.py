@@ -362,15 +362,34 @@ class Soak:
     def _injector(self) -> None:
         for fault in self.faults:
             try:
-                self._wait_training(fault)
-                time.sleep(fault.delay_s)
-                self._strike(fault)
+                while True:
+                    self._wait_training(fault)
+                    time.sleep(fault.delay_s)
+                    self._strike(fault)
+                    if fault.at is not None or not self._move_to_the_next_job(fault):
+                        break
                 label = f"{KINDS[fault.kind]}: {', '.join(fault.struck) or fault.note or '-'}"
                 print(f"fault {self.struck + 1}/{len(self.faults)}, {label}", file=sys.stderr)
             finally:
                 with self.lock:
                     self.struck += 1
                     self.lock.notify_all()
+
+    def _move_to_the_next_job(self, fault: Fault) -> bool:
+        """A kill that found nothing training (every job before it ended within its delay)
+        waits for the next job of the stream instead, and strikes as soon as it trains; False
+        when there is none."""
+        later = [
+            n
+            for n in range(fault.job + 1, len(self.submissions))
+            if self.submissions[n].kind != "sweep"
+        ]
+        if fault.kind not in ("trainer_kill", "worker_kill") or not later:
+            return False
+        with self.lock:
+            fault.job, fault.delay_s, fault.note = later[0], 0.0, ""
+            self.lock.notify_all()  # the client held back by this fault may take its job
+        return True
 
     def _guarded(self, target) -> None:
         try:
