@@ -188,6 +188,20 @@ def service_throughput(client: httpx.Client, stack: Stack, case: Case) -> Throug
 def plain_throughput(case: Case, threads: int) -> Throughput:
     """Train `case` in a hand-written loop in this process, `threads` torch threads."""
     torch.set_num_threads(threads)
+    run = plain_fit(case)
+    (start, start_cpu), (end, end_cpu) = _window(run.ends)
+    return Throughput((len(run.ends) - 1) * run.examples, end - start, end_cpu - start_cpu)
+
+
+@dataclass(frozen=True)
+class PlainRun:
+    ends: list[tuple[float, float]]  # (wall, CPU) seconds at each epoch's end
+    examples: int  # in the training split
+    validation_accuracy: float  # after the last epoch
+
+
+def plain_fit(case: Case) -> PlainRun:
+    """Train `case` in a hand-written loop in this process, validating after every epoch."""
     torch.manual_seed(case.seed)
     ref = case.train if isinstance(case.train, str) else DatasetSelection(**case.train)
     dataset, train, validation, _ = splits_for(ref, None, None, case.seed)
@@ -228,8 +242,7 @@ def plain_throughput(case: Case, threads: int) -> Throughput:
                 validation_loss += F.cross_entropy(logits, y, reduction="sum").item()
                 correct += (logits.argmax(dim=1) == y).sum().item()
         ends.append((time.perf_counter(), time.process_time()))
-    (start, start_cpu), (end, end_cpu) = _window(ends)
-    return Throughput((len(ends) - 1) * len(x), end - start, end_cpu - start_cpu)
+    return PlainRun(ends, len(x), correct / len(x_val))
 
 
 def fresh_plain_throughput(case: Case, threads: int, env: dict[str, str]) -> Throughput:

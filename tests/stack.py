@@ -55,9 +55,10 @@ def drop_postgres_database(name: str) -> None:
 def admin(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Runs `tunery admin ...`, the installed command."""
     tunery = Path(sys.executable).parent / "tunery"
-    return subprocess.run(
-        [str(tunery), "admin", *args], env=env, capture_output=True, text=True, check=check
-    )
+    done = subprocess.run([str(tunery), "admin", *args], env=env, capture_output=True, text=True)
+    if check and done.returncode != 0:  # what it said, which a CalledProcessError would hide
+        raise RuntimeError(f"tunery admin {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
+    return done
 
 
 def last_line(done: subprocess.CompletedProcess) -> str:
@@ -188,10 +189,14 @@ def start_stack(
     port = free_port()
     api = _spawn(["uvicorn", "app.main:app", "--port", str(port)], env, root / "api.log")
     worker = _spawn(_worker_args(concurrency), env, root / "worker.log")
-    # The tenant tests and benchmarks act as: its request rate is no limit on a benchmark.
-    key = create_tenant_key(env, "--requests-per-minute", "100000000")
-    stack = Stack(f"http://127.0.0.1:{port}", env, root, [api, worker], key)
-    stack.wait_ready()
+    stack = Stack(f"http://127.0.0.1:{port}", env, root, [api, worker])
+    try:
+        # The tenant tests and benchmarks act as: its request rate is no limit on a benchmark.
+        stack.key = create_tenant_key(env, "--requests-per-minute", "100000000")
+        stack.wait_ready()
+    except BaseException:  # the caller gets no stack to stop: nothing started may outlive this
+        stack.stop()
+        raise
     return stack
 
 

@@ -1,0 +1,225 @@
+"""Sweeps, measured: does early stopping pay, and does the service cost a sweep anything?
+
+1. Early stopping. The same search space (a CNN on builtin:digits: learning rate, batch size,
+   hidden width) and the same number of trials through the service, each way with several
+   sweep seeds: `random` with no pruner, and `tpe` with `hyperband` (the epoch the resource).
+   Printed: the best trial's validation accuracy (its objective) and test accuracy (held out,
+   never used to choose), the epochs every trial trained in all, and the CPU seconds the
+   trainers spent (the worker's reaped children), mean ± sd over the seeds. Target: the pruned
+   sweeps within 1 point of the unpruned ones' best test accuracy at <= 40% of their epochs.
+2. The service's cost. The same study (random sampler, the same seed, so the same trials) run
+   one trial at a time in one Python process, over a plain PyTorch loop (`bench.overhead`'s),
+   and through tunery (API, Celery worker, a trainer process per trial, Postgres and Redis);
+   trials per hour, tunery ÷ in-process. Target: >= 0.9.
+
+The service runs on a private Postgres and Redis (`tests/servers.py`, or the ones named by
+TUNERY_TEST_DATABASE_URL and TUNERY_TEST_REDIS_URL) with its deployed defaults.
+
+Run: `.venv/bin/python -m bench.sweep` (about 25 minutes on 2 cores); `--seeds 1 --trials 4`
+for a quick look.
+"""
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import httpx
+import optuna
+
+from bench.overhead import Case, plain_fit
+from bench.timing import Row, cpu_seconds, machine, postgres_redis_stack, service_processes, table
+from tests import servers
+from tests.stack import Stack
+
+EPOCHS = 9
+SPACE = {
+    "hyperparameters.learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+    "hyperparameters.batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+    "model.params.hidden": {"type": "int", "low": 16, "high": 256, "log": True},
+}
+JOB = {
+    "kind": "finetune",
+    "model": {"architecture": "cnn"},
+    "data": {"train": "builtin:digits"},
+    "hyperparameters": {"epochs": EPOCHS},
+    "resources": {"device": "cpu"},
+}
+UNPRUNED = {"sampler": "random", "pruner": {"name": "none"}}
+PRUNED = {
+    "sampler": "tpe",
+    "pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3},
+}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    best_validation: float
+    best_test: float
+    epochs: int  # trained by all its trials together
+    trainer_cpu_seconds: float
+    seconds: float
+    trials: int
+
+
+def trainer_cpu(stack: Stack) -> float:
+    """CPU seconds of the trainers that have ended: each is reaped by the worker process (or
+    its zygote) that started it, which counts it among its children."""
+    found = service_processes(stack)
+    return sum(
+        cpu_seconds(pid, reaped_children=True) or 0.0
+        for pid, process in found.items()
+        if process.role == "worker"
+    )
+
+
+def run_sweep(client: httpx.Client, stack: Stack, body: dict, timeout_s: float = 3600) -> SweepRun:
+    cpu_before, started = trainer_cpu(stack), time.monotonic()
+    created = client.post("/v1/sweeps", json=body)
+    created.raise_for_status()
+    sweep_id = created.json()["id"]
+    deadline = time.monotonic() + timeout_s
+    while (sweep := client.get(f"/v1/sweeps/{sweep_id}").json())["status"] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sweep {sweep_id} still {sweep['status']}")
+        time.sleep(1)
+    seconds = time.monotonic() - started
+    if sweep["status"] != "succeeded":
+        raise RuntimeError(f"sweep {sweep_id} ended {sweep['status']}: {sweep}")
+    trials = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"]
+    best = sweep["best_trial"]
+    return SweepRun(
+        best_validation=best["value"],
+        best_test=best["test_metrics"]["accuracy"],
+        epochs=sum(len(t["intermediate_values"]) for t in trials),
+        trainer_cpu_seconds=trainer_cpu(stack) - cpu_before,
+        seconds=seconds,
+        trials=len(trials),
+    )
+
+
+def sweep_body(way: dict, seed: int, trials: int, parallel: int) -> dict:
+    return {
+        "name": f"bench-{way['sampler']}-{way['pruner']['name']}-{seed}",
+        "job": JOB,
+        "parameters": SPACE,
+        "objective": {"metric": "accuracy", "split": "validation"},
+        "sampler": {"name": way["sampler"], "seed": seed},
+        "pruner": way["pruner"],
+        "max_trials": trials,
+        "max_parallel_trials": parallel,
+    }
+
+
+def in_process(seed: int, trials: int) -> tuple[float, float]:
+    """The study in this process, over the plain loop: its best validation accuracy and its
+    seconds. Each ask's sampler is seeded as the service seeds it, so the trials are the same."""
+    study = optuna.create_study(direction="maximize")
+    distributions = sweep_spec_distributions()
+    started = time.monotonic()
+    for number in range(trials):
+        study.sampler = optuna.samplers.RandomSampler(seed=seed + number)
+        trial = study.ask(distributions)
+        case = Case(
+            name=f"trial {number}",
+            architecture="cnn",
+            train="builtin:digits",
+            epochs=EPOCHS,
+            batch_size=trial.params["hyperparameters.batch_size"],
+            params={"hidden": trial.params["model.params.hidden"]},
+            learning_rate=trial.params["hyperparameters.learning_rate"],
+        )
+        study.tell(trial, plain_fit(case).validation_accuracy)
+    return study.best_value, time.monotonic() - started
+
+
+def sweep_spec_distributions() -> dict:
+    from app.sweep_spec import SweepSpec
+
+    return SweepSpec.model_validate(sweep_body(UNPRUNED, 0, 1, 1)).distributions()
+
+
+def mean_sd(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    mean = statistics.mean(values) * scale
+    sd = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--overhead-trials", type=int, default=6)
+    args = parser.parse_args()
+    servers.start_unless_named()
+    print(f"# bench.sweep: {machine()}")
+    seeds = list(range(args.seeds))
+    runs: dict[str, list[SweepRun]] = {"unpruned": [], "pruned": []}
+    env = {"OMP_NUM_THREADS": "1"}  # two trainers at once, one core each
+    with postgres_redis_stack(concurrency=2, extra_env=env) as stack, stack.client() as client:
+        client.timeout = httpx.Timeout(60)
+        for seed in seeds:
+            for name, way in (("unpruned", UNPRUNED), ("pruned", PRUNED)):
+                run = run_sweep(client, stack, sweep_body(way, seed, args.trials, 2))
+                runs[name].append(run)
+                print(f"# seed {seed} {name}: {run}")
+    with postgres_redis_stack(concurrency=1) as stack, stack.client() as client:
+        client.timeout = httpx.Timeout(60)
+        service = run_sweep(client, stack, sweep_body(UNPRUNED, 0, args.overhead_trials, 1))
+    best_in_process, in_process_seconds = in_process(0, args.overhead_trials)
+    print(f"# in-process: best {best_in_process:.4f} in {in_process_seconds:.0f} s; {service}")
+
+    unpruned, pruned = runs["unpruned"], runs["pruned"]
+    test_gap = statistics.mean(r.best_test for r in pruned) - statistics.mean(
+        r.best_test for r in unpruned
+    )
+    epoch_share = statistics.mean(r.epochs for r in pruned) / statistics.mean(
+        r.epochs for r in unpruned
+    )
+    per_hour = args.overhead_trials * 3600 / service.seconds
+    in_process_per_hour = args.overhead_trials * 3600 / in_process_seconds
+    ways = f"{args.trials} trials, 2 at a time, {len(seeds)} seeds"
+    rows = [
+        Row(
+            f"best trial's validation accuracy, % ({ways}; tunery: tpe + hyperband, baseline: "
+            "random, no pruner)",
+            mean_sd([r.best_validation for r in pruned], 100),
+            mean_sd([r.best_validation for r in unpruned], 100),
+        ),
+        Row(
+            "best trial's test accuracy, % (held out)",
+            mean_sd([r.best_test for r in pruned], 100),
+            mean_sd([r.best_test for r in unpruned], 100),
+            f"{100 * test_gap:+.1f} points",
+            ">= -1 point",
+            test_gap >= -0.01,
+        ),
+        Row(
+            "epochs trained by all trials",
+            mean_sd([r.epochs for r in pruned], digits=0),
+            mean_sd([r.epochs for r in unpruned], digits=0),
+            f"{epoch_share:.2f}",
+            "<= 0.40",
+            epoch_share <= 0.40,
+        ),
+        Row(
+            "trainer CPU seconds",
+            mean_sd([r.trainer_cpu_seconds for r in pruned], digits=0),
+            mean_sd([r.trainer_cpu_seconds for r in unpruned], digits=0),
+            f"{statistics.mean(r.trainer_cpu_seconds for r in pruned) / statistics.mean(r.trainer_cpu_seconds for r in unpruned):.2f}",  # noqa: E501
+        ),
+        Row(
+            f"trials per hour, {args.overhead_trials} random trials one at a time (tunery; "
+            "baseline: the same study in one process over a plain loop)",
+            f"{per_hour:.0f}",
+            f"{in_process_per_hour:.0f}",
+            f"{per_hour / in_process_per_hour:.2f}",
+            ">= 0.90",
+            per_hour / in_process_per_hour >= 0.90,
+        ),
+    ]
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
