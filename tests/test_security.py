@@ -15,15 +15,21 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Dataset, Job, Model
+from app.models import Dataset, Job, Model, Sweep
 from app.services import tenants
 from tests import files
 from tests.conftest import Key, new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
 from tests.test_registry import import_model, network, weights
+from tests.test_sweeps import SWEEP
 
-UNKNOWN = {"job": "job_" + "0" * 32, "dataset": "ds_" + "0" * 32, "model": "model_" + "0" * 32}
+UNKNOWN = {
+    "job": "job_" + "0" * 32,
+    "dataset": "ds_" + "0" * 32,
+    "model": "model_" + "0" * 32,
+    "sweep": "sweep_" + "0" * 32,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +45,17 @@ def client_for(app, key: Key | None) -> TestClient:
 
 @dataclass
 class Owned:
-    """What tenant `owner` made: a queued job, an uploaded dataset, an imported model."""
+    """What tenant `owner` made: a queued job, an uploaded dataset, an imported model, a sweep."""
 
     owner: Key
     job: str
     dataset: str
     model: str
+    sweep: str
+
+    @property
+    def ids(self) -> dict[str, str]:
+        return {"job": self.job, "dataset": self.dataset, "model": self.model, "sweep": self.sweep}
 
 
 @pytest.fixture
@@ -58,9 +69,11 @@ def owned(app) -> Owned:
             data={"name": "cancer", "task": "classification", "label_column": "label"},
         )
         model = import_model(client, weights(network()))
-        for response in (job, dataset, model):
+        sweep = client.post("/v1/sweeps", json=SWEEP)
+        for response in (job, dataset, model, sweep):
             assert response.status_code == 201, response.text
-    return Owned(owner, job.json()["id"], dataset.json()["id"], model.json()["id"])
+    job, dataset, model, sweep = (r.json()["id"] for r in (job, dataset, model, sweep))
+    return Owned(owner, job, dataset, model, sweep)
 
 
 PREDICT = {"json": {"inputs": torch.rand(1, 1, 8, 8).tolist()}}
@@ -74,10 +87,14 @@ ID_ROUTES = [
     ("GET", "/v1/datasets/{dataset}/preview", {}),
     ("GET", "/v1/models/{model}", {}),
     ("GET", "/v1/models/{model}/download", {}),
+    ("GET", "/v1/sweeps/{sweep}", {}),
+    ("GET", "/v1/sweeps/{sweep}/trials", {}),
     ("POST", "/v1/models/{model}/predict", PREDICT),
     ("PATCH", "/v1/models/{model}", {"json": {"tags": ["mine"]}}),
     ("POST", "/v1/jobs/{job}/cancel", {}),
     ("GET", "/v1/jobs/{job}/stream", {}),
+    ("POST", "/v1/sweeps/{sweep}/cancel", {}),
+    ("GET", "/v1/sweeps/{sweep}/stream", {}),
     ("DELETE", "/v1/datasets/{dataset}", {}),
     ("DELETE", "/v1/models/{model}", {}),
 ]
@@ -138,7 +155,7 @@ def _without_ids(problem: dict, *ids: str) -> str:
 
 
 def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, owned):
-    ids = {"job": owned.job, "dataset": owned.dataset, "model": owned.model}
+    ids = owned.ids
     with client_for(app, new_tenant()) as stranger:
         for method, template, kwargs in ID_ROUTES:
             theirs = stranger.request(method, _fill(template, ids), **kwargs)
@@ -152,6 +169,7 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
             "/v1/datasets",
             "/v1/models",
             f"/v1/models?parent_id={owned.model}",
+            "/v1/sweeps",
         ):
             assert stranger.get(path).json()["data"] == [], path
         # Naming another tenant's dataset or model in a spec is the same as naming none.
@@ -182,13 +200,14 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
         # The stranger's PATCH and DELETE left the model as it was.
         model = session.get(Model, owned.model)
         assert (model.name, model.tags, model.deleted_at) == ("imported", [], None)
+        assert session.get(Sweep, owned.sweep).status == "running"  # the stranger's cancel
 
 
 def test_the_owner_reaches_everything_it_made(app, owned):
-    ids = {"job": owned.job, "dataset": owned.dataset, "model": owned.model}
+    ids = owned.ids
     with client_for(app, owned.owner) as client:
         for path, id_ in (("/v1/jobs", owned.job), ("/v1/datasets", owned.dataset),
-                          ("/v1/models", owned.model)):  # fmt: skip
+                          ("/v1/models", owned.model), ("/v1/sweeps", owned.sweep)):  # fmt: skip
             assert id_ in [item["id"] for item in client.get(path).json()["data"]]
         for method, template, kwargs in ID_ROUTES:
             response = client.request(method, _fill(template, ids), **kwargs)
