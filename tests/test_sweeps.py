@@ -243,3 +243,18 @@ def test_the_stream_sends_each_trial_then_the_sweep_then_end(client):
             if line.startswith("event:")
         ]
     assert events == ["trial", "trial", "status", "end"]
+
+
+def test_a_sweep_with_a_completed_trial_cancels_and_still_names_its_best(client):
+    sweep_id = client.post("/v1/sweeps", json=with_(max_parallel_trials=1)).json()["id"]
+    (first,) = trial_jobs(client, sweep_id)
+    with session_scope() as session:  # as a worker records a success
+        session.execute(
+            update(Job)
+            .where(Job.id == first["id"])
+            .values(status="succeeded", metrics={"validation_accuracy": 0.8})
+        )
+    sweeps.advance(sweep_id)
+    cancelled = client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text  # was a 500 (a read after the commit)
+    assert cancelled.json()["best_trial"]["job_id"] == first["id"]

@@ -63,9 +63,10 @@ def cancel_sweep(
 ) -> SweepOut:
     """Start no more trials and cancel the running ones."""
     sweep = sweeps.cancel_sweep(session, caller.tenant_id, sweep_id)
+    answer = sweeps.to_out(session, sweep)  # read in the transaction, before it ends
     session.commit()
     background.add_task(sweeps.advance, sweep.id)
-    return sweeps.to_out(session, sweep)
+    return answer
 
 
 STREAM_DESCRIPTION = """Server-Sent Events: `status` (the Sweep, first and on every change),
