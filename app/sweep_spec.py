@@ -10,6 +10,7 @@ import copy
 import math
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import optuna
 from pydantic import Field, field_validator, model_validator
 
@@ -196,10 +197,13 @@ class SweepSpec(_Strict):
         return self.max_trials
 
     def make_sampler(self, trials_so_far: int) -> optuna.samplers.BaseSampler:
-        """A new sampler for one `ask`. Each process that asks builds its own; seeding it with
-        the sweep's seed plus the trials so far keeps the sweep reproducible and keeps two asks
-        from drawing the same random values."""
-        seed, name = self.sampler.seed + trials_so_far, self.sampler.name
+        """A new sampler for one `ask`. Each process that asks builds its own; seeding it from
+        the sweep's seed and the trials so far keeps the sweep reproducible and keeps two asks
+        from drawing the same random values. Mixed (SeedSequence), not added: with seed + n,
+        the sweeps of seeds 0 and 1 would share all trials but one."""
+        name = self.sampler.name
+        entropy = np.random.SeedSequence((self.sampler.seed, trials_so_far))
+        seed = int(entropy.generate_state(1)[0] >> 1)  # 31 bits, as Optuna's samplers take
         if name == "grid":
             return optuna.samplers.GridSampler(self.grid() or {}, seed=self.sampler.seed)
         if name == "random":

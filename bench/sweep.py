@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import httpx
 import optuna
 
+from app.sweep_spec import SweepSpec
 from bench.overhead import Case, plain_fit
 from bench.timing import Row, cpu_seconds, machine, postgres_redis_stack, service_processes, table
 from tests import servers
@@ -113,13 +114,13 @@ def sweep_body(way: dict, seed: int, trials: int, parallel: int) -> dict:
 
 def in_process(seed: int, trials: int) -> tuple[float, float]:
     """The study in this process, over the plain loop: its best validation accuracy and its
-    seconds. Each ask's sampler is seeded as the service seeds it, so the trials are the same."""
+    seconds. Each ask's sampler is the service's, so the trials are the same."""
+    spec = SweepSpec.model_validate(sweep_body(UNPRUNED, seed, trials, 1))
     study = optuna.create_study(direction="maximize")
-    distributions = sweep_spec_distributions()
     started = time.monotonic()
     for number in range(trials):
-        study.sampler = optuna.samplers.RandomSampler(seed=seed + number)
-        trial = study.ask(distributions)
+        study.sampler = spec.make_sampler(number)  # as the service builds it for each ask
+        trial = study.ask(spec.distributions())
         case = Case(
             name=f"trial {number}",
             architecture="cnn",
@@ -131,12 +132,6 @@ def in_process(seed: int, trials: int) -> tuple[float, float]:
         )
         study.tell(trial, plain_fit(case).validation_accuracy)
     return study.best_value, time.monotonic() - started
-
-
-def sweep_spec_distributions() -> dict:
-    from app.sweep_spec import SweepSpec
-
-    return SweepSpec.model_validate(sweep_body(UNPRUNED, 0, 1, 1)).distributions()
 
 
 def mean_sd(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
