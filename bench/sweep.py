@@ -145,6 +145,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--overhead-trials", type=int, default=6)
+    parser.add_argument(
+        "--pruner",
+        choices=["hyperband", "successive_halving"],
+        default="hyperband",
+        help="the pruned sweeps' pruner (min_resource 1, reduction_factor 3)",
+    )
     args = parser.parse_args()
     servers.start_unless_named()
     print(f"# bench.sweep: {machine()}")
@@ -154,7 +160,8 @@ def main() -> None:
     with postgres_redis_stack(concurrency=2, extra_env=env) as stack, stack.client() as client:
         client.timeout = httpx.Timeout(60)
         for seed in seeds:
-            for name, way in (("unpruned", UNPRUNED), ("pruned", PRUNED)):
+            pruned = {**PRUNED, "pruner": {**PRUNED["pruner"], "name": args.pruner}}
+            for name, way in (("unpruned", UNPRUNED), ("pruned", pruned)):
                 run = run_sweep(client, stack, sweep_body(way, seed, args.trials, 2))
                 runs[name].append(run)
                 print(f"# seed {seed} {name}: {run}")
@@ -176,8 +183,8 @@ def main() -> None:
     ways = f"{args.trials} trials, 2 at a time, {len(seeds)} seeds"
     rows = [
         Row(
-            f"best trial's validation accuracy, % ({ways}; tunery: tpe + hyperband, baseline: "
-            "random, no pruner)",
+            f"best trial's validation accuracy, % ({ways}; tunery: tpe + {args.pruner}, "
+            "baseline: random, no pruner)",
             mean_sd([r.best_validation for r in pruned], 100),
             mean_sd([r.best_validation for r in unpruned], 100),
         ),
