@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.db import session_scope
-from app.models import Job
+from app.models import Job, Sweep
 from app.services import job_state, sweeps
 from tests.conftest import new_tenant
 from tests.test_api import assert_problem
@@ -258,3 +258,17 @@ def test_a_sweep_with_a_completed_trial_cancels_and_still_names_its_best(client)
     cancelled = client.post(f"/v1/sweeps/{sweep_id}/cancel")
     assert cancelled.status_code == 200, cancelled.text  # was a 500 (a read after the commit)
     assert cancelled.json()["best_trial"]["job_id"] == first["id"]
+
+
+def test_the_reconciler_tells_a_cancelled_sweeps_study_when_the_cancel_could_not(client):
+    """The API died between a cancel's commit and its advance: the study still shows running
+    trials, and the reconciler's pass tells it."""
+    sweep_id = client.post("/v1/sweeps", json=SWEEP).json()["id"]
+    with session_scope() as session:
+        tenant_id = session.get(Sweep, sweep_id).tenant_id
+        sweeps.cancel_sweep(session, tenant_id, sweep_id)  # no advance after it
+    trials = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"]
+    assert [t["state"] for t in trials] == ["running"] * 2
+    sweeps.advance_all()
+    trials = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"]
+    assert [t["state"] for t in trials] == ["failed"] * 2

@@ -25,6 +25,8 @@ from functools import cache
 from typing import Any
 
 import optuna
+from optuna.storages._rdb.models import StudyModel as OptunaStudy
+from optuna.storages._rdb.models import TrialModel as OptunaTrial
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -238,18 +240,17 @@ def advance(sweep_id: str) -> None:
 
 def advance_all() -> None:
     """The reconciler's pass: every sweep not yet over, in case a process died mid-way."""
+    # A cancelled sweep whose study still has running trials: the advance after the cancel
+    # did not happen (the API died first) or did not finish.
+    untold = (
+        select(Sweep.id)
+        .join(OptunaStudy, OptunaStudy.study_name == Sweep.id)
+        .join(OptunaTrial, OptunaTrial.study_id == OptunaStudy.study_id)
+        .where(Sweep.status == "cancelled", OptunaTrial.state == TrialState.RUNNING)
+    )
     with session_scope() as session:
-        ids = list(session.scalars(select(Sweep.id).where(Sweep.status.in_(ACTIVE))))
-        # A cancelled sweep whose running trials the study was not yet told of.
-        ids += list(
-            session.scalars(
-                select(Job.sweep_id)
-                .join(Sweep, Sweep.id == Job.sweep_id)
-                .where(Sweep.status == "cancelled", Sweep.dirty.is_(True))
-                .distinct()
-            )
-        )
-    for sweep_id in dict.fromkeys(ids):
+        ids = list(session.scalars(select(Sweep.id).where(Sweep.status.in_(ACTIVE)).union(untold)))
+    for sweep_id in ids:
         try:
             advance(sweep_id)
         except Exception:
@@ -395,8 +396,9 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> bool:
     study = _study(sweep_id, spec)
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
+    reported = study._storage.get_trial(trial_id).intermediate_values
     for epoch, value in values:
-        if epoch not in trial.storage.get_trial(trial_id).intermediate_values:
+        if epoch not in reported:
             trial.report(value, epoch)
     if not trial.should_prune():
         return True
