@@ -73,6 +73,8 @@ class Phase:
     sent: list[int]  # per job: per-step points reported (two a step; 0 with ingest off)
     stored: list[int]  # per job: per-step points in the database
     delivered_per_s: list[float]  # per job: points in the database per second of its run
+    pace: list[float]  # per job: delivered_per_s over the points it reported per second of
+    # training (1 when stored as fast as trained; the machine's load moves both alike)
     epoch_points_ok: bool  # every job's per-epoch points are all there
     ages_s: list[float]  # in the window, the newest stored per-step point's age, sampled
     cpu_s: dict[str, float]  # CPU seconds by role (trainer, worker, postgres, api), whole phase
@@ -95,6 +97,18 @@ class Stored:
     epoch_points: int  # its per-epoch points (train loss, validation, test)
     step_points: int  # its per-step points
     step_points_span_s: float  # between the first and the last of them
+
+    @property
+    def delivered_per_s(self) -> float:
+        if not self.step_points_span_s:
+            return 0.0
+        return (self.step_points - 1) / self.step_points_span_s
+
+    @property
+    def steps_per_s(self) -> float:
+        """Its training speed between its first and its last epoch's end."""
+        first, last = self.epoch_ends[0], self.epoch_ends[-1]
+        return (last.step - first.step) / (last.time - first.time)
 
 
 def _stored(url: str, job_id: str) -> Stored:
@@ -204,10 +218,8 @@ def run_phase(stack: Stack, logs_steps: bool, jobs: int, epochs: int) -> Phase:
         rates,
         [len(STEP_METRICS) * n if logs_steps else 0 for n in steps],
         [job.step_points for job in stored],
-        [
-            (job.step_points - 1) / job.step_points_span_s if job.step_points_span_s else 0.0
-            for job in stored
-        ],
+        [job.delivered_per_s for job in stored],
+        [job.delivered_per_s / (len(STEP_METRICS) * job.steps_per_s) for job in stored],
         all(job.epoch_points == 3 * epochs + 1 for job in stored),  # 3 an epoch, test accuracy
         [age for when, age in ages if start <= when <= end],
         cpu,

@@ -70,6 +70,8 @@ def test_ingest_stores_every_point_of_concurrent_jobs(stack):
     phase = ingest.run_phase(stack, logs_steps=True, jobs=JOBS, epochs=6)
     assert phase.stored == phase.sent and min(phase.sent) == 2 * 6 * 79  # two a step
     assert phase.epoch_points_ok
-    assert all(100 < rate < 2000 for rate in phase.delivered_per_s)
+    # Stored as fast as trained, against each job's own speed (~1.02 here): a fixed band of
+    # points/s (100-2000) failed when CI's machine trained faster than the band assumed.
+    assert all(0.5 < pace < 2 for pace in phase.pace), (phase.pace, phase.delivered_per_s)
     assert len(phase.step_rates) == JOBS and min(phase.step_rates) > 0 and phase.window_s > 0
     assert phase.cpu_s["trainer"] > 0 and phase.cpu_s["worker"] > 0
