@@ -74,6 +74,13 @@ def trainer_cpu(stack: Stack) -> float:
     )
 
 
+def epochs_trained(client: httpx.Client, job_id: str) -> int:
+    """The epochs a trial's job trained to their end, by its training-loss points: a pruned
+    trial's trainer may finish an epoch after the one its pruner judged."""
+    points = client.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 1000}).json()["data"]
+    return sum(1 for p in points if (p["name"], p["split"]) == ("loss", "train"))
+
+
 def run_sweep(client: httpx.Client, stack: Stack, body: dict, timeout_s: float = 3600) -> SweepRun:
     cpu_before, started = trainer_cpu(stack), time.monotonic()
     created = client.post("/v1/sweeps", json=body)
@@ -92,7 +99,7 @@ def run_sweep(client: httpx.Client, stack: Stack, body: dict, timeout_s: float =
     return SweepRun(
         best_validation=best["value"],
         best_test=best["test_metrics"]["accuracy"],
-        epochs=sum(len(t["intermediate_values"]) for t in trials),
+        epochs=sum(epochs_trained(client, t["job_id"]) for t in trials),
         trainer_cpu_seconds=trainer_cpu(stack) - cpu_before,
         seconds=seconds,
         trials=len(trials),

@@ -183,8 +183,10 @@ def test_cancel_stops_the_trials_and_starts_no_more(client):
 
 def test_a_trial_behind_the_others_is_pruned_and_its_job_ends_pruned(client):
     """Median pruner, no warm-up. Trial 0 reports 0.9 at epoch 1 and completes; trial 1
-    reports 0.2 at epoch 1 and is pruned there, its job `pruned`. The driver tells the study
-    both; the sweep names trial 0 best, with its test figure beside its objective."""
+    reports 0.2 at epoch 1 and is pruned there, its job `pruned`, though its epoch 2 (0.95)
+    came with it, as from a trainer ahead of its supervisor: each epoch is judged at its own
+    step. The driver tells the study both; the sweep names trial 0 best, with its test figure
+    beside its objective."""
     body = with_(
         sampler={"name": "random", "seed": 1},
         pruner={"name": "median", "startup_trials": 0, "warmup_epochs": 0},
@@ -203,8 +205,11 @@ def test_a_trial_behind_the_others_is_pruned_and_its_job_ends_pruned(client):
         )
     sweeps.advance(sweep_id)
     assert sweeps.report(second, attempts[second], [point(epoch=0, value=0.5)])  # none to compare
-    assert not sweeps.report(second, attempts[second], [point(epoch=1, value=0.2)])
+    ahead = [point(epoch=2, value=0.95), point(epoch=1, value=0.2)]
+    assert not sweeps.report(second, attempts[second], ahead)
     assert client.get(f"/v1/jobs/{second}").json()["status"] == "pruned"
+    events = client.get(f"/v1/jobs/{second}/events").json()["data"]
+    assert events[-1]["message"] == "pruned after epoch 1"
     sweeps.advance(sweep_id)
     trials = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"]
     assert [t["state"] for t in trials] == ["completed", "pruned"]

@@ -61,6 +61,10 @@ class Attempt:
     # A sweep's trial: its sweep, and the (metric, split) its pruner judges it by.
     sweep_id: str | None = None
     objective: tuple[str, str] | None = None
+    # Set by the events reader when an objective point arrives, or its stream ends: a trial's
+    # pruner hears each epoch at once, not a heartbeat later, epochs later on a fast model.
+    news: threading.Event = field(default_factory=threading.Event)
+    output_closed: bool = False
 
     @property
     def job_dir(self) -> Path:
@@ -157,17 +161,33 @@ class CheckpointSync:
             self.store.delete(self.key)
 
 
-def _read_events(stream, events: queue.Queue, job_id: str) -> None:
+def _read_events(stream, attempt: Attempt) -> None:
     for line in stream:
         try:
-            events.put(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
             log.warning(
                 "job %s: ignored a malformed trainer event: %r",
-                job_id,
+                attempt.job_id,
                 line[:200],
-                extra={"job_id": job_id},
+                extra={"job_id": attempt.job_id},
             )
+            continue
+        attempt.events.put(event)
+        if event.get("type") == "metric" and _of(event) == attempt.objective:
+            attempt.news.set()
+    attempt.output_closed = True
+    attempt.news.set()
+
+
+def _wait_for_news(attempt: Attempt, process: TrainerProcess) -> None:
+    """Until the next heartbeat is due or the trainer exits; for a sweep's trial, also until
+    an epoch's objective arrives, so that its pruner stops it before it trains on."""
+    if attempt.objective is None or attempt.output_closed:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=attempt.settings.heartbeat_seconds)
+    elif attempt.news.wait(attempt.settings.heartbeat_seconds):
+        attempt.news.clear()  # before the relay, which takes every event queued so far
 
 
 @contextlib.contextmanager
@@ -204,7 +224,7 @@ def _launch(attempt: Attempt, processes: int) -> tuple[TrainerProcess, threading
     os.close(write_fd)
     reader = threading.Thread(
         target=_read_events,
-        args=(os.fdopen(read_fd), attempt.events, attempt.job_id),
+        args=(os.fdopen(read_fd), attempt),
         daemon=True,
     )
     reader.start()
@@ -363,8 +383,7 @@ def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync
     limit = attempt.spec.resources.max_runtime_seconds
     deadline = time.monotonic() + limit
     while process.poll() is None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=settings.heartbeat_seconds)
+        _wait_for_news(attempt, process)
         checkpoint.upload()
         if not attempt.relay():
             trainer_process.stop(process, settings.stop_grace_seconds)

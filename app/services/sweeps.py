@@ -397,13 +397,18 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> bool:
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
     reported = study._storage.get_trial(trial_id).intermediate_values
-    for epoch, value in values:
-        if epoch not in reported:
-            trial.report(value, epoch)
-    if not trial.should_prune():
+    # Epoch by epoch, each judged at its own rung: epochs that arrive together (a trainer
+    # ahead of its supervisor) must not enter a rung with a later epoch's value.
+    for epoch, value in sorted(values):
+        if epoch in reported:
+            continue
+        trial.report(value, epoch)
+        if trial.should_prune():
+            break
+    else:
         return True
     with session_scope() as session:
-        pruned = job_state.prune(session, job_id, attempt, values[-1][0])
+        pruned = job_state.prune(session, job_id, attempt, epoch)
     if pruned:
         log.info("job %s: trial %d of sweep %s pruned", job_id, number, sweep_id)
     return not pruned
