@@ -68,7 +68,9 @@ def reference() -> str:
         "`adapt` jobs:\n",
         fields_table(AdaptData),
         "Each dataset reference is a name (`builtin:digits`, or an uploaded dataset's id) or "
-        "an object choosing a reproducible, stratified subset of its training split:\n",
+        "an object choosing a reproducible, stratified subset (by the job's seed) of the split "
+        "it is named for: `train`, `source` and `target` select from the training split, "
+        "`validation` from the validation split, `test` and `target_test` from the test split:\n",
         fields_table(DatasetSelection),
         "## `hyperparameters` (every kind)\n",
         fields_table(Hyperparameters),

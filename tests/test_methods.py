@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 
 from trainer.architectures import ARCHITECTURES, build_trunk
 from trainer.artifact import load_classifier, save_model
-from trainer.data import load_dataset, select
+from trainer.data import load_dataset, select, splits_for
 from trainer.events import EventSink
 from trainer.methods import METHODS
 from trainer.methods.adaptation import ramp
@@ -56,6 +56,13 @@ def test_selection_is_stratified_reproducible_and_seeded():
     assert not torch.equal(first.x, other.x)
     per_class = select(train, DatasetSelection(dataset="builtin:digits", per_class=3), 0)
     assert torch.bincount(per_class.y).tolist() == [3] * 10
+
+
+def test_a_validation_or_test_selection_is_kept_like_a_training_one():
+    three = DatasetSelection(dataset="builtin:digits", per_class=3)
+    _, train, validation, test = splits_for(three, three, None, 0)
+    assert [len(train), len(validation)] == [30, 30]
+    assert len(test) == len(load_dataset("builtin:digits").splits["test"])
 
 
 def test_digits_m_is_a_deterministic_coloured_shift_of_the_same_digits():

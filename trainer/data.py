@@ -262,12 +262,16 @@ def splits_for(
     test_ref: str | DatasetSelection | None,
     seed: int,
 ) -> tuple[LabelledDataset, Split, Split, Split]:
-    """The training dataset and its train (selected), validation and test splits; validation
-    and test default to those splits of the training dataset."""
+    """The training dataset and its train, validation and test splits, each selected as its
+    reference says; validation and test default to those splits of the training dataset."""
     dataset = load_dataset(dataset_name(train_ref))
     train = select(dataset.splits["train"], train_ref, seed)
 
     def other(ref, name: str) -> Split:
-        return load_dataset(dataset_name(ref)).splits[name] if ref else dataset.splits[name]
+        return (
+            select(load_dataset(dataset_name(ref)).splits[name], ref, seed)
+            if ref
+            else dataset.splits[name]
+        )
 
     return dataset, train, other(validation_ref, "validation"), other(test_ref, "test")

@@ -78,7 +78,8 @@ class _Strict(Storable):
 
 
 class DatasetSelection(_Strict):
-    """A dataset and, for its training split, a stratified subset chosen by the job's seed."""
+    """A dataset and, for the split it is named for (train, validation or test), a stratified
+    subset chosen by the job's seed."""
 
     dataset: DatasetName
     fraction: float | None = Field(None, gt=0, le=1, description="Keep this share of each class.")

@@ -67,7 +67,11 @@ def adapt(
     source = select(source_set.splits["train"], spec.data.source, hp.seed)
     target = select(target_set.splits["train"], spec.data.target, hp.seed)
     target_test = (
-        load_dataset(dataset_name(spec.data.target_test)).splits["test"]
+        select(
+            load_dataset(dataset_name(spec.data.target_test)).splits["test"],
+            spec.data.target_test,
+            hp.seed,
+        )
         if spec.data.target_test
         else target_set.splits["test"]
     )
