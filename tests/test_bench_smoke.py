@@ -1,10 +1,10 @@
 """The performance benchmarks' measurements run on tiny settings and give sane numbers, with
 the real processes the scripts use: an API server and a Celery worker on Postgres and Redis,
-trainer processes, a Celery ping worker; and the chaos soak in short form."""
+trainer processes, a Celery ping worker, sweeps; and the chaos soak in short form."""
 
 import pytest
 
-from bench import chaos, dispatch, ingest, overhead
+from bench import chaos, dispatch, ingest, overhead, sweep
 from bench.timing import postgres_redis_stack
 
 pytestmark = pytest.mark.e2e
@@ -75,3 +75,20 @@ def test_ingest_stores_every_point_of_concurrent_jobs(stack):
     assert all(0.5 < pace < 2 for pace in phase.pace), (phase.pace, phase.delivered_per_s)
     assert len(phase.step_rates) == JOBS and min(phase.step_rates) > 0 and phase.window_s > 0
     assert phase.cpu_s["trainer"] > 0 and phase.cpu_s["worker"] > 0
+
+
+def test_sweep_measures_a_pruned_sweep_the_study_in_process_and_writes_its_table(stack):
+    halving = {**sweep.PRUNED, "pruner": {**sweep.PRUNED["pruner"], "name": "successive_halving"}}
+    with stack.client() as client:
+        run = sweep.run_sweep(client, stack, sweep.sweep_body(halving, 0, 3, 2), timeout_s=300)
+    assert run.trials == 3 and 3 <= run.epochs <= 3 * sweep.EPOCHS
+    assert 0.5 < run.best_validation <= 1 and 0.5 < run.best_test <= 1
+    assert set(run.best_params) == set(sweep.SPACE) and run.trainer_cpu_seconds > 0
+    best, seconds = sweep.in_process(0, 2)
+    assert 0.5 < best <= 1 and seconds > 0
+    found = {"a row": [sweep.AgainstDefaults(0.9, sweep.EPOCHS, run)]}
+    section = sweep.defaults_section(found, [0], 3, 1.0)
+    gain = f"{100 * run.best_test - 90:+.1f}"
+    assert f"| a row | 90.0 ± 0.0 | {100 * run.best_validation:.1f} ± 0.0 |" in section
+    assert f"| {gain} | {run.epochs} ± 0 ({sweep.EPOCHS}) |" in section
+    assert "- a row, seed 0: learning_rate " in section
