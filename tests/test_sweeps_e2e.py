@@ -13,6 +13,7 @@ from tests.test_chaos import trainer_pids
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import a_stack, gone
 from tests.test_observability import scrape
+from tests.test_trainer_process import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +97,8 @@ def test_a_sweep_runs_its_trials_on_the_workers_and_names_the_best(stack):
 def test_a_trial_that_falls_behind_is_pruned_and_keeps_no_model(stack):
     """One trial at a time over a grid of a useful learning rate and two that learn almost
     nothing, in that order (the grid sampler's seed 1 draws 3e-3, 2e-7, 1e-7); the median
-    pruner, from the first epoch, stops both hopeless ones behind the completed first."""
+    pruner, from the first epoch, stops both hopeless ones behind the completed first, each
+    at its first epoch."""
     body = {
         "job": {**DIGITS_CNN, "hyperparameters": {"epochs": 4}},
         "parameters": {
@@ -116,8 +118,13 @@ def test_a_trial_that_falls_behind_is_pruned_and_keeps_no_model(stack):
         for trial, job in zip(trials, jobs, strict=True):
             if trial["state"] == "pruned":
                 assert job["status"] == "pruned" and job["result_model_id"] is None
-                assert len(trial["intermediate_values"]) < 4  # stopped before its last epoch
-                assert not trainer_pids(job["id"])
+                assert list(trial["intermediate_values"]) == ["1"]  # judged at epoch 1
+                # Stopped at once, not a heartbeat later: at most the epoch under way.
+                points = api.get(f"/v1/jobs/{job['id']}/metrics").json()["data"]
+                trained = [p for p in points if (p["name"], p["split"]) == ("loss", "train")]
+                assert len(trained) <= 2, trained
+                # Its supervisor stops it right after the prune; the sweep may end first.
+                wait_until(lambda job=job: not trainer_pids(job["id"]), timeout=20)
                 events = api.get(f"/v1/jobs/{job['id']}/events").json()["data"]
                 assert events[-1]["status"] == "pruned", events
         assert sweep["best_trial"]["params"] == {"hyperparameters.learning_rate": 3e-3}
