@@ -210,6 +210,9 @@ class SweepOut(BaseModel):
     finished_at: datetime | None
     trials: TrialCounts
     best_trial: BestTrial | None
+    direction: Literal["minimize", "maximize"] = Field(
+        description="Which way the objective is better: the spec's, or its metric's default."
+    )
     importances: dict[str, float] | None = Field(
         None, description="Each parameter's importance (fANOVA), once 3 trials completed."
     )

@@ -371,6 +371,232 @@ def test_the_job_page_resumes_its_stream_after_the_api_server_restarts(page, sta
                         "ERR_EMPTY_RESPONSE"))  # fmt: skip
 
 
+# Four trials one at a time over a grid, in the order the grid sampler's seed 5 draws them:
+# learning rates 3e-3, 1e-7, 3e-3, 1e-7 (batch sizes 32, 32, 64, 64). The first three complete
+# (the median pruner's startup trials, so that importances can be computed); the fourth learns
+# nothing, falls below their median at its first epoch and is pruned.
+SWEPT_EPOCHS = 4
+SWEPT = {
+    "name": "swept",
+    "job": {**DIGITS_CNN, "hyperparameters": {"epochs": SWEPT_EPOCHS}},
+    "parameters": {
+        "hyperparameters.learning_rate": {"type": "categorical", "choices": [3e-3, 1e-7]},
+        "hyperparameters.batch_size": {"type": "int", "low": 32, "high": 64, "step": 32},
+    },
+    "sampler": {"name": "grid", "seed": 5},
+    "pruner": {"name": "median", "startup_trials": 3, "warmup_epochs": 0},
+    "max_trials": 4,
+    "max_parallel_trials": 1,
+}
+ENDED = ("completed", "pruned", "failed")
+# What the sweep page shows, read in the page: each trial row's number, state and job link.
+TRIAL_ROWS = """() => [...document.querySelectorAll("#trials tbody tr")].map((r) => ({
+    number: Number(r.dataset.trialNumber), state: r.dataset.state,
+    href: r.querySelector("a")?.getAttribute("href") ?? null}))"""
+# A chart's datasets: label, values, dashed or not.
+DATASETS = """(name) => Chart.getChart(document.querySelector(`figure[data-chart=${name}] canvas`))
+    .data.datasets.map((d) => ({label: d.label, y: d.data.map((p) => p.y),
+                                dashed: (d.borderDash ?? []).length > 0}))"""
+
+
+def create_sweep(stack, spec: dict) -> dict:
+    with stack.client() as client:
+        response = client.post("/v1/sweeps", json=spec)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+def sweep_status_of(tab):
+    return tab.locator("#sweep-status .badge")
+
+
+def numbers_of(rows: list[dict]) -> list[int]:
+    return [row["number"] for row in rows]
+
+
+def test_a_sweep_page_shows_its_trials_live_until_the_sweep_is_done(page, stack):
+    sweep = create_sweep(stack, SWEPT)
+    tab = page.tab
+    sign_in(page)
+    tab.get_by_role("link", name="Sweeps", exact=True).click()
+    listed = tab.locator(f"tr[data-sweep-id='{sweep['id']}']")
+    expect(listed).to_be_visible()
+    page.screenshot("sweeps")
+    listed.get_by_role("link", name="swept").click()
+    expect(tab.get_by_role("heading", name="swept", level=1)).to_be_visible()
+    expect(tab.locator("#trials tbody tr[data-trial-number]").first).to_be_visible()
+    tab.evaluate("window.openedOnce = true")  # gone if the page were reloaded
+
+    # The trials' states every 0.2 s while the sweep runs, the page never reloaded.
+    seen: list[list[dict]] = []
+    shot = False
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        rows = tab.evaluate(TRIAL_ROWS)
+        seen.append(rows)
+        if not shot and any(r["state"] == "running" for r in rows) and len(rows) >= 2:
+            page.screenshot("sweep-running")
+            shot = True
+        over = tab.evaluate("document.getElementById('view').dataset.status") not in (
+            "queued",
+            "running",
+        )
+        if over and sum(r["state"] in ENDED for r in rows) == SWEPT["max_trials"]:
+            break
+        time.sleep(0.2)
+    with stack.client() as client:
+        done = client.get(f"/v1/sweeps/{sweep['id']}").json()
+        trials = client.get(f"/v1/sweeps/{sweep['id']}/trials").json()["data"]
+    assert [t["state"] for t in trials] == ["completed"] * 3 + ["pruned"], (trials, stack.logs())
+    assert done["status"] == "succeeded"
+    ended = [sum(r["state"] in ENDED for r in rows) for rows in seen]
+    assert ended[0] < ended[-1] == 4, ended  # trials ended while the page was open
+    assert ended == sorted(ended), ended
+    assert tab.evaluate("window.openedOnce") is True
+    expect(sweep_status_of(tab)).to_have_text("succeeded")
+    expect(tab.locator("#stream-state")).to_have_attribute("data-state", "ended")
+    expect(tab.locator("#cancel-sweep")).to_be_hidden()
+    expect(tab.locator("#sweep-counts")).to_have_text("3 completed · 1 pruned")
+
+    # The table: a row per trial, each linking to its job; sorted by a click on a header.
+    rows = tab.evaluate(TRIAL_ROWS)
+    assert numbers_of(rows) == [0, 1, 2, 3]
+    assert [r["state"] for r in rows] == [t["state"] for t in trials]
+    assert [r["href"] for r in rows] == [f"#/jobs/{t['job_id']}" for t in trials]
+    by_value = [t["number"] for t in sorted(trials, key=lambda t: (t["value"], t["number"]))]
+    assert by_value != [0, 1, 2, 3]  # so that the order below shows the sort
+    value_header = tab.locator("#trials th[data-column=value]")
+    value_header.get_by_role("button").click()
+    expect(value_header).to_have_attribute("aria-sort", "ascending")
+    assert numbers_of(tab.evaluate(TRIAL_ROWS)) == by_value
+    value_header.get_by_role("button").click()
+    expect(value_header).to_have_attribute("aria-sort", "descending")
+    by_value_down = [t["number"] for t in sorted(trials, key=lambda t: (-t["value"], t["number"]))]
+    assert numbers_of(tab.evaluate(TRIAL_ROWS)) == by_value_down
+    tab.locator("#trials th[data-column=number] button").click()
+    assert numbers_of(tab.evaluate(TRIAL_ROWS)) == [0, 1, 2, 3]
+
+    # Every trial's curve, the pruned one dashed, named so and cut short.
+    curves = tab.evaluate(DATASETS, "curves")
+    assert [c["label"] for c in curves] == ["trial 0", "trial 1", "trial 2", "trial 3 (pruned)"]
+    for curve, trial in zip(curves, trials, strict=True):
+        epochs = sorted(trial["intermediate_values"], key=int)
+        assert curve["y"] == pytest.approx([trial["intermediate_values"][e] for e in epochs])
+        pruned = trial["state"] == "pruned"
+        assert curve["dashed"] == pruned
+        assert (len(curve["y"]) < SWEPT_EPOCHS) if pruned else (len(curve["y"]) == SWEPT_EPOCHS)
+
+    # The objective by trial, and the best so far (the highest accuracy among the completed).
+    by_trial = {d["label"]: d["y"] for d in tab.evaluate(DATASETS, "objective")}
+    completed = [t["value"] for t in trials if t["state"] == "completed"]
+    assert by_trial["completed"] == pytest.approx(completed)
+    assert by_trial["best so far"] == pytest.approx(
+        [max(completed[: i + 1]) for i in range(len(completed))]
+    )
+    assert by_trial["pruned (its last epoch's value)"] == pytest.approx([trials[3]["value"]])
+
+    # Parallel coordinates: an axis per parameter and the objective, a line per completed trial.
+    chart = tab.locator("#parallel-coordinates")
+    axes = chart.locator(".pc-axis").evaluate_all("gs => gs.map(g => g.dataset.axis)")
+    assert axes == ["learning_rate", "batch_size", "validation accuracy"]
+    lines = chart.locator("polyline").evaluate_all("ls => ls.map(l => l.dataset.trialNumber)")
+    assert sorted(lines) == ["0", "1", "2"]
+    best = done["best_trial"]
+    expect(chart.locator("polyline.best")).to_have_attribute(
+        "data-trial-number", str(best["number"])
+    )
+
+    # The best trial with its job, model and test figures; the importances, once done.
+    card = tab.locator("#best-trial")
+    expect(card.get_by_role("link", name=f"trial {best['number']}")).to_have_attribute(
+        "href", f"#/jobs/{best['job_id']}"
+    )
+    expect(card.get_by_role("link", name=best["model_id"])).to_be_visible()
+    expect(card.locator("table.metrics")).to_contain_text("accuracy")
+    importances = tab.locator("figure[data-chart=importances]")
+    expect(importances).to_be_visible()
+    labels = tab.evaluate(
+        """() => Chart.getChart(document.querySelector("figure[data-chart=importances] canvas"))
+            .data.labels"""
+    )
+    assert sorted(labels) == sorted(done["importances"]) == sorted(SWEPT["parameters"])
+    page.screenshot("sweep-succeeded")
+
+    # A trial's job page links back to its sweep.
+    tab.locator("#trials tr[data-trial-number='3'] a").click()
+    expect(status_of(tab)).to_have_text("pruned")
+    tab.locator("#job-sweep a").click()
+    expect(tab.get_by_role("heading", name="swept", level=1)).to_be_visible()
+    tab.get_by_role("link", name="← Sweeps").click()
+    expect(listed.locator(".trial-counts")).to_have_text("3 completed · 1 pruned")
+    expect(listed.locator(".best-value")).to_contain_text(f"trial {best['number']}")
+    page.check()
+
+
+def test_the_cancel_button_cancels_a_running_sweep(page, stack):
+    sweep = create_sweep(
+        stack,
+        {**SWEPT, "name": "sweep-to-cancel", "pruner": {"name": "none"},
+         "job": {**DIGITS_CNN, "hyperparameters": {"epochs": 2000}}},
+    )  # fmt: skip
+    tab = page.tab
+    sign_in(page, at=f"/ui/#/sweeps/{sweep['id']}")
+    cancel = tab.get_by_role("button", name="Cancel sweep")
+    expect(cancel).to_be_visible()
+    expect(tab.locator("#trials tr[data-trial-number='0']")).to_have_attribute(
+        "data-state", "running"
+    )
+    page.screenshot("sweep-to-cancel")
+    cancel.click()
+    expect(sweep_status_of(tab)).to_have_text("cancelled")
+    expect(cancel).to_be_hidden()
+    # The running trial's job is cancelled, and the study told: the trial failed; then the end.
+    expect(tab.locator("#trials tr[data-trial-number='0']")).to_have_attribute(
+        "data-state", "failed", timeout=30_000
+    )
+    expect(tab.locator("#stream-state")).to_have_attribute("data-state", "ended")
+    with stack.client() as client:
+        assert client.get(f"/v1/sweeps/{sweep['id']}").json()["status"] == "cancelled"
+        trials = client.get(f"/v1/sweeps/{sweep['id']}/trials").json()["data"]
+        assert [client.get(f"/v1/jobs/{t['job_id']}").json()["status"] for t in trials] == [
+            "cancelled"
+        ]
+    page.screenshot("sweep-cancelled")
+    page.check()
+
+
+def test_the_parallel_coordinates_place_values_on_each_axis_by_its_scale(page):
+    """Log-scaled parameters on a log axis, linear ones from low to high, categorical choices
+    spread evenly, the objective over the values seen."""
+    page.tab.goto("/ui/")
+    placed = page.tab.evaluate(
+        """async () => {
+            const { numericAxis, parameterAxis } = await import("/ui/parallel-coordinates.js");
+            const axis = (parameter, values) => {
+                const scale = parameterAxis(parameter);
+                return { at: values.map(scale.position), ticks: scale.ticks.map((t) => t.label) };
+            };
+            const seen = numericAxis(0.2, 0.2); // the objective's, when one trial completed
+            return {
+                log: axis({ type: "float", low: 1e-5, high: 1e-1, log: true }, [1e-5, 1e-3, 1e-1]),
+                linear: axis({ type: "float", low: 0, high: 0.5, log: false }, [0, 0.125, 0.5]),
+                int: axis({ type: "int", low: 1, high: 3, log: false, step: 1 }, [1, 2, 3]),
+                categorical: axis({ type: "categorical", choices: ["sgd", "adam", "adamw"] },
+                                  ["adamw", "sgd", "adam"]),
+                objective: { at: [seen.position(0.2)], ticks: seen.ticks.map((t) => t.label) },
+            };
+        }"""
+    )
+    assert placed == {
+        "log": {"at": [0, 0.5, 1], "ticks": ["0.00001", "0.0001", "0.001", "0.01", "0.1"]},
+        "linear": {"at": [0, 0.25, 1], "ticks": ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]},
+        "int": {"at": [0, 0.5, 1], "ticks": ["1", "2", "3"]},
+        "categorical": {"at": [1, 0, 0.5], "ticks": ["sgd", "adam", "adamw"]},
+        "objective": {"at": [0.5], "ticks": ["0.2"]},
+    }
+    page.check()
+
+
 SSE_TEXT = (
     ": keep-alive\r\n"
     'event: metric\r\nid: 1-0\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'

@@ -277,3 +277,15 @@ def test_the_reconciler_tells_a_cancelled_sweeps_study_when_the_cancel_could_not
     sweeps.advance_all()
     trials = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"]
     assert [t["state"] for t in trials] == ["failed"] * 2
+
+
+@pytest.mark.parametrize(("metric", "direction"), [("loss", "minimize"), ("accuracy", "maximize")])
+def test_a_sweep_says_which_way_its_objective_is_better_when_the_spec_leaves_it_out(
+    client, metric, direction
+):
+    body = with_(objective={"metric": metric, "split": "validation"})
+    created = client.post("/v1/sweeps", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["direction"] == direction
+    assert created.json()["spec"]["objective"].get("direction") is None  # as submitted
+    client.post(f"/v1/sweeps/{created.json()['id']}/cancel")

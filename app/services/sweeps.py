@@ -466,6 +466,7 @@ def to_out(
         finished_at=sweep.finished_at,
         trials=counts,
         best_trial=best,
+        direction=spec.objective.study_direction,
         importances=importances,
         spec=sweep.spec,
     )

@@ -1,5 +1,6 @@
-// The dashboard's entry point: the hash router (#/jobs, #/jobs/{id}, #/models, #/models/{id})
-// and the API key form, shown when there is no key and whenever the server refuses one.
+// The dashboard's entry point: the hash router (#/jobs, #/jobs/{id}, #/sweeps, #/sweeps/{id},
+// #/models, #/models/{id}) and the API key form, shown when there is no key and whenever the
+// server refuses one.
 
 import { AuthRequired, apiJson, forgetKey, getKey, onAuthRequired, setKey } from "./api.js";
 import { h, heading, replace } from "./dom.js";
@@ -7,10 +8,14 @@ import * as jobPage from "./job-page.js";
 import * as jobsPage from "./jobs-page.js";
 import * as modelPage from "./model-page.js";
 import * as modelsPage from "./models-page.js";
+import * as sweepPage from "./sweep-page.js";
+import * as sweepsPage from "./sweeps-page.js";
 
 const ROUTES = [
   { pattern: /^\/jobs\/?$/, page: jobsPage, section: "jobs" },
   { pattern: /^\/jobs\/([^/]+)$/, page: jobPage, section: "jobs" },
+  { pattern: /^\/sweeps\/?$/, page: sweepsPage, section: "sweeps" },
+  { pattern: /^\/sweeps\/([^/]+)$/, page: sweepPage, section: "sweeps" },
   { pattern: /^\/models\/?$/, page: modelsPage, section: "models" },
   { pattern: /^\/models\/([^/]+)$/, page: modelPage, section: "models" },
 ];

@@ -1,16 +1,51 @@
 // Live metric charts: one Chart.js line chart per metric name (loss, accuracy, …), one series
-// per split (train, validation, test), x = training step. Chart.js is the vendored UMD build
-// (vendor/chart.umd.min.js), loaded before the modules; it defines the global `Chart`.
+// per split (train, validation, test), x = training step; and what every chart of the
+// dashboard shares (the sweep page's too: colours, figure, options). Chart.js is the vendored
+// UMD build (vendor/chart.umd.min.js), loaded before the modules; it defines the global `Chart`.
 
 import { h, number } from "./dom.js";
 
-// Distinguishable for colour-blind readers (Okabe–Ito), and each split also has its own dash.
+/** Colours distinguishable for colour-blind readers (Okabe–Ito), readable on white. */
+export const PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000"];
+// Each split also has its own dash: colour is never the only cue.
 const SPLITS = {
-  train: { color: "#0072b2", dash: [] },
-  validation: { color: "#d55e00", dash: [6, 3] },
-  test: { color: "#009e73", dash: [2, 2] },
+  train: { color: PALETTE[0], dash: [] },
+  validation: { color: PALETTE[1], dash: [6, 3] },
+  test: { color: PALETTE[2], dash: [2, 2] },
 };
 const OTHER = { color: "#6b4c9a", dash: [8, 2, 2, 2] };
+
+/**
+ * A <figure> for one chart: its caption, the canvas in a sized box, and a line of text under
+ * it saying what the chart shows (also the canvas's label, for those who cannot see it).
+ */
+export function chartFigure(caption, label, dataset = {}) {
+  const canvas = h("canvas", { role: "img", "aria-label": label });
+  const summary = h("p", { class: "chart-summary" });
+  const figure = h(
+    "figure",
+    { class: "chart", dataset },
+    h("figcaption", {}, caption),
+    h("div", { class: "chart-box" }, canvas),
+    summary,
+  );
+  return { figure, canvas, summary };
+}
+
+/**
+ * Options every chart here shares, with `options` over them: drawn at once (the data is live,
+ * an animation would trail it), sized by its box, points given as sorted {x, y} (no parsing).
+ */
+export function chartOptions(options) {
+  return {
+    animation: false,
+    maintainAspectRatio: false,
+    parsing: false,
+    normalized: true,
+    interaction: { mode: "nearest", intersect: false },
+    ...options,
+  };
+}
 
 export class MetricCharts {
   /** Charts are added to `container` as metrics with new names arrive. */
@@ -67,25 +102,15 @@ export class MetricCharts {
   }
 
   create(name) {
-    const canvas = h("canvas", { role: "img", "aria-label": `${name} by step` });
-    const summary = h("p", { class: "chart-summary" });
-    const figure = h(
-      "figure",
-      { class: "chart", dataset: { metric: name, points: "0" } },
-      h("figcaption", {}, name),
-      h("div", { class: "chart-box" }, canvas),
-      summary,
-    );
+    const { figure, canvas, summary } = chartFigure(name, `${name} by step`, {
+      metric: name,
+      points: "0",
+    });
     this.container.append(figure);
     const chart = new globalThis.Chart(canvas, {
       type: "line",
       data: { datasets: [] },
-      options: {
-        animation: false,
-        maintainAspectRatio: false,
-        parsing: false,
-        normalized: true,
-        interaction: { mode: "nearest", intersect: false },
+      options: chartOptions({
         scales: {
           x: {
             type: "linear",
@@ -104,7 +129,7 @@ export class MetricCharts {
             },
           },
         },
-      },
+      }),
     });
     const entry = { chart, canvas, figure, summary, points: new Map() };
     this.charts.set(name, entry);

@@ -8,7 +8,15 @@
  * false are skipped.
  */
 export function h(tag, attributes = {}, ...children) {
-  const element = document.createElement(tag);
+  return build(document.createElement(tag), attributes, children);
+}
+
+/** h() for SVG elements (which need their namespace): the same attributes and children. */
+export function svg(tag, attributes = {}, ...children) {
+  return build(document.createElementNS("http://www.w3.org/2000/svg", tag), attributes, children);
+}
+
+function build(element, attributes, children) {
   for (const [name, value] of Object.entries(attributes ?? {})) {
     if (value === null || value === undefined || value === false) continue;
     if (name === "dataset") Object.assign(element.dataset, value);
@@ -138,4 +146,8 @@ export function modelLink(id, text = id) {
 
 export function jobLink(id, text = id) {
   return id ? h("a", { href: `#/jobs/${encodeURIComponent(id)}` }, text) : null;
+}
+
+export function sweepLink(id, text = id) {
+  return id ? h("a", { href: `#/sweeps/${encodeURIComponent(id)}` }, text) : null;
 }

@@ -1,6 +1,6 @@
 // #/jobs/{id}: one job. Its status, progress, spec and metrics; live training curves, events
 // and a log tail, all fed by GET /v1/jobs/{id}/stream; Cancel while it is queued or running;
-// links to the model it started from and the model it made.
+// links to the model it started from, the model it made, and the sweep it is a trial of.
 
 import { AuthRequired, apiJson } from "./api.js";
 import { MetricCharts } from "./charts.js";
@@ -15,23 +15,21 @@ import {
   progress,
   replace,
   statusBadge,
+  sweepLink,
   time,
 } from "./dom.js";
-import { openEventStream } from "./stream.js";
+import { STREAM_STATES, openEventStream } from "./stream.js";
 
 const LOG_LINES = 200;
 const ACTIVE = new Set(["queued", "running"]);
-const STREAM_STATES = {
-  connecting: "connecting…",
-  open: "live",
-  reconnecting: "reconnecting…",
-  ended: "final",
-  closed: "closed",
-  failed: "not available",
-};
 
 function resultModel(job) {
   return job.result_model_id && h("span", { id: "result-model" }, modelLink(job.result_model_id));
+}
+
+function trialOf(job) {
+  const link = sweepLink(job.sweep_id, `trial ${job.trial_number} of ${job.sweep_id}`);
+  return link && h("span", { id: "job-sweep" }, link);
 }
 
 export function render(view, { id }) {
@@ -83,6 +81,7 @@ export function render(view, { id }) {
         facts([
           ["Id", h("span", { class: "mono" }, job.id)],
           ["Kind", method ? `${job.kind} · ${method}` : job.kind],
+          ["Sweep", trialOf(job)],
           ["Progress", progressCell],
           ["Created", time(job.created_at)],
           ["Started", time(job.started_at)],

@@ -1,7 +1,8 @@
 // Cursor paging for the list pages: the API gives `next_cursor`; going back needs the cursors
-// of the pages before, kept here as a stack.
+// of the pages before, kept here as a stack. And the list page the models and sweeps share.
 
-import { h } from "./dom.js";
+import { AuthRequired, apiJson, withQuery } from "./api.js";
+import { errorBox, h, heading, replace } from "./dom.js";
 
 export class CursorPager {
   constructor(onChange) {
@@ -45,4 +46,66 @@ export class CursorPager {
     this.cursor = this.previous.pop();
     this.onChange();
   }
+}
+
+/**
+ * A list page: heading `title`, then a table of what GET `path` lists, newest first, a
+ * `row(item)` each under `columns`, paged (`?limit=` in the page's query sets the page size).
+ * `empty`: what an empty list says. Returns the page's cleanup.
+ */
+export function renderPagedList(view, query, { title, path, columns, row, empty, tableClass }) {
+  const limit = Math.min(Math.max(Number(query.get("limit")) || 20, 1), 1000);
+  let disposed = false;
+  let inFlight = null;
+  const pager = new CursorPager(() => load());
+  const rows = h("tbody");
+  const message = h("div", { class: "message" });
+
+  async function load() {
+    inFlight?.abort();
+    const controller = new AbortController();
+    inFlight = controller;
+    try {
+      const page = await apiJson(withQuery(path, { limit, cursor: pager.cursor }), {
+        signal: controller.signal,
+      });
+      if (disposed || controller.signal.aborted) return;
+      replace(
+        rows,
+        page.data.length
+          ? page.data.map(row)
+          : h("tr", {}, h("td", { colspan: columns.length, class: "muted" }, empty)),
+      );
+      pager.update(page, page.data.length);
+      message.replaceChildren();
+      view.dataset.loaded = "true";
+    } catch (error) {
+      if (error.name === "AbortError" || error instanceof AuthRequired) return;
+      replace(message, errorBox(error));
+    }
+  }
+
+  replace(
+    view,
+    heading(title),
+    message,
+    h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { class: tableClass },
+        h("caption", { class: "visually-hidden" }, `${title}, newest first`),
+        h("thead", {}, h("tr", {}, columns.map((column) => h("th", { scope: "col" }, column)))),
+        rows,
+      ),
+    ),
+    pager.nav,
+  );
+  load();
+
+  return () => {
+    disposed = true;
+    inFlight?.abort();
+  };
 }

@@ -62,6 +62,16 @@ export class SSEParser {
   }
 }
 
+/** What each state openEventStream reports means, in words, for a page to show. */
+export const STREAM_STATES = {
+  connecting: "connecting…",
+  open: "live",
+  reconnecting: "reconnecting…",
+  ended: "final",
+  closed: "closed",
+  failed: "not available",
+};
+
 /** Waits `ms`, or less if `signal` aborts first. */
 function sleep(ms, signal) {
   return new Promise((resolve) => {
