@@ -148,6 +148,11 @@ class Pruner(_Strict):
     reduction_factor: int = Field(3, ge=2, le=100)
     warmup_epochs: int = Field(0, ge=0, description="`median`: epochs before it may prune.")
     startup_trials: int = Field(5, ge=0, description="`median`: trials never pruned.")
+    keep_models: bool = Field(
+        False,
+        description="Keep a pruned trial's model: its training ends where the pruner stopped "
+        "it, and its job ends `pruned` with that model and its test figures.",
+    )
 
 
 class SweepSpec(_Strict):

@@ -296,3 +296,21 @@ def test_a_cpu_worker_never_takes_a_gpu_job(stack):
         broker = redis.Redis.from_url(REDIS_URL)
         assert broker.llen(stack.env["TUNERY_GPU_QUEUE"]) >= 1  # sent, to the GPU queue
         assert client.post(f"/v1/jobs/{gpu['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_sigusr1_to_the_launcher_ends_every_rank_at_one_step_and_keeps_the_model(tmp_path):
+    """As a supervisor ends a pruned trial whose model is kept: SIGUSR1 to the launcher alone
+    (`worker.trainer_process.finish`), forwarded to the ranks, which agree on the step."""
+    process = start(tmp_path, job("builtin:digits", epochs=100), 2, every=1000)
+    lines_until(process.stdout, lambda line: json.loads(line)["type"] == "progress")  # they train
+    os.kill(process.pid, signal.SIGUSR1)
+    events = finish(process, timeout=120)
+    assert process.returncode == 0, (tmp_path / "stderr.log").read_text()
+    assert not processes_running(tmp_path), "a rank outlived its launcher"
+    logs = [e["message"] for e in of_type(events, "log")]
+    assert any(m.startswith("asked to end training at step") for m in logs), logs
+    (result,) = of_type(events, "result")
+    assert "test_accuracy" in result["card"]["metrics"]
+    assert (tmp_path / "model.safetensors").exists()
+    epochs = [e["epoch"] for e in of_type(events, "metric") if e["name"] == "loss"]
+    assert len(epochs) < 100  # ended long before its epochs

@@ -196,7 +196,8 @@ def test_a_trial_behind_the_others_is_pruned_and_its_job_ends_pruned(client):
     first, second = (job["id"] for job in trial_jobs(client, sweep_id))
     with session_scope() as session:
         attempts = {job: job_state.claim(session, job, "test", 60) for job in (first, second)}
-    assert sweeps.report(first, attempts[first], [point(epoch=1, value=0.9)])
+    go_on = (sweeps.Verdict.GO_ON, None)
+    assert sweeps.report(first, attempts[first], [point(epoch=1, value=0.9)]) == go_on
     with session_scope() as session:  # as a worker records a success
         session.execute(
             update(Job)
@@ -204,9 +205,9 @@ def test_a_trial_behind_the_others_is_pruned_and_its_job_ends_pruned(client):
             .values(status="succeeded", metrics={"validation_accuracy": 0.9, "test_accuracy": 0.85})
         )
     sweeps.advance(sweep_id)
-    assert sweeps.report(second, attempts[second], [point(epoch=0, value=0.5)])  # none to compare
+    assert sweeps.report(second, attempts[second], [point(epoch=0, value=0.5)]) == go_on
     ahead = [point(epoch=2, value=0.95), point(epoch=1, value=0.2)]
-    assert not sweeps.report(second, attempts[second], ahead)
+    assert sweeps.report(second, attempts[second], ahead) == (sweeps.Verdict.PRUNED, 1)
     assert client.get(f"/v1/jobs/{second}").json()["status"] == "pruned"
     events = client.get(f"/v1/jobs/{second}/events").json()["data"]
     assert events[-1]["message"] == "pruned after epoch 1"
@@ -289,3 +290,27 @@ def test_a_sweep_says_which_way_its_objective_is_better_when_the_spec_leaves_it_
     assert created.json()["direction"] == direction
     assert created.json()["spec"]["objective"].get("direction") is None  # as submitted
     client.post(f"/v1/sweeps/{created.json()['id']}/cancel")
+
+
+def test_with_models_kept_a_pruned_trial_is_told_to_finish_and_its_job_stays_held(client):
+    """As above with `keep_models`: the pruner's verdict asks the worker to end the trial's
+    training where it is; the job stays running (held by its attempt) until the trainer
+    has saved the model, when the worker ends it `pruned` with it."""
+    pruner = {"name": "median", "startup_trials": 0, "warmup_epochs": 0, "keep_models": True}
+    body = with_(sampler={"name": "random", "seed": 1}, pruner=pruner, max_trials=2)
+    sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
+    first, second = (job["id"] for job in trial_jobs(client, sweep_id))
+    with session_scope() as session:
+        attempts = {job: job_state.claim(session, job, "test", 60) for job in (first, second)}
+    sweeps.report(first, attempts[first], [point(epoch=1, value=0.9)])
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == first)
+            .values(status="succeeded", metrics={"validation_accuracy": 0.9, "test_accuracy": 0.85})
+        )
+    sweeps.advance(sweep_id)
+    verdict = sweeps.report(second, attempts[second], [point(epoch=1, value=0.2)])
+    assert verdict == (sweeps.Verdict.FINISH, 1)
+    assert client.get(f"/v1/jobs/{second}").json()["status"] == "running"
+    client.post(f"/v1/sweeps/{sweep_id}/cancel")

@@ -94,18 +94,20 @@ def test_a_sweep_runs_its_trials_on_the_workers_and_names_the_best(stack):
     assert all(gone(run_dir / job["id"]) for job in jobs)
 
 
-def test_a_trial_that_falls_behind_is_pruned_and_keeps_no_model(stack):
+@pytest.mark.parametrize("keep", [False, True], ids=["no model", "model kept"])
+def test_a_trial_that_falls_behind_is_pruned_keeping_its_model_only_if_asked(stack, keep):
     """One trial at a time over a grid of a useful learning rate and two that learn almost
     nothing, in that order (the grid sampler's seed 1 draws 3e-3, 2e-7, 1e-7); the median
     pruner, from the first epoch, stops both hopeless ones behind the completed first, each
-    at its first epoch."""
+    at its first epoch. With `keep_models`, each pruned trial's training ends there and its
+    job ends `pruned` with the model and its test figures."""
     body = {
         "job": {**DIGITS_CNN, "hyperparameters": {"epochs": 4}},
         "parameters": {
             "hyperparameters.learning_rate": {"type": "categorical", "choices": [3e-3, 1e-7, 2e-7]}
         },
         "sampler": {"name": "grid", "seed": 1},
-        "pruner": {"name": "median", "startup_trials": 0, "warmup_epochs": 0},
+        "pruner": {"name": "median", "startup_trials": 0, "warmup_epochs": 0, "keep_models": keep},
         "max_trials": 3,
         "max_parallel_trials": 1,
     }
@@ -117,7 +119,7 @@ def test_a_trial_that_falls_behind_is_pruned_and_keeps_no_model(stack):
         assert [t["state"] for t in trials] == ["completed", "pruned", "pruned"], trials
         for trial, job in zip(trials, jobs, strict=True):
             if trial["state"] == "pruned":
-                assert job["status"] == "pruned" and job["result_model_id"] is None
+                assert job["status"] == "pruned"
                 assert list(trial["intermediate_values"]) == ["1"]  # judged at epoch 1
                 # Stopped at once, not a heartbeat later: at most the epoch under way.
                 points = api.get(f"/v1/jobs/{job['id']}/metrics").json()["data"]
@@ -127,4 +129,14 @@ def test_a_trial_that_falls_behind_is_pruned_and_keeps_no_model(stack):
                 wait_until(lambda job=job: not trainer_pids(job["id"]), timeout=20)
                 events = api.get(f"/v1/jobs/{job['id']}/events").json()["data"]
                 assert events[-1]["status"] == "pruned", events
+                if keep:
+                    model = api.get(f"/v1/models/{job['result_model_id']}").json()
+                    assert model["source_job_id"] == job["id"], model
+                    assert model["metrics"]["test_accuracy"] == job["metrics"]["test_accuracy"]
+                    assert events[-1]["message"].endswith(f"model {model['id']} kept"), events
+                else:
+                    assert job["result_model_id"] is None
+        models = api.get("/v1/models", params={"limit": 1000}).json()["data"]
+        from_sweep = [m for m in models if m["source_job_id"] in {job["id"] for job in jobs}]
+        assert len(from_sweep) == (3 if keep else 1)
         assert sweep["best_trial"]["params"] == {"hyperparameters.learning_rate": 3e-3}

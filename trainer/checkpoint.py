@@ -32,7 +32,10 @@ class Interrupted(Exception):
 class Checkpointing:
     path: Path
     every_steps: int
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # checkpoint and exit 75
+    # End training after this step and keep the model as it is (a pruned trial whose sweep
+    # keeps its models): the run goes on to its test figures and saves it, exit 0.
+    finish: threading.Event = field(default_factory=threading.Event)
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():

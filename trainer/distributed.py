@@ -119,15 +119,17 @@ def data_parallel(
     return DistributedDataParallel(_BatchLoss(model, batch_loss), device_ids=device_ids)
 
 
-def step_outcome(weighted_loss: torch.Tensor, stop: bool) -> tuple[float, bool]:
+def step_outcome(weighted_loss: torch.Tensor, stop: bool, finish: bool) -> tuple[float, bool, bool]:
     """The global batch's mean loss, from every rank's weighted share, and whether any rank
-    was asked to stop: one all-reduce, so that all ranks stop after the same step."""
+    was asked to stop, or to finish: one all-reduce, so that all ranks end after the same
+    step."""
     if WORLD.size == 1:
-        return weighted_loss.item(), stop
-    both = torch.stack([weighted_loss.detach().float(), weighted_loss.new_tensor(float(stop))])
-    dist.all_reduce(both)
-    loss, stops = both.tolist()
-    return loss / WORLD.size, stops > 0
+        return weighted_loss.item(), stop, finish
+    loss = weighted_loss.detach().float()
+    all_three = torch.stack([loss, loss.new_tensor(float(stop)), loss.new_tensor(float(finish))])
+    dist.all_reduce(all_three)
+    loss_sum, stops, finishes = all_three.tolist()
+    return loss_sum / WORLD.size, stops > 0, finishes > 0
 
 
 def on_main(compute: Callable[[], T]) -> T:

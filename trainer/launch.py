@@ -12,7 +12,8 @@ launcher, `torch.distributed.run`, inside this process) and keeps what the super
 - Signals. SIGTERM (a cancel, a deadline, a stopping worker) is forwarded to every rank, even
   one still starting; the ranks agree on the step to stop after, rank 0 checkpoints and all
   exit 75. (torchrun's own SIGTERM handling forwards it too, but then exits 1 whatever the
-  ranks did.) A launcher killed outright takes its ranks with it: each dies with its parent.
+  ranks did.) SIGUSR1 (end training, keep the model) is forwarded the same way. A launcher
+  killed outright takes its ranks with it: each dies with its parent.
 - Exit status: 0 when every rank succeeded. When one failed: death by its signal if a rank was
   killed (retryable, as a killed trainer is), else 1 if one failed for good (its error event
   says why), else 75 when they stopped at a checkpoint.
@@ -49,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-fd", type=int, default=None)
     args = parser.parse_args(argv)
     out = os.fdopen(args.events_fd, "wb") if args.events_fd is not None else sys.stdout.buffer
-    stop, done = threading.Event(), threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    threading.Thread(target=_forward_stop, args=(stop, done), daemon=True).start()
+    asked = {signal.SIGTERM: threading.Event(), signal.SIGUSR1: threading.Event()}
+    for signum, event in asked.items():
+        signal.signal(signum, lambda _signum, _frame, event=event: event.set())
+    done = threading.Event()
+    threading.Thread(target=_forward, args=(asked, done), daemon=True).start()
     os.environ[LAUNCHER_PID] = str(os.getpid())  # the ranks' parent, for `distributed.join`
     # torchrun would give each rank one thread: share this machine's CPUs out instead.
     threads = max(1, len(os.sched_getaffinity(0)) // args.nproc_per_node)
@@ -143,15 +146,17 @@ class _Relay:
         self._thread.join(timeout=10)
 
 
-def _forward_stop(stop: threading.Event, done: threading.Event) -> None:
-    """Once asked to stop, SIGTERM every rank, including one started after the request."""
-    signalled: set[int] = set()
+def _forward(asked: dict[int, threading.Event], done: threading.Event) -> None:
+    """Once asked to stop (SIGTERM) or to finish (SIGUSR1), pass the signal on to every rank,
+    including one started after the request."""
+    signalled: dict[int, set[int]] = {signum: set() for signum in asked}
     while not done.wait(0.2):
-        if stop.is_set():
-            for pid in _children(os.getpid()) - signalled:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                signalled.add(pid)
+        for signum, event in asked.items():
+            if event.is_set():
+                for pid in _children(os.getpid()) - signalled[signum]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signum)
+                    signalled[signum].add(pid)
 
 
 def _children(parent: int) -> set[int]:

@@ -116,6 +116,7 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
         compile_modules(model)
     # The batch loss, its gradients averaged over the ranks (only with several of them).
     step_loss = distributed.data_parallel(model, recipe.batch_loss, device)
+    finish = False  # asked to end training where it is, keeping the model
 
     for epoch in range(progress.epoch, hp.epochs + 1):
         progress.epoch = epoch
@@ -138,7 +139,10 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
             schedule.step()
             progress.step, progress.batches_done = progress.step + 1, progress.batches_done + 1
             asked_to_stop = checkpointing is not None and checkpointing.stop.is_set()
-            batch_mean_loss, stop = distributed.step_outcome(loss, asked_to_stop)
+            asked_to_finish = checkpointing is not None and checkpointing.finish.is_set()
+            batch_mean_loss, stop, finish = distributed.step_outcome(
+                loss, asked_to_stop, asked_to_finish
+            )
             progress.loss_sum += batch_mean_loss
             # log
             if hp.log_every_steps is not None and progress.step % hp.log_every_steps == 0:
@@ -153,6 +157,13 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
                 if stop:
                     events.log(f"stopped at a checkpoint at step {progress.step}")
                     raise Interrupted(f"stopped at step {progress.step}")
+            if finish:
+                break
+        if finish:
+            events.log(f"asked to end training at step {progress.step}: the model is kept")
+            # The figures of the weights kept, for its card; no epoch's point (not reported).
+            validation = distributed.on_main(recipe.validate)
+            break
         batches = None
         # validate
         progress.train_loss = progress.loss_sum / max(1, progress.batches_done)

@@ -5,7 +5,8 @@ base model and the uploaded datasets, and where to write the new model. The trai
 model (safetensors, its card in the header) and reports events as JSON lines on the events
 channel. Exit status: 0 success, 1 a deterministic failure (reported as an `error` event
 first), 75 stopped at a checkpoint after SIGTERM (run again to resume); death by a signal is
-the supervisor's to classify.
+the supervisor's to classify. SIGUSR1 ends training at the next step, and the run finishes as
+if its epochs were done (test figures, the model saved, exit 0).
 
 A job of several processes runs as one trainer per rank, started by `trainer.launch`
 (torchrun) with `--events-path`: rank 0 reports every event and writes the model; the other
@@ -42,11 +43,14 @@ def train(run_dir: Path, events: EventSink) -> None:
     device = distributed.join(resolve_device(spec.resources.device, distributed.WORLD.size))
     method = METHODS[spec.method.name]
     checkpointing = None
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # no run to end early without checkpointing
     if run.checkpoint_path:
         checkpointing = Checkpointing(run.checkpoint_path, run.checkpoint_every_steps)
         # SIGTERM (a cancel, a deadline, a worker shutting down) stops at the next step,
         # after a checkpoint.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: checkpointing.stop.set())
+        # SIGUSR1 (a pruned trial whose model is kept) ends training at the next step.
+        signal.signal(signal.SIGUSR1, lambda _signum, _frame: checkpointing.finish.set())
     context = RunContext(spec, device, events, base, checkpointing)
     result = method.run(context)
     card = result.card.model_copy(

@@ -65,6 +65,9 @@ class Attempt:
     # pruner hears each epoch at once, not a heartbeat later, epochs later on a fast model.
     news: threading.Event = field(default_factory=threading.Event)
     output_closed: bool = False
+    # The epoch its pruner stopped it after, when its sweep keeps pruned trials' models: the
+    # trainer is asked to finish, and the job ends `pruned` with the model it saves.
+    pruned_after: int | None = None
 
     @property
     def job_dir(self) -> Path:
@@ -109,10 +112,13 @@ class Attempt:
         """Report the epochs to the sweep; False when its pruner ended the trial. A sweep that
         cannot be reached now does not stop training: the next epoch is reported again."""
         try:
-            return sweeps.report(self.job_id, self.attempt, epoch_points)
+            verdict, epoch = sweeps.report(self.job_id, self.attempt, epoch_points)
         except Exception:
             log.exception("job %s: could not report to its sweep", self.job_id)
             return True
+        if verdict is sweeps.Verdict.FINISH and self.pruned_after is None:
+            self.pruned_after = epoch
+        return verdict is not sweeps.Verdict.PRUNED
 
 
 def _of(point: dict) -> tuple[str, str]:
@@ -254,7 +260,9 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
             with session_scope() as session:
                 if session.get(Model, model.id) is not None:  # a try whose answer was lost
                     return True
-                return job_state.succeed(session, job_id, n, model, attempt.card.metrics)
+                return job_state.succeed(
+                    session, job_id, n, model, attempt.card.metrics, attempt.pruned_after
+                )
 
         try:
             committed = _despite_outages(attempt, record)
@@ -382,6 +390,7 @@ def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync
     about = {"job_id": job_id, "attempt": n}
     limit = attempt.spec.resources.max_runtime_seconds
     deadline = time.monotonic() + limit
+    finishing = False
     while process.poll() is None:
         _wait_for_news(attempt, process)
         checkpoint.upload()
@@ -394,6 +403,9 @@ def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync
                 extra=about,
             )
             return False
+        if attempt.pruned_after is not None and not finishing:
+            trainer_process.finish(process)
+            finishing = True
         if time.monotonic() > deadline:
             trainer_process.stop(process, settings.stop_grace_seconds)
             message = f"the job ran past max_runtime_seconds={limit}"

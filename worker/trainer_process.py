@@ -99,6 +99,15 @@ def stop(process: TrainerProcess, grace_seconds: float) -> None:
         process.wait()
 
 
+def finish(process: TrainerProcess) -> None:
+    """Ask the trainer to end training at its next step and keep its model (SIGUSR1). To the
+    trainer alone, or the launcher that forwards it to its ranks: not to its whole group,
+    whose other processes (torch.compile's workers) have no handler for it."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGUSR1)
+
+
 def warm_up() -> None:
     """Start this process's zygote now, so that its imports are done before the first job."""
     _ZYGOTE.ensure_running()

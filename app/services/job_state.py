@@ -116,13 +116,22 @@ def renew_lease(
     return result.rowcount == 1
 
 
-def succeed(session: Session, job_id: str, attempt: int, model: Model, metrics: dict) -> bool:
-    """Record the model as the job's result, if this attempt still holds the job."""
+def succeed(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    model: Model,
+    metrics: dict,
+    pruned_after: int | None = None,
+) -> bool:
+    """Record the model as the job's result, if this attempt still holds the job; a sweep's
+    trial pruned after an epoch, its model kept, ends `pruned`."""
+    status = "succeeded" if pruned_after is None else "pruned"
     result = session.execute(
         update(Job)
         .where(_held(job_id, attempt))
         .values(
-            status="succeeded",
+            status=status,
             result_model_id=model.id,
             metrics=metrics,
             finished_at=utcnow(),
@@ -132,7 +141,12 @@ def succeed(session: Session, job_id: str, attempt: int, model: Model, metrics: 
     if result.rowcount != 1:
         return False
     session.add(model)
-    add_event(session, job_id, attempt, "status", f"succeeded: model {model.id}", "succeeded")
+    message = (
+        f"succeeded: model {model.id}"
+        if pruned_after is None
+        else f"pruned after epoch {pruned_after}: model {model.id} kept"
+    )
+    add_event(session, job_id, attempt, "status", message, status)
     return True
 
 
@@ -179,8 +193,8 @@ def cancel(session: Session, job: Job) -> bool:
 
 
 def prune(session: Session, job_id: str, attempt: int, epoch: int) -> bool:
-    """End a sweep's trial that its pruner stopped, if this attempt still holds it. Its trainer
-    sees at the next heartbeat that the attempt lost the job, and stops, keeping no model."""
+    """End a sweep's trial that its pruner stopped, if this attempt still holds it. Its
+    supervisor sees that the attempt lost the job, and stops the trainer, keeping no model."""
     result = session.execute(
         update(Job)
         .where(_held(job_id, attempt))

@@ -17,6 +17,7 @@ trial (a unique index on the sweep and trial number); a trial is told once.
 """
 
 import asyncio
+import enum
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -376,13 +377,21 @@ def _update_status(sweep_id: str, spec: SweepSpec, study: optuna.Study) -> None:
         )
 
 
-def report(job_id: str, attempt: int, epoch_points: list[dict]) -> bool:
-    """A trial's objective after each epoch, for its pruner; False when the pruner stopped the
-    trial (its job is now `pruned`). Reporting an epoch twice (a resumed attempt) is ignored."""
+class Verdict(enum.Enum):
+    """What a trial's pruner says after its latest epochs."""
+
+    GO_ON = "go on"
+    PRUNED = "pruned"  # the job has ended `pruned`: stop its trainer
+    FINISH = "finish"  # pruned, its model kept: end training where it is, then end `pruned`
+
+
+def report(job_id: str, attempt: int, epoch_points: list[dict]) -> tuple[Verdict, int | None]:
+    """A trial's objective after each epoch, for its pruner; the verdict and, when pruned,
+    the epoch it was pruned after. Reporting an epoch twice (a resumed attempt) is ignored."""
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.sweep_id is None:
-            return True
+            return Verdict.GO_ON, None
         sweep_id, number = job.sweep_id, job.trial_number
         spec = SweepSpec.model_validate(session.get(Sweep, sweep_id).spec)
     objective = spec.objective
@@ -392,7 +401,7 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> bool:
         if p["name"] == objective.metric and p["split"] == objective.split
     ]
     if not values:
-        return True
+        return Verdict.GO_ON, None
     study = _study(sweep_id, spec)
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
@@ -406,12 +415,15 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> bool:
         if trial.should_prune():
             break
     else:
-        return True
+        return Verdict.GO_ON, None
+    if spec.pruner.keep_models:
+        log.info("job %s: trial %d of sweep %s pruned, its model kept", job_id, number, sweep_id)
+        return Verdict.FINISH, epoch
     with session_scope() as session:
         pruned = job_state.prune(session, job_id, attempt, epoch)
     if pruned:
         log.info("job %s: trial %d of sweep %s pruned", job_id, number, sweep_id)
-    return not pruned
+    return (Verdict.PRUNED, epoch) if pruned else (Verdict.GO_ON, None)
 
 
 # Reading
