@@ -24,11 +24,12 @@ export function samplerText({ name, seed }) {
 }
 
 export function prunerText(pruner) {
+  const kept = pruner.keep_models ? " · pruned trials' models kept" : "";
   if (pruner.name === "median") {
-    return `median · startup trials ${pruner.startup_trials} · warmup epochs ${pruner.warmup_epochs}`;
+    return `median · startup trials ${pruner.startup_trials} · warmup epochs ${pruner.warmup_epochs}${kept}`;
   }
   if (pruner.name === "none") return "none";
-  return `${pruner.name} · min resource ${pruner.min_resource} · reduction factor ${pruner.reduction_factor}`;
+  return `${pruner.name} · min resource ${pruner.min_resource} · reduction factor ${pruner.reduction_factor}${kept}`;
 }
 
 /** "2 completed · 1 pruned · 1 running": the states that have trials, or "none yet". */
