@@ -2,11 +2,10 @@
 // and a log tail, all fed by GET /v1/jobs/{id}/stream; Cancel while it is queued or running;
 // links to the model it started from, the model it made, and the sweep it is a trial of.
 
-import { AuthRequired, apiJson } from "./api.js";
+import { apiJson } from "./api.js";
 import { MetricCharts } from "./charts.js";
 import {
   card,
-  errorBox,
   facts,
   h,
   heading,
@@ -18,7 +17,8 @@ import {
   sweepLink,
   time,
 } from "./dom.js";
-import { STREAM_STATES, openEventStream } from "./stream.js";
+import { StatusLine } from "./status-line.js";
+import { openEventStream } from "./stream.js";
 
 const LOG_LINES = 200;
 const ACTIVE = new Set(["queued", "running"]);
@@ -40,17 +40,8 @@ export function render(view, { id }) {
   let summaryKey = null;
 
   const title = heading(jobId);
-  // The badge is a live region of its own: the stream state and the button stay put (a button
-  // re-inserted on every progress update would lose the keyboard focus).
-  const badge = h("span", { id: "job-status", role: "status" });
-  const streamState = h("span", { id: "stream-state", class: "stream-state" }, "(connecting…)");
-  const cancel = h(
-    "button",
-    { type: "button", id: "cancel-job", class: "danger", hidden: true, onclick: onCancel },
-    "Cancel job",
-  );
-  const statusLine = h("div", { class: "status-line" }, badge, streamState, cancel);
-  const message = h("div", { class: "message" });
+  const jobPath = `/v1/jobs/${encodeURIComponent(jobId)}`;
+  const line = new StatusLine("job", `${jobPath}/cancel`, (job) => show(job));
   const summary = h("div", { class: "summary" });
   const progressCell = h("span", { id: "job-progress" });
   const metrics = h("div", { id: "job-metrics" });
@@ -64,9 +55,8 @@ export function render(view, { id }) {
   function show(job) {
     title.textContent = job.name || job.id;
     document.title = `${job.name || job.id} · jobs · tunery`;
-    if (badge.firstElementChild?.dataset.status !== job.status) replace(badge, statusBadge(job.status));
+    line.setStatus(job.status, ACTIVE.has(job.status));
     view.dataset.status = job.status;
-    cancel.hidden = !ACTIVE.has(job.status);
     charts.setTotalSteps(job.progress.total_steps);
     // Progress changes with every status event; the rest is redrawn only when it changes, so
     // that a link with the keyboard focus is not replaced under it.
@@ -140,36 +130,20 @@ export function render(view, { id }) {
 
   function onStreamState(state) {
     if (disposed) return;
-    streamState.textContent = `(${STREAM_STATES[state] ?? state})`;
-    streamState.dataset.state = state;
+    line.setStreamState(state);
     if (state === "ended") stream = null;
   }
 
   function onStreamFailed(error) {
-    if (disposed || error instanceof AuthRequired) return;
-    replace(message, errorBox(error));
-  }
-
-  async function onCancel() {
-    cancel.disabled = true;
-    cancel.textContent = "Cancelling…";
-    try {
-      show(await apiJson(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" }));
-      message.replaceChildren();
-    } catch (error) {
-      if (!(error instanceof AuthRequired)) replace(message, errorBox(error));
-    } finally {
-      cancel.disabled = false;
-      cancel.textContent = "Cancel job";
-    }
+    if (!disposed) line.showError(error);
   }
 
   replace(
     view,
     h("p", { class: "breadcrumb" }, h("a", { href: "#/jobs" }, "← Jobs")),
     title,
-    statusLine,
-    message,
+    line.element,
+    line.message,
     card("h-summary", "Summary", {}, summary),
     card("h-metrics", "Metrics", {}, metrics),
     card("h-curves", "Training curves", { wide: true }, noPoints, chartArea),
@@ -185,13 +159,13 @@ export function render(view, { id }) {
 
   (async () => {
     try {
-      show(await apiJson(`/v1/jobs/${encodeURIComponent(jobId)}`));
+      show(await apiJson(jobPath));
     } catch (error) {
-      if (!disposed && !(error instanceof AuthRequired)) replace(message, errorBox(error));
+      onStreamFailed(error);
       return;
     }
     if (disposed) return;
-    stream = openEventStream(`/v1/jobs/${encodeURIComponent(jobId)}/stream`, {
+    stream = openEventStream(`${jobPath}/stream`, {
       onEvent,
       onState: onStreamState,
       onFatal: onStreamFailed,

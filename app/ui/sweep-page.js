@@ -4,10 +4,9 @@
 // Live from GET /v1/sweeps/{id}/stream until its `end`: a `status` event redraws the sweep, a
 // `trial` event (a trial started, reported an epoch or ended) reloads the trials.
 
-import { AuthRequired, apiJson } from "./api.js";
+import { apiJson } from "./api.js";
 import {
   card,
-  errorBox,
   facts,
   h,
   heading,
@@ -16,11 +15,11 @@ import {
   modelLink,
   number,
   replace,
-  statusBadge,
   time,
 } from "./dom.js";
 import { parallelCoordinates } from "./parallel-coordinates.js";
-import { STREAM_STATES, openEventStream } from "./stream.js";
+import { StatusLine } from "./status-line.js";
+import { openEventStream } from "./stream.js";
 import { ImportanceBars, ObjectiveByTrial, TrialCurves } from "./sweep-charts.js";
 import {
   ACTIVE,
@@ -92,15 +91,7 @@ export function render(view, { id }) {
   let bestKey = null;
 
   const title = heading(id);
-  // The badge is a live region of its own; the button stays put (see job-page.js).
-  const badge = h("span", { id: "sweep-status", role: "status" });
-  const streamState = h("span", { id: "stream-state", class: "stream-state" }, "(connecting…)");
-  const cancel = h(
-    "button",
-    { type: "button", id: "cancel-sweep", class: "danger", hidden: true, onclick: onCancel },
-    "Cancel sweep",
-  );
-  const message = h("div", { class: "message" });
+  const line = new StatusLine("sweep", `${sweepPath}/cancel`, (sweep) => show(sweep));
   const summary = h("div", { class: "summary" });
   const counts = h("span", { id: "sweep-counts" });
   const finished = h("span");
@@ -147,9 +138,8 @@ export function render(view, { id }) {
   function show(sweep) {
     title.textContent = sweep.name || sweep.id;
     document.title = `${sweep.name || sweep.id} · sweeps · tunery`;
-    if (badge.firstElementChild?.dataset.status !== sweep.status) replace(badge, statusBadge(sweep.status));
+    line.setStatus(sweep.status, ACTIVE.has(sweep.status));
     view.dataset.status = sweep.status;
-    cancel.hidden = !ACTIVE.has(sweep.status);
     counts.textContent = countsText(sweep.trials);
     replace(finished, time(sweep.finished_at));
     // Redrawn only when it changes: its links may have the keyboard focus.
@@ -185,7 +175,7 @@ export function render(view, { id }) {
   });
 
   function failed(error) {
-    if (!disposed && !(error instanceof AuthRequired)) replace(message, errorBox(error));
+    if (!disposed) line.showError(error);
   }
 
   function onEvent(event) {
@@ -208,31 +198,16 @@ export function render(view, { id }) {
 
   function onStreamState(state) {
     if (disposed) return;
-    streamState.textContent = `(${STREAM_STATES[state] ?? state})`;
-    streamState.dataset.state = state;
+    line.setStreamState(state);
     if (state === "ended") stream = null;
-  }
-
-  async function onCancel() {
-    cancel.disabled = true;
-    cancel.textContent = "Cancelling…";
-    try {
-      show(await apiJson(`${sweepPath}/cancel`, { method: "POST" }));
-      message.replaceChildren();
-    } catch (error) {
-      failed(error);
-    } finally {
-      cancel.disabled = false;
-      cancel.textContent = "Cancel sweep";
-    }
   }
 
   replace(
     view,
     h("p", { class: "breadcrumb" }, h("a", { href: "#/sweeps" }, "← Sweeps")),
     title,
-    h("div", { class: "status-line" }, badge, streamState, cancel),
-    message,
+    line.element,
+    line.message,
     card("h-summary", "Summary", {}, summary),
     card("h-best", "Best trial", {}, best),
     card("h-trials", "Trials", { wide: true }, trialsArea),
