@@ -77,6 +77,7 @@ def test_ingest_stores_every_point_of_concurrent_jobs(stack):
     assert phase.cpu_s["trainer"] > 0 and phase.cpu_s["worker"] > 0
 
 
+@pytest.mark.timeout(600)  # 5 trials of 9 epochs: ~40 s on a quiet machine, minutes on a busy one
 def test_sweep_measures_a_pruned_sweep_the_study_in_process_and_writes_its_table(stack):
     halving = {**sweep.PRUNED, "pruner": {**sweep.PRUNED["pruner"], "name": "successive_halving"}}
     with stack.client() as client:
