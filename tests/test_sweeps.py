@@ -295,7 +295,8 @@ def test_a_sweep_says_which_way_its_objective_is_better_when_the_spec_leaves_it_
 def test_with_models_kept_a_pruned_trial_is_told_to_finish_and_its_job_stays_held(client):
     """As above with `keep_models`: the pruner's verdict asks the worker to end the trial's
     training where it is; the job stays running (held by its attempt) until the trainer
-    has saved the model, when the worker ends it `pruned` with it."""
+    has saved the model, when the worker ends it `pruned` with it. An attempt that resumes
+    the trial is told the same."""
     pruner = {"name": "median", "startup_trials": 0, "warmup_epochs": 0, "keep_models": True}
     body = with_(sampler={"name": "random", "seed": 1}, pruner=pruner, max_trials=2)
     sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
@@ -313,4 +314,12 @@ def test_with_models_kept_a_pruned_trial_is_told_to_finish_and_its_job_stays_hel
     verdict = sweeps.report(second, attempts[second], [point(epoch=1, value=0.2)])
     assert verdict == (sweeps.Verdict.FINISH, 1)
     assert client.get(f"/v1/jobs/{second}").json()["status"] == "running"
+    with session_scope() as session:  # its worker lost before the model was saved
+        lost = "the worker stopped"
+        job_state.fail(session, second, attempts[second], "lease_expired", lost, True)
+        again = job_state.claim(session, second, "test", 60)
+    # The resumed attempt's next epoch would go on (nothing to compare at epoch 2): the
+    # decision kept with the trial finishes it.
+    verdict = sweeps.report(second, again, [point(epoch=2, value=0.3)])
+    assert verdict == (sweeps.Verdict.FINISH, 1)
     client.post(f"/v1/sweeps/{sweep_id}/cancel")

@@ -162,6 +162,8 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
         if finish:
             events.log(f"asked to end training at step {progress.step}: the model is kept")
             # The figures of the weights kept, for its card; no epoch's point (not reported).
+            if progress.batches_done:
+                progress.train_loss = progress.loss_sum / progress.batches_done
             validation = distributed.on_main(recipe.validate)
             break
         batches = None

@@ -5,8 +5,9 @@ base model and the uploaded datasets, and where to write the new model. The trai
 model (safetensors, its card in the header) and reports events as JSON lines on the events
 channel. Exit status: 0 success, 1 a deterministic failure (reported as an `error` event
 first), 75 stopped at a checkpoint after SIGTERM (run again to resume); death by a signal is
-the supervisor's to classify. SIGUSR1 ends training at the next step, and the run finishes as
-if its epochs were done (test figures, the model saved, exit 0).
+the supervisor's to classify. SIGUSR1 (with a checkpoint path; ignored without) ends training
+at the next step, and the run finishes as if its epochs were done (test figures, the model
+saved, exit 0).
 
 A job of several processes runs as one trainer per rank, started by `trainer.launch`
 (torchrun) with `--events-path`: rank 0 reports every event and writes the model; the other

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from app.config import Settings
 from app.db import session_scope
 from app.models import Model, new_id
+from app.problems import is_unreachable
 from app.services import attempts, dispatch, job_state, sweeps
 from app.services.model_files import MODEL_FILE, model_from_card
 from app.storage import ArtifactStore, get_store
@@ -103,10 +104,10 @@ class Attempt:
             return unreachable_for < self.settings.lease_seconds
         written, self.pending = self.pending, []
         self.renewed_at = time.monotonic()
-        if held and self.objective is not None:
+        if held and self.objective is not None and self.pruned_after is None:
             epochs = [e for e in written if e["type"] == "metric" and _of(e) == self.objective]
             return not epochs or self._trial_goes_on(epochs)
-        return held
+        return held  # a trial told to finish reports no more epochs: its pruner has judged
 
     def _trial_goes_on(self, epoch_points: list[dict]) -> bool:
         """Report the epochs to the sweep; False when its pruner ended the trial. A sweep that
@@ -121,8 +122,8 @@ class Attempt:
         return verdict is not sweeps.Verdict.PRUNED
 
 
-def _of(point: dict) -> tuple[str, str]:
-    return point["name"], point["split"]
+def _of(point: dict) -> tuple[str | None, str | None]:
+    return point.get("name"), point.get("split")
 
 
 @dataclass
@@ -171,7 +172,9 @@ def _read_events(stream, attempt: Attempt) -> None:
     for line in stream:
         try:
             event = json.loads(line)
-        except json.JSONDecodeError:
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                raise ValueError("not an event object")
+        except ValueError:  # JSONDecodeError among them
             log.warning(
                 "job %s: ignored a malformed trainer event: %r",
                 attempt.job_id,
@@ -180,7 +183,7 @@ def _read_events(stream, attempt: Attempt) -> None:
             )
             continue
         attempt.events.put(event)
-        if event.get("type") == "metric" and _of(event) == attempt.objective:
+        if event["type"] == "metric" and _of(event) == attempt.objective:
             attempt.news.set()
     attempt.output_closed = True
     attempt.news.set()
@@ -319,8 +322,8 @@ def _despite_outages(attempt: Attempt, write: Callable[[], T]) -> T:
         try:
             return write()
         except DBAPIError as error:
-            if time.monotonic() > deadline:
-                raise
+            if not is_unreachable(error) or time.monotonic() > deadline:
+                raise  # a refused statement is no outage: trying again would not help
             log.warning(
                 "job %s: the database cannot be reached (%s); retrying",
                 attempt.job_id,
@@ -397,7 +400,7 @@ def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync
         if not attempt.relay():
             trainer_process.stop(process, settings.stop_grace_seconds)
             log.info(
-                "job %s attempt %d lost the job (cancelled or reaped); trainer stopped",
+                "job %s attempt %d lost the job (cancelled, reaped or pruned); trainer stopped",
                 job_id,
                 n,
                 extra=about,

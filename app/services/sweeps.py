@@ -50,6 +50,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 ACTIVE = ("queued", "running")
 DRIVER_LEASE = timedelta(seconds=60)
 IMPORTANCE_AFTER = 3  # completed trials before importances are computed
+PRUNED_AFTER = "tunery:pruned_after"  # a trial's system attribute: the epoch it was pruned at
 TrialState = optuna.trial.TrialState
 STATE_NAMES = {
     TrialState.RUNNING: "running",
@@ -405,7 +406,10 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> tuple[Verdict
     study = _study(sweep_id, spec)
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
-    reported = study._storage.get_trial(trial_id).intermediate_values
+    stored = study._storage.get_trial(trial_id)
+    if PRUNED_AFTER in stored.system_attrs:  # decided before this attempt resumed the trial
+        return Verdict.FINISH, stored.system_attrs[PRUNED_AFTER]
+    reported = stored.intermediate_values
     # Epoch by epoch, each judged at its own rung: epochs that arrive together (a trainer
     # ahead of its supervisor) must not enter a rung with a later epoch's value.
     for epoch, value in sorted(values):
@@ -417,6 +421,8 @@ def report(job_id: str, attempt: int, epoch_points: list[dict]) -> tuple[Verdict
     else:
         return Verdict.GO_ON, None
     if spec.pruner.keep_models:
+        # Kept with the trial: an attempt that resumes it (its worker gone) finishes it too.
+        study._storage.set_trial_system_attr(trial_id, PRUNED_AFTER, epoch)
         log.info("job %s: trial %d of sweep %s pruned, its model kept", job_id, number, sweep_id)
         return Verdict.FINISH, epoch
     with session_scope() as session:
