@@ -92,8 +92,10 @@ def test_no_sequence_of_linked_requests_gets_a_server_error(client):
         def a_model(self):
             return self.created("/v1/models/import", import_model(client, weights(network())))
 
+    # 12 steps a sequence: at 8, the derandomized exploration of the schema as the sweep
+    # routes changed it never chose GET /v1/models/{model_id} in 50 (or 100) sequences.
     Linked.run(
-        settings=settings(max_examples=50, stateful_step_count=8, deadline=None, derandomize=True)
+        settings=settings(max_examples=50, stateful_step_count=12, deadline=None, derandomize=True)
     )
     for (method, path, status), count in sorted(calls.items()):
         print(method, path, status, count)
