@@ -22,9 +22,9 @@
 The service runs on a private Postgres and Redis (`tests/servers.py`, or the ones named by
 TUNERY_TEST_DATABASE_URL and TUNERY_TEST_REDIS_URL) with its deployed defaults.
 
-Run: `.venv/bin/python -m bench.sweep` (1 and 2: about 10 minutes on 2 cores; `--seeds 1
+Run: `.venv/bin/python -m bench.sweep` (1 and 2: about 6 minutes on 2 cores; `--seeds 1
 --trials 4` for a quick look), `.venv/bin/python -m bench.sweep --measure defaults` (3: about
-30 minutes).
+45 minutes on a quiet machine).
 """
 
 import argparse
