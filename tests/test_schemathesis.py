@@ -40,8 +40,10 @@ def test_no_request_gets_a_server_error(case, api_key):
     assert_no_server_error(case.call(), case)
 
 
-# A job's event stream stays open while the job is queued: no worker runs in this test.
-stateful = schema.exclude(path="/v1/jobs/{job_id}/stream")
+# A job's event stream stays open while the job is queued: no worker runs in this test. The
+# sweep routes (their own tests have a worker) would only dilute the links' rules with 404s:
+# with them, some sequences of 50 never reached a dataset's preview or a model.
+stateful = schema.exclude(path="/v1/jobs/{job_id}/stream").exclude(path_regex="^/v1/sweeps")
 CATCH_ALL = Bundle("catch_all")  # where schemathesis' machine takes every step's output
 
 
@@ -92,10 +94,10 @@ def test_no_sequence_of_linked_requests_gets_a_server_error(client):
         def a_model(self):
             return self.created("/v1/models/import", import_model(client, weights(network())))
 
-    # 12 steps a sequence: at 8, the derandomized exploration of the schema as the sweep
-    # routes changed it never chose GET /v1/models/{model_id} in 50 (or 100) sequences.
+    # Ids differ from run to run, and so do the sequences: 100 of 12 steps reach each operation
+    # below at least 20 times here (50 of 8 missed one now and then, in CI).
     Linked.run(
-        settings=settings(max_examples=50, stateful_step_count=12, deadline=None, derandomize=True)
+        settings=settings(max_examples=100, stateful_step_count=12, deadline=None, derandomize=True)
     )
     for (method, path, status), count in sorted(calls.items()):
         print(method, path, status, count)
