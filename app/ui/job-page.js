@@ -18,7 +18,6 @@ import {
   time,
 } from "./dom.js";
 import { StatusLine } from "./status-line.js";
-import { openEventStream } from "./stream.js";
 
 const LOG_LINES = 200;
 const ACTIVE = new Set(["queued", "running"]);
@@ -34,8 +33,6 @@ function trialOf(job) {
 
 export function render(view, { id }) {
   const jobId = id;
-  let stream = null;
-  let disposed = false;
   const seenEvents = new Set();
   let summaryKey = null;
 
@@ -113,29 +110,12 @@ export function render(view, { id }) {
     if (following) log.scrollTop = log.scrollHeight;
   }
 
-  function onEvent(event) {
-    if (disposed) return;
-    let data;
-    try {
-      data = JSON.parse(event.data);
-    } catch {
-      return; // not ours: ignore rather than stop the stream
-    }
-    if (event.type === "status" || event.type === "end") show(data);
-    else if (event.type === "metric") {
+  function onData(type, data) {
+    if (type === "status" || type === "end") show(data);
+    else if (type === "metric") {
       noPoints.hidden = true;
       charts.add(data);
-    } else if (event.type === "log") addEvent(data);
-  }
-
-  function onStreamState(state) {
-    if (disposed) return;
-    line.setStreamState(state);
-    if (state === "ended") stream = null;
-  }
-
-  function onStreamFailed(error) {
-    if (!disposed) line.showError(error);
+    } else if (type === "log") addEvent(data);
   }
 
   replace(
@@ -158,23 +138,19 @@ export function render(view, { id }) {
   );
 
   (async () => {
+    let job;
     try {
-      show(await apiJson(jobPath));
+      job = await apiJson(jobPath);
     } catch (error) {
-      onStreamFailed(error);
+      line.showError(error);
       return;
     }
-    if (disposed) return;
-    stream = openEventStream(`${jobPath}/stream`, {
-      onEvent,
-      onState: onStreamState,
-      onFatal: onStreamFailed,
-    });
+    show(job);
+    line.follow(`${jobPath}/stream`, onData);
   })();
 
   return () => {
-    disposed = true;
-    stream?.close();
+    line.close();
     charts.destroy();
   };
 }

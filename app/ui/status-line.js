@@ -1,13 +1,16 @@
 // The line under a job's or a sweep's title, and the message area below it: the status badge
-// (a live region of its own), the state of the page's event stream, and a Cancel button shown
+// (a live region of its own), the page's event stream and its state, and a Cancel button shown
 // while the job or sweep is active. The button stays put as the rest is redrawn: re-inserted
 // on every update, it would lose the keyboard focus.
 
 import { AuthRequired, apiJson } from "./api.js";
 import { errorBox, h, replace, statusBadge } from "./dom.js";
-import { STREAM_STATES } from "./stream.js";
+import { STREAM_STATES, openEventStream } from "./stream.js";
 
 export class StatusLine {
+  #stream = null;
+  #closed = false;
+
   /**
    * `what`: "job" or "sweep" (the elements' ids, the button's label); `cancelPath`: where the
    * button POSTs; `show(resource)`: the page's redraw, given the cancel's answer.
@@ -33,14 +36,42 @@ export class StatusLine {
     this.cancel.hidden = !active;
   }
 
-  setStreamState(state) {
-    this.streamState.textContent = `(${STREAM_STATES[state] ?? state})`;
-    this.streamState.dataset.state = state;
+  /**
+   * Follow the event stream at `path` until its end or close(): each event's type and data,
+   * parsed, to `onData(type, data)` (one that is not JSON is skipped rather than stopping the
+   * stream); its state beside the badge; a final failure in the message area.
+   */
+  follow(path, onData) {
+    if (this.#closed) return;
+    this.#stream = openEventStream(path, {
+      onEvent: (event) => {
+        if (this.#closed) return;
+        let data;
+        try {
+          data = JSON.parse(event.data);
+        } catch {
+          return;
+        }
+        onData(event.type, data);
+      },
+      onState: (state) => {
+        if (this.#closed) return;
+        this.streamState.textContent = `(${STREAM_STATES[state] ?? state})`;
+        this.streamState.dataset.state = state;
+      },
+      onFatal: (error) => this.showError(error),
+    });
+  }
+
+  /** The page is gone: no more events, states or messages. */
+  close() {
+    this.#closed = true;
+    this.#stream?.close();
   }
 
   /** An error in the message area; a missing key brings back the key form instead. */
   showError(error) {
-    if (!(error instanceof AuthRequired)) replace(this.message, errorBox(error));
+    if (!this.#closed && !(error instanceof AuthRequired)) replace(this.message, errorBox(error));
   }
 
   async #cancel(path, show) {

@@ -19,7 +19,6 @@ import {
 } from "./dom.js";
 import { parallelCoordinates } from "./parallel-coordinates.js";
 import { StatusLine } from "./status-line.js";
-import { openEventStream } from "./stream.js";
 import { ImportanceBars, ObjectiveByTrial, TrialCurves } from "./sweep-charts.js";
 import {
   ACTIVE,
@@ -84,7 +83,6 @@ function bestTrial(sweep, objective) {
 
 export function render(view, { id }) {
   const sweepPath = `/v1/sweeps/${encodeURIComponent(id)}`;
-  let stream = null;
   let disposed = false;
   let parts = null; // the table and charts, made once the spec is known
   let completedAtImportances = null; // the completed count the importances shown were read at
@@ -175,31 +173,18 @@ export function render(view, { id }) {
   });
 
   function failed(error) {
-    if (!disposed) line.showError(error);
+    line.showError(error); // nothing once the page is gone
   }
 
-  function onEvent(event) {
-    if (disposed) return;
-    let data;
-    try {
-      data = JSON.parse(event.data);
-    } catch {
-      return; // not ours: ignore rather than stop the stream
-    }
-    if (event.type === "trial") {
+  function onData(type, data) {
+    if (type === "trial") {
       reloadTrials().catch(failed);
-    } else if (event.type === "status" || event.type === "end") {
+    } else if (type === "status" || type === "end") {
       show(data);
-      const final = event.type === "end";
+      const final = type === "end";
       if (final || data.trials.completed !== completedAtImportances) reloadSweep().catch(failed);
       if (final) reloadTrials().catch(failed);
     }
-  }
-
-  function onStreamState(state) {
-    if (disposed) return;
-    line.setStreamState(state);
-    if (state === "ended") stream = null;
   }
 
   replace(
@@ -246,17 +231,12 @@ export function render(view, { id }) {
       failed(error);
       return;
     }
-    if (disposed) return;
-    stream = openEventStream(`${sweepPath}/stream`, {
-      onEvent,
-      onState: onStreamState,
-      onFatal: failed,
-    });
+    line.follow(`${sweepPath}/stream`, onData);
   })();
 
   return () => {
     disposed = true;
-    stream?.close();
+    line.close();
     if (parts) {
       parts.curves.destroy();
       parts.byTrial.destroy();
