@@ -159,18 +159,14 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
                     raise Interrupted(f"stopped at step {progress.step}")
             if finish:
                 break
-        if finish:
-            events.log(f"asked to end training at step {progress.step}: the model is kept")
-            # The figures of the weights kept, for its card; no epoch's point (not reported).
-            if progress.batches_done:
-                progress.train_loss = progress.loss_sum / progress.batches_done
-            validation = distributed.on_main(recipe.validate)
-            break
         batches = None
         # validate
         progress.train_loss = progress.loss_sum / max(1, progress.batches_done)
         progress.loss_sum, progress.batches_done = 0.0, 0
         validation = distributed.on_main(recipe.validate)  # every rank gets rank 0's figures
+        if finish:  # the kept weights' figures, for its card: no epoch's point (not reported)
+            events.log(f"asked to end training at step {progress.step}: the model is kept")
+            break
         events.metric("loss", "train", progress.train_loss, progress.step, epoch)
         for name, value in validation.items():
             events.metric(name, "validation", value, progress.step, epoch)
