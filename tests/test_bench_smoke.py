@@ -77,19 +77,22 @@ def test_ingest_stores_every_point_of_concurrent_jobs(stack):
     assert phase.cpu_s["trainer"] > 0 and phase.cpu_s["worker"] > 0
 
 
+TINY_SWEEP = sweep.Benchmark("builtin:digits", epochs=9)
+
+
 @pytest.mark.timeout(600)  # 5 trials of 9 epochs: ~40 s on a quiet machine, minutes on a busy one
 def test_sweep_measures_a_pruned_sweep_the_study_in_process_and_writes_its_table(stack):
-    halving = {**sweep.PRUNED, "pruner": {**sweep.PRUNED["pruner"], "name": "successive_halving"}}
+    body = sweep.sweep_body(sweep.pruned_way("successive_halving"), 0, 3, 2, TINY_SWEEP)
     with stack.client() as client:
-        run = sweep.run_sweep(client, stack, sweep.sweep_body(halving, 0, 3, 2), timeout_s=300)
-    assert run.trials == 3 and 3 <= run.epochs <= 3 * sweep.EPOCHS
+        run = sweep.run_sweep(client, stack, body, timeout_s=300)
+    assert run.trials == 3 and 3 <= run.epochs <= 3 * TINY_SWEEP.epochs
     assert 0.5 < run.best_validation <= 1 and 0.5 < run.best_test <= 1
     assert set(run.best_params) == set(sweep.SPACE) and run.trainer_cpu_seconds > 0
-    best, seconds = sweep.in_process(0, 2)
+    best, seconds = sweep.fresh_in_process(0, 2, TINY_SWEEP)
     assert 0.5 < best <= 1 and seconds > 0
-    found = {"a row": [sweep.AgainstDefaults(0.9, sweep.EPOCHS, run)]}
+    found = {"a row": [sweep.AgainstDefaults(0.9, TINY_SWEEP.epochs, run)]}
     section = sweep.defaults_section(found, [0], 3, 1.0)
     gain = f"{100 * run.best_test - 90:+.1f}"
     assert f"| a row | 90.0 ± 0.0 | {100 * run.best_validation:.1f} ± 0.0 |" in section
-    assert f"| {gain} | {run.epochs} ± 0 ({sweep.EPOCHS}) |" in section
+    assert f"| {gain} | {run.epochs} ± 0 ({TINY_SWEEP.epochs}) |" in section
     assert "- a row, seed 0: learning_rate " in section
