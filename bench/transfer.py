@@ -33,6 +33,7 @@ TRANSFORMER = {
 }
 FEW_DIGITS = {"dataset": "builtin:digits", "fraction": 0.05}
 FEW_TEXTS = {"dataset": "builtin:bbc-news", "fraction": 0.2}
+ORACLE = "target labels (upper bound)"
 
 
 def hp(seed: int, **overrides) -> dict:
@@ -59,7 +60,7 @@ def adaptation_specs(seed: int) -> dict[str, dict]:
     # every row, the baseline and the upper bound included, trains this same network.
     adapt = {"kind": "adapt", "model": CNN_BN, "data": data, "hyperparameters": adapt_hp}
     specs = {m: adapt | {"method": {"name": m}} for m in ("source_only", "dann", "coral", "mmd")}
-    specs["target labels (upper bound)"] = {
+    specs[ORACLE] = {
         "kind": "finetune", "model": CNN_BN, "data": {"train": "builtin:digits-m"},
         "hyperparameters": adapt_hp,
     }  # fmt: skip
@@ -178,24 +179,37 @@ def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list
     lines += [
         "## 2. Domain adaptation: digits-rgb (labelled) -> digits-m (unlabelled)",
         "",
-        "| method | target test accuracy | per seed | source test accuracy | gain |",
-        "|---|---|---|---|---|",
+        "Every method normalises as the baseline does: each domain's batches with their own "
+        "statistics in training, the running statistics the source's, then re-estimated on the "
+        "unlabelled target training split once trained (AdaBN, the default). A gain is over "
+        "that fair `source_only`; the share of the gap is of `source_only` -> target labels. "
+        "Without AdaBN: the same jobs' target accuracy with the source's statistics.",
+        "",
+        "| method | target test accuracy | per seed | without AdaBN | source test accuracy | "
+        "gain | share of the gap |",
+        "|---|---|---|---|---|---|---|",
     ]
-    baseline = _values(jobs, "adapt", "source_only", "test_accuracy")
-    gains = {}
-    for row in ("source_only", "dann", "coral", "mmd", "target labels (upper bound)"):
+    baseline = statistics.mean(_values(jobs, "adapt", "source_only", "test_accuracy"))
+    oracle = statistics.mean(_values(jobs, "adapt", ORACLE, "test_accuracy"))
+    shares = {}
+    for row in adaptation_specs(seeds[0]):
         values = _values(jobs, "adapt", row, "test_accuracy")
-        gain = (statistics.mean(values) - statistics.mean(baseline)) * 100
-        source = (
-            _cell(_values(jobs, "adapt", row, "source_test_accuracy"))
-            if row != "target labels (upper bound)" else "—"
+        gain = statistics.mean(values) - baseline
+        share = gain / (oracle - baseline)
+        without, source = (
+            (_cell(_values(jobs, "adapt", row, "test_accuracy_without_adabn")),
+             _cell(_values(jobs, "adapt", row, "source_test_accuracy")))
+            if row != ORACLE else ("—", "—")
         )  # fmt: skip
-        lines.append(f"| {row} | {_cell(values)} | {_seeds(values)} | {source} | {gain:+.1f} |")
-        if row in ("dann", "coral", "mmd"):
-            gains[row] = gain
-    best = max(gains, key=gains.get)
-    checks.append((f"an adapt method gains >= 5 points over source_only (best: {best}, "
-                   f"{gains[best]:+.1f})", gains[best] >= 5))  # fmt: skip
+        lines.append(
+            f"| {row} | {_cell(values)} | {_seeds(values)} | {without} | {source} | "
+            f"{100 * gain:+.1f} | {100 * share:.0f}% |"
+        )
+        if row not in ("source_only", ORACLE):
+            shares[row] = share
+    best = max(shares, key=shares.get)
+    checks.append((f"an adapt method closes >= 50% of the source_only -> target labels gap "
+                   f"(best: {best}, {100 * shares[best]:.0f}%)", shares[best] >= 0.5))  # fmt: skip
     lines.append("")
 
     lines += ["## 3. Text: causal-LM pretraining on BBC News, then topic classification", "",

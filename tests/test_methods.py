@@ -219,6 +219,58 @@ def test_adaptation_methods_report_target_and_source_accuracy(name):
     assert not any(key.startswith("critic") for key in result.model.state_dict())
 
 
+ADAPT_DIGITS = {
+    "source": {"dataset": "builtin:digits-rgb", "per_class": 8},
+    "target": {"dataset": "builtin:digits-m", "per_class": 8},
+}
+TINY_CNN_BN = {**TINY_CNN, "params": {**TINY_CNN["params"], "batch_norm": True}}
+
+
+def adapt_bn(method: str, params: dict):
+    return run(
+        {"kind": "adapt", "model": TINY_CNN_BN, "method": {"name": method, "params": params},
+         "data": ADAPT_DIGITS, "hyperparameters": FAST}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("adabn", [False, True])
+def test_an_adapt_method_at_weight_zero_trains_exactly_the_baseline(adabn):
+    """The same normalisation for every method: the target pass neither moves BatchNorm's
+    running statistics nor anything else, so a gain over source_only is the domain loss's."""
+    baseline, _ = adapt_bn("source_only", {"adabn": adabn})
+    aligned, _ = adapt_bn("mmd", {"adabn": adabn, "weight": 0.0})
+    kept, trained = baseline.model.state_dict(), aligned.model.state_dict()
+    assert kept.keys() == trained.keys()
+    assert all(torch.equal(kept[name], trained[name]) for name in kept)
+    assert baseline.card.metrics == aligned.card.metrics
+
+
+def test_adabn_normalises_the_kept_model_with_the_target_statistics():
+    with_adabn, events = adapt_bn("source_only", {})
+    without, _ = adapt_bn("source_only", {"adabn": False})
+    metrics = with_adabn.card.metrics
+    assert metrics["test_accuracy_without_adabn"] == without.card.metrics["test_accuracy"]
+    assert "test_accuracy_without_adabn" not in without.card.metrics
+    assert any("AdaBN" in e.get("message", "") for e in events)
+    # The first BatchNorm's running mean: its inputs' mean over the target training split
+    # (80 images in 5 batches of 16), not the source's.
+    model = with_adabn.model.eval()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    first.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    target = select(
+        load_dataset("builtin:digits-m").splits["train"],
+        DatasetSelection(**ADAPT_DIGITS["target"]),
+        0,
+    )
+    with torch.no_grad():
+        model(target.x)
+    assert torch.allclose(first.running_mean, seen[0].mean(dim=(0, 2, 3)), atol=1e-5)
+    source_mean = without.model.state_dict()
+    name = next(k for k in source_mean if k.endswith("running_mean"))
+    assert not torch.allclose(source_mean[name], first.running_mean, atol=1e-3)
+
+
 TINY_TRANSFORMER = {
     "architecture": "transformer",
     "params": {"d_model": 32, "layers": 1, "heads": 2, "max_length": 32, "vocab_size": 300},

@@ -15,4 +15,4 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor, _progress: float = 0.
 
 
 def run(ctx: RunContext, params: Params) -> TrainResult:
-    return adapt(ctx, params.weight, lambda _dim: (coral_loss, None))
+    return adapt(ctx, params.weight, lambda _dim: (coral_loss, None), adabn=params.adabn)

@@ -51,4 +51,4 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
 
         return loss, critic
 
-    return adapt(ctx, params.weight, make_domain_loss)
+    return adapt(ctx, params.weight, make_domain_loss, adabn=params.adabn)

@@ -30,4 +30,4 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     def loss(source: torch.Tensor, target: torch.Tensor, progress: float) -> torch.Tensor:
         return ramp(progress) * mmd_loss(source, target, params.kernels)
 
-    return adapt(ctx, params.weight, lambda _dim: (loss, None))
+    return adapt(ctx, params.weight, lambda _dim: (loss, None), adabn=params.adabn)
