@@ -7,8 +7,8 @@ API (each row is jobs submitted over HTTP, metrics read back) and rewrites that 
 Three experiments, each over several seeds (mean ± standard deviation):
 1. few labels: 5% of the digits labels, from scratch vs fine-tuned from a self-supervised
    pretraining (autoencoder, contrastive) on the whole unlabelled training split;
-2. domain adaptation: labelled grey digits -> unlabelled coloured digits-m, the four adapt
-   methods, and training on the target's labels as the upper bound;
+2. domain adaptation: labelled grey digits -> unlabelled coloured digits-m, every adapt
+   method, and training on the target's labels as the upper bound;
 3. text: causal-LM pretraining of a small transformer on BBC News (perplexity before and
    after), then topic classification with 20% of the labels, pretrained vs from scratch.
 """
@@ -59,7 +59,8 @@ def adaptation_specs(seed: int) -> dict[str, dict]:
     # BatchNorm, so that each domain's batches are normalised with their own statistics;
     # every row, the baseline and the upper bound included, trains this same network.
     adapt = {"kind": "adapt", "model": CNN_BN, "data": data, "hyperparameters": adapt_hp}
-    specs = {m: adapt | {"method": {"name": m}} for m in ("source_only", "dann", "coral", "mmd")}
+    methods = ("source_only", "dann", "coral", "mmd", "self_training")
+    specs = {m: adapt | {"method": {"name": m}} for m in methods}
     specs[ORACLE] = {
         "kind": "finetune", "model": CNN_BN, "data": {"train": "builtin:digits-m"},
         "hyperparameters": adapt_hp,

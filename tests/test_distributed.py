@@ -226,8 +226,9 @@ def test_validation_refuses_several_processes_where_ranks_would_train_differentl
         found = issues(spec)
         assert [field for field, _ in found] == ["resources.processes"], (what, found)
         assert what in found[0][1] and "1 process only" in found[0][1]
-    mmd = refused["coral"] | {"method": {"name": "mmd"}}
-    assert [field for field, _ in issues(mmd)] == ["resources.processes"]
+    for method in ("mmd", "mcc", "self_training"):
+        single = refused["coral"] | {"method": {"name": method}}
+        assert [field for field, _ in issues(single)] == ["resources.processes"], method
 
     allowed = [
         job("builtin:digits"),

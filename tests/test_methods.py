@@ -17,7 +17,9 @@ from trainer.methods.adaptation import ramp
 from trainer.methods.contrastive import nt_xent
 from trainer.methods.coral import coral_loss
 from trainer.methods.dann import reverse_gradient
+from trainer.methods.mcc import class_confusion
 from trainer.methods.mmd import mmd_loss
+from trainer.methods.self_training import pseudo_labels
 from trainer.run import LoadedModel, RunContext
 from trainer.spec import DatasetSelection, JobSpec
 from trainer.text import encode
@@ -122,6 +124,20 @@ def test_domain_losses_are_zero_for_one_distribution_and_grow_with_a_shift():
         assert loss(a, a).abs() < 1e-6
 
 
+def test_class_confusion_is_low_for_confident_distinct_predictions_and_high_for_uniform():
+    confident, uniform = torch.eye(4).repeat(4, 1) * 10, torch.zeros(16, 4)
+    assert class_confusion(confident, 2.5) < 0.15 < 0.7 < class_confusion(uniform, 2.5) <= 0.75
+
+
+def test_pseudo_labels_are_confident_target_predictions_aligned_with_the_source_classes():
+    source = torch.tensor([[4.0, 0.0], [0.0, 4.0]])  # the source batch: both classes alike
+    target = torch.tensor([[0.0, 5.0], [1.0, 0.0], [3.0, 0.0]])  # 0.99, 0.73, 0.95 confident
+    labels, confident = pseudo_labels(source, target, threshold=0.95)
+    # The target favours class 0 (mean 0.56); aligned, the third image falls to 0.94.
+    assert labels.tolist() == [1, 0, 0] and confident.tolist() == [1.0, 0.0, 0.0]
+    assert pseudo_labels(source, target, threshold=0.9)[1].tolist() == [1.0, 0.0, 1.0]
+
+
 def test_nt_xent_prefers_matching_views():
     torch.manual_seed(0)
     z = torch.randn(16, 8)
@@ -203,7 +219,7 @@ def test_early_stopping_restores_the_best_epoch():
     assert metrics["best_epoch"] == accuracy.index(max(accuracy)) + 1
 
 
-@pytest.mark.parametrize("name", ["source_only", "dann", "coral", "mmd"])
+@pytest.mark.parametrize("name", ["source_only", "dann", "coral", "mmd", "mcc", "self_training"])
 def test_adaptation_methods_report_target_and_source_accuracy(name):
     result, events = run(
         {"kind": "adapt", "model": TINY_CNN,

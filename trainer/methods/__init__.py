@@ -19,7 +19,9 @@ from trainer.methods import (
     contrastive,
     coral,
     dann,
+    mcc,
     mmd,
+    self_training,
     simcse,
     source_only,
     supervised,
@@ -126,6 +128,25 @@ METHODS: dict[str, Method] = {
             ANY,
             ADAPT_LABELS,
             single_process="MMD compares every pair of the whole batch's features",
+        ),
+        Method(
+            "mcc",
+            "adapt",
+            mcc.Params,
+            mcc.run,
+            ANY,
+            ADAPT_LABELS,
+            single_process="its class correlations are over the whole batch's predictions",
+        ),
+        Method(
+            "self_training",
+            "adapt",
+            self_training.Params,
+            self_training.run,
+            IMAGES,
+            ADAPT_LABELS,
+            single_process="its augmentations come from the data-order generator, drawn per "
+            "share, so the ranks' generators and batch orders would drift apart",
         ),
     )
 }

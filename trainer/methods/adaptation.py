@@ -16,6 +16,7 @@ statistics), and with AdaBN `test_accuracy_without_adabn` (the target with them 
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +34,23 @@ from trainer.spec import AdaptSpec
 from trainer.training import batch_order, batches_per_epoch, classify, seed_everything
 from trainer.trunk import start_trunk
 
-# A domain loss gets source and target features and the share of training done, in [0, 1].
-DomainLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-# Given the feature size, a method's domain loss and its own trainable module (or None).
-DomainLossFactory = Callable[[int], tuple[DomainLoss, nn.Module | None]]
+
+@dataclass(frozen=True)
+class Step:
+    """What a domain loss sees of a training step."""
+
+    source_features: torch.Tensor
+    source_logits: torch.Tensor
+    target_features: torch.Tensor  # normalised with the target batch's own statistics
+    target_inputs: torch.Tensor  # as given, on the device
+    progress: float  # the share of training done, in [0, 1]
+
+
+DomainLoss = Callable[[Step], torch.Tensor]
+# Given the network and the run's generator (whatever randomness the loss draws comes from it,
+# so that a resumed run draws it again): the method's domain loss and its own trainable module
+# (or None).
+DomainLossFactory = Callable[[Network, torch.Generator], tuple[DomainLoss, nn.Module | None]]
 
 
 def ramp(progress: float) -> float:
@@ -118,9 +132,7 @@ def adapt(
     trunk = start_trunk(ctx, source_set, source)
     head = nn.Linear(trunk.backbone.feature_dim, len(source_set.labels))
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
-    loss_of, extra = (
-        make_domain_loss(trunk.backbone.feature_dim) if make_domain_loss else (None, None)
-    )
+    loss_of, extra = make_domain_loss(model, generator) if make_domain_loss else (None, None)
     trainable = nn.ModuleList([model, extra.to(device)]) if extra is not None else model
     splits = {
         "source": source,
@@ -139,12 +151,14 @@ def adapt(
         xs, ys, xt = (t.to(device) for t in batch)
         if loss_of is None:  # the baseline: the target pass would change nothing
             return F.cross_entropy(model(xs), ys)
-        # Two passes, not one: BatchNorm normalises each domain with its own statistics.
+        # Separate passes: BatchNorm normalises each domain with its own statistics.
         fs = model.features(xs)
+        logits = model.head(fs)
+        loss = F.cross_entropy(logits, ys)
         with running_statistics_kept(model):
             ft = model.features(xt)
-        loss = F.cross_entropy(model.head(fs), ys)
-        return loss + weight * loss_of(fs.float(), ft.float(), progress)
+            step = Step(fs.float(), logits.float(), ft.float(), xt, progress)
+            return loss + weight * loss_of(step)
 
     recipe = Recipe(
         model=trainable,

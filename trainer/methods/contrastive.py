@@ -2,48 +2,20 @@
 augmentations of each image should have close projections, and other images far ones
 (NT-Xent loss). Labels are not used; the projection head is discarded by fine-tuning."""
 
-import math
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from trainer.augment import Augmentation, augment
 from trainer.methods.pretraining import Pretext, pretrain
 from trainer.run import RunContext, TrainResult
 from trainer.trunk import Trunk
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Params(Augmentation):
     temperature: float = Field(0.2, gt=0, le=10)
     projection_dim: int = Field(64, ge=1, le=4096)
-    max_shift: float = Field(0.15, ge=0, le=1, description="Translation, share of the side.")
-    max_rotation: float = Field(15.0, ge=0, le=180, description="Degrees.")
-    scale_range: tuple[float, float] = (0.8, 1.2)
-    noise_std: float = Field(0.1, ge=0, le=10, description="In standard units.")
-
-
-def augment(x: torch.Tensor, params: Params, generator: torch.Generator | None) -> torch.Tensor:
-    """A random affine warp (shift, rotation, zoom), contrast jitter and noise per image."""
-    n = len(x)
-
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, generator=generator)
-
-    angle = uniform(-params.max_rotation, params.max_rotation) * math.pi / 180
-    scale = uniform(*params.scale_range)
-    shift = [uniform(-params.max_shift, params.max_shift) * 2 for _ in range(2)]
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1
-    ).to(x.device)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    warped = F.grid_sample(x, grid, align_corners=False, padding_mode="border")
-    contrast = uniform(0.7, 1.3).view(n, 1, 1, 1).to(x.device)
-    noise = torch.randn(x.shape, generator=generator).to(x.device) * params.noise_std
-    return warped * contrast + noise
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -2,17 +2,20 @@
 
 import torch
 
-from trainer.methods.adaptation import AdaptParams, adapt
+from trainer.methods.adaptation import AdaptParams, Step, adapt
 from trainer.run import RunContext, TrainResult
 
 Params = AdaptParams
 
 
-def coral_loss(source: torch.Tensor, target: torch.Tensor, _progress: float = 0.0) -> torch.Tensor:
+def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Squared Frobenius distance of the feature covariances, over 4 d^2."""
     d = source.shape[1]
     return (torch.cov(source.T) - torch.cov(target.T)).pow(2).sum() / (4 * d * d)
 
 
 def run(ctx: RunContext, params: Params) -> TrainResult:
-    return adapt(ctx, params.weight, lambda _dim: (coral_loss, None), adabn=params.adabn)
+    def loss(step: Step) -> torch.Tensor:
+        return coral_loss(step.source_features, step.target_features)
+
+    return adapt(ctx, params.weight, lambda _model, _generator: (loss, None), adabn=params.adabn)

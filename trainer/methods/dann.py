@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from trainer.methods.adaptation import AdaptParams, adapt, ramp
+from trainer.architectures import Network
+from trainer.methods.adaptation import AdaptParams, Step, adapt, ramp
 from trainer.run import RunContext, TrainResult
 
 
@@ -40,11 +41,12 @@ def discriminator(feature_dim: int, hidden: int) -> nn.Module:
 
 def run(ctx: RunContext, params: Params) -> TrainResult:
 
-    def make_domain_loss(feature_dim: int):
-        critic = discriminator(feature_dim, params.discriminator_hidden)
+    def make_domain_loss(model: Network, _generator: torch.Generator):
+        critic = discriminator(model.backbone.feature_dim, params.discriminator_hidden)
 
-        def loss(source: torch.Tensor, target: torch.Tensor, progress: float) -> torch.Tensor:
-            features = reverse_gradient(torch.cat([source, target]), ramp(progress))
+        def loss(step: Step) -> torch.Tensor:
+            source, target = step.source_features, step.target_features
+            features = reverse_gradient(torch.cat([source, target]), ramp(step.progress))
             domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))])
             logits = critic(features).squeeze(1)
             return F.binary_cross_entropy_with_logits(logits, domains.to(logits.device))

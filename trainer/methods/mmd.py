@@ -5,7 +5,7 @@ over training (`adaptation.ramp`) so that the classifier learns before features 
 import torch
 from pydantic import Field
 
-from trainer.methods.adaptation import AdaptParams, adapt, ramp
+from trainer.methods.adaptation import AdaptParams, Step, adapt, ramp
 from trainer.run import RunContext, TrainResult
 
 
@@ -27,7 +27,8 @@ def mmd_loss(source: torch.Tensor, target: torch.Tensor, kernels: int = 5) -> to
 
 def run(ctx: RunContext, params: Params) -> TrainResult:
 
-    def loss(source: torch.Tensor, target: torch.Tensor, progress: float) -> torch.Tensor:
-        return ramp(progress) * mmd_loss(source, target, params.kernels)
+    def loss(step: Step) -> torch.Tensor:
+        discrepancy = mmd_loss(step.source_features, step.target_features, params.kernels)
+        return ramp(step.progress) * discrepancy
 
-    return adapt(ctx, params.weight, lambda _dim: (loss, None), adabn=params.adabn)
+    return adapt(ctx, params.weight, lambda _model, _generator: (loss, None), adabn=params.adabn)
