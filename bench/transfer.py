@@ -59,7 +59,7 @@ def adaptation_specs(seed: int) -> dict[str, dict]:
     # BatchNorm, so that each domain's batches are normalised with their own statistics;
     # every row, the baseline and the upper bound included, trains this same network.
     adapt = {"kind": "adapt", "model": CNN_BN, "data": data, "hyperparameters": adapt_hp}
-    methods = ("source_only", "dann", "coral", "mmd", "self_training")
+    methods = ("source_only", "dann", "coral", "mmd", "mcc", "self_training")
     specs = {m: adapt | {"method": {"name": m}} for m in methods}
     specs[ORACLE] = {
         "kind": "finetune", "model": CNN_BN, "data": {"train": "builtin:digits-m"},
