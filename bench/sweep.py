@@ -1,16 +1,18 @@
 """Sweeps, measured: does early stopping pay, and does the service cost a sweep anything?
 
-1. Early stopping. The same search space (a CNN on builtin:digits: learning rate, batch size,
-   hidden width) and the same number of trials through the service, each way with several
-   sweep seeds: `random` with no pruner, and `tpe` with `hyperband` (the epoch the resource).
-   Printed: the best trial's validation accuracy (its objective) and test accuracy (held out,
-   never used to choose), the epochs every trial trained in all, and the CPU seconds the
-   trainers spent (the worker's reaped children), mean ± sd over the seeds. Target: the pruned
-   sweeps within 1 point of the unpruned ones' best test accuracy at <= 40% of their epochs.
+1. Early stopping. The same search space (a CNN on builtin:digits-m, 27 epochs: learning
+   rate, batch size, hidden width) and the same number of trials through the service, with
+   several sweep seeds: `random` with no pruner, and `tpe` with each pruner asked for
+   (`hyperband` and `successive_halving`; the epoch the resource). Printed: the best trial's
+   validation accuracy (its objective) and test accuracy (held out, never used to choose), the
+   epochs every trial trained in all, and the CPU seconds the trainers spent (the worker's
+   reaped children), mean ± sd over the seeds. Target: the pruned sweeps within 1 point of the
+   unpruned ones' best test accuracy at <= 40% of their epochs.
 2. The service's cost. The same study (random sampler, the same seed, so the same trials) run
-   one trial at a time in one Python process, over a plain PyTorch loop (`bench.overhead`'s),
-   and through tunery (API, Celery worker, a trainer process per trial, Postgres and Redis);
-   trials per hour, tunery ÷ in-process. Target: >= 0.9.
+   one trial at a time in one Python process (a fresh interpreter) over a plain PyTorch loop
+   (`bench.overhead`'s), and through tunery (API, Celery worker, a trainer process per trial,
+   Postgres and Redis), in rounds, each side first in turn: trials per hour, tunery ÷
+   in-process, the median of the rounds. Target: >= 0.9.
 
 3. Against the hand-picked defaults (`--measure defaults`). Two rows of docs/RESULTS.md, the
    few-label CNN from scratch and the MiniLM linear probe: their hand-picked spec, and a sweep
@@ -22,8 +24,8 @@
 The service runs on a private Postgres and Redis (`tests/servers.py`, or the ones named by
 TUNERY_TEST_DATABASE_URL and TUNERY_TEST_REDIS_URL) with its deployed defaults.
 
-Run: `.venv/bin/python -m bench.sweep` (1 and 2: about 6 minutes on 2 cores; `--seeds 1
---trials 4` for a quick look), `.venv/bin/python -m bench.sweep --measure defaults` (3: about
+Run: `.venv/bin/python -m bench.sweep` (1 and 2: about 50 and 12 minutes on 2 cores; `--seeds
+1 --trials 4` for a quick look), `.venv/bin/python -m bench.sweep --measure defaults` (3: about
 45 minutes on a quiet machine).
 """
 
@@ -358,19 +360,11 @@ def early_stopping(seeds: list[int], trials: int, pruners: list[str]) -> list[Ro
                 print(f"# seed {seed}, pruner {name}: {run}", flush=True)
     unpruned = runs.pop("none")
     ways = f"{trials} trials, 2 at a time, {len(seeds)} seeds"
-    rows = [
-        Row(
-            f"unpruned sweeps (random, no pruner; {ways}): best trial's validation accuracy, "
-            "% | test accuracy, % (held out) | epochs trained by all trials | trainer CPU s",
-            f"{mean_sd([r.best_validation for r in unpruned], 100)} | "
-            f"{mean_sd([r.best_test for r in unpruned], 100)} | "
-            f"{mean_sd([r.epochs for r in unpruned], digits=0)} | "
-            f"{mean_sd([r.trainer_cpu_seconds for r in unpruned], digits=0)}",
-        )
+    return [
+        row
+        for pruner, pruned in runs.items()
+        for row in pruned_rows(f"tpe + {pruner} ({ways})", pruned, unpruned)
     ]
-    for pruner, pruned in runs.items():
-        rows += pruned_rows(f"tpe + {pruner}", pruned, unpruned)
-    return rows
 
 
 def pruned_way(pruner: str) -> dict:
@@ -387,7 +381,7 @@ def pruned_rows(way: str, pruned: list[SweepRun], unpruned: list[SweepRun]) -> l
     epoch_share = share(lambda r: r.epochs)
     return [
         Row(
-            f"{way}: best trial's validation accuracy, % (baseline: the unpruned sweeps)",
+            f"{way}: best trial's validation accuracy, % (baseline: random, no pruner)",
             mean_sd([r.best_validation for r in pruned], 100),
             mean_sd([r.best_validation for r in unpruned], 100),
         ),
