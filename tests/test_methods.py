@@ -8,7 +8,7 @@ import torch
 from pydantic import TypeAdapter
 from tokenizers import Tokenizer
 
-from trainer.architectures import ARCHITECTURES, build_trunk
+from trainer.architectures import ARCHITECTURES, Network, build_trunk
 from trainer.artifact import load_classifier, save_model
 from trainer.data import load_dataset, select, splits_for
 from trainer.events import EventSink
@@ -18,8 +18,8 @@ from trainer.methods.contrastive import nt_xent
 from trainer.methods.coral import coral_loss
 from trainer.methods.dann import reverse_gradient
 from trainer.methods.mcc import class_confusion
-from trainer.methods.mmd import mmd_loss
 from trainer.methods.self_training import pseudo_labels
+from trainer.methods.shift import diagnose, mmd_loss
 from trainer.run import LoadedModel, RunContext
 from trainer.spec import DatasetSelection, JobSpec
 from trainer.text import encode
@@ -285,6 +285,37 @@ def test_adabn_normalises_the_kept_model_with_the_target_statistics():
     source_mean = without.model.state_dict()
     name = next(k for k in source_mean if k.endswith("running_mean"))
     assert not torch.allclose(source_mean[name], first.running_mean, atol=1e-3)
+
+
+def test_shift_diagnostics_observe_without_changing_the_network():
+    dataset = load_dataset("builtin:digits-m")
+    normalize, backbone = build_trunk("cnn", TINY_CNN_BN["params"], dataset.input_shape, None)
+    model = Network(normalize, backbone, torch.nn.Linear(backbone.feature_dim, 10)).train()
+    source = load_dataset("builtin:digits-rgb").splits["train"].x[:100]
+    target = dataset.splits["train"].x[:65]  # batches of 33 and 32, never one of a single image
+    kept = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    found = diagnose(model, source, target, batch_size=64, device=torch.device("cpu"))
+    assert model.training and all(torch.equal(kept[n], t) for n, t in model.state_dict().items())
+    assert found["feature_mmd"] > 0.01
+    assert 0.1 <= found["confidence"] <= 1 and 0 <= found["class_balance"] <= 1
+    same = diagnose(model, source, source, batch_size=64, device=torch.device("cpu"))
+    assert same["feature_mmd"] < 1e-6 < found["feature_mmd"]
+
+
+def test_an_adapt_job_reports_the_shift_before_training_and_after_every_epoch():
+    result, events = adapt_bn("mcc", {})
+    for name in ("feature_mmd", "confidence", "class_balance"):
+        points = [
+            e
+            for e in events
+            if e["type"] == "metric" and (e["name"], e["split"]) == (name, "target")
+        ]
+        assert [p["epoch"] for p in points] == list(range(FAST["epochs"] + 1)), name
+    metrics, distances = result.card.metrics, series(events, "feature_mmd", "target")
+    assert (metrics["feature_mmd_before"], metrics["feature_mmd_after"]) == (
+        distances[0],
+        distances[-1],
+    )
 
 
 TINY_TRANSFORMER = {

@@ -36,6 +36,9 @@ class Recipe:
     mode: Literal["min", "max"]  # whether it is better low or high
     generator: torch.Generator  # the data order's, and whatever randomness a method draws from it
     frozen: Sequence[nn.Module] = ()  # kept in eval mode, so frozen BatchNorm keeps its statistics
+    # Figures reported beside validation after every epoch, by (name, split): what a method
+    # lets its user watch besides the monitored metric. They must change nothing.
+    diagnose: Callable[[], dict[tuple[str, str], float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,9 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
         events.metric("loss", "train", progress.train_loss, progress.step, epoch)
         for name, value in validation.items():
             events.metric(name, "validation", value, progress.step, epoch)
+        if recipe.diagnose is not None:
+            for (name, split), value in distributed.on_main(recipe.diagnose).items():
+                events.metric(name, split, value, progress.step, epoch)
         events.progress(progress.step, epoch, total_steps, force=True)
         # stop
         if stopper.should_stop(epoch, validation, model):

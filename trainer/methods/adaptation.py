@@ -10,25 +10,28 @@ kept normalises target inputs with target statistics.
 
 Model selection sees no target labels: early stopping watches source validation accuracy.
 Reported: `test_accuracy` on the target test split, `source_test_accuracy` (with the source's
-statistics), and with AdaBN `test_accuracy_without_adabn` (the target with them too).
+statistics), and with AdaBN `test_accuracy_without_adabn` (the target with them too); before
+training and after every epoch, the shift as the network sees it (`trainer.methods.shift`:
+`feature_mmd`, `confidence`, `class_balance`, split `target`), its distance also in the card
+as `feature_mmd_before` and `feature_mmd_after`.
 """
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 
 from trainer.architectures import Network
+from trainer.batchnorm import batchnorms, even_batches, running_statistics_kept
 from trainer.card import ModelCard
 from trainer.data import Split, dataset_name, load_dataset, select
 from trainer.loop import Recipe, fit
+from trainer.methods.shift import diagnose
 from trainer.run import RunContext, TrainResult
 from trainer.spec import AdaptSpec
 from trainer.training import batch_order, batches_per_epoch, classify, seed_everything
@@ -73,24 +76,6 @@ class BaselineParams(BaseModel):
 
 class AdaptParams(BaselineParams):
     weight: float = Field(1.0, ge=0, le=1000, description="Weight of the domain loss.")
-
-
-def batchnorms(model: nn.Module) -> list[_BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
-
-
-@contextmanager
-def running_statistics_kept(model: nn.Module) -> Iterator[None]:
-    """BatchNorm normalises with the batch's own statistics and leaves its running ones as
-    they are (without tracking, a training-mode BatchNorm neither reads nor updates them)."""
-    norms = batchnorms(model)
-    for norm in norms:
-        norm.track_running_stats = False
-    try:
-        yield
-    finally:
-        for norm in norms:
-            norm.track_running_stats = True
 
 
 def _paired_batches(
@@ -147,6 +132,13 @@ def adapt(
         f"{dataset_name(spec.data.target)} ({len(target)} unlabelled) on {device}"
     )
 
+    def shift() -> dict[str, float]:
+        return diagnose(model, s["source"].x, s["target"].x, hp.batch_size, device)
+
+    shift_before = shift()
+    for name, value in shift_before.items():  # the starting point of the curves
+        ctx.events.metric(name, "target", value, 0, 0)
+
     def batch_loss(batch, progress: float) -> torch.Tensor:
         xs, ys, xt = (t.to(device) for t in batch)
         if loss_of is None:  # the baseline: the target pass would change nothing
@@ -170,18 +162,20 @@ def adapt(
         monitor="accuracy",
         mode="max",
         generator=generator,
+        diagnose=lambda: {(name, "target"): value for name, value in shift().items()},
     )
     result = fit(ctx, recipe)
+    shift_after = shift()
     source_result = classify(model, s["source_test"], hp.batch_size, device)
     metrics = {}
     if adabn and batchnorms(model):
-        before = classify(model, s["target_test"], hp.batch_size, device)
-        update_bn(s["target"].x.split(hp.batch_size), model, device)
+        without = classify(model, s["target_test"], hp.batch_size, device)
+        update_bn(even_batches(s["target"].x, hp.batch_size), model, device)
         ctx.events.log(
             f"AdaBN: BatchNorm statistics re-estimated on the {len(target)} target examples "
-            f"(target test accuracy {before['accuracy']:.4f} with the source's)"
+            f"(target test accuracy {without['accuracy']:.4f} with the source's)"
         )
-        metrics["test_accuracy_without_adabn"] = before["accuracy"]
+        metrics["test_accuracy_without_adabn"] = without["accuracy"]
     target_result = classify(model, s["target_test"], hp.batch_size, device)
     ctx.events.metric("accuracy", "test", target_result["accuracy"], result.step, result.epochs_run)
     metrics |= {
@@ -191,6 +185,8 @@ def adapt(
         "test_loss": target_result["loss"],
         "source_test_accuracy": source_result["accuracy"],
         "best_epoch": result.best_epoch,
+        "feature_mmd_before": shift_before["feature_mmd"],
+        "feature_mmd_after": shift_after["feature_mmd"],
     }
     labels = list(source_set.labels)
     card = ModelCard(**dict(trunk.card), task="classification", labels=labels, metrics=metrics)
