@@ -118,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         # Decided: torchrun's SIGTERM to the ranks still running, once one has exited, must
         # not turn this exit status into a death by SIGTERM.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # And a rank leaves at once, without the interpreter's teardown: run at exit, C++
+        # destructors met threads of the process group still running and aborted the rank
+        # ("terminate called without an active exception", SIGABRT) in about one stop by
+        # SIGTERM of six.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
