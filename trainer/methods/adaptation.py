@@ -31,7 +31,7 @@ from trainer.batchnorm import batchnorms, even_batches, running_statistics_kept
 from trainer.card import ModelCard
 from trainer.data import Split, dataset_name, load_dataset, select
 from trainer.loop import Recipe, fit
-from trainer.methods.shift import diagnose
+from trainer.methods.shift import diagnose, fixed_sample
 from trainer.run import RunContext, TrainResult
 from trainer.spec import AdaptSpec
 from trainer.training import batch_order, batches_per_epoch, classify, seed_everything
@@ -132,8 +132,10 @@ def adapt(
         f"{dataset_name(spec.data.target)} ({len(target)} unlabelled) on {device}"
     )
 
+    shown = {domain: fixed_sample(s[domain].x) for domain in ("source", "target")}
+
     def shift() -> dict[str, float]:
-        return diagnose(model, s["source"].x, s["target"].x, hp.batch_size, device)
+        return diagnose(model, shown["source"], shown["target"], hp.batch_size, device)
 
     shift_before = shift()
     for name, value in shift_before.items():  # the starting point of the curves

@@ -2,14 +2,15 @@
 reports before training and after every epoch, so that a user sees whether alignment happened
 (and whether the target's predictions are collapsing onto a few classes) without target labels.
 
-- `feature_mmd`: MK-MMD² between source and target features (the discrepancy DAN minimises),
-  on a fixed sample of each training split;
-- `confidence`: the mean top-class probability on the target training split;
+- `feature_mmd`: MK-MMD² between source and target features (the discrepancy DAN minimises);
+- `confidence`: the mean top-class probability on the target;
 - `class_balance`: the entropy of the mean target prediction over log(classes): 1 when every
   class is predicted as often, 0 when one class takes everything.
 
-BatchNorm normalises each domain's batches with their own statistics, as in training, and its
-running statistics are left alone: the figures observe, they change nothing.
+Each is taken on a fixed random sample of each training split (`fixed_sample`: the same images
+every epoch, whatever order a file gave them in). BatchNorm normalises each domain's batches
+with their own statistics, as in training, and its running statistics are left alone: the
+figures observe, they change nothing.
 """
 
 import math
@@ -19,7 +20,7 @@ import torch
 from trainer.architectures import Network
 from trainer.batchnorm import batchnorms, even_batches, running_statistics_kept
 
-SAMPLE = 512  # images of each domain for the feature distance: the first of each split
+SAMPLE = 512  # images of each domain: a few batches' worth, cheap beside an epoch
 
 
 def mmd_loss(source: torch.Tensor, target: torch.Tensor, kernels: int = 5) -> torch.Tensor:
@@ -34,6 +35,12 @@ def mmd_loss(source: torch.Tensor, target: torch.Tensor, kernels: int = 5) -> to
     return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
 
 
+def fixed_sample(x: torch.Tensor) -> torch.Tensor:
+    """At most SAMPLE of `x`, drawn by a generator of its own: the run's draws nothing."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[order[:SAMPLE]]
+
+
 @torch.no_grad()
 def diagnose(
     model: Network,
@@ -42,14 +49,14 @@ def diagnose(
     batch_size: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """The figures above, for `source` and `target` inputs (training splits)."""
-    source_features = _features(model, source[:SAMPLE], batch_size, device)
+    """The figures above, for `source` and `target` inputs (`fixed_sample`s of training splits)."""
+    source_features = _features(model, source, batch_size, device)
     target_features = _features(model, target, batch_size, device)
     probabilities = model.head(target_features).float().softmax(1)
     mean = probabilities.mean(0)
     entropy = -(mean * mean.clamp_min(1e-12).log()).sum().item()
     return {
-        "feature_mmd": mmd_loss(source_features, target_features[:SAMPLE]).item(),
+        "feature_mmd": mmd_loss(source_features, target_features).item(),
         "confidence": probabilities.max(1).values.mean().item(),
         "class_balance": entropy / math.log(probabilities.shape[1]),
     }
