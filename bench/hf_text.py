@@ -22,9 +22,10 @@ from pathlib import Path
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from bench.jobs import Runner
+from bench.pretraining import TRANSFORMER
 from bench.results import write_section
 from bench.service import service
-from bench.transfer import TRANSFORMER, Runner
 from trainer.data import load_dataset, select
 from trainer.spec import DatasetSelection
 

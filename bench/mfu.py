@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.overhead import CpuSampler, trainer_threads
+from bench.pretraining import text_specs
 from bench.timing import (
     Row,
     epoch_ends,
@@ -53,7 +54,6 @@ from bench.timing import (
     table,
     wait_succeeded,
 )
-from bench.transfer import text_specs
 from tests.stack import Stack
 from trainer.architectures import build_trunk
 from trainer.architectures.transformer import TransformerParams
