@@ -10,7 +10,8 @@ from tokenizers import Tokenizer
 
 from trainer.architectures import ARCHITECTURES, Network, build_trunk
 from trainer.artifact import load_classifier, save_model
-from trainer.data import load_dataset, select, splits_for
+from trainer.augment import ColourAugmentation, colour_augment
+from trainer.data import _digits_scan, _photographs, load_dataset, select, splits_for
 from trainer.events import EventSink
 from trainer.methods import METHODS
 from trainer.methods.adaptation import ramp
@@ -76,6 +77,26 @@ def test_digits_m_is_a_deterministic_coloured_shift_of_the_same_digits():
     assert torch.equal(x_rgb[:, 0], x_rgb[:, 1])  # grey
     assert not torch.equal(x_m[:, 0], x_m[:, 1])  # colour
     assert (x_m - x_rgb).abs().mean() > 2.0  # a real shift: backgrounds are no longer blank
+
+
+def test_digits_scan_is_a_deterministic_grey_shift_of_the_same_digits():
+    rgb, scan = load_dataset("builtin:digits-rgb"), load_dataset("builtin:digits-scan")
+    assert scan.input_shape == (3, 28, 28)
+    assert torch.equal(rgb.splits["test"].y, scan.splits["test"].y)
+    x_rgb, x_scan = rgb.splits["train"].x, scan.splits["train"].x
+    assert torch.equal(x_scan[:, 0], x_scan[:, 2])  # grey, like the source
+    assert torch.equal(x_scan, _digits_scan().splits["train"].x)  # the same on every load
+    # Smaller digits: fewer bright pixels near the border than the source has.
+    border = torch.ones(28, 28, dtype=torch.bool)
+    border[5:23, 5:23] = False
+    assert (x_scan[..., border] > 8).float().mean() < (x_rgb[..., border] > 8).float().mean()
+
+
+def test_digits_m_backgrounds_come_from_many_photographs():
+    photos = _photographs()
+    assert len(photos) >= 20
+    assert all(photo.ndim == 3 and photo.shape[2] == 3 for photo in photos)
+    assert all(float(photo.min()) >= 0.0 and float(photo.max()) <= 1.0 for photo in photos)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -356,3 +377,20 @@ def test_text_classifier_fine_tuned_from_a_language_model_predicts_strings(tmp_p
     classifier, card = load_classifier(path)
     tokens = encode(Tokenizer.from_str(card.tokenizer), ["Shares fell on Wall Street"], 32)
     assert classifier(tokens).shape == (1, 5)
+
+
+def test_colour_augmentation_is_seeded_keeps_the_scale_and_changes_the_images():
+    x = load_dataset("builtin:digits-m").splits["train"].x[:32]
+    params = ColourAugmentation()
+    first = colour_augment(x, params, torch.Generator().manual_seed(3))
+    again = colour_augment(x, params, torch.Generator().manual_seed(3))
+    assert torch.equal(first, again)
+    assert first.min() >= x.min() and first.max() <= x.max()
+    changed = (first - x).abs().flatten(1).mean(1) > 0.1
+    assert changed.float().mean() > 0.5
+    still = ColourAugmentation(ops=("identity",), cutout=0.0)
+    assert torch.allclose(colour_augment(x, still, torch.Generator()), x, atol=1e-5)
+    inverted = colour_augment(
+        x, ColourAugmentation(ops=("invert",), ops_per_image=1, cutout=0.0), None
+    )
+    assert torch.allclose(inverted, x.min() + x.max() - x, atol=1e-5)

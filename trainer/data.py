@@ -132,14 +132,33 @@ def _digits_rgb() -> LabelledDataset:
     return _tensor_dataset("builtin:digits-rgb", "image", x.repeat(3, axis=1), y, DIGIT_LABELS)
 
 
-def _digits_m() -> LabelledDataset:
-    """A shifted domain made as MNIST-M was made from MNIST: each digit is blended onto a
-    random 28x28 colour patch of a photograph (scikit-learn's sample images), taking
-    |patch - digit| per channel. Deterministic (seed 0); values on the digits' 0-16 scale."""
+@cache
+def _photographs() -> tuple[np.ndarray, ...]:
+    """The photographs that digits-m's backgrounds come from, colour (H, W, 3) in [0, 1]:
+    scikit-image's bundled natural images (greyscale ones as grey colour) and scikit-learn's
+    two sample images, 21 scenes from portraits to micrographs and galaxies."""
+    import skimage.data
     from sklearn.datasets import load_sample_images
 
+    def colour(image: np.ndarray) -> np.ndarray:
+        image = image.astype(np.float32) / 255.0
+        return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+
+    loaders = ("astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins",
+               "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "microaneurysms",
+               "moon", "page", "retina", "rocket", "text")  # fmt: skip
+    photos = [colour(getattr(skimage.data, name)()) for name in loaders]
+    photos.append(colour(skimage.data.stereo_motorcycle()[0]))
+    photos += [colour(image) for image in load_sample_images().images]
+    return tuple(photos)
+
+
+def _digits_m() -> LabelledDataset:
+    """A shifted domain made as MNIST-M was made from MNIST: each digit is blended onto a
+    random 28x28 colour patch of one of 21 photographs (`_photographs`), taking
+    |patch - digit| per channel. Deterministic (seed 0); values on the digits' 0-16 scale."""
     x, y = _digits_images()
-    photos = [image.astype(np.float32) / 255.0 for image in load_sample_images().images]
+    photos = _photographs()
     rng = np.random.default_rng(0)
     digits = x / 16.0  # (N, 1, 28, 28) in [0, 1]
     out = np.empty((len(x), 3, 28, 28), dtype=np.float32)
@@ -150,6 +169,40 @@ def _digits_m() -> LabelledDataset:
         patch = photo[top : top + 28, left : left + 28].transpose(2, 0, 1)
         out[i] = np.abs(patch - digits[i]) * 16.0
     return _tensor_dataset("builtin:digits-m", "image", out, y, DIGIT_LABELS)
+
+
+def _digits_scan() -> LabelledDataset:
+    """A shifted domain of another nature than digits-m's colour and texture: the digits as a
+    poor scan shows them, grey like the source but smaller and off-centre (scale 0.6-0.9,
+    up to 4 pixels from the centre), with thicker strokes (a 3x3 dilation), blurred (Gaussian,
+    sigma 1), at a random contrast (0.45-0.9) over a random background level (0-0.3), with sensor
+    noise (sd 0.05).
+    Deterministic (seed 0); values on the digits' 0-16 scale."""
+    x, y = _digits_images()
+    generator = torch.Generator().manual_seed(0)
+    n = len(x)
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, *shape, generator=generator)
+
+    digits = torch.from_numpy(x) / 16.0
+    scale, shift = uniform(0.6, 0.9), uniform(-4 / 14, 4 / 14, 2)
+    zeros = torch.zeros(n)
+    theta = torch.stack(
+        [torch.stack([1 / scale, zeros, shift[:, 0]], 1),
+         torch.stack([zeros, 1 / scale, shift[:, 1]], 1)], 1
+    )  # fmt: skip
+    grid = F.affine_grid(theta, [n, 1, 28, 28], align_corners=False)
+    small = F.grid_sample(digits, grid, align_corners=False, padding_mode="zeros")
+    thick = F.max_pool2d(small, 3, stride=1, padding=1)
+    kernel = torch.exp(-(torch.arange(-3, 4.0) ** 2) / 2)
+    kernel = torch.outer(kernel, kernel) / kernel.sum() ** 2
+    blurred = F.conv2d(thick, kernel.view(1, 1, 7, 7), padding=3)
+    background, contrast = uniform(0.0, 0.3, 1, 1, 1), uniform(0.45, 0.9, 1, 1, 1)
+    noise = torch.randn(blurred.shape, generator=generator) * 0.05
+    scan = (background + contrast * blurred + noise).clamp(0, 1) * 16.0
+    out = scan.repeat(1, 3, 1, 1).numpy()
+    return _tensor_dataset("builtin:digits-scan", "image", out, y, DIGIT_LABELS)
 
 
 def _breast_cancer() -> LabelledDataset:
@@ -216,6 +269,7 @@ BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:digits": _digits,
     "builtin:digits-rgb": _digits_rgb,
     "builtin:digits-m": _digits_m,
+    "builtin:digits-scan": _digits_scan,
     "builtin:breast-cancer": _breast_cancer,
     "builtin:bbc-news": _bbc_news,
 }

@@ -8,8 +8,11 @@ that share let nearly every target image through while the source was not yet le
 the pseudo-labels set the network back (on 80 labelled digits, source accuracy 54% -> 27%).
 The loss's weight ramps up (`adaptation.ramp`).
 
-The strong view is contrastive pretraining's augmentation (`trainer.augment`), its defaults the
-same on every pair of domains.
+The strong view is FixMatch's: RandAugment's photometric operations and a Cutout
+(`trainer.augment.colour_augment`), then contrastive pretraining's warp and noise
+(`trainer.augment.augment`). Its defaults are the papers' and the same on every pair of
+domains; `invert`, which would encode digits-m's shift (strokes darker than their background),
+is not among them.
 """
 
 import torch
@@ -17,12 +20,12 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from trainer.architectures import Network
-from trainer.augment import Augmentation, augment
+from trainer.augment import Augmentation, ColourAugmentation, augment, colour_augment
 from trainer.methods.adaptation import AdaptParams, Step, adapt, ramp
 from trainer.run import RunContext, TrainResult
 
 
-class Params(AdaptParams, Augmentation):
+class Params(AdaptParams, Augmentation, ColourAugmentation):
     threshold: float = Field(
         0.95, gt=0, le=1, description="A target prediction's confidence to be a pseudo-label."
     )
@@ -50,7 +53,8 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
                 labels, confident = pseudo_labels(
                     step.source_logits, target_logits, params.threshold
                 )
-            strong = augment(model.normalize(step.target_inputs), params, generator)
+            recoloured = colour_augment(step.target_inputs, params, generator)
+            strong = augment(model.normalize(recoloured), params, generator)
             logits = model.head(model.backbone(strong)).float()
             per_image = F.cross_entropy(logits, labels, reduction="none")
             return ramp(step.progress) * (per_image * confident).mean()
