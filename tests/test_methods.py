@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import TypeAdapter
 from tokenizers import Tokenizer
 
@@ -19,8 +20,9 @@ from trainer.methods.contrastive import nt_xent
 from trainer.methods.coral import coral_loss
 from trainer.methods.dann import reverse_gradient
 from trainer.methods.mcc import class_confusion
+from trainer.methods.selection import dev_risk
 from trainer.methods.self_training import pseudo_labels
-from trainer.methods.shift import diagnose, mmd_loss
+from trainer.methods.shift import diagnose, domain_features, mmd_loss
 from trainer.run import LoadedModel, RunContext
 from trainer.spec import DatasetSelection, JobSpec
 from trainer.text import encode
@@ -323,6 +325,28 @@ def test_shift_diagnostics_observe_without_changing_the_network():
     assert same["feature_mmd"] < 1e-6 < found["feature_mmd"]
 
 
+def test_dev_risk_weights_the_source_validation_loss_towards_the_target():
+    """Without a shift the domain classifier cannot tell the domains apart and DEV's risk is
+    the plain source validation loss; with a target of zeros only, it is about the loss on
+    the validation zeros. (A network without BatchNorm: with it, each domain is normalised with
+    its own statistics, which would hide a shift of the mean such as this one.)"""
+    spec = {"kind": "adapt", "model": TINY_CNN, "method": {"name": "source_only"},
+            "data": ADAPT_DIGITS, "hyperparameters": FAST}  # fmt: skip
+    model = run(spec)[0].model.train()
+    source = load_dataset("builtin:digits-rgb").splits
+    validation, train, cpu = source["validation"], source["train"], torch.device("cpu")
+    with torch.no_grad():
+        features = domain_features(model, validation.x, 64, cpu)
+        losses = F.cross_entropy(model.head(features), validation.y, reduction="none")
+    zeros = validation.y == 0
+    assert abs(losses[zeros].mean() - losses.mean()) > 0.2  # the two cases differ
+    same = dev_risk(model, train.x[:300], (validation.x, validation.y), train.x[300:600], 64, cpu)
+    assert same == pytest.approx(losses.mean().item(), rel=0.1)
+    only_zeros = train.x[train.y == 0]
+    shifted = dev_risk(model, train.x[:300], (validation.x, validation.y), only_zeros, 64, cpu)
+    assert abs(shifted - losses[zeros].mean().item()) < abs(shifted - losses.mean().item())
+
+
 def test_an_adapt_job_reports_the_shift_before_training_and_after_every_epoch():
     result, events = adapt_bn("mcc", {})
     for name in ("feature_mmd", "confidence", "class_balance"):
@@ -333,6 +357,7 @@ def test_an_adapt_job_reports_the_shift_before_training_and_after_every_epoch():
         ]
         assert [p["epoch"] for p in points] == list(range(FAST["epochs"] + 1)), name
     metrics, distances = result.card.metrics, series(events, "feature_mmd", "target")
+    assert metrics["dev_risk"] > 0
     assert (metrics["feature_mmd_before"], metrics["feature_mmd_after"]) == (
         distances[0],
         distances[-1],

@@ -8,7 +8,10 @@ target pass leaves them alone), and with `adabn` (on by default) they are re-est
 unlabelled target training split once training ends (AdaBN, Li et al., 2016), so the model
 kept normalises target inputs with target statistics.
 
-Model selection sees no target labels: early stopping watches source validation accuracy.
+Model selection sees no target labels: early stopping watches source validation accuracy,
+and `dev_risk` (`trainer.methods.selection`, deep embedded validation) estimates the target
+risk of the trained network from the source validation split, to choose between methods or
+their hyperparameters on one pair of domains.
 Reported: `test_accuracy` on the target test split, `source_test_accuracy` (with the source's
 statistics), and with AdaBN `test_accuracy_without_adabn` (the target with them too); before
 training and after every epoch, the shift as the network sees it (`trainer.methods.shift`:
@@ -31,6 +34,7 @@ from trainer.batchnorm import batchnorms, even_batches, running_statistics_kept
 from trainer.card import ModelCard
 from trainer.data import Split, dataset_name, load_dataset, select
 from trainer.loop import Recipe, fit
+from trainer.methods.selection import dev_risk
 from trainer.methods.shift import diagnose, fixed_sample
 from trainer.run import RunContext, TrainResult
 from trainer.spec import AdaptSpec
@@ -168,6 +172,10 @@ def adapt(
     )
     result = fit(ctx, recipe)
     shift_after = shift()
+    validation = s["validation"]
+    risk = dev_risk(
+        model, shown["source"], (validation.x, validation.y), shown["target"], hp.batch_size, device
+    )
     source_result = classify(model, s["source_test"], hp.batch_size, device)
     metrics = {}
     if adabn and batchnorms(model):
@@ -189,6 +197,7 @@ def adapt(
         "best_epoch": result.best_epoch,
         "feature_mmd_before": shift_before["feature_mmd"],
         "feature_mmd_after": shift_after["feature_mmd"],
+        "dev_risk": risk,
     }
     labels = list(source_set.labels)
     card = ModelCard(**dict(trunk.card), task="classification", labels=labels, metrics=metrics)

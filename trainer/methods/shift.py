@@ -50,8 +50,8 @@ def diagnose(
     device: torch.device,
 ) -> dict[str, float]:
     """The figures above, for `source` and `target` inputs (`fixed_sample`s of training splits)."""
-    source_features = _features(model, source, batch_size, device)
-    target_features = _features(model, target, batch_size, device)
+    source_features = domain_features(model, source, batch_size, device)
+    target_features = domain_features(model, target, batch_size, device)
     probabilities = model.head(target_features).float().softmax(1)
     mean = probabilities.mean(0)
     entropy = -(mean * mean.clamp_min(1e-12).log()).sum().item()
@@ -62,9 +62,12 @@ def diagnose(
     }
 
 
-def _features(
+@torch.no_grad()
+def domain_features(
     model: Network, x: torch.Tensor, batch_size: int, device: torch.device
 ) -> torch.Tensor:
+    """The features of `x`, all of one domain, its batches normalised with their own
+    statistics as in training; the running statistics left as they are."""
     was_training = model.training
     model.eval()
     for norm in batchnorms(model):
