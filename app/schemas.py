@@ -5,7 +5,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from trainer.spec import Text
+from trainer.spec import ModelSpec, Text
+from trainer.transferability import MAX_EXAMPLES
 
 T = TypeVar("T")
 
@@ -134,6 +135,88 @@ class PredictResponse(BaseModel):
     probabilities: list[list[float]]
     labels: list[str]
     embeddings: list[list[float]] | None = None
+
+
+class ScoredExamples(BaseModel):
+    """Which of the dataset's examples a transferability score reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Score on this stratified share of the training split: the examples a job "
+        'with `{"dataset": …, "fraction": …}` and the same `seed` trains on. Default: all of '
+        f"it (at most {MAX_EXAMPLES:,} examples: past that, a stratified subsample).",
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Draws the `fraction` subset.")
+
+
+class TransferabilityRequest(ScoredExamples):
+    dataset: Text = Field(
+        min_length=1,
+        max_length=200,
+        description="A labelled dataset: an uploaded dataset's id or a built-in.",
+        examples=["builtin:digits"],
+    )
+
+
+TransferabilityMetric = Literal["logme"]
+SCORE_DESCRIPTION = (
+    "LogME: the mean over classes of the maximum log evidence per example of a Bayesian linear "
+    "model from the features to the labels. Higher is better; comparable between models scored "
+    "on the same examples only."
+)
+
+
+class TransferabilityOut(BaseModel):
+    metric: TransferabilityMetric
+    score: float = Field(description=SCORE_DESCRIPTION)
+    model_id: str
+    dataset: str
+    examples: int = Field(description="Examples the score read (the forward pass's size).")
+    feature_dim: int = Field(description="Features per example: the backbone's output.")
+
+
+# Candidates of a ranking that names none: the tenant's newest models that fit, up to this many.
+NEWEST_CANDIDATES = 20
+
+
+class RankModelsRequest(ScoredExamples):
+    model_ids: list[Annotated[Text, StringConstraints(min_length=1, max_length=100)]] | None = (
+        Field(
+            None,
+            min_length=1,
+            max_length=50,
+            description=f"Candidate bases. Default: the tenant's {NEWEST_CANDIDATES} newest "
+            "models that read the dataset's inputs.",
+        )
+    )
+    models: list[ModelSpec] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Candidates without a base, each as a job's `model` starts: fresh weights "
+        "(drawn by `seed`) for training from scratch, or an architecture's pretrained weights "
+        "(`hf_encoder`).",
+    )
+
+
+class RankedModel(BaseModel):
+    rank: int = Field(description="1 for the highest score; ties keep the request's order.")
+    score: float = Field(description=SCORE_DESCRIPTION)
+    model_id: str | None = Field(description="A stored model; null for an entry of `models`.")
+    model: ModelSpec | None = Field(description="The entry of `models`; null for a stored model.")
+    name: str | None
+    architecture: str
+    feature_dim: int
+
+
+class RankModelsOut(BaseModel):
+    metric: TransferabilityMetric
+    dataset: str
+    examples: int = Field(description="Examples every candidate was scored on.")
+    ranking: list[RankedModel] = Field(description="Best first.")
 
 
 class Health(BaseModel):

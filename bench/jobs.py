@@ -51,10 +51,10 @@ def values(jobs: dict, experiment: str, row: str, metric: str) -> list[float]:
     ]
 
 
-def cell(values: list[float], scale: float = 100.0) -> str:
+def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     mean = statistics.mean(values) * scale
     std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def per_seed(values: list[float]) -> str:

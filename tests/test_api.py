@@ -76,8 +76,12 @@ def test_submit_records_a_queued_job_and_sends_one_message(client, queue):
         ({**DIGITS_CNN, "base_model_id": "model_0"}, "base_model_id"),
         ({**DIGITS_CNN, "model": None, "base_model_id": "model_unknown"}, "base_model_id"),
         ({**DIGITS_CNN, "surprise": 1}, "surprise"),
+        ({**DIGITS_CNN, "kind": "adapt", "method": {"name": "mcc"},
+          "data": {"target": "builtin:digits-m"}}, "data.source"),
+        ({**DIGITS_CNN, "kind": "adapt", "method": {"name": "shot"},
+          "data": {"target": "builtin:digits-m"}}, "base_model_id"),
     ],
-)
+)  # fmt: skip
 def test_invalid_spec_is_422_naming_the_field_and_nothing_is_queued(client, queue, body, field):
     before = job_count(client)
     problem = assert_problem(client.post("/v1/jobs", json=body), 422)

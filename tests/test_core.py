@@ -212,6 +212,12 @@ def test_trainer_process_reports_a_deterministic_error_and_exits_1(tmp_path):
         ({"kind": "adapt", "model": {"architecture": "cnn"}, "method": {"name": "coral"},
           "data": {"source": "builtin:digits-rgb", "target": "builtin:digits-m",
                    "target_test": "builtin:breast-cancer"}}, "data.target_test"),
+        ({"kind": "adapt", "model": {"architecture": "cnn"}, "method": {"name": "mcc"},
+          "data": {"target": "builtin:digits-m"}}, "data.source"),
+        ({"kind": "adapt", "model": {"architecture": "cnn"}, "method": {"name": "shot"},
+          "data": {"target": "builtin:digits-m"}}, "base_model_id"),
+        ({"kind": "adapt", "base_model_id": "model_x", "method": {"name": "shot"},
+          "data": {"source": "builtin:digits-rgb", "target": "builtin:digits-m"}}, "data.source"),
     ],
 )  # fmt: skip
 def test_check_spec_refuses_models_methods_and_data_that_do_not_fit(spec, field):

@@ -23,10 +23,12 @@ from trainer.methods.mcc import class_confusion
 from trainer.methods.selection import dev_risk
 from trainer.methods.self_training import pseudo_labels
 from trainer.methods.shift import diagnose, domain_features, mmd_loss
+from trainer.methods.shot import cluster_labels
 from trainer.run import LoadedModel, RunContext
 from trainer.spec import DatasetSelection, JobSpec
 from trainer.text import encode
 from trainer.training import lr_factor
+from trainer.validation import check_spec
 
 TINY_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
 FEW_DIGITS = {"dataset": "builtin:digits", "per_class": 8}
@@ -323,6 +325,32 @@ def test_shift_diagnostics_observe_without_changing_the_network():
     assert 0.1 <= found["confidence"] <= 1 and 0 <= found["class_balance"] <= 1
     same = diagnose(model, source, source, batch_size=64, device=torch.device("cpu"))
     assert same["feature_mmd"] < 1e-6 < found["feature_mmd"]
+
+
+def test_shot_adapts_a_trained_classifier_to_the_target_without_the_source():
+    """Source-free: the base classifier's head stays as trained, the trunk moves, the job reads
+    no source data and reports the target accuracy before and after; the pseudo-labels are the
+    target's own clusters."""
+    source_model, _ = adapt_bn("source_only", {})
+    base = LoadedModel(source_model.model.state_dict(), source_model.card)
+    spec = {"kind": "adapt", "base_model_id": "model_x", "method": {"name": "shot"},
+            "data": {"target": ADAPT_DIGITS["target"]}, "hyperparameters": FAST}  # fmt: skip
+    assert check_spec(TypeAdapter(JobSpec).validate_python(spec), base.card) == []
+    adapted, events = run(spec, base)
+    before, after = base.state, adapted.model.state_dict()
+    assert torch.equal(before["head.weight"], after["head.weight"])
+    moved = [name for name in before if name.startswith("backbone.") and "weight" in name]
+    assert any(not torch.equal(before[name], after[name]) for name in moved)
+    metrics = adapted.card.metrics
+    assert {"test_accuracy", "test_accuracy_before", "validation_loss"} <= set(metrics)
+    assert "source_test_accuracy" not in metrics
+    assert len(series(events, "loss", "validation")) == FAST["epochs"]
+    two_blobs = torch.cat([torch.randn(20, 4) + 5, torch.randn(20, 4) - 5])
+    wrong_at_first = torch.zeros(40, 2)
+    wrong_at_first[:, 0] = torch.linspace(1, 0, 40)  # leans to class 0 throughout
+    labels = cluster_labels(two_blobs, wrong_at_first)
+    assert labels[:20].unique().numel() == 1 and labels[20:].unique().numel() == 1
+    assert labels[0] != labels[-1]
 
 
 def test_dev_risk_weights_the_source_validation_loss_towards_the_target():

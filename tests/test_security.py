@@ -29,6 +29,7 @@ UNKNOWN = {
     "dataset": "ds_" + "0" * 32,
     "model": "model_" + "0" * 32,
     "sweep": "sweep_" + "0" * 32,
+    "images": "ds_" + "1" * 32,
 }
 
 
@@ -45,17 +46,25 @@ def client_for(app, key: Key | None) -> TestClient:
 
 @dataclass
 class Owned:
-    """What tenant `owner` made: a queued job, an uploaded dataset, an imported model, a sweep."""
+    """What tenant `owner` made: a queued job, an uploaded dataset, an imported model, a sweep,
+    and images the model reads (to score it on)."""
 
     owner: Key
     job: str
     dataset: str
     model: str
     sweep: str
+    images: str
 
     @property
     def ids(self) -> dict[str, str]:
-        return {"job": self.job, "dataset": self.dataset, "model": self.model, "sweep": self.sweep}
+        return {
+            "job": self.job,
+            "dataset": self.dataset,
+            "model": self.model,
+            "sweep": self.sweep,
+            "images": self.images,
+        }
 
 
 @pytest.fixture
@@ -70,15 +79,21 @@ def owned(app) -> Owned:
         )
         model = import_model(client, weights(network()))
         sweep = client.post("/v1/sweeps", json=SWEEP)
-        for response in (job, dataset, model, sweep):
+        images = client.post(
+            "/v1/datasets",
+            files={"file": ("digits.npz", files.digits_npz(60))},
+            data={"name": "digits-8x8", "task": "classification"},
+        )
+        for response in (job, dataset, model, sweep, images):
             assert response.status_code == 201, response.text
-    job, dataset, model, sweep = (r.json()["id"] for r in (job, dataset, model, sweep))
-    return Owned(owner, job, dataset, model, sweep)
+    made = (r.json()["id"] for r in (job, dataset, model, sweep, images))
+    return Owned(owner, *made)
 
 
 PREDICT = {"json": {"inputs": torch.rand(1, 1, 8, 8).tolist()}}
-# Every route that takes an id, with a request that succeeds for the owner. Mutating ones last;
-# the stream after the cancel, so that it ends.
+# Every route that takes an id, with a request that succeeds for the owner (its arguments, or a
+# function of the ids that makes them). Mutating ones last; the stream after the cancel, so that
+# it ends.
 ID_ROUTES = [
     ("GET", "/v1/jobs/{job}", {}),
     ("GET", "/v1/jobs/{job}/metrics", {}),
@@ -90,6 +105,12 @@ ID_ROUTES = [
     ("GET", "/v1/sweeps/{sweep}", {}),
     ("GET", "/v1/sweeps/{sweep}/trials", {}),
     ("POST", "/v1/models/{model}/predict", PREDICT),
+    (
+        "POST",
+        "/v1/models/{model}/transferability",
+        lambda ids: {"json": {"dataset": ids["images"]}},
+    ),
+    ("POST", "/v1/datasets/{dataset}/rank-models", {"json": {}}),
     ("PATCH", "/v1/models/{model}", {"json": {"tags": ["mine"]}}),
     ("POST", "/v1/jobs/{job}/cancel", {}),
     ("GET", "/v1/jobs/{job}/stream", {}),
@@ -102,6 +123,13 @@ ID_ROUTES = [
 
 def _fill(template: str, ids: dict[str, str]) -> str:
     return template.format(**ids)
+
+
+def _send(client: TestClient, method: str, template: str, kwargs, ids: dict[str, str]):
+    """A route of the matrix called on `ids`."""
+    return client.request(
+        method, _fill(template, ids), **(kwargs(ids) if callable(kwargs) else kwargs)
+    )
 
 
 def _route_templates(app) -> set[tuple[str, str]]:
@@ -158,8 +186,8 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
     ids = owned.ids
     with client_for(app, new_tenant()) as stranger:
         for method, template, kwargs in ID_ROUTES:
-            theirs = stranger.request(method, _fill(template, ids), **kwargs)
-            unknown = stranger.request(method, _fill(template, UNKNOWN), **kwargs)
+            theirs = _send(stranger, method, template, kwargs, ids)
+            unknown = _send(stranger, method, template, kwargs, UNKNOWN)
             assert theirs.status_code == unknown.status_code == 404, (method, template)
             assert _without_ids(theirs.json(), *ids.values()) == _without_ids(
                 unknown.json(), *UNKNOWN.values()
@@ -210,7 +238,7 @@ def test_the_owner_reaches_everything_it_made(app, owned):
                           ("/v1/models", owned.model), ("/v1/sweeps", owned.sweep)):  # fmt: skip
             assert id_ in [item["id"] for item in client.get(path).json()["data"]]
         for method, template, kwargs in ID_ROUTES:
-            response = client.request(method, _fill(template, ids), **kwargs)
+            response = _send(client, method, template, kwargs, ids)
             assert response.is_success, (method, template, response.text)
     assert re.fullmatch(r"job_[0-9a-f]{32}", owned.job)  # 122 random bits: not guessable
 
@@ -236,6 +264,10 @@ def test_a_read_only_key_reads_and_predicts_but_changes_nothing(app, owned):
         assert client.get("/v1/jobs").status_code == 200
         assert client.get(f"/v1/models/{owned.model}").status_code == 200
         assert client.post(f"/v1/models/{owned.model}/predict", **PREDICT).status_code == 200
+        scored = {"json": {"dataset": owned.images}}
+        assert client.post(f"/v1/models/{owned.model}/transferability", **scored).status_code == 200
+        ranked = client.post(f"/v1/datasets/{owned.images}/rank-models", json={})
+        assert [entry["model_id"] for entry in ranked.json()["ranking"]] == [owned.model]
         for method, path, kwargs in [
             ("POST", "/v1/jobs", {"json": DIGITS_CNN}),
             ("PATCH", f"/v1/models/{owned.model}", {"json": {"name": "x"}}),

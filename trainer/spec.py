@@ -175,9 +175,10 @@ class TrainData(_Strict):
 
 
 class AdaptData(_Strict):
-    """Labelled `source`, unlabelled `target`; `target_test` defaults to the target's test split."""
+    """Labelled `source`, unlabelled `target`; `target_test` defaults to the target's test split.
+    A source-free method (`shot`) reads no `source`: it adapts the job's base model."""
 
-    source: DatasetRef
+    source: DatasetRef | None = None
     target: DatasetRef
     target_test: DatasetRef | None = None
 

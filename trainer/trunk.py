@@ -14,7 +14,8 @@ from torch import nn
 from trainer.architectures import ARCHITECTURES, build_trunk, normalization_of
 from trainer.card import TrunkCard
 from trainer.data import LabelledDataset, Split
-from trainer.run import RunContext
+from trainer.run import LoadedModel, RunContext
+from trainer.spec import ModelSpec
 from trainer.text import encode, train_tokenizer
 
 
@@ -57,13 +58,18 @@ def pretrained_trunk(architecture: str, params: Any) -> Trunk:
     return trunk
 
 
-def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trunk:
-    if ctx.base is not None:
-        trunk = trunk_from_card(ctx.base.card)
-        _load_weights(trunk.normalize, ctx.base.state, "normalize.")
-        _load_weights(trunk.backbone, ctx.base.state, "backbone.")
-        return trunk
-    spec = ctx.spec.model
+def stored_trunk(model: LoadedModel) -> Trunk:
+    """The trunk of a stored model, with its weights: what a job based on it starts from."""
+    trunk = trunk_from_card(model.card)
+    _load_weights(trunk.normalize, model.state, "normalize.")
+    _load_weights(trunk.backbone, model.state, "backbone.")
+    return trunk
+
+
+def fresh_trunk(spec: ModelSpec, dataset: LabelledDataset, train: Split) -> Trunk:
+    """The trunk a job with `model` = `spec` starts from: random weights (drawn from torch's
+    global generator), normalisation statistics or a tokenizer from `train`; an architecture
+    trained elsewhere starts from its pretrained weights."""
     arch = ARCHITECTURES[spec.architecture]
     # The card keeps every parameter, defaults included, so later defaults cannot change it.
     params = arch.params.model_validate(spec.params)
@@ -88,3 +94,9 @@ def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trun
             feature_names=list(dataset.feature_names) if dataset.feature_names else None,
         )
     return trunk_from_card(card)
+
+
+def start_trunk(ctx: RunContext, dataset: LabelledDataset, train: Split) -> Trunk:
+    if ctx.base is not None:
+        return stored_trunk(ctx.base)
+    return fresh_trunk(ctx.spec.model, dataset, train)

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from trainer.architectures import ARCHITECTURES, Architecture, build_trunk
-from trainer.card import ModelCard
+from trainer.card import ModelCard, TrunkCard
 from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
 from trainer.methods import METHODS, Method, methods_for
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
@@ -78,8 +78,7 @@ def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
 
 def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> list[SpecIssue]:
     """Whether the model, the method and the data go together."""
-    field = "data.source" if spec.kind == "adapt" else "data.train"
-    ref = spec.data.source if spec.kind == "adapt" else spec.data.train
+    field, ref = _main_data(spec)
     dataset = describe(dataset_name(ref))
     issues = []
     method = METHODS[spec.method.name]
@@ -88,9 +87,14 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
         issues.append(SpecIssue(field, message))
     issues += _needs_issues(method, ARCHITECTURES[_architecture(spec, base_card)], spec)
     if spec.kind == "adapt":
-        issues += _domain_issues(spec, dataset, describe)
+        # What the target's labels must be: the source's, or the adapted classifier's.
+        labels = tuple(base_card.labels) if method.source_free and base_card else dataset.labels
+        issues += _domain_issues(spec, dataset, labels, describe)
     if base_card is not None:
-        return issues + _base_issues(base_card, dataset)
+        if method.source_free and base_card.task != "classification":
+            message = f"{method.name} adapts a classifier, not a {base_card.task} model"
+            issues.append(SpecIssue("base_model_id", message))
+        return issues + input_fit_issues(base_card, dataset, "base_model_id")
     arch = ARCHITECTURES[spec.model.architecture]
     if dataset.modality not in arch.modalities:
         message = f"{arch.name} does not read {dataset.modality} data ({dataset.name})"
@@ -104,6 +108,35 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
     except (RuntimeError, ValueError) as error:
         message = f"cannot build for inputs of shape {list(dataset.input_shape)}: {error}"
         issues.append(SpecIssue("model.params", message))
+    return issues
+
+
+def _main_data(spec: Spec) -> tuple[str, object]:
+    """The data field that the model is built for and the others are checked against."""
+    if spec.kind != "adapt":
+        return "data.train", spec.data.train
+    if spec.data.source is None:  # a source-free method: the target
+        return "data.target", spec.data.target
+    return "data.source", spec.data.source
+
+
+def _source_issues(spec: Spec) -> list[SpecIssue]:
+    """An adapt method reads the labelled source unless it is source-free, and then it adapts a
+    trained classifier instead."""
+    method = METHODS.get(spec.method.name)
+    if spec.kind != "adapt" or method is None or method.kind != "adapt":
+        return []
+    if not method.source_free:
+        if spec.data.source is None:
+            return [SpecIssue("data.source", f"{method.name} trains on a labelled source")]
+        return []
+    issues = []
+    if spec.base_model_id is None:
+        message = f"{method.name} adapts a trained classifier: give its id as base_model_id"
+        issues.append(SpecIssue("base_model_id", message))
+    if spec.data.source is not None:
+        message = f"{method.name} is source-free: it reads no source data, leave it out"
+        issues.append(SpecIssue("data.source", message))
     return issues
 
 
@@ -124,21 +157,25 @@ def _needs_issues(method: Method, arch: Architecture, spec: Spec) -> list[SpecIs
     return issues
 
 
-def _base_issues(card: ModelCard, dataset: DatasetInfo) -> list[SpecIssue]:
+def input_fit_issues(card: TrunkCard, dataset: DatasetInfo, field: str) -> list[SpecIssue]:
+    """Whether a stored model's trunk reads the dataset's inputs (a job's base model, or a
+    model scored for transferability); the issue names `field`."""
     base_modality = card.modality
     if base_modality != dataset.modality:
         message = f"the base model reads {base_modality} data, {dataset.name} is {dataset.modality}"
-        return [SpecIssue("base_model_id", message)]
+        return [SpecIssue(field, message)]
     if dataset.modality != "text" and tuple(card.input_shape) != dataset.input_shape:
         message = (
             f"the base model takes inputs of shape {card.input_shape}, "
             f"but {dataset.name} has {list(dataset.input_shape)}"
         )
-        return [SpecIssue("base_model_id", message)]
+        return [SpecIssue(field, message)]
     return []
 
 
-def _domain_issues(spec: AdaptSpec, source: DatasetInfo, describe: Describe) -> list[SpecIssue]:
+def _domain_issues(
+    spec: AdaptSpec, source: DatasetInfo, labels: tuple[str, ...], describe: Describe
+) -> list[SpecIssue]:
     issues = []
     for field in ("target", "target_test"):
         ref = getattr(spec.data, field)
@@ -151,8 +188,8 @@ def _domain_issues(spec: AdaptSpec, source: DatasetInfo, describe: Describe) -> 
                 f"the source {source.name} {list(source.input_shape)}"
             )
             issues.append(SpecIssue(f"data.{field}", message))
-        elif field == "target_test" and other.labels != source.labels:
-            issues.append(SpecIssue("data.target_test", "its labels differ from the source's"))
+        elif field == "target_test" and other.labels != labels:
+            issues.append(SpecIssue("data.target_test", "its labels differ from the model's"))
     return issues
 
 
@@ -185,6 +222,7 @@ def check_spec(
 ) -> list[SpecIssue]:
     """Every problem with the spec; an empty list means it can run."""
     issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec, describe)
+    issues += _source_issues(spec)
     if not issues:
         issues = _fit_issues(spec, base_card, describe) + _processes_issues(spec, base_card)
     return issues

@@ -3,8 +3,15 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app.deps import CallerDep, IdempotencyKeyHeader, SessionDep
-from app.schemas import DatasetOut, DatasetPreview, DatasetTask, Page
-from app.services import datasets, idempotency
+from app.schemas import (
+    DatasetOut,
+    DatasetPreview,
+    DatasetTask,
+    Page,
+    RankModelsOut,
+    RankModelsRequest,
+)
+from app.services import datasets, idempotency, transferability
 from trainer.spec import Text
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -79,3 +86,13 @@ def delete_dataset(dataset_id: str, session: SessionDep, caller: CallerDep) -> R
     """Delete a dataset; `409` while a queued or running job reads it."""
     datasets.delete_dataset(session, caller.tenant_id, dataset_id)
     return Response(status_code=204)
+
+
+@router.post("/{dataset_id}/rank-models")
+async def rank_models(dataset_id: str, body: RankModelsRequest, caller: CallerDep) -> RankModelsOut:
+    """Candidate bases for a labelled dataset (an upload's id, or a built-in such as
+    `builtin:digits`), best first by transferability score (LogME), all scored on the same
+    examples before any training: `model_ids` (by default the newest models that read the
+    dataset's inputs) and `models`, architectures as a job's `model` starts them (the
+    from-scratch baseline)."""
+    return await transferability.rank_models(caller.tenant_id, dataset_id, body)

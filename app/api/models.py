@@ -7,8 +7,16 @@ from pydantic import ValidationError
 
 from app.deps import CallerDep, SessionDep
 from app.problems import InvalidInput
-from app.schemas import ModelOut, ModelUpdate, Page, PredictRequest, PredictResponse
-from app.services import exports, imports, models
+from app.schemas import (
+    ModelOut,
+    ModelUpdate,
+    Page,
+    PredictRequest,
+    PredictResponse,
+    TransferabilityOut,
+    TransferabilityRequest,
+)
+from app.services import exports, imports, models, transferability
 from trainer.spec import SpecIssue, Text
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -136,3 +144,14 @@ async def predict(
             ) from None
         inputs, return_embeddings = parsed.inputs, parsed.return_embeddings
     return await models.predict_by_id(caller.tenant_id, model_id, inputs, return_embeddings)
+
+
+@router.post("/{model_id}/transferability")
+async def score_transferability(
+    model_id: str, body: TransferabilityRequest, caller: CallerDep
+) -> TransferabilityOut:
+    """How well the model would suit a labelled dataset as a base, before any training: LogME
+    of its backbone's features (one forward pass over the training split, or the `fraction`
+    of it a job of `seed` would train on). `422` naming `dataset` when it is unknown, has no
+    labels, or holds inputs the model does not read."""
+    return await transferability.score_model(caller.tenant_id, model_id, body)

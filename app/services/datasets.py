@@ -24,6 +24,7 @@ from app.storage import get_store
 from trainer.data import (
     BUILTIN_DATASETS,
     DatasetInfo,
+    LabelledDataset,
     dataset_names,
     describe_builtin,
     read_file_dataset,
@@ -137,6 +138,18 @@ def list_datasets(session: Session, tenant_id: str, limit: int, cursor: str | No
 
 def dataset_file(dataset: Dataset) -> Path:
     return get_store().local_path(storage_key(dataset.sha256))
+
+
+def load_labelled(dataset: Dataset) -> LabelledDataset:
+    """A labelled upload, read from its stored file by the trainer's readers, as a job reads it."""
+    return read_file_dataset(
+        dataset.id,
+        dataset_file(dataset),
+        dataset.format,
+        True,
+        dataset.label_column or "label",
+        read_limits(),
+    )
 
 
 def preview_dataset(dataset: Dataset, count: int) -> DatasetPreview:

@@ -2,8 +2,9 @@
 
 A method declares its own constraints in its line, and `trainer.validation` asks for them:
 `single_process` (why it cannot train on several processes), `labelled` (data that must carry
-labels), `needs_left_to_right` (of the architecture), `check` (its params' extra checks) and
-`validation_metrics` (what it reports after every epoch, which a sweep may optimise).
+labels), `needs_left_to_right` (of the architecture), `check` (its params' extra checks),
+`validation_metrics` (what it reports after every epoch, which a sweep may optimise) and
+`source_free` (an adapt method that reads no source data, only a base model and the target).
 """
 
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from trainer.methods import (
     mcc,
     mmd,
     self_training,
+    shot,
     simcse,
     source_only,
     supervised,
@@ -49,6 +51,8 @@ class Method:
     # Why `resources.processes` must stay 1 for it (see trainer.validation); None: it need not.
     single_process: str | None = None
     needs_left_to_right: bool = False  # of the architecture: see `Architecture`
+    # Adapts a trained classifier (`base_model_id`) to the target without reading `data.source`.
+    source_free: bool = False
     check: Check | None = None  # its params' extra checks, that need the architecture
     # What it reports on the validation split after every epoch (a sweep's objective).
     validation_metrics: tuple[str, ...] = ("loss", "accuracy")
@@ -147,6 +151,17 @@ METHODS: dict[str, Method] = {
             ADAPT_LABELS,
             single_process="its augmentations come from the data-order generator, drawn per "
             "share, so the ranks' generators and batch orders would drift apart",
+        ),
+        Method(
+            "shot",
+            "adapt",
+            shot.Params,
+            shot.run,
+            ANY,
+            ("target_test",),
+            single_process="its diversity term is the entropy of the whole batch's mean prediction",
+            validation_metrics=("loss",),
+            source_free=True,
         ),
     )
 }

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from trainer.architectures import Network
 from trainer.methods.adaptation import AdaptParams, Step, adapt
+from trainer.methods.shift import entropy
 from trainer.run import RunContext, TrainResult
 
 
@@ -18,8 +19,7 @@ class Params(AdaptParams):
 
 def class_confusion(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     probabilities = (logits / temperature).softmax(1)
-    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(1)
-    certainty = 1 + torch.exp(-entropy)
+    certainty = 1 + torch.exp(-entropy(probabilities))
     weights = (len(logits) * certainty / certainty.sum()).detach()
     correlation = (probabilities * weights[:, None]).T @ probabilities
     correlation = correlation / correlation.sum(1, keepdim=True)

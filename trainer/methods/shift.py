@@ -23,6 +23,11 @@ from trainer.batchnorm import batchnorms, even_batches, running_statistics_kept
 SAMPLE = 512  # images of each domain: a few batches' worth, cheap beside an epoch
 
 
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """The entropy of each distribution along the last dimension, in nats."""
+    return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1)
+
+
 def mmd_loss(source: torch.Tensor, target: torch.Tensor, kernels: int = 5) -> torch.Tensor:
     """Biased MK-MMD^2 estimate with equally weighted kernels (so it lies in [0, 2]); the base
     bandwidth is the mean pairwise squared distance."""
@@ -53,12 +58,10 @@ def diagnose(
     source_features = domain_features(model, source, batch_size, device)
     target_features = domain_features(model, target, batch_size, device)
     probabilities = model.head(target_features).float().softmax(1)
-    mean = probabilities.mean(0)
-    entropy = -(mean * mean.clamp_min(1e-12).log()).sum().item()
     return {
         "feature_mmd": mmd_loss(source_features, target_features).item(),
         "confidence": probabilities.max(1).values.mean().item(),
-        "class_balance": entropy / math.log(probabilities.shape[1]),
+        "class_balance": entropy(probabilities.mean(0)).item() / math.log(probabilities.shape[1]),
     }
 
 
