@@ -1,12 +1,18 @@
 """What the result benches share: jobs submitted over HTTP and waited for, and the cells of
 their tables (mean ± sample standard deviation over seeds, in %)."""
 
+import argparse
 import json
 import os
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+
+from bench.results import write_section
+from bench.service import service
 
 
 def hp(seed: int, **overrides) -> dict:
@@ -85,3 +91,25 @@ def checks_and_specs(checks: list[tuple[str, bool]], specs: dict, seed: int) -> 
                 shown["base_model_id"] = f"<the {row.split(' ->')[0]} model of this seed>"
             lines += [f"`{experiment}` / {row}:", "```json", json.dumps(shown), "```"]
     return lines
+
+
+Experiments = Callable[[httpx.Client, list[int]], dict]
+Report = Callable[[dict, list[int], float], tuple[str, list[tuple[str, bool]]]]
+
+
+def bench_main(description: str, section: str, experiments: Experiments, report: Report) -> None:
+    """A result bench's command line: run the experiments against a service (its own embedded
+    one unless `--url`), rewrite its section of docs/RESULTS.md, print the report and checks."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", help="a running tunery; default: start an embedded one")
+    parser.add_argument("--key", default=os.environ.get("TUNERY_API_KEY"), help="its API key")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
+    args = parser.parse_args()
+    started = time.monotonic()
+    with service(args.url, args.key, concurrency=os.cpu_count() or 1) as client:
+        results = experiments(client, args.seeds)
+    text, checks = report(results, args.seeds, time.monotonic() - started)
+    write_section(args.out, section, text)
+    print(text)
+    print("\n".join(f"{'PASS' if ok else 'FAIL'} {name}" for name, ok in checks))

@@ -10,15 +10,9 @@ bound; over several seeds (mean ± standard deviation). Nothing is chosen on the
 each job keeps its last epoch and the method's default hyperparameters.
 """
 
-import argparse
-import os
 import statistics
-import time
-from pathlib import Path
 
-from bench.jobs import Runner, cell, checks_and_specs, header, hp, per_seed, values
-from bench.results import write_section
-from bench.service import service
+from bench.jobs import Runner, bench_main, cell, checks_and_specs, header, hp, per_seed, values
 
 # BatchNorm, so that each domain's batches are normalised with their own statistics; every
 # row, the baseline and the upper bound included, trains this same network.
@@ -168,19 +162,12 @@ def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running tunery; default: start an embedded one")
-    parser.add_argument("--key", default=os.environ.get("TUNERY_API_KEY"), help="its API key")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
-    args = parser.parse_args()
-    started = time.monotonic()
-    with service(args.url, args.key, concurrency=os.cpu_count() or 1) as client:
-        results = run_experiments(Runner(client), args.seeds)
-    text, checks = report(results, args.seeds, time.monotonic() - started)
-    write_section(args.out, "bench.transfer", text)
-    print(text)
-    print("\n".join(f"{'PASS' if ok else 'FAIL'} {name}" for name, ok in checks))
+    bench_main(
+        __doc__.splitlines()[0],
+        "bench.transfer",
+        lambda client, seeds: run_experiments(Runner(client), seeds),
+        report,
+    )
 
 
 if __name__ == "__main__":

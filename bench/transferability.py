@@ -22,23 +22,18 @@ training texts, and that transformer fresh. Each architecture fine-tunes with be
 recipe for it (MiniLM: learning rate 2e-4, 10 epochs; transformer: 1e-3, 15 epochs).
 """
 
-import argparse
 import io
 import json
-import os
 import statistics
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import numpy as np
 from scipy.stats import kendalltau
 
-from bench.jobs import Runner, cell, header, hp, per_seed
+from bench.jobs import Runner, bench_main, cell, header, hp, per_seed
 from bench.pretraining import TRANSFORMER
-from bench.results import write_section
-from bench.service import service
 
 CNN = {"architecture": "cnn"}
 FEW_DIGITS = {"dataset": "builtin:digits", "fraction": 0.05}
@@ -261,19 +256,7 @@ def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running tunery; default: start an embedded one")
-    parser.add_argument("--key", default=os.environ.get("TUNERY_API_KEY"), help="its API key")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
-    args = parser.parse_args()
-    started = time.monotonic()
-    with service(args.url, args.key, concurrency=os.cpu_count() or 1) as client:
-        results = run_experiments(client, args.seeds)
-    text, checks = report(results, args.seeds, time.monotonic() - started)
-    write_section(args.out, "bench.transferability", text)
-    print(text)
-    print("\n".join(f"{'PASS' if ok else 'FAIL'} {name}" for name, ok in checks))
+    bench_main(__doc__.splitlines()[0], "bench.transferability", run_experiments, report)
 
 
 if __name__ == "__main__":
