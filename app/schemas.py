@@ -5,8 +5,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from trainer.spec import ModelSpec, Text
-from trainer.transferability import MAX_EXAMPLES
+from trainer.spec import MAX_SCORED_EXAMPLES, ModelSpec, Text
 
 T = TypeVar("T")
 
@@ -148,7 +147,7 @@ class ScoredExamples(BaseModel):
         le=1,
         description="Score on this stratified share of the training split: the examples a job "
         'with `{"dataset": …, "fraction": …}` and the same `seed` trains on. Default: all of '
-        f"it (at most {MAX_EXAMPLES:,} examples: past that, a stratified subsample).",
+        f"it (at most {MAX_SCORED_EXAMPLES:,} examples: past that, a stratified subsample).",
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Draws the `fraction` subset.")
 

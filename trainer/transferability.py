@@ -29,15 +29,10 @@ import torch
 from torch import nn
 
 from trainer.data import LabelledDataset, Split, select
-from trainer.spec import DatasetSelection
+from trainer.spec import MAX_SCORED_EXAMPLES, DatasetSelection
 from trainer.trunk import Trunk
 
 METRIC = "logme"
-# A score reads at most this many examples: a larger selection is subsampled, stratified, so
-# that one request's forward pass stays bounded. Measured on 2 busy CPU cores: the seed CNN
-# reads about 500 digits a second, MiniLM (128 tokens) about 10 texts a second, so 2,000 texts
-# take about 3 minutes; LogME's ranking is steady long before that many examples.
-MAX_EXAMPLES = 2000
 BATCH_SIZE = 256
 MAX_STEPS = 100
 TOLERANCE = 1e-3  # relative change of alpha/beta at which the fixed point is reached
@@ -105,12 +100,12 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
 
 def scoring_split(dataset: LabelledDataset, fraction: float | None, seed: int) -> Split:
     """The examples a score reads: the training split, or the stratified `fraction` of it that
-    a job of `seed` trains on (the job spec's own selection); past `MAX_EXAMPLES`, a stratified
-    subsample of that."""
+    a job of `seed` trains on (the job spec's own selection); past `MAX_SCORED_EXAMPLES`, a
+    stratified subsample of that."""
     ref = DatasetSelection(dataset=dataset.name, fraction=fraction)
     chosen = select(dataset.splits["train"], ref, seed)
-    if len(chosen) > MAX_EXAMPLES:
-        cap = DatasetSelection(dataset=dataset.name, fraction=MAX_EXAMPLES / len(chosen))
+    if len(chosen) > MAX_SCORED_EXAMPLES:
+        cap = DatasetSelection(dataset=dataset.name, fraction=MAX_SCORED_EXAMPLES / len(chosen))
         chosen = select(chosen, cap, seed)
     return chosen
 
