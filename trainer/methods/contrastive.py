@@ -1,6 +1,11 @@
 """SimCLR-style contrastive pretraining for images (Chen et al., 2020): two random
 augmentations of each image should have close projections, and other images far ones
-(NT-Xent loss). Labels are not used; the projection head is discarded by fine-tuning."""
+(NT-Xent loss). Labels are not used; the projection head is discarded by fine-tuning.
+
+The projection head reads the features standardised (a BatchNorm without affine, as SimCLR's
+head normalises its hidden layer): the loss is blind to their scale, so they leave pretraining
+near a fresh network's scale instead of ten times it, which a fine-tune's first steps pay for
+(docs/RESULTS.md, bench.pretraining)."""
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +37,12 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def projection(trunk: Trunk) -> nn.Module:
         dim = trunk.backbone.feature_dim
-        return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, params.projection_dim))
+        return nn.Sequential(
+            nn.BatchNorm1d(dim, affine=False),  # blind to the features' scale
+            nn.Linear(dim, dim),
+            nn.ReLU(),
+            nn.Linear(dim, params.projection_dim),
+        )
 
     def loss(trunk: Trunk, head: nn.Module, x: torch.Tensor, randomness) -> torch.Tensor:
         clean = trunk.normalize(x)
