@@ -229,6 +229,7 @@ class Dataset(Base):
     feature_names: Mapped[list[str] | None] = mapped_column(JSON)
     labels: Mapped[list[str]] = mapped_column(JSON)
     class_counts: Mapped[dict[str, Any]]
+    role_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)  # chat and preference
     splits: Mapped[dict[str, Any]]
     label_column: Mapped[str | None] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)

@@ -227,7 +227,7 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-DatasetTask = Literal["classification", "pretraining"]
+DatasetTask = Literal["classification", "pretraining", "chat"]
 
 
 class DatasetOut(BaseModel):
@@ -237,7 +237,7 @@ class DatasetOut(BaseModel):
     name: str
     task: DatasetTask
     format: str
-    modality: Literal["image", "tabular", "text"]
+    modality: Literal["image", "tabular", "text", "chat", "preference"]
     num_examples: int
     input_shape: list[int] = Field(description="One example's shape; [] for text.")
     feature_names: list[str] | None = Field(
@@ -245,6 +245,16 @@ class DatasetOut(BaseModel):
     )
     labels: list[str]
     class_counts: dict[str, int]
+    # A default: responses stored for idempotent replays before this field existed lack it.
+    role_counts: dict[str, int] | None = Field(
+        None,
+        description=(
+            "Chat and preference datasets: messages per role (system, user, assistant), a "
+            "prompt counted as a user message and a completion as an assistant message; "
+            "preference datasets count their inputs' messages, and their preferred and "
+            "non-preferred answer pairs under `pairs`."
+        ),
+    )
     splits: dict[str, int] = Field(description="Examples in each of train, validation, test.")
     label_column: str | None
     sha256: str

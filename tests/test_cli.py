@@ -4,6 +4,7 @@ sweeps (`examples/sweep-*.yaml`)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,7 +216,10 @@ def test_sweep_create_watch_runs_the_example_to_its_best_trial(swept):
     assert best["model_id"] and "accuracy" in best["test_metrics"]
     assert set(best["params"]) == set(yaml.safe_load(Path(SWEEP).read_text())["parameters"])
     display = swept.stderr.splitlines()
-    assert "trial 0 running" in swept.stderr and "trial 0 completed" in swept.stderr
+    # A line per trial as it changes; the stream sends snapshots a second apart, so a one-epoch
+    # trial may be seen only once it has ended, never running (CI saw it).
+    for number in (0, 1):
+        assert re.search(rf"^trial {number} (completed|pruned)  ", swept.stderr, re.M), number
     assert any("state" in line and "learning_rate" in line for line in display)
     outcome = f"succeeded: best trial {best['number']}, validation accuracy {best['value']:.4g}"
     assert outcome in display[-1] and display[-1].endswith(f"model {best['model_id']}")

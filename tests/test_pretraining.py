@@ -13,8 +13,9 @@ from trainer.card import ModelCard
 from trainer.data import Split, load_dataset
 from trainer.methods import autoencoder, simcse
 from trainer.methods.pretraining import FEW_STEPS, doubts
-from trainer.methods.supervised import fit_head
-from trainer.run import LoadedModel
+from trainer.methods.supervised import Params, fit_head, fits_head
+from trainer.run import LoadedModel, RunContext
+from trainer.spec import FinetuneSpec
 
 
 def pretrained(method: str, hyperparameters: dict = FAST) -> LoadedModel:
@@ -97,6 +98,23 @@ def test_a_new_head_on_a_pretrained_backbone_starts_fitted_to_its_features():
     # From scratch, and a linear probe (which trains only the head), start from a random one.
     for events in (finetune(None, {})[1], finetune(base, {"freeze": "backbone"})[1]):
         assert not any(m.startswith("head fitted") for m in logs(events))
+
+
+@pytest.mark.parametrize(
+    ("architecture", "fitted"), [("cnn", True), ("transformer", True), ("hf_encoder", False)]
+)
+def test_auto_fits_the_head_only_on_a_backbone_pretrained_from_fresh_weights(architecture, fitted):
+    """Not on an encoder pretrained elsewhere (MiniLM), even under a base model such as a
+    SimCSE one: its full fine-tunes did better from a random head (bench.hf_text)."""
+    spec = FinetuneSpec.model_validate(
+        {"kind": "finetune", "base_model_id": "model_x", "data": {"train": FEW_DIGITS}}
+    )
+    base = LoadedModel({}, ModelCard(architecture=architecture, input_shape=[8], task="simcse"))
+    with_base, without = (RunContext(spec, torch.device("cpu"), None, b) for b in (base, None))
+    assert fits_head(with_base, Params(), head_reused=False) is fitted
+    assert fits_head(with_base, Params(head_init="probe"), head_reused=False)
+    assert not fits_head(with_base, Params(), head_reused=True)  # a classifier's own head
+    assert not fits_head(without, Params(), head_reused=False)
 
 
 def card(**metrics) -> ModelCard:

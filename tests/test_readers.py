@@ -419,7 +419,7 @@ def test_jsonl_split_on_every_line_or_none(tmp_path):
         {"text": "a", "label": 0, "split": "train"},
         {"text": "b", "label": 1},
     )
-    assert refused(path, "jsonl").where == "line 2"
+    assert refused(path, "jsonl").where == "line 2, field 'split'"
     path = write_jsonl(tmp_path / "s.jsonl", {"text": "a", "label": 0, "split": "dev"})
     error = refused(path, "jsonl")
     assert error.where == "line 1, field 'split'" and "'dev' is not one of" in error.message

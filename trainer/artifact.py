@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trainer.architectures import ARCHITECTURES, Network, hf_encoder
+from trainer.architectures import ARCHITECTURES, Network, lora
 from trainer.card import ModelCard
 from trainer.run import LoadedModel
 from trainer.trunk import pretrained_trunk, trunk_from_card
@@ -29,11 +29,15 @@ def _is_stored(name: str, card: ModelCard) -> bool:
 
 
 def save_model(model: nn.Module, card: ModelCard, path: Path) -> None:
-    tensors = {
-        name: t.detach().cpu().contiguous()
-        for name, t in model.state_dict().items()
-        if _is_stored(name, card)
-    }
+    tensors, seen = {}, set()
+    for name, t in model.state_dict().items():
+        if _is_stored(name, card):
+            # safetensors stores no tensor twice; a tied weight (a language model's output
+            # layer, its input embedding) is written under both names and ties again on load.
+            key = (t.untyped_storage().data_ptr(), t.storage_offset())
+            tensor = t.detach().cpu().contiguous()
+            tensors[name] = tensor if key not in seen else tensor.clone()
+            seen.add(key)
     save_file(tensors, str(path), metadata={CARD_KEY: card.model_dump_json()})
 
 
@@ -50,7 +54,7 @@ def adapted_backbone(card: ModelCard, stored: dict[str, torch.Tensor]) -> nn.Mod
     attached (not merged)."""
     params = ARCHITECTURES[card.architecture].params.model_validate(card.params)
     backbone = pretrained_trunk(card.architecture, params).backbone
-    hf_encoder.attach_lora(backbone, **card.adapter.model_dump())
+    lora.attach_lora(backbone, **card.adapter.model_dump())
     adapter = {k.removeprefix("backbone."): v for k, v in stored.items() if "lora_" in k}
     missing, unexpected = backbone.load_state_dict(adapter, strict=False)
     if unexpected or any("lora_" in name for name in missing):
@@ -62,7 +66,7 @@ def load_weights(path: Path) -> LoadedModel:
     state, card = load_file(str(path)), read_card(path)
     if card.adapter is not None:
         backbone = adapted_backbone(card, state)
-        hf_encoder.merge_lora(backbone)
+        lora.merge_lora(backbone)
         merged = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
         state = merged | {k: v for k, v in state.items() if not k.startswith("backbone.")}
     return LoadedModel(state, card)

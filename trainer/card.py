@@ -26,6 +26,7 @@ class Adapter(BaseModel):
     rank: int
     alpha: float
     dropout: float
+    target_modules: str | list[str] = "all-linear"  # peft's: the layers that carry adapters
 
 
 class TrunkCard(BaseModel):

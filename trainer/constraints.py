@@ -20,7 +20,7 @@ def lora_issues(params: dict[str, Any], architecture: Architecture) -> list[tupl
         takers = ", ".join(name for name, arch in ARCHITECTURES.items() if arch.supports_lora)
         message = f"LoRA adapters are for {takers} models, not {architecture.name}"
         issues.append(("method.params.lora_rank", message))
-    for name in ("lora_alpha", "lora_dropout", "lora_merge"):
+    for name in ("lora_alpha", "lora_dropout", "lora_merge", "lora_target_modules"):
         if lora_rank is None and name in params:
             message = f"{name} shapes LoRA adapters, and none are trained without lora_rank"
             issues.append((f"method.params.{name}", message))

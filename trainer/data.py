@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset
+from trainer.readers.chat import Example
 from trainer.spec import DatasetSelection
 
 UNLABELLED = -1  # the label of every example of an unlabelled dataset
@@ -25,8 +26,9 @@ UNLABELLED = -1  # the label of every example of an unlabelled dataset
 @dataclass(frozen=True)
 class Split:
     y: torch.Tensor  # int64 labels, (N,)
-    x: torch.Tensor | None = None  # float32 raw inputs (N, *input_shape); None for text
+    x: torch.Tensor | None = None  # float32 raw inputs (N, *input_shape); None for the others
     texts: tuple[str, ...] | None = None  # raw documents, for text datasets
+    examples: tuple[Example, ...] | None = None  # for chat and preference datasets
 
     def __len__(self) -> int:
         return len(self.y)
@@ -37,6 +39,7 @@ class Split:
             y=self.y[index_t],
             x=None if self.x is None else self.x[index_t],
             texts=None if self.texts is None else tuple(self.texts[i] for i in index),
+            examples=None if self.examples is None else tuple(self.examples[i] for i in index),
         )
 
 
@@ -45,8 +48,8 @@ class DatasetInfo:
     """What checking a job spec needs to know of a dataset, without loading it."""
 
     name: str
-    modality: str  # "image", "tabular" or "text"
-    input_shape: tuple[int, ...]  # () for text: the model's tokenizer decides the length
+    modality: str  # "image", "tabular", "text", "chat" or "preference"
+    input_shape: tuple[int, ...]  # () for text, chat, preference: the tokenizer decides lengths
     labels: tuple[str, ...]  # () when unlabelled
 
     @property
@@ -73,6 +76,9 @@ def _hold_out(index: np.ndarray, y: np.ndarray | None, share: float):
     from sklearn.model_selection import train_test_split
 
     labels = None if y is None else y[index]
+    if len(index) < 2:  # nothing would be left to train on
+        message = "too few examples to hold out validation and test examples and train on the rest"
+        raise DatasetError("file", message)
     try:
         return train_test_split(index, test_size=share, stratify=labels, random_state=0)
     except ValueError:  # a class too small to stratify
@@ -242,6 +248,7 @@ def read_file_dataset(
         y=torch.from_numpy(y.astype(np.int64)),
         x=None if parsed.x is None else torch.from_numpy(parsed.x),
         texts=parsed.texts,
+        examples=parsed.examples,
     )
     labels_or_none = parsed.y if labelled else None
     parts = (

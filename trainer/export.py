@@ -16,8 +16,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainer.architectures import Network
+from trainer.architectures.lora import peft_model
 from trainer.artifact import adapted_backbone, load_classifier, load_weights
 from trainer.card import TrunkCard
+from trainer.chat_format import ChatTokenizer
 
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
@@ -63,28 +65,37 @@ def export_onnx(model_path: Path, onnx_path: Path) -> None:
     program.save(str(onnx_path))
 
 
+# Where each Hugging Face architecture keeps the model's weights in a tunery model's state.
+HF_PREFIXES = {"hf_encoder": "backbone.encoder.", "hf_causal_lm": "backbone.lm."}
+
+
 def export_hf_directory(model_path: Path, out: Path) -> None:
-    """An `hf_encoder` model as a Hugging Face directory: `config.json`, `model.safetensors`
-    and `tokenizer.json` load with `AutoModel`/`AutoTokenizer.from_pretrained`; features are the
-    mean of the last hidden states over real tokens. A classifier's head is `head.safetensors`
-    (`weight`, `bias`), its labels in `model_card.json`. A model that kept its LoRA adapter
-    apart also gets `adapter/` in peft's format, to apply to the base model."""
+    """A Hugging Face model (`hf_encoder`, `hf_causal_lm`) as a Hugging Face directory:
+    `config.json`, `model.safetensors` and the tokenizer load with `AutoModel` (an encoder:
+    features are the mean of the last hidden states over real tokens) or
+    `AutoModelForCausalLM` (with the chat template it was trained with), and
+    `AutoTokenizer.from_pretrained`. A classifier's head is `head.safetensors` (`weight`,
+    `bias`), its labels in `model_card.json`. A model that kept its LoRA adapter apart also
+    gets `adapter/` in peft's format, to apply to the base model."""
     loaded = load_weights(model_path)
     card = loaded.card
-    if card.architecture != "hf_encoder":
+    prefix = HF_PREFIXES.get(card.architecture)
+    if prefix is None:
         raise ValueError(f"a {card.architecture} model is not a Hugging Face model")
     out.mkdir(parents=True, exist_ok=True)
-    prefix = "backbone.encoder."
-    encoder = {k.removeprefix(prefix): v for k, v in loaded.state.items() if k.startswith(prefix)}
-    save_file(encoder, str(out / "model.safetensors"), metadata={"format": "pt"})
+    weights = {k.removeprefix(prefix): v for k, v in loaded.state.items() if k.startswith(prefix)}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     head = {k.removeprefix("head."): v for k, v in loaded.state.items() if k.startswith("head.")}
     if head:
         save_file(head, str(out / "head.safetensors"))
     (out / "config.json").write_text(json.dumps(card.params["config"], indent=2))
-    (out / "tokenizer.json").write_text(card.tokenizer)
+    if card.architecture == "hf_causal_lm":
+        ChatTokenizer(card).save(out)  # with its special tokens and chat template
+    else:
+        (out / "tokenizer.json").write_text(card.tokenizer)
     (out / "model_card.json").write_text(card.model_dump_json(indent=2))
     # Also the adapter alone, for peft: PeftModel.from_pretrained(base, dir).
     if card.adapter is not None:
         adapted = adapted_backbone(card, load_file(str(model_path)))
         # Embedding layers are not adapted; "auto" would ask the hub whether they changed.
-        adapted.encoder.save_pretrained(str(out / "adapter"), save_embedding_layers=False)
+        peft_model(adapted).save_pretrained(str(out / "adapter"), save_embedding_layers=False)

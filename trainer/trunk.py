@@ -13,6 +13,7 @@ from torch import nn
 
 from trainer.architectures import ARCHITECTURES, build_trunk, normalization_of
 from trainer.card import TrunkCard
+from trainer.chat_format import corpus
 from trainer.data import LabelledDataset, Split
 from trainer.run import LoadedModel, RunContext
 from trainer.spec import ModelSpec
@@ -54,7 +55,14 @@ def pretrained_trunk(architecture: str, params: Any) -> Trunk:
     card, weights = ARCHITECTURES[architecture].pretrained(params)
     trunk = trunk_from_card(TrunkCard(architecture=architecture, **card))
     expected = trunk.backbone.state_dict()  # files may carry buffers it rebuilds itself
-    trunk.backbone.load_state_dict({k: v for k, v in weights.items() if k in expected})
+    loaded = {k: v for k, v in weights.items() if k in expected}
+    missing = trunk.backbone.load_state_dict(loaded, strict=False).missing_keys
+    # A file stores a tied weight (e.g. a language model's output layer, which is its input
+    # embedding) once: a missing name is fine if it shares its tensor with a loaded one.
+    shared = {expected[name].data_ptr() for name in loaded}
+    untied = [name for name in missing if expected[name].data_ptr() not in shared]
+    if untied:
+        raise ValueError(f"the {architecture} base has no weights for {', '.join(untied[:5])}")
     return trunk
 
 
@@ -76,8 +84,9 @@ def fresh_trunk(spec: ModelSpec, dataset: LabelledDataset, train: Split) -> Trun
     if arch.pretrained is not None:
         return pretrained_trunk(arch.name, params)
     architecture = {"architecture": spec.architecture, "params": params.model_dump()}
-    if dataset.modality == "text":
-        tokenizer = train_tokenizer(train.texts, params.vocab_size)
+    if dataset.modality in ("text", "chat"):
+        texts = train.texts if train.texts is not None else corpus(train.examples)
+        tokenizer = train_tokenizer(texts, params.vocab_size)
         card = TrunkCard(
             **architecture,
             input_shape=[params.max_length],

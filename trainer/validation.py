@@ -91,12 +91,16 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
         labels = tuple(base_card.labels) if method.source_free and base_card else dataset.labels
         issues += _domain_issues(spec, dataset, labels, describe)
     if base_card is not None:
+        if method.base_tasks is not None and base_card.task not in method.base_tasks:
+            tasks = " or ".join(method.base_tasks)
+            message = f"{method.name} starts from a {tasks} model, not a {base_card.task} model"
+            issues.append(SpecIssue("base_model_id", message))
         if method.source_free and base_card.task != "classification":
             message = f"{method.name} adapts a classifier, not a {base_card.task} model"
             issues.append(SpecIssue("base_model_id", message))
         return issues + input_fit_issues(base_card, dataset, "base_model_id")
     arch = ARCHITECTURES[spec.model.architecture]
-    if dataset.modality not in arch.modalities:
+    if model_input(dataset.modality) not in arch.modalities:
         message = f"{arch.name} does not read {dataset.modality} data ({dataset.name})"
         return [*issues, SpecIssue("model.architecture", message)]
     if arch.pretrained is not None:  # a model trained elsewhere is known to build
@@ -157,14 +161,19 @@ def _needs_issues(method: Method, arch: Architecture, spec: Spec) -> list[SpecIs
     return issues
 
 
+def model_input(modality: str) -> str:
+    """What a model reads of a dataset of this modality: conversations are text to it."""
+    return "text" if modality in ("chat", "preference") else modality
+
+
 def input_fit_issues(card: TrunkCard, dataset: DatasetInfo, field: str) -> list[SpecIssue]:
     """Whether a stored model's trunk reads the dataset's inputs (a job's base model, or a
     model scored for transferability); the issue names `field`."""
     base_modality = card.modality
-    if base_modality != dataset.modality:
+    if base_modality != model_input(dataset.modality):
         message = f"the base model reads {base_modality} data, {dataset.name} is {dataset.modality}"
         return [SpecIssue(field, message)]
-    if dataset.modality != "text" and tuple(card.input_shape) != dataset.input_shape:
+    if base_modality != "text" and tuple(card.input_shape) != dataset.input_shape:
         message = (
             f"the base model takes inputs of shape {card.input_shape}, "
             f"but {dataset.name} has {list(dataset.input_shape)}"

@@ -29,7 +29,8 @@ from trainer.data import (
     describe_builtin,
     read_file_dataset,
 )
-from trainer.readers import DatasetError, ReadLimits, format_of, preview
+from trainer.readers import DatasetError, ReadLimits, UnlabelledFormat, format_of, preview
+from trainer.readers.chat import role_counts
 from trainer.spec import SpecIssue
 
 ACTIVE = ("queued", "running")
@@ -69,7 +70,29 @@ def sha256_of(upload: BinaryIO) -> str:
 
 
 def _invalid(error: DatasetError) -> InvalidInput:
+    if isinstance(error, UnlabelledFormat):  # the file is right; the task asked of it is not
+        message = f"{error.message}; upload the file with task 'chat'"
+        return InvalidInput([SpecIssue("task", message)])
     return InvalidInput([SpecIssue("file", str(error))])
+
+
+CHAT_MODALITIES = ("chat", "preference")
+
+
+def _task_mismatch(task: str, modality: str) -> str:
+    if task == "chat":
+        return (
+            f"task 'chat' takes chat, prompt/completion or preference examples (jsonl); "
+            f"the file holds {modality} data"
+        )
+    return f"the file holds {modality} examples; upload it with task 'chat'"
+
+
+def _role_counts(dataset: LabelledDataset) -> dict[str, int] | None:
+    """Messages per role over every split, for chat and preference datasets."""
+    if dataset.modality not in CHAT_MODALITIES:
+        return None
+    return role_counts(e for part in dataset.splits.values() for e in part.examples)
 
 
 def create_dataset(
@@ -95,6 +118,8 @@ def create_dataset(
             loaded = read_file_dataset(dataset_id, path, fmt, labelled, label_column, read_limits())
         except DatasetError as error:
             raise _invalid(error) from None
+        if (task == "chat") != (loaded.modality in CHAT_MODALITIES):
+            raise InvalidInput([SpecIssue("task", _task_mismatch(task, loaded.modality))])
         store = get_store()
         if not store.exists(storage_key(sha256)):
             store.put(storage_key(sha256), path)
@@ -112,6 +137,7 @@ def create_dataset(
         feature_names=list(loaded.feature_names) if loaded.feature_names else None,
         labels=list(loaded.labels),
         class_counts={label: int(counts[i]) for i, label in enumerate(loaded.labels)},
+        role_counts=_role_counts(loaded),
         splits={part: len(split) for part, split in loaded.splits.items()},
         label_column=label_column if labelled and loaded.modality == "tabular" else None,
         sha256=sha256,

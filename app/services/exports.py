@@ -20,7 +20,7 @@ from pathlib import Path
 from app.models import Model
 from app.problems import Conflict
 from app.services.model_files import model_file
-from trainer.export import export_hf_directory, export_onnx
+from trainer.export import HF_PREFIXES, export_hf_directory, export_onnx
 
 SERVE_SCRIPT = Path(__file__).parent.parent / "serving" / "serve.py"
 _locks: dict[str, threading.Lock] = {}
@@ -74,8 +74,8 @@ def _hf_archive(model: Model, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="tunery-hf-") as scratch:
         export_hf_directory(model_file(model), Path(scratch))
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(Path(scratch).iterdir()):
-                archive.write(path, path.name)
+            for path in sorted(Path(scratch).rglob("*")):
+                archive.write(path, path.relative_to(scratch).as_posix())
 
 
 def download(model: Model, fmt: str) -> Download:
@@ -83,8 +83,9 @@ def download(model: Model, fmt: str) -> Download:
         name = f"{model.id}.safetensors"
         return Download(model_file(model), model.sha256, "application/octet-stream", name)
     if fmt == "hf":
-        if model.architecture != "hf_encoder":
-            raise Conflict(f"model {model.id} is a {model.architecture} model, not hf_encoder")
+        if model.architecture not in HF_PREFIXES:
+            hf = " or ".join(HF_PREFIXES)
+            raise Conflict(f"model {model.id} is a {model.architecture} model, not {hf}")
         path = model_file(model).with_name("hf.zip")
         sha256 = _made_once(path, lambda out: _hf_archive(model, out))
         return Download(path, sha256, "application/zip", f"{model.id}-hf.zip")

@@ -17,8 +17,9 @@ from app.models import Model, new_id
 from app.problems import InvalidInput
 from app.services import tenants
 from app.services.model_files import model_from_card
-from trainer.architectures import Network
-from trainer.architectures.hf_encoder import HFEncoderParams
+from trainer.architectures import ARCHITECTURES, Network
+from trainer.architectures.hf_causal_lm import is_causal_lm
+from trainer.architectures.hf_encoder import model_dirs
 from trainer.artifact import CARD_KEY, save_model
 from trainer.card import ModelCard
 from trainer.importing import ImportCard, card_issues, rebuild
@@ -86,15 +87,19 @@ def import_model(
 
 
 def import_hf_model(session: Session, tenant_id: str, hf_model: str, name: str | None) -> Model:
-    """A Hugging Face model directory configured on the server, as a features model: the base
-    of `finetune` and `adapt` jobs."""
+    """A Hugging Face model directory configured on the server: an encoder as a features model
+    (the base of `finetune` and `adapt` jobs), a causal language model as a `causal_lm` model
+    (the base of `sft`, and it generates)."""
+    directory = model_dirs().get(hf_model)
+    causal = directory is not None and is_causal_lm(directory)
+    architecture = "hf_causal_lm" if causal else "hf_encoder"
     try:
-        params = HFEncoderParams(base=hf_model)
+        params = ARCHITECTURES[architecture].params(base=hf_model)
     except ValidationError as error:
         raise _refuse("hf_model", error.errors()[0]["msg"]) from None
-    trunk = pretrained_trunk("hf_encoder", params)
+    trunk = pretrained_trunk(architecture, params)
     network = Network(trunk.normalize, trunk.backbone, nn.Identity())
-    card = ModelCard(**dict(trunk.card), task="features")
+    card = ModelCard(**dict(trunk.card), task="causal_lm" if causal else "features")
     return _register(session, tenant_id, network, card, name, f"hf:{hf_model}")
 
 

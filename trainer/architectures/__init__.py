@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from trainer.architectures import cnn, hf_encoder, mlp, resnet, rnn, transformer
+from trainer.architectures import cnn, hf_causal_lm, hf_encoder, mlp, resnet, rnn, transformer
 
 
 class BackboneBuilder(Protocol):
@@ -80,6 +80,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             TEXT,
             hf_encoder.pretrained,
             reads_left_to_right=False,
+            supports_lora=True,
+        ),
+        Architecture(
+            "hf_causal_lm",
+            hf_causal_lm.HFCausalLMParams,
+            hf_causal_lm.build_backbone,
+            TEXT,
+            hf_causal_lm.pretrained,
             supports_lora=True,
         ),
     )

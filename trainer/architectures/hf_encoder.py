@@ -51,6 +51,8 @@ class HFEncoderParams(BaseModel):
 
 
 class HFEncoder(nn.Module):
+    hf_attribute = "encoder"  # where the Hugging Face model is, for LoRA
+
     def __init__(self, config: dict[str, Any], max_length: int) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
@@ -100,17 +102,3 @@ def pretrained(params: HFEncoderParams) -> tuple[dict[str, Any], dict[str, torch
     }
     weights = load_file(str(directory / "model.safetensors"))
     return card, {f"encoder.{name}": tensor for name, tensor in weights.items()}
-
-
-def attach_lora(backbone: HFEncoder, rank: int, alpha: float, dropout: float) -> None:
-    """Freeze the encoder and train low-rank adapters (Hu et al., 2021) on all its linear
-    layers, through `peft`."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear")
-    backbone.encoder = get_peft_model(backbone.encoder, config)
-
-
-def merge_lora(backbone: HFEncoder) -> None:
-    """Fold the adapters into the weights: the result is a plain encoder again."""
-    backbone.encoder = backbone.encoder.merge_and_unload()

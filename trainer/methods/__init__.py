@@ -3,8 +3,9 @@
 A method declares its own constraints in its line, and `trainer.validation` asks for them:
 `single_process` (why it cannot train on several processes), `labelled` (data that must carry
 labels), `needs_left_to_right` (of the architecture), `check` (its params' extra checks),
-`validation_metrics` (what it reports after every epoch, which a sweep may optimise) and
-`source_free` (an adapt method that reads no source data, only a base model and the target).
+`validation_metrics` (what it reports after every epoch, which a sweep may optimise),
+`base_tasks` (what a base model must have been trained for) and `source_free` (an adapt method
+that reads no source data, only a base model and the target).
 """
 
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from trainer.methods import (
     mcc,
     mmd,
     self_training,
+    sft,
     shot,
     simcse,
     source_only,
@@ -30,11 +32,12 @@ from trainer.methods import (
 )
 from trainer.run import RunContext, TrainResult
 
-ANY, IMAGES, IMAGES_TABLES, TEXT = (
+ANY, IMAGES, IMAGES_TABLES, TEXT, CHAT = (
     frozenset({"image", "tabular", "text"}),
     frozenset({"image"}),
     frozenset({"image", "tabular"}),
     frozenset({"text"}),
+    frozenset({"chat"}),
 )
 ADAPT_LABELS = ("source", "target_test")  # the target's training split is unlabelled
 PRETEXT_LOSS = ("loss",)  # a pretext task's validation loss, its only figure per epoch
@@ -54,6 +57,8 @@ class Method:
     # Adapts a trained classifier (`base_model_id`) to the target without reading `data.source`.
     source_free: bool = False
     check: Check | None = None  # its params' extra checks, that need the architecture
+    # The tasks a base model (`base_model_id`) may have been trained for; None: any.
+    base_tasks: tuple[str, ...] | None = None
     # What it reports on the validation split after every epoch (a sweep's objective).
     validation_metrics: tuple[str, ...] = ("loss", "accuracy")
 
@@ -112,6 +117,19 @@ METHODS: dict[str, Method] = {
             ANY,
             labelled=("train", "validation", "test"),
             check=lora_issues,
+        ),
+        Method(
+            "sft",
+            "finetune",
+            sft.Params,
+            sft.run,
+            CHAT,
+            single_process="its loss is a mean over the batch's trained tokens, which the "
+            "shares of a batch hold in different numbers",
+            needs_left_to_right=True,
+            base_tasks=("causal_lm",),
+            check=lora_issues,
+            validation_metrics=("loss", "token_accuracy", "perplexity"),
         ),
         Method("source_only", "adapt", source_only.Params, source_only.run, ANY, ADAPT_LABELS),
         Method("dann", "adapt", dann.Params, dann.run, ANY, ADAPT_LABELS),

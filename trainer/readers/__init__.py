@@ -12,7 +12,8 @@ This module is the public API and dispatches by format to one module per format,
 - `common`: `DatasetError`, `ReadLimits`, `ParsedDataset` and the checks formats share
 - `arrays`: npz files (arrays x, y and split)
 - `tables`: csv and parquet files (one row per example)
-- `jsonl`: jsonl files (one JSON object per line)
+- `jsonl`: jsonl files (one JSON object per line): texts, or the examples `chat` reads
+- `chat`: chat, prompt/completion and preference examples in OpenAI's fine-tuning format
 - `images`: zip archives of PNG or JPEG images in class folders
 """
 
@@ -25,6 +26,7 @@ from trainer.readers.common import (
     DatasetError,
     ParsedDataset,
     ReadLimits,
+    UnlabelledFormat,
     check_not_empty,
 )
 
@@ -34,6 +36,7 @@ __all__ = [
     "DatasetError",
     "ParsedDataset",
     "ReadLimits",
+    "UnlabelledFormat",
     "format_of",
     "preview",
     "read_dataset",
@@ -87,7 +90,8 @@ def preview(
     limits: ReadLimits = ReadLimits(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> dict:
     """The first `count` examples for display: {"rows": [...]} for tables, text and tabular
-    npz files, {"images": [{"label", "png_base64"}, ...]} for images. Reads little else.
+    npz files and jsonl examples, {"images": [{"label", "png_base64"}, ...]} for images. Reads
+    little else.
 
     Rows show the file's own columns or fields, the label among them, so `label_column` changes
     nothing today; it is taken so that callers pass what they pass to `read_dataset`."""

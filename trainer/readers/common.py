@@ -10,11 +10,14 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+if TYPE_CHECKING:  # chat's models check their examples with this module's errors
+    from trainer.readers.chat import Example
 
 FORMATS = ("npz", "csv", "parquet", "jsonl", "zip")
 SPLIT_NAMES = ("train", "validation", "test")
@@ -33,6 +36,11 @@ class DatasetError(ValueError):
         return type(self), (self.where, self.message)
 
 
+class UnlabelledFormat(DatasetError):
+    """A file asked for with labels in a format that carries none (chat, preference): what
+    was asked of the file is wrong, not the file."""
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     max_members: int = 10_000  # zip members
@@ -45,15 +53,18 @@ class ReadLimits:
 # eq=False: the fields are arrays, which have no single truth value to compare or hash by.
 @dataclass(frozen=True, eq=False)
 class ParsedDataset:
-    modality: str  # "image", "tabular" or "text"
-    x: np.ndarray | None  # float32; images (N, C, H, W), tabular (N, F); None for text
+    modality: str  # "image", "tabular", "text", "chat" or "preference"
+    x: np.ndarray | None  # float32; images (N, C, H, W), tabular (N, F); else None
     texts: tuple[str, ...] | None  # text only
     y: np.ndarray | None  # int64 indices into `labels`; None when unlabelled
     labels: tuple[str, ...]  # class names in index order; () when unlabelled
     split: np.ndarray | None  # per-example str in SPLIT_NAMES, when the file assigns splits
     feature_names: tuple[str, ...] | None  # tabular: names after encoding ("colour=red")
+    examples: "tuple[Example, ...] | None" = None  # chat and preference only
 
     def __len__(self) -> int:
+        if self.examples is not None:
+            return len(self.examples)
         return len(self.texts) if self.texts is not None else len(self.x)
 
 
@@ -110,6 +121,17 @@ def check_split(values: Any, where_of: Callable[[int], str], numbered: bool = Fa
         message = f"value '{values[i]}'{at} is not one of {', '.join(SPLIT_NAMES)}"
         raise DatasetError(where_of(i), message)
     return values
+
+
+def add_line_split(fields: dict, where: str, splits: list[str], first: bool) -> None:
+    """Appends the `split` of a jsonl line (its `fields`, at `where`) to `splits`. A file
+    assigns splits on every line or on none; its first line (`first`) decides which."""
+    if not first and ("split" in fields) != bool(splits):
+        message = "`split` must be given on every line or on none"
+        raise DatasetError(f"{where}, field 'split'", message)
+    if "split" in fields:
+        splits.append(str(fields["split"]))
+        check_split(splits[-1:], lambda _i: f"{where}, field 'split'")
 
 
 # Zip archives (npz files are zip archives too)

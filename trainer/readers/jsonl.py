@@ -1,15 +1,19 @@
-"""jsonl files: one JSON object per line, with fields text, label and split."""
+"""jsonl files: one JSON object per line. The first line's fields say what the file holds:
+texts (fields text, label and split), or chat, prompt/completion or preference examples in
+OpenAI's fine-tuning format (`chat`)."""
 
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from trainer.readers import chat
 from trainer.readers.common import (
     DatasetError,
     ParsedDataset,
-    check_split,
+    add_line_split,
     encode_labels,
     json_safe,
 )
@@ -18,8 +22,18 @@ JSONL_FIELDS = ("text", "label", "split")
 
 
 def read(path: Path, labelled: bool) -> ParsedDataset:
+    objects = _jsonl_objects(path)
+    first = next(objects, None)
+    if first is None:
+        raise DatasetError("file", "no examples; every line is blank")
+    lines = itertools.chain([first], objects)
+    kind = chat.kind_of(first[1])
+    return _read_texts(lines, labelled) if kind is None else chat.read(lines, kind, labelled)
+
+
+def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool) -> ParsedDataset:
     texts, labels, splits = [], [], []
-    for number, fields in _jsonl_objects(path):
+    for number, fields in lines:
         where = f"line {number}"
         unknown = [name for name in fields if name not in JSONL_FIELDS]
         if unknown:
@@ -37,14 +51,7 @@ def read(path: Path, labelled: bool) -> ParsedDataset:
             if isinstance(label, bool) or not isinstance(label, str | int):
                 raise DatasetError(where, "`label` must be a string or an integer")
             labels.append(label)
-        # A file assigns splits to every example or to none; the first line decides which.
-        if len(texts) > 1 and ("split" in fields) != bool(splits):
-            raise DatasetError(where, "`split` must be given on every line or on none")
-        if "split" in fields:
-            splits.append(str(fields["split"]))
-            check_split(splits[-1:], lambda _i, w=where: f"{w}, field 'split'")
-    if not texts:
-        raise DatasetError("file", "no examples; every line is blank")
+        add_line_split(fields, where, splits, first=len(texts) == 1)
     y, names = encode_labels(np.array([str(v) for v in labels]), "file") if labelled else (None, ())
     split = np.array(splits, dtype=str) if splits else None
     return ParsedDataset("text", None, tuple(texts), y, names, split, None)

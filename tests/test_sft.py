@@ -1,0 +1,209 @@
+"""Supervised fine-tuning of causal language models on chat data (`sft`), in process: tiny
+random-weight Hugging Face models saved at test time, the loss on the assistant's tokens
+only, LoRA, over-long examples, and generation from the stored model."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tests.test_methods import run, series
+from tests.tiny_lm import configure, save_tiny_causal_lm
+from trainer.architectures import ARCHITECTURES, Network
+from trainer.artifact import read_card, save_model
+from trainer.card import ModelCard
+from trainer.chat_format import ChatTokenizer
+from trainer.data import register_file
+from trainer.generation import LanguageModel, Sampling
+from trainer.language_model import next_token_logits
+from trainer.readers.chat import ChatExample, Message
+from trainer.training import TrainerError
+from trainer.trunk import pretrained_trunk
+
+# A lookup the model can only learn from the data: each key's value, asked in a conversation.
+LOOKUP = {f"key {i}": value for i, value in enumerate(
+    ["red", "blue", "green", "gold", "pink", "grey", "teal", "navy"]
+)}  # fmt: skip
+SYSTEM = "Answer with the value of the key."
+
+
+def lookup_lines(split: str | None = None) -> list[dict]:
+    lines = []
+    for key, value in LOOKUP.items():
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": key},
+            {"role": "assistant", "content": value},
+        ]
+        lines.append({"messages": messages} | ({"split": split} if split else {}))
+    return lines
+
+
+def write_jsonl(path: Path, lines: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf")
+    return {family: save_tiny_causal_lm(root / family, family) for family in ("llama", "gpt2")}
+
+
+@pytest.fixture(autouse=True)
+def configured(monkeypatch, models):
+    configure(monkeypatch, models)
+
+
+@pytest.fixture(scope="module")
+def lookup(tmp_path_factory) -> str:
+    """The lookup as an uploaded chat dataset: every example in train, validation and test,
+    so that what is checked is whether the model learnt it."""
+    path = tmp_path_factory.mktemp("data") / "lookup.jsonl"
+    write_jsonl(path, [line for s in ("train", "validation", "test") for line in lookup_lines(s)])
+    register_file("ds_lookup", path, "jsonl", False, "label")
+    return "ds_lookup"
+
+
+def sft_spec(dataset: str, family: str = "llama", epochs: int = 80, **params) -> dict:
+    return {
+        "kind": "finetune",
+        "model": {"architecture": "hf_causal_lm", "params": {"base": family, "max_length": 64}},
+        "method": {"name": "sft", "params": params},
+        "data": {"train": dataset},
+        "hyperparameters": {"epochs": epochs, "batch_size": 4, "learning_rate": 3e-3},
+    }
+
+
+def hf_params(family: str):
+    return ARCHITECTURES["hf_causal_lm"].params.model_validate({"base": family})
+
+
+def answers(model: LanguageModel) -> dict[str, str]:
+    greedy = Sampling(temperature=0, max_tokens=8)
+    asked = {}
+    for key in LOOKUP:
+        messages = [Message(role="system", content=SYSTEM), Message(role="user", content=key)]
+        generation = model.generate(model.prompt_ids(messages=messages), greedy)
+        asked[key] = "".join(generation.pieces())
+    return asked
+
+
+def exact_matches(model: LanguageModel) -> int:
+    return sum(answer == LOOKUP[key] for key, answer in answers(model).items())
+
+
+def stored(result, path: Path) -> LanguageModel:
+    save_model(result.model, result.card, path)
+    return LanguageModel(path)
+
+
+def test_the_loss_is_on_the_assistants_turns_and_their_end_only(models):
+    tokenizer = ChatTokenizer(pretrained_trunk("hf_causal_lm", hf_params("llama")).card)
+    conversation = ChatExample(
+        messages=(
+            Message(role="system", content="be brief"),
+            Message(role="user", content="one"),
+            Message(role="assistant", content="first"),
+            Message(role="user", content="two"),
+            Message(role="assistant", content="second", weight=0),
+            Message(role="user", content="three"),
+            Message(role="assistant", content="third"),
+        )
+    )
+    encoded = tokenizer.encode(conversation)
+    trained = [token for token, learns in zip(encoded.ids, encoded.trained, strict=True) if learns]
+    assert tokenizer.hf.decode(trained) == "first</s>\nthird</s>\n"
+    # A prompt for generation tokenizes as the same conversation did in training.
+    prompt = tokenizer.prompt(conversation.messages[:4])
+    assert encoded.ids[: len(prompt)] == prompt
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_sft_teaches_a_lookup_that_the_base_does_not_know(family, lookup, tmp_path):
+    result, events = run(sft_spec(lookup, family))
+    metrics = result.card.metrics
+    assert result.card.task == "causal_lm"
+    losses = series(events, "loss", "validation")
+    assert losses[-1] < losses[0] / 4, losses  # epoch 0 is the base's
+    assert metrics["validation_token_accuracy"] > 0.9
+    assert metrics["validation_perplexity"] < 1.5
+    assert metrics["trained_parameters"] == metrics["parameters"]
+    trained = stored(result, tmp_path / "model.safetensors")
+    assert exact_matches(trained) >= 6, answers(trained)  # of 8; the base: none
+
+
+def test_the_base_does_not_know_the_lookup(models, tmp_path):
+    trunk = pretrained_trunk("hf_causal_lm", hf_params("llama"))
+    base = Network(trunk.normalize, trunk.backbone, nn.Identity())
+    save_model(base, ModelCard(**dict(trunk.card), task="causal_lm"), tmp_path / "base.st")
+    assert exact_matches(LanguageModel(tmp_path / "base.st")) == 0
+
+
+def lora_spec(dataset: str, epochs: int = 120, **params) -> dict:
+    spec = sft_spec(dataset, epochs=epochs, lora_rank=16, lora_alpha=16, **params)
+    return spec | {"hyperparameters": spec["hyperparameters"] | {"learning_rate": 5e-3}}
+
+
+def test_lora_trains_adapters_alone_merged_at_the_end(lookup, tmp_path):
+    result, events = run(lora_spec(lookup))
+    metrics = result.card.metrics
+    assert metrics["trained_parameters"] < metrics["parameters"] / 2  # rank 16 of width 64
+    assert not any("lora" in name for name in result.model.state_dict())  # merged
+    losses = series(events, "loss", "validation")
+    assert losses[-1] < losses[0] - 1 and metrics["validation_token_accuracy"] > 0.8, losses
+    # A random base's output layer, which LoRA leaves alone, keeps its logits flat: the
+    # answers come out right less often than after full fine-tuning (7 of 8 here).
+    assert exact_matches(stored(result, tmp_path / "merged.safetensors")) >= 5
+
+
+def test_a_lora_adapter_kept_apart_is_stored_alone_and_rebuilds_on_its_base(lookup, tmp_path):
+    kept, _events = run(lora_spec(lookup, epochs=2, lora_merge=False))
+    path = tmp_path / "adapter.safetensors"
+    save_model(kept.model, kept.card, path)
+    assert read_card(path).adapter.rank == 16
+    full = tmp_path / "full.safetensors"
+    save_model(
+        Network(*kept.model.children()), kept.card.model_copy(update={"adapter": None}), full
+    )
+    assert path.stat().st_size < 0.5 * full.stat().st_size
+    rebuilt = LanguageModel(path).network  # the base from its directory, the adapter merged in
+    assert not any("lora_" in name for name in rebuilt.state_dict())
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    with torch.no_grad():
+        expected = next_token_logits(kept.model.eval(), ids, torch.ones_like(ids))
+        assert torch.allclose(next_token_logits(rebuilt, ids, torch.ones_like(ids)), expected,
+                              atol=1e-4)  # fmt: skip
+
+
+def test_an_over_long_example_is_refused_naming_it_or_cut_and_counted(lookup, tmp_path):
+    long = lookup_lines()[:1]
+    long[0]["messages"][1]["content"] = "key " * 200
+    path = write_jsonl(tmp_path / "long.jsonl", lookup_lines() + long)
+    register_file("ds_long", path, "jsonl", False, "label")
+    with pytest.raises(TrainerError, match=r"example \d+ \('Answer with.*over the model's max_len"):
+        run(sft_spec("ds_long", epochs=1))
+    _result, events = run(sft_spec("ds_long", epochs=1, truncation="truncate"))
+    warnings = [e["message"] for e in events if e["type"] == "log" and "cut to" in e["message"]]
+    assert warnings and "max_length 64" in warnings[0], warnings
+
+
+def test_generation_stops_where_asked_and_repeats_with_a_seed(lookup, tmp_path):
+    result, _events = run(sft_spec(lookup, epochs=1))
+    model = stored(result, tmp_path / "model.safetensors")
+    prompt = model.prompt_ids(prompt="the quick brown")
+    free = Sampling(temperature=1.0, top_p=0.9, max_tokens=12, seed=7)
+    first, again = model.generate(prompt, free), model.generate(prompt, free)
+    text = "".join(first.pieces())
+    assert text == "".join(again.pieces()) == first.text
+    assert first.prompt_tokens == len(prompt)
+    if first.finish_reason == "length":
+        assert first.completion_tokens == 12
+    greedy = model.generate(prompt, Sampling(temperature=0, max_tokens=12))
+    full = "".join(greedy.pieces())
+    stop = full[3:5]
+    if stop.strip():  # a stop text cuts the answer before it
+        cut = model.generate(prompt, Sampling(temperature=0, max_tokens=12, stop=[stop]))
+        assert "".join(cut.pieces()) == full[: full.find(stop)] and cut.finish_reason == "stop"

@@ -1,0 +1,154 @@
+"""`sft` through the service: a chat dataset uploaded, a job on a real worker fine-tuning a
+tiny random-weight Llama saved at test time, its mistakes refused at submission naming the
+field, and the Hugging Face download answering the lookup it learnt with `transformers` alone,
+in a clean process."""
+
+import io
+import json
+import subprocess
+import sys
+import uuid
+import zipfile
+
+import pytest
+
+from tests.stack import start_stack
+from tests.test_e2e import finished, wait_for
+from tests.test_sft import LOOKUP, SYSTEM, lookup_lines, write_jsonl
+from tests.tiny_lm import save_tiny_causal_lm
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft-stack")
+    models = {"tiny-llama": str(save_tiny_causal_lm(root / "tiny-llama", "llama"))}
+    urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
+    extra = {"TUNERY_HF_MODEL_DIRS": json.dumps(models)}
+    stack = start_stack(root, *urls, queue=f"tunery-sft-{uuid.uuid4().hex[:8]}", extra_env=extra)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    with stack.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def lookup(client, tmp_path_factory) -> str:
+    lines = [line for split in ("train", "validation", "test") for line in lookup_lines(split)]
+    path = write_jsonl(tmp_path_factory.mktemp("data") / "lookup.jsonl", lines)
+    with path.open("rb") as file:
+        response = client.post(
+            "/v1/datasets",
+            files={"file": ("lookup.jsonl", file)},
+            data={"name": "lookup", "task": "chat"},
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def sft_job(dataset: str, **changes) -> dict:
+    spec = {
+        "kind": "finetune",
+        "model": {
+            "architecture": "hf_causal_lm",
+            "params": {"base": "tiny-llama", "max_length": 64},
+        },
+        "method": {"name": "sft"},
+        "data": {"train": dataset},
+        "hyperparameters": {"epochs": 80, "batch_size": 4, "learning_rate": 3e-3},
+    }
+    return spec | changes
+
+
+GENERATE_IN_CLEAN_PROCESS = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+answers = {}
+for key in json.loads(sys.argv[2]):
+    messages = [{"role": "system", "content": sys.argv[3]}, {"role": "user", "content": key}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                        return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    answers[key] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+assert not any(name.split(".")[0] in ("app", "worker", "trainer") for name in sys.modules)
+print(json.dumps(answers))
+"""
+
+
+def test_an_sft_job_teaches_the_lookup_and_downloads_for_transformers(
+    stack, client, lookup, tmp_path
+):
+    job = client.post("/v1/jobs", json=sft_job(lookup)).json()
+    job = wait_for(client, job["id"], finished, timeout=600)
+    assert job["status"] == "succeeded", stack.logs()
+    metrics = job["metrics"]
+    assert metrics["validation_token_accuracy"] > 0.9 and metrics["validation_perplexity"] < 1.5
+    points = client.get(f"/v1/jobs/{job['id']}/metrics").json()["data"]
+    names = {(p["name"], p["split"]) for p in points}
+    assert {("token_accuracy", "validation"), ("perplexity", "validation")} <= names
+    model = client.get(f"/v1/models/{job['result_model_id']}").json()
+    assert (model["architecture"], model["task"]) == ("hf_causal_lm", "causal_lm")
+
+    download = client.get(f"/v1/models/{model['id']}/download", params={"format": "hf"})
+    assert download.status_code == 200, download.text
+    zipfile.ZipFile(io.BytesIO(download.content)).extractall(tmp_path / "hf")
+    done = subprocess.run(
+        [sys.executable, "-c", GENERATE_IN_CLEAN_PROCESS, str(tmp_path / "hf"),
+         json.dumps(list(LOOKUP)), SYSTEM],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    assert sum(answers[key].strip() == value for key, value in LOOKUP.items()) >= 6, answers
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "said"),
+    [
+        ({"data": {"train": "builtin:bbc-news"}}, "data.train", "does not read text data"),
+        (
+            {"model": {"architecture": "hf_encoder", "params": {}}},
+            "model.architecture",
+            "reads both ways",
+        ),
+        (
+            {
+                "model": {"architecture": "transformer", "params": {}},
+                "method": {"name": "sft", "params": {"lora_rank": 4}},
+            },
+            "method.params.lora_rank",
+            "LoRA adapters are for",
+        ),
+        (
+            {"method": {"name": "sft", "params": {"truncation": "drop"}}},
+            "method.params.truncation",
+            "'refuse' or 'truncate'",
+        ),
+    ],
+)
+def test_sft_mistakes_are_422_naming_the_field(client, lookup, change, field, said):
+    response = client.post("/v1/jobs", json=sft_job(lookup, **change))
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert any(e["field"] == field and said in e["message"] for e in errors), errors
+
+
+def test_a_classifier_is_no_base_for_sft(client, lookup):
+    imported = client.post("/v1/models/import", data={"hf_model": "all-minilm-l6-v2"})
+    assert imported.status_code == 201, imported.text
+    spec = sft_job(lookup)
+    del spec["model"]
+    response = client.post("/v1/jobs", json=spec | {"base_model_id": imported.json()["id"]})
+    assert response.status_code == 422, response.text
+    fields = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert "starts from a causal_lm model, not a features model" in fields["base_model_id"]
