@@ -19,6 +19,7 @@ from trainer.data import register_file
 from trainer.generation import LanguageModel, Sampling
 from trainer.language_model import next_token_logits
 from trainer.readers.chat import ChatExample, Message
+from trainer.run import LoadedModel
 from trainer.training import TrainerError
 from trainer.trunk import pretrained_trunk
 
@@ -207,3 +208,86 @@ def test_generation_stops_where_asked_and_repeats_with_a_seed(lookup, tmp_path):
     if stop.strip():  # a stop text cuts the answer before it
         cut = model.generate(prompt, Sampling(temperature=0, max_tokens=12, stop=[stop]))
         assert "".join(cut.pieces()) == full[: full.find(stop)] and cut.finish_reason == "stop"
+
+
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "green",
+    "quick",
+    "bright",
+    "seven",
+    "table",
+    "chair",
+    "light",
+    "sound",
+    "water",
+    "north",
+    "dream",
+    "paper",
+    "glass",
+    "music",
+    "storm",
+    "plant",
+    "heart",
+    "money",
+    "round",
+    "sweet",
+    "field",
+    "night",
+]
+
+
+def preference_lines() -> list[dict]:
+    """A preference for answers in capitals: held-out words in validation and test."""
+    lines = []
+    for i, word in enumerate(WORDS):
+        split = "train" if i < 16 else "validation" if i < 20 else "test"
+        lines.append({
+            "input": {"messages": [{"role": "user", "content": f"Say {word}"}]},
+            "preferred_output": [{"role": "assistant", "content": word.upper()}],
+            "non_preferred_output": [{"role": "assistant", "content": word}],
+            "split": split,
+        })  # fmt: skip
+    return lines
+
+
+def test_dpo_raises_the_preferred_answers_margin_on_held_out_pairs(models, tmp_path):
+    path = write_jsonl(tmp_path / "prefs.jsonl", preference_lines())
+    register_file("ds_prefs", path, "jsonl", False, "label")
+    spec = sft_spec("ds_prefs", epochs=15) | {"method": {"name": "dpo", "params": {"beta": 0.1}}}
+    result, events = run(spec)
+    margins = series(events, "margin", "validation")
+    accuracy = series(events, "reward_accuracy", "validation")
+    assert margins[-1] > margins[0] + 1, margins  # epoch 0: the reference's
+    assert accuracy[-1] == 1.0, accuracy
+    assert result.card.metrics["test_reward_accuracy"] == 1.0  # on other held-out words
+    assert result.card.task == "causal_lm"
+
+
+def test_tunerys_own_transformer_pretrained_by_causal_lm_is_a_base_for_sft(lookup, tmp_path):
+    corpus = [{"text": f"{SYSTEM} {key} is {value}."} for key, value in LOOKUP.items()] * 4
+    register_file("ds_corpus", write_jsonl(tmp_path / "corpus.jsonl", corpus), "jsonl", False, "")
+    architecture = {"architecture": "transformer", "params": {
+        "d_model": 32, "layers": 1, "heads": 2, "max_length": 48, "vocab_size": 120}}  # fmt: skip
+    pretrained, _events = run({
+        "kind": "pretrain", "model": architecture, "method": {"name": "causal_lm"},
+        "data": {"train": "ds_corpus"}, "hyperparameters": {"epochs": 2, "batch_size": 8},
+    })  # fmt: skip
+    base = LoadedModel(pretrained.model.state_dict(), pretrained.card)
+    spec = sft_spec(lookup, epochs=3)
+    del spec["model"]
+    result, events = run(spec | {"base_model_id": "model_base"}, base)
+    assert (result.card.architecture, result.card.task) == ("transformer", "causal_lm")
+    assert result.card.tokenizer == pretrained.card.tokenizer
+    losses = series(events, "loss", "validation")
+    assert losses[-1] < losses[0], losses
+    model = stored(result, tmp_path / "model.safetensors")  # generates under the default template
+    generation = model.generate(model.prompt_ids(messages=[Message(role="user", content="key 1")]),
+                                Sampling(temperature=0, max_tokens=4))  # fmt: skip
+    assert "".join(generation.pieces()) == generation.text and generation.completion_tokens >= 1
+
+    scratch, _events = run(sft_spec(lookup, epochs=1) | {"model": architecture})
+    assert scratch.card.tokenizer != pretrained.card.tokenizer  # trained on the chat examples

@@ -21,6 +21,7 @@ from trainer.methods import (
     contrastive,
     coral,
     dann,
+    dpo,
     mcc,
     mmd,
     self_training,
@@ -32,12 +33,13 @@ from trainer.methods import (
 )
 from trainer.run import RunContext, TrainResult
 
-ANY, IMAGES, IMAGES_TABLES, TEXT, CHAT = (
+ANY, IMAGES, IMAGES_TABLES, TEXT, CHAT, PREFERENCES = (
     frozenset({"image", "tabular", "text"}),
     frozenset({"image"}),
     frozenset({"image", "tabular"}),
     frozenset({"text"}),
     frozenset({"chat"}),
+    frozenset({"preference"}),
 )
 ADAPT_LABELS = ("source", "target_test")  # the target's training split is unlabelled
 PRETEXT_LOSS = ("loss",)  # a pretext task's validation loss, its only figure per epoch
@@ -130,6 +132,18 @@ METHODS: dict[str, Method] = {
             base_tasks=("causal_lm",),
             check=lora_issues,
             validation_metrics=("loss", "token_accuracy", "perplexity"),
+        ),
+        Method(
+            "dpo",
+            "finetune",
+            dpo.Params,
+            dpo.run,
+            PREFERENCES,
+            single_process="a batch holds each pair's two answers, which a share of it would part",
+            needs_left_to_right=True,
+            base_tasks=("causal_lm",),
+            check=lora_issues,
+            validation_metrics=("loss", "reward_accuracy", "margin"),
         ),
         Method("source_only", "adapt", source_only.Params, source_only.run, ANY, ADAPT_LABELS),
         Method("dann", "adapt", dann.Params, dann.run, ANY, ADAPT_LABELS),

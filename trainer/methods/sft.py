@@ -21,7 +21,7 @@ from trainer.chat_format import ChatTokenizer, Encoded
 from trainer.data import Split, splits_for
 from trainer.language_model import IGNORED, next_token_logits, output_layer, padded
 from trainer.loop import Recipe, fit
-from trainer.readers.chat import ChatExample
+from trainer.readers.chat import ChatExample, CompletionExample, Example
 from trainer.run import RunContext, TrainResult
 from trainer.training import TrainerError, batch_order, batches_per_epoch, seed_everything
 from trainer.trunk import start_trunk
@@ -52,9 +52,30 @@ class Params(BaseModel):
     )
 
 
-def _describe(split: str, index: int, example) -> str:
-    first = example.messages[0].content if isinstance(example, ChatExample) else example.prompt
+def describe(split: str, index: int, example: Example) -> str:
+    """An example as an error names it: its split, position and first words."""
+    if isinstance(example, CompletionExample):
+        first = example.prompt
+    else:
+        first = (example.messages if isinstance(example, ChatExample) else example.input)[0].content
     return f"{split} example {index} ({first[:40]!r})"
+
+
+def fit_length(
+    tokens: Encoded, max_length: int, truncation: str, where: str
+) -> tuple[Encoded, bool]:
+    """The example within `max_length` tokens, cut if `truncation` allows (and whether it was),
+    else a TrainerError naming it."""
+    if len(tokens.ids) <= max_length:
+        return tokens, False
+    if truncation == "refuse":
+        raise TrainerError(
+            "invalid_data",
+            f"{where} has {len(tokens.ids)} tokens, over the model's max_length "
+            f"{max_length}; shorten it, raise max_length, or set method.params.truncation to "
+            "truncate",
+        )
+    return Encoded(tokens.ids[:max_length], tokens.trained[:max_length]), True
 
 
 def encode_split(
@@ -63,17 +84,10 @@ def encode_split(
     """The split's examples as token ids and trained-token masks, and how many were cut."""
     encoded, cut = [], 0
     for index, example in enumerate(split.examples):
-        tokens = tokenizer.encode(example)
-        if len(tokens.ids) > max_length:
-            if truncation == "refuse":
-                raise TrainerError(
-                    "invalid_data",
-                    f"{_describe(name, index, example)} has {len(tokens.ids)} tokens, over the "
-                    f"model's max_length {max_length}; shorten it, raise max_length, or set "
-                    "method.params.truncation to truncate",
-                )
-            tokens, cut = Encoded(tokens.ids[:max_length], tokens.trained[:max_length]), cut + 1
+        where = describe(name, index, example)
+        tokens, was_cut = fit_length(tokenizer.encode(example), max_length, truncation, where)
         encoded.append(tokens)
+        cut += was_cut
     return encoded, cut
 
 
