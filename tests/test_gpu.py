@@ -46,3 +46,29 @@ def test_the_transformer_compiled_pretrains_in_bf16():
     metrics = result.card.metrics
     # Perplexity from a uniform guess over the vocabulary to well below it.
     assert metrics["val_perplexity"] < 0.5 * metrics["initial_val_perplexity"]
+
+
+def test_sft_with_lora_in_bf16_with_gradient_checkpointing_learns_what_fp32_learns_on_the_cpu(
+    tmp_path, monkeypatch
+):
+    from tests.test_sft import lookup_lines, write_jsonl
+    from tests.tiny_lm import configure, save_tiny_causal_lm
+    from trainer.data import register_file
+
+    configure(monkeypatch, {"llama": save_tiny_causal_lm(tmp_path / "llama", "llama")})
+    lines = [line for split in ("train", "validation", "test") for line in lookup_lines(split)]
+    register_file("ds_gpu_lookup", write_jsonl(tmp_path / "l.jsonl", lines), "jsonl", False, "")
+    params = {"base": "llama", "max_length": 64, "gradient_checkpointing": True}
+    job = {
+        "kind": "finetune",
+        "model": {"architecture": "hf_causal_lm", "params": params},
+        "method": {"name": "sft", "params": {"lora_rank": 16, "lora_alpha": 16}},
+        "data": {"train": "ds_gpu_lookup"},
+        "hyperparameters": {"epochs": 120, "batch_size": 4, "learning_rate": 5e-3, "seed": 0},
+    }
+    on_cpu, _ = train(spec_of(**job))
+    on_gpu, _ = train(spec_of(**job), "cuda")  # mixed_precision `auto`: bf16 on CUDA
+    cpu, gpu = on_cpu.card.metrics, on_gpu.card.metrics
+    assert all(p.dtype == torch.float32 for p in on_gpu.model.parameters())
+    assert gpu["validation_token_accuracy"] >= cpu["validation_token_accuracy"] - 0.05
+    assert gpu["trained_parameters"] < gpu["parameters"] / 2

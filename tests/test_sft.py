@@ -291,3 +291,14 @@ def test_tunerys_own_transformer_pretrained_by_causal_lm_is_a_base_for_sft(looku
 
     scratch, _events = run(sft_spec(lookup, epochs=1) | {"model": architecture})
     assert scratch.card.tokenizer != pretrained.card.tokenizer  # trained on the chat examples
+
+
+def test_gradient_checkpointing_trains_the_same_lora_adapters(lookup):
+    plain = lora_spec(lookup, epochs=2)
+    checkpointed = json.loads(json.dumps(plain))
+    checkpointed["model"]["params"]["gradient_checkpointing"] = True
+    (_plain, plain_events), (second, second_events) = run(plain), run(checkpointed)
+    assert second.model.backbone.lm.is_activation_checkpointing
+    losses = series(plain_events, "loss", "validation")
+    assert losses[-1] < losses[0]
+    assert series(second_events, "loss", "validation") == pytest.approx(losses, rel=1e-5)

@@ -59,8 +59,8 @@ class HFCausalLM(nn.Module):
 
         hf_config = AutoConfig.for_model(**config)
         self.lm = AutoModelForCausalLM.from_config(hf_config)
-        if checkpointing:
-            self.lm.gradient_checkpointing_enable()
+        if checkpointing:  # non-reentrant: the frozen embeddings under LoRA pass no gradient
+            self.lm.gradient_checkpointing_enable({"use_reentrant": False})
         positions = getattr(hf_config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, positions)
         self.feature_dim = hf_config.hidden_size
