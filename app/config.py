@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     max_archive_expanded_bytes: int = 4 * 1024**3
     max_compression_ratio: float = 100.0
 
-    # Weights of the models `predict` keeps loaded, least recently used out first.
+    # Weights of the models `predict` and `generate` keep loaded, least recently used out first.
     model_cache_bytes: int = 1024**3
 
     # Fork single-process trainers from a warm process that has imported torch (a job's first

@@ -1,4 +1,5 @@
-"""RFC 9457 problem details for every error the API returns."""
+"""RFC 9457 problem details for every error the API returns, but on OpenAI's routes: there, the
+error shape of OpenAI's API, which its client libraries read."""
 
 from http import HTTPStatus
 from typing import Any
@@ -78,9 +79,16 @@ class InvalidInput(Problem):
         super().__init__(422, detail, errors)
 
 
+# The routes that answer as OpenAI's API does (app/api/openai_chat.py), errors included.
+OPENAI_PATHS = frozenset({"/v1/chat/completions"})
+OPENAI_ERROR_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+
+
 def problem_response(
     status: int, detail: str, instance: str, errors: list[dict[str, str]] | None = None
 ) -> JSONResponse:
+    if instance in OPENAI_PATHS:
+        return openai_error_response(status, detail, errors)
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -91,6 +99,21 @@ def problem_response(
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def openai_error_response(
+    status: int, detail: str, errors: list[dict[str, str]] | None
+) -> JSONResponse:
+    """`{"error": {message, type, param, code}}`: `param` the first field at fault. A request
+    that OpenAI would call invalid is a 400 there, where tunery says 422."""
+    status = 400 if status == 422 else status
+    error = {
+        "message": detail,
+        "type": "server_error" if status >= 500 else "invalid_request_error",
+        "param": errors[0]["field"] if errors else None,
+        "code": OPENAI_ERROR_CODES.get(status),
+    }
+    return JSONResponse({"error": error}, status_code=status)
 
 
 def response_of(problem: Problem, instance: str) -> JSONResponse:

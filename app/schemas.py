@@ -3,7 +3,17 @@
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from trainer.spec import MAX_SCORED_EXAMPLES, ModelSpec, Text
 
@@ -134,6 +144,176 @@ class PredictResponse(BaseModel):
     probabilities: list[list[float]]
     labels: list[str]
     embeddings: list[list[float]] | None = None
+
+
+# Generation, by tunery's own route and by OpenAI's chat completions. The settings are OpenAI's,
+# with its bounds; `trainer.generation.Sampling` checks them again (it imports torch, which the
+# SDK that reads this module does not load).
+ChatRole = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length"]
+FINISH_REASON_DESCRIPTION = (
+    "`stop`: the model ended its answer, or a stop text came; `length`: `max_tokens` or the "
+    "model's `max_length` was reached."
+)
+StopText = Annotated[str, StringConstraints(min_length=1)]
+# OpenAI's `stop`: a text, or a list of up to 4; read as a list, so that errors name `stop.<i>`.
+Stop = Annotated[
+    list[StopText],
+    Field(max_length=4),
+    BeforeValidator(lambda stop: [stop] if isinstance(stop, str) else stop),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4},
+            ]
+        }
+    ),
+]
+
+
+class ChatMessage(BaseModel):
+    """A turn of a conversation, as OpenAI's chat messages have it (text only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: ChatRole
+    content: str
+
+
+class SamplingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(256, ge=1, le=32_768, description="New tokens, at most.")
+    temperature: float = Field(1.0, ge=0, le=2, description="0 always takes the likeliest token.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Sample from the likeliest tokens whose "
+                         "probabilities add up to top_p.")  # fmt: skip
+    stop: Stop = Field(
+        default_factory=list,
+        description="A text, or up to 4, that ends the answer where it appears (left out).",
+    )
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="The same seed and settings "
+                             "give the same answer.")  # fmt: skip
+
+
+class GenerateRequest(SamplingSettings):
+    prompt: str | None = Field(None, description="Text to continue; or give `messages`.")
+    messages: list[ChatMessage] | None = Field(
+        None, min_length=1, description="A conversation to answer, in the model's chat template."
+    )
+    stream: bool = Field(False, description="Server-Sent Events as the text is sampled.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    text: str
+    finish_reason: FinishReason = Field(description=FINISH_REASON_DESCRIPTION)
+    usage: Usage
+    model: str = Field(description="The model's id.")
+
+
+class GeneratedText(BaseModel):
+    """A `text` event of a streamed generation: the next piece of the answer."""
+
+    text: str
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(False, description="A last chunk with the token counts.")
+
+
+class ChatCompletionRequest(SamplingSettings):
+    """OpenAI's chat completion request, for the settings tunery's models support. A setting
+    sent as null is a setting not given, as in OpenAI's API."""
+
+    model: Text = Field(max_length=200, description="The id of a `causal_lm` model.")
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=32_768, description="OpenAI's newer name of `max_tokens`; wins over it."
+    )
+    n: int = Field(1, description="Choices: only 1 is supported.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {name: value for name, value in data.items() if value is not None}
+        return data
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise PydanticCustomError("one_choice", "only n=1 is supported: one choice per request")
+        return n
+
+    @model_validator(mode="after")
+    def _newer_name_wins(self) -> "ChatCompletionRequest":
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        return self
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int = 0
+    message: ChatCompletionMessage
+    finish_reason: FinishReason = Field(description=FINISH_REASON_DESCRIPTION)
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(description="Unix time, in seconds.")
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: Usage
+
+
+class ChatCompletionDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatCompletionChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChatCompletionDelta
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatCompletionChunkChoice]
+    usage: Usage | None = None
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="`invalid_request_error`, or `server_error` for a 5xx.")
+    param: str | None = Field(description="The first parameter at fault.")
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """An error as OpenAI's API answers it."""
+
+    error: OpenAIErrorDetail
 
 
 class ScoredExamples(BaseModel):

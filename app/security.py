@@ -30,7 +30,8 @@ from app.services import auth
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POSTs that change nothing: read-only keys may call them too.
 READING_POSTS = re.compile(
-    r"^/v1/models/[^/]+/(predict|transferability)$|^/v1/datasets/[^/]+/rank-models$"
+    r"^/v1/models/[^/]+/(predict|generate|transferability)$|^/v1/datasets/[^/]+/rank-models$"
+    r"|^/v1/chat/completions$"
 )
 
 
@@ -74,7 +75,9 @@ class ApiKeyAuth:
             and scope["method"] not in SAFE_METHODS
             and not READING_POSTS.match(scope["path"])
         ):
-            raise Forbidden("this API key is read-only: it may read, predict and score, not change")
+            raise Forbidden(
+                "this API key is read-only: it may read, predict, generate and score, not change"
+            )
         limit = RateLimitItemPerMinute(caller.requests_per_minute)
         if not await self.limiter.hit(limit, caller.tenant_id):
             stats = await self.limiter.get_window_stats(limit, caller.tenant_id)

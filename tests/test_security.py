@@ -7,6 +7,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.models import Dataset, Job, Model, Sweep
+from app.problems import OPENAI_PATHS
 from app.services import tenants
 from tests import files
 from tests.conftest import Key, new_tenant
@@ -23,6 +25,7 @@ from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
 from tests.test_registry import import_model, network, weights
 from tests.test_sweeps import SWEEP
+from tests.tiny_lm import configure, save_tiny_causal_lm
 
 UNKNOWN = {
     "job": "job_" + "0" * 32,
@@ -30,6 +33,7 @@ UNKNOWN = {
     "model": "model_" + "0" * 32,
     "sweep": "sweep_" + "0" * 32,
     "images": "ds_" + "1" * 32,
+    "lm": "model_" + "1" * 32,
 }
 
 
@@ -47,7 +51,7 @@ def client_for(app, key: Key | None) -> TestClient:
 @dataclass
 class Owned:
     """What tenant `owner` made: a queued job, an uploaded dataset, an imported model, a sweep,
-    and images the model reads (to score it on)."""
+    images the model reads (to score it on), and a language model (to generate with)."""
 
     owner: Key
     job: str
@@ -55,6 +59,7 @@ class Owned:
     model: str
     sweep: str
     images: str
+    lm: str
 
     @property
     def ids(self) -> dict[str, str]:
@@ -64,11 +69,18 @@ class Owned:
             "model": self.model,
             "sweep": self.sweep,
             "images": self.images,
+            "lm": self.lm,
         }
 
 
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("hf") / "llama", "llama")
+
+
 @pytest.fixture
-def owned(app) -> Owned:
+def owned(app, tiny_llama, monkeypatch) -> Owned:
+    configure(monkeypatch, {"tiny-llama": tiny_llama})
     owner = new_tenant()
     with client_for(app, owner) as client:
         job = client.post("/v1/jobs", json=DIGITS_CNN)
@@ -84,16 +96,17 @@ def owned(app) -> Owned:
             files={"file": ("digits.npz", files.digits_npz(60))},
             data={"name": "digits-8x8", "task": "classification"},
         )
-        for response in (job, dataset, model, sweep, images):
+        lm = client.post("/v1/models/import", data={"hf_model": "tiny-llama"})
+        for response in (job, dataset, model, sweep, images, lm):
             assert response.status_code == 201, response.text
-    made = (r.json()["id"] for r in (job, dataset, model, sweep, images))
+    made = (r.json()["id"] for r in (job, dataset, model, sweep, images, lm))
     return Owned(owner, *made)
 
 
 PREDICT = {"json": {"inputs": torch.rand(1, 1, 8, 8).tolist()}}
 # Every route that takes an id, with a request that succeeds for the owner (its arguments, or a
 # function of the ids that makes them). Mutating ones last; the stream after the cancel, so that
-# it ends.
+# it ends. `{lm}` is a model too: the language model, for the route only it answers.
 ID_ROUTES = [
     ("GET", "/v1/jobs/{job}", {}),
     ("GET", "/v1/jobs/{job}/metrics", {}),
@@ -105,6 +118,7 @@ ID_ROUTES = [
     ("GET", "/v1/sweeps/{sweep}", {}),
     ("GET", "/v1/sweeps/{sweep}/trials", {}),
     ("POST", "/v1/models/{model}/predict", PREDICT),
+    ("POST", "/v1/models/{lm}/generate", {"json": {"prompt": "the", "max_tokens": 2}}),
     (
         "POST",
         "/v1/models/{model}/transferability",
@@ -144,7 +158,7 @@ def _route_templates(app) -> set[tuple[str, str]]:
 
 def test_the_matrix_covers_every_route_that_takes_an_id(app):
     with_ids = {(m, p) for m, p in _route_templates(app) if "{" in p}
-    assert with_ids == {(method, path) for method, path, _ in ID_ROUTES}
+    assert with_ids == {(method, path.replace("{lm}", "{model}")) for method, path, _ in ID_ROUTES}
 
 
 def test_every_v1_route_demands_a_key(app):
@@ -163,9 +177,13 @@ def test_every_v1_route_demands_a_key(app):
         for method, template in routes:
             for headers in wrong:
                 response = client.request(method, _fill(template, UNKNOWN), headers=headers)
-                problem = assert_problem(response, 401)
+                if template in OPENAI_PATHS:  # in OpenAI's error shape, for its clients
+                    assert response.status_code == 401, (method, template)
+                    detail = response.json()["error"]["message"]
+                else:
+                    detail = assert_problem(response, 401)["detail"]
                 assert response.headers["WWW-Authenticate"] == "Bearer", (method, template)
-                assert "key" in problem["detail"]
+                assert "key" in detail
 
 
 def _tenant_name(key: Key) -> str:

@@ -83,13 +83,20 @@ class ChatTokenizer:
         return self.hf.decode(list(ids), skip_special_tokens=True)
 
     def render(self, messages: Sequence[Message], generation_prompt: bool) -> str:
+        from jinja2 import TemplateError
+
         conversation = [{"role": m.role, "content": m.content} for m in messages]
-        return self.hf.apply_chat_template(
-            conversation,
-            chat_template=self.template,
-            add_generation_prompt=generation_prompt,
-            tokenize=False,
-        )
+        try:
+            return self.hf.apply_chat_template(
+                conversation,
+                chat_template=self.template,
+                add_generation_prompt=generation_prompt,
+                tokenize=False,
+            )
+        except TemplateError as error:  # e.g. a template that raises on a role order
+            raise ChatTemplateError(
+                f"the chat template refuses the conversation: {error}"
+            ) from None
 
     @cached_property
     def _bos(self) -> list[int]:

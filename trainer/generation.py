@@ -10,7 +10,7 @@ the random draws come from the request's `seed` when it gives one.
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,8 +31,10 @@ class Sampling(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2, description="0 always takes the likeliest token.")
     top_p: float = Field(1.0, gt=0, le=1, description="Sample from the likeliest tokens whose "
                          "probabilities add up to top_p.")  # fmt: skip
-    stop: list[str] = Field(default_factory=list, max_length=4, description="Text that ends "
-                            "the answer where it appears (not included).")  # fmt: skip
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, max_length=4,
+        description="Text that ends the answer where it appears (not included).",
+    )  # fmt: skip
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="The same seed and settings "
                              "give the same answer.")  # fmt: skip
 

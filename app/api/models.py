@@ -4,10 +4,13 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
 
 from app.deps import CallerDep, SessionDep
 from app.problems import InvalidInput
 from app.schemas import (
+    GenerateRequest,
+    GenerateResponse,
     ModelOut,
     ModelUpdate,
     Page,
@@ -16,7 +19,7 @@ from app.schemas import (
     TransferabilityOut,
     TransferabilityRequest,
 )
-from app.services import exports, imports, models, transferability
+from app.services import exports, generation, imports, models, transferability
 from trainer.spec import SpecIssue, Text
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -144,6 +147,30 @@ async def predict(
             ) from None
         inputs, return_embeddings = parsed.inputs, parsed.return_embeddings
     return await models.predict_by_id(caller.tenant_id, model_id, inputs, return_embeddings)
+
+
+@router.post(
+    "/{model_id}/generate",
+    response_model=GenerateResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def generate(
+    model_id: str, body: GenerateRequest, caller: CallerDep
+) -> GenerateResponse | EventSourceResponse:
+    """Text from a `causal_lm` model: it continues `prompt`, or answers `messages` in its chat
+    template. With `stream`, Server-Sent Events as the text is sampled: `text` events
+    (`{"text": …}`, the next piece of the answer), then `end` (the answer as the JSON response
+    has it: `text`, `finish_reason`, `usage`, `model`) before the server closes. A client that
+    disconnects stops the generation. `409` for a model of another task; `422` naming `prompt`
+    or `messages` when the prompt leaves the model no room to answer."""
+    if (body.prompt is None) == (body.messages is None):
+        raise InvalidInput([SpecIssue("prompt", "give exactly one of `prompt` or `messages`")])
+    started = await generation.start(
+        caller.tenant_id, model_id, body, prompt=body.prompt, messages=body.messages
+    )
+    if body.stream:
+        return EventSourceResponse(generation.events(started), ping=15)
+    return await generation.answer(started)
 
 
 @router.post("/{model_id}/transferability")

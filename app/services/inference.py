@@ -1,5 +1,5 @@
-"""Predictions: loaded models in a least-recently-used cache bounded in bytes, and concurrent
-requests for one model run as one batch.
+"""Serving: loaded models (classifiers' predictors, language models) in one least-recently-used
+cache bounded in bytes; concurrent predictions for one model run as one batch.
 
 Micro-batching: a request that arrives while its model is busy waits in that model's queue;
 when the model is free, everything queued runs as one forward pass (up to `MAX_BATCH_ROWS`).
@@ -9,8 +9,10 @@ An idle model runs a lone request at once, so batching adds no wait at low load.
 import queue
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -112,45 +114,63 @@ class Predictor:
         return torch.from_numpy(array)
 
 
+class Loaded(Protocol):
+    """A model loaded from its file for serving: a `Predictor`, a `LanguageModel`."""
+
+    size_bytes: int  # its weights'
+
+
+L = TypeVar("L", bound=Loaded)
+
+
 class ModelCache:
-    """Predictors by model id; least recently used out first once over `max_bytes` of
-    weights. Model files never change, so a cached predictor never goes stale."""
+    """Loaded models of every kind by model id, in one budget: least recently used out first
+    once over `max_bytes` of weights. Model files never change, so a cached model never goes
+    stale; a model's kind follows from its task, which never changes either."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._predictors: OrderedDict[str, Predictor] = OrderedDict()
+        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
-    def peek(self, model_id: str) -> Predictor | None:
-        """The predictor if it is loaded; never loads."""
+    def peek(self, model_id: str) -> Loaded | None:
+        """The model if it is loaded; never loads."""
         with self._lock:
-            predictor = self._predictors.get(model_id)
-            if predictor is not None:
-                self._predictors.move_to_end(model_id)
-            return predictor
+            loaded = self._loaded.get(model_id)
+            if loaded is not None:
+                self._loaded.move_to_end(model_id)
+            return loaded
 
-    def get(self, model_id: str, path: Path) -> Predictor:
+    def get(self, model_id: str, path: Path, load: Callable[[Path], L]) -> L:
+        """The model, loaded from `path` by `load` unless it is cached."""
         with self._lock:
-            if model_id in self._predictors:
-                self._predictors.move_to_end(model_id)
-                return self._predictors[model_id]
-        loaded = Predictor(path)
+            if model_id in self._loaded:
+                self._loaded.move_to_end(model_id)
+                return self._loaded[model_id]
+        loaded = load(path)
         with self._lock:
-            predictor = self._predictors.setdefault(model_id, loaded)
-            self._predictors.move_to_end(model_id)
-            while len(self._predictors) > 1 and self.size_bytes > self._max_bytes:
-                _id, evicted = self._predictors.popitem(last=False)
-                evicted.batcher.close()
-        if predictor is not loaded:  # another request loaded it meanwhile
-            loaded.batcher.close()
-        return predictor
+            kept = self._loaded.setdefault(model_id, loaded)
+            self._loaded.move_to_end(model_id)
+            while len(self._loaded) > 1 and self.size_bytes > self._max_bytes:
+                _id, evicted = self._loaded.popitem(last=False)
+                _release(evicted)
+        if kept is not loaded:  # another request loaded it meanwhile
+            _release(loaded)
+        return kept
 
     def drop(self, model_id: str) -> None:
         with self._lock:
-            predictor = self._predictors.pop(model_id, None)
-        if predictor is not None:
-            predictor.batcher.close()
+            loaded = self._loaded.pop(model_id, None)
+        if loaded is not None:
+            _release(loaded)
 
     @property
     def size_bytes(self) -> int:
-        return sum(p.size_bytes for p in self._predictors.values())
+        return sum(loaded.size_bytes for loaded in self._loaded.values())
+
+
+def _release(loaded: Loaded) -> None:
+    """Out of the cache: a predictor's batcher thread ends. Other kinds hold no thread; their
+    memory goes with the last reference (a generation under way keeps its model until done)."""
+    if isinstance(loaded, Predictor):
+        loaded.batcher.close()

@@ -1,10 +1,13 @@
-"""The model registry: models, their lineage, naming and tagging, deletion, predictions."""
+"""The model registry: models, their lineage, naming and tagging, deletion, predictions; the
+rows and loaded weights of the models served."""
 
 import asyncio
 import io
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from anyio import to_thread
@@ -17,7 +20,7 @@ from app.db import session_scope
 from app.models import Job, Model, utcnow
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
-from app.services.inference import ModelCache
+from app.services.inference import L, ModelCache, Predictor
 from app.services.model_files import model_file
 from app.services.pagination import newest_first
 from trainer.spec import SpecIssue
@@ -27,8 +30,8 @@ MAX_BATCH = 4096
 MAX_LINEAGE = 1000  # a guard: parent links cannot form a cycle, but a bug must not hang a request
 
 _cache = ModelCache(get_settings().model_cache_bytes)
-# The rows of models `predict` served lately, so that a warm predict makes no query. A model
-# deleted through another API process may go on answering here for up to `ttl` seconds.
+# The rows of models served lately (predict, generate), so that a warm request makes no query.
+# A model deleted through another API process may go on answering here for up to `ttl` seconds.
 _rows: TTLCache[tuple[str, str], Model] = TTLCache(maxsize=10_000, ttl=2.0, timer=time.monotonic)
 _rows_lock = threading.Lock()
 
@@ -148,21 +151,32 @@ def _load_row(tenant_id: str, model_id: str) -> Model:
     return model
 
 
+async def served_row(tenant_id: str, model_id: str) -> Model:
+    """The row of a model to serve: one served lately, with no query, or (in a worker thread)
+    from the database."""
+    with _rows_lock:
+        model = _rows.get((tenant_id, model_id))
+    return model or await to_thread.run_sync(_load_row, tenant_id, model_id)
+
+
+async def loaded(model: Model, load: Callable[[Path], L]) -> L:
+    """The model as `load` makes it from its file: cached, with no thread hop, or loaded (in a
+    worker thread) into the cache that predictors and language models share."""
+    return _cache.peek(model.id) or await to_thread.run_sync(
+        _cache.get, model.id, model_file(model), load
+    )
+
+
 async def predict_by_id(
     tenant_id: str, model_id: str, inputs, return_embeddings: bool
 ) -> PredictResponse:
     """Warm (its row and weights cached) a prediction makes no query and no thread hop: the
     request waits on the event loop for its model's batcher. Cold, the row and the weights
     are loaded in a worker thread."""
-    with _rows_lock:
-        model = _rows.get((tenant_id, model_id))
-    if model is None:
-        model = await to_thread.run_sync(_load_row, tenant_id, model_id)
+    model = await served_row(tenant_id, model_id)
     if model.task != "classification":
         raise Conflict(f"model {model.id} is a {model.task} model; fine-tune it to predict classes")
-    predictor = _cache.peek(model.id) or await to_thread.run_sync(
-        _cache.get, model.id, model_file(model)
-    )
+    predictor = await loaded(model, Predictor)
     done = predictor.batcher.submit(predictor.inputs(inputs))
     probabilities, features = await asyncio.wrap_future(done)
     labels = model.card.labels

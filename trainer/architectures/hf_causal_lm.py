@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import load_file
 from torch import nn
 
-from trainer.architectures.hf_encoder import model_dirs
+from trainer.architectures.hf_encoder import configured, model_dirs
 from trainer.architectures.rnn import masked_mean
 
 
@@ -41,13 +41,7 @@ class HFCausalLMParams(BaseModel):
     )
     chat_template: str | None = Field(None, description="Filled in: the base's chat template.")
 
-    @field_validator("base")
-    @classmethod
-    def _configured(cls, base: str) -> str:
-        known = model_dirs()
-        if base not in known:
-            raise ValueError(f"no Hugging Face model {base!r}; configured: {', '.join(known)}")
-        return base
+    _configured = field_validator("base")(configured)
 
 
 class HFCausalLM(nn.Module):

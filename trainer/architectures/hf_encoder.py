@@ -33,6 +33,14 @@ def model_dirs() -> dict[str, Path]:
     return dirs | {name: Path(path) for name, path in configured.items()}
 
 
+def configured(base: str) -> str:
+    """`base`, if it names a configured directory (a params validator)."""
+    known = model_dirs()
+    if base not in known:
+        raise ValueError(f"no Hugging Face model {base!r}; configured: {', '.join(known)}")
+    return base
+
+
 class HFEncoderParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,13 +49,7 @@ class HFEncoderParams(BaseModel):
     # Filled from the base directory when a job starts; kept in the model's card.
     config: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("base")
-    @classmethod
-    def _configured(cls, base: str) -> str:
-        known = model_dirs()
-        if base not in known:
-            raise ValueError(f"no Hugging Face model {base!r}; configured: {', '.join(known)}")
-        return base
+    _configured = field_validator("base")(configured)
 
 
 class HFEncoder(nn.Module):
