@@ -144,7 +144,7 @@ def test_the_base_does_not_know_the_lookup(models, tmp_path):
 
 
 def lora_spec(dataset: str, epochs: int = 120, **params) -> dict:
-    spec = sft_spec(dataset, epochs=epochs, lora_rank=16, lora_alpha=16, **params)
+    spec = sft_spec(dataset, epochs=epochs, lora_rank=16, lora_alpha=16, lora_dropout=0.0, **params)
     return spec | {"hyperparameters": spec["hyperparameters"] | {"learning_rate": 5e-3}}
 
 

@@ -1,7 +1,56 @@
 """LoRA adapters (Hu et al., 2021) on a backbone that wraps a Hugging Face model, through
-`peft`. Such a backbone names the attribute that holds the model in `hf_attribute`."""
+`peft`. Such a backbone names the attribute that holds the model in `hf_attribute`. A method
+that offers them takes `LoraParams` among its params, `attach`es them before training and
+`finish`es them after."""
 
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from trainer.card import Adapter
+
+
+class LoraParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lora_rank: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Train LoRA adapters of this rank instead of every weight (architectures "
+        "that take them: `hf_encoder`, `hf_causal_lm`).",
+    )
+    lora_alpha: float = Field(16.0, gt=0, le=1024)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_target_modules: str | list[str] = Field(
+        "all-linear",
+        description="The layers that get adapters, as peft names them: `all-linear` (every "
+        "linear layer but the output one) or module names such as `[q_proj, v_proj]`.",
+    )
+    lora_merge: bool = Field(
+        True,
+        description="`false`: keep the adapter apart: the model stores only the adapter (and "
+        "head), and is rebuilt on its base directory when loaded (the download carries the "
+        "adapter in peft's format too).",
+    )
+
+
+def attach(backbone: nn.Module, params: LoraParams) -> None:
+    """The adapters the params ask for, if any."""
+    if params.lora_rank is not None:
+        attach_lora(backbone, params.lora_rank, params.lora_alpha, params.lora_dropout,
+                    params.lora_target_modules)  # fmt: skip
+
+
+def finish(backbone: nn.Module, params: LoraParams) -> Adapter | None:
+    """After training: the adapters merged into the weights, or the `Adapter` kept apart that
+    the model's card names."""
+    if params.lora_rank is None:
+        return None
+    if params.lora_merge:
+        merge_lora(backbone)
+        return None
+    return Adapter(rank=params.lora_rank, alpha=params.lora_alpha, dropout=params.lora_dropout,
+                   target_modules=params.lora_target_modules)  # fmt: skip
 
 
 def attach_lora(

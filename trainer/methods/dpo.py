@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from trainer.architectures import Network, lora
-from trainer.card import Adapter, ModelCard
+from trainer.card import ModelCard
 from trainer.chat_format import ChatTokenizer, Encoded
 from trainer.data import Split, splits_for
 from trainer.language_model import IGNORED, next_token_logits, output_layer
@@ -128,10 +128,8 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     if any(cuts.values()):
         counts = ", ".join(f"{n} {name}" for name, n in cuts.items() if n)
         ctx.events.log(f"warning: cut to max_length {max_length} tokens: {counts} pairs")
-    if params.lora_rank is not None:
-        lora.attach_lora(trunk.backbone, params.lora_rank, params.lora_alpha,
-                         params.lora_dropout, params.lora_target_modules)  # fmt: skip
-        model.to(device)
+    lora.attach(trunk.backbone, params)
+    model.to(device)  # the adapters too
     train_pairs = pairs["train"]
     ctx.events.log(
         f"dpo: {len(train_pairs)} train, {len(pairs['validation'])} validation, "
@@ -167,14 +165,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     )
     result = fit(ctx, recipe)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    adapter = None
-    if params.lora_rank is not None:
-        if params.lora_merge:
-            lora.merge_lora(trunk.backbone)
-        else:
-            adapter = Adapter(rank=params.lora_rank, alpha=params.lora_alpha,
-                              dropout=params.lora_dropout,
-                              target_modules=params.lora_target_modules)  # fmt: skip
+    adapter = lora.finish(trunk.backbone, params)
     tested = evaluate(
         model, pairs["test"], reference["test"], params.beta, pad_id, hp.batch_size, device
     )

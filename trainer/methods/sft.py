@@ -13,10 +13,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from trainer.architectures import Network, lora
-from trainer.card import Adapter, ModelCard
+from trainer.architectures.lora import LoraParams
+from trainer.card import ModelCard
 from trainer.chat_format import ChatTokenizer, Encoded
 from trainer.data import Split, splits_for
 from trainer.language_model import IGNORED, next_token_logits, output_layer, padded
@@ -27,28 +28,11 @@ from trainer.training import TrainerError, batch_order, batches_per_epoch, seed_
 from trainer.trunk import start_trunk
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Params(LoraParams):
     truncation: Literal["refuse", "truncate"] = Field(
         "refuse",
         description="An example over the model's `max_length` tokens: `refuse` fails the job "
         "naming it, `truncate` keeps its first `max_length` tokens.",
-    )
-    lora_rank: int | None = Field(
-        None, ge=1, le=256, description="`hf_causal_lm` only: train LoRA adapters of this rank."
-    )
-    lora_alpha: float = Field(16.0, gt=0, le=1024)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str | list[str] = Field(
-        "all-linear",
-        description="The layers that get adapters, as peft names them: `all-linear` (every "
-        "linear layer but the output one) or module names such as `[q_proj, v_proj]`.",
-    )
-    lora_merge: bool = Field(
-        True,
-        description="With `lora_rank`: fold the adapters into the weights at the end (a plain "
-        "model), or keep them apart (the stored model is the adapter alone, rebuilt on its base).",
     )
 
 
@@ -143,9 +127,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     if any(cuts.values()):
         counts = ", ".join(f"{n} {name}" for name, n in cuts.items() if n)
         ctx.events.log(f"warning: cut to max_length {max_length} tokens: {counts} examples")
-    if params.lora_rank is not None:
-        lora.attach_lora(trunk.backbone, params.lora_rank, params.lora_alpha,
-                         params.lora_dropout, params.lora_target_modules)  # fmt: skip
+    lora.attach(trunk.backbone, params)
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
     train_rows, pad_id = rows["train"], tokenizer.pad_id
     trained_tokens = sum(sum(row.trained) for row in train_rows)
@@ -181,14 +163,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     )
     result = fit(ctx, recipe)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    adapter = None
-    if params.lora_rank is not None:
-        if params.lora_merge:
-            lora.merge_lora(trunk.backbone)
-        else:
-            adapter = Adapter(rank=params.lora_rank, alpha=params.lora_alpha,
-                              dropout=params.lora_dropout,
-                              target_modules=params.lora_target_modules)  # fmt: skip
+    adapter = lora.finish(trunk.backbone, params)
     tested = evaluate(model, rows["test"], pad_id, hp.batch_size, device)
     for name, value in tested.items():
         ctx.events.metric(name, "test", value, result.step, result.epochs_run)

@@ -13,11 +13,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from trainer.architectures import ARCHITECTURES, Network, lora
-from trainer.card import Adapter, ModelCard
+from trainer.architectures.lora import LoraParams
+from trainer.card import ModelCard
 from trainer.data import Split, splits_for
 from trainer.loop import Recipe, fit
 from trainer.methods.pretraining import doubts
@@ -33,19 +34,12 @@ from trainer.training import (
 from trainer.trunk import start_trunk
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Params(LoraParams):
     freeze: Literal["none", "backbone", "partial"] = "none"
     trainable_blocks: int = Field(1, ge=0, le=1000, description="With `partial`: top N blocks.")
     head_learning_rate: float | None = Field(None, gt=0, le=10, description="Default: LR.")
     backbone_learning_rate: float | None = Field(None, gt=0, le=10, description="Default: LR.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    lora_rank: int | None = Field(
-        None, ge=1, le=256, description="`hf_encoder` only: train LoRA adapters of this rank."
-    )
-    lora_alpha: float = Field(16.0, gt=0, le=1024)
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
     head_init: Literal["auto", "probe", "random"] = Field(
         "auto",
         description="A new head's first weights: `probe` fits them to the frozen backbone's "
@@ -53,12 +47,6 @@ class Params(BaseModel):
         "`random` leaves them random; `auto`: `probe` when the backbone of a base model that "
         "tunery pretrained from fresh weights trains under a new head (not `hf_encoder`, "
         "pretrained elsewhere), else `random`.",
-    )
-    lora_merge: bool = Field(
-        True,
-        description="`false`: keep the adapter apart: the model stores only the adapter and "
-        "head, and is rebuilt on its base directory when loaded (the download carries the "
-        "adapter in peft's format too).",
     )
 
 
@@ -160,8 +148,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     )
     if head_reused:
         head.load_state_dict({"weight": base.state["head.weight"], "bias": base.state["head.bias"]})
-    if params.lora_rank is not None:
-        lora.attach_lora(trunk.backbone, params.lora_rank, params.lora_alpha, params.lora_dropout)
+    lora.attach(trunk.backbone, params)
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
     frozen = freeze(trunk.backbone, params.freeze, params.trainable_blocks)
     train, validation, test = (Split(s.y, trunk.inputs(s)) for s in (train, validation, test))
@@ -204,13 +191,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     )
     result = fit(ctx, recipe)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    adapter = None
-    if params.lora_rank is not None:
-        if params.lora_merge:
-            lora.merge_lora(trunk.backbone)
-        else:
-            adapter = Adapter(rank=params.lora_rank, alpha=params.lora_alpha,
-                              dropout=params.lora_dropout)  # fmt: skip
+    adapter = lora.finish(trunk.backbone, params)
     tested = classify(model, test, hp.batch_size, device)
     ctx.events.metric("accuracy", "test", tested["accuracy"], result.step, result.epochs_run)
     metrics = {
