@@ -9,15 +9,16 @@ from trainer.spec import NUL_REFUSED, SpecIssue
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: uploads (`POST /v1/datasets`) get `upload_bytes`, every other
-    request `request_bytes`. A declared Content-Length over the limit is refused before the
-    body is read; a body that streams past it is cut off there."""
+    """Pure ASGI middleware: uploads (`POST /v1/datasets`, `POST /v1/files`) get
+    `upload_bytes`, every other request `request_bytes`. A declared Content-Length over the
+    limit is refused before the body is read; a body that streams past it is cut off there."""
 
     def __init__(self, app: ASGIApp, upload_bytes: int, request_bytes: int) -> None:
         self.app, self.upload_bytes, self.request_bytes = app, upload_bytes, request_bytes
 
     def _limit(self, scope: Scope) -> int:
-        upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/datasets"
+        uploads = ("/v1/datasets", "/v1/files")
+        upload = scope["method"] == "POST" and scope["path"].rstrip("/") in uploads
         return self.upload_bytes if upload else self.request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

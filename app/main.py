@@ -11,7 +11,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app import problems
-from app.api import datasets, health, jobs, models, openai_chat, sweeps
+from app.api import (
+    datasets,
+    health,
+    jobs,
+    models,
+    openai_chat,
+    openai_files,
+    openai_fine_tuning,
+    sweeps,
+)
 from app.config import get_settings
 from app.db import make_read_engine
 from app.limits import BodySizeLimit, NulFreeUrl
@@ -76,6 +85,8 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(sweeps.router)
     app.include_router(openai_chat.router)
+    app.include_router(openai_files.router)
+    app.include_router(openai_fine_tuning.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     # The dashboard: static files calling /v1 with the key the user gives it; no build step.

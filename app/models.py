@@ -132,6 +132,10 @@ class Job(Base):
     # A sweep's trial: the sweep and the trial's number in its Optuna study.
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"))
     trial_number: Mapped[int | None]
+    # A job made by OpenAI's fine-tuning route: its `metadata` (SQLAlchemy's declarative classes
+    # keep that name for themselves) and its `suffix`, part of the result model's name.
+    user_metadata: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    suffix: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

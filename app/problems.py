@@ -79,16 +79,22 @@ class InvalidInput(Problem):
         super().__init__(422, detail, errors)
 
 
-# The routes that answer as OpenAI's API does (app/api/openai_chat.py), errors included.
-OPENAI_PATHS = frozenset({"/v1/chat/completions"})
-OPENAI_ERROR_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+# The routes that answer as OpenAI's API does, errors included, and every path under them:
+# chat completions, files and fine-tuning jobs (app/api/openai_*.py).
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/files", "/v1/fine_tuning")
+OPENAI_ERROR_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+CHAT_COMPLETIONS = "/v1/chat/completions"
+
+
+def is_openai_path(path: str) -> bool:
+    return any(path == route or path.startswith(route + "/") for route in OPENAI_PATHS)
 
 
 def problem_response(
     status: int, detail: str, instance: str, errors: list[dict[str, str]] | None = None
 ) -> JSONResponse:
-    if instance in OPENAI_PATHS:
-        return openai_error_response(status, detail, errors)
+    if is_openai_path(instance):
+        return openai_error_response(status, detail, instance, errors)
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -102,16 +108,20 @@ def problem_response(
 
 
 def openai_error_response(
-    status: int, detail: str, errors: list[dict[str, str]] | None
+    status: int, detail: str, instance: str, errors: list[dict[str, str]] | None
 ) -> JSONResponse:
     """`{"error": {message, type, param, code}}`: `param` the first field at fault. A request
-    that OpenAI would call invalid is a 400 there, where tunery says 422."""
+    that OpenAI would call invalid is a 400 there, where tunery says 422. Chat completions look
+    up nothing but the model: their 404 is OpenAI's `model_not_found`."""
     status = 400 if status == 422 else status
+    code = OPENAI_ERROR_CODES.get(status)
+    if status == 404 and instance == CHAT_COMPLETIONS:
+        code = "model_not_found"
     error = {
         "message": detail,
         "type": "server_error" if status >= 500 else "invalid_request_error",
         "param": errors[0]["field"] if errors else None,
-        "code": OPENAI_ERROR_CODES.get(status),
+        "code": code,
     }
     return JSONResponse({"error": error}, status_code=status)
 

@@ -17,13 +17,14 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.models import Dataset, Job, Model, Sweep
-from app.problems import OPENAI_PATHS
+from app.problems import is_openai_path
 from app.services import tenants
 from tests import files
 from tests.conftest import Key, new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
 from tests.test_registry import import_model, network, weights
+from tests.test_sft import lookup_lines, write_jsonl
 from tests.test_sweeps import SWEEP
 from tests.tiny_lm import configure, save_tiny_causal_lm
 
@@ -34,6 +35,8 @@ UNKNOWN = {
     "sweep": "sweep_" + "0" * 32,
     "images": "ds_" + "1" * 32,
     "lm": "model_" + "1" * 32,
+    "file": "ds_" + "2" * 32,
+    "fine_tuning_job": "job_" + "2" * 32,
 }
 
 
@@ -51,7 +54,8 @@ def client_for(app, key: Key | None) -> TestClient:
 @dataclass
 class Owned:
     """What tenant `owner` made: a queued job, an uploaded dataset, an imported model, a sweep,
-    images the model reads (to score it on), and a language model (to generate with)."""
+    images the model reads (to score it on), a language model (to generate with), and by
+    OpenAI's routes a file and a queued fine-tuning job on it."""
 
     owner: Key
     job: str
@@ -60,6 +64,8 @@ class Owned:
     sweep: str
     images: str
     lm: str
+    file: str
+    fine_tuning_job: str
 
     @property
     def ids(self) -> dict[str, str]:
@@ -70,6 +76,8 @@ class Owned:
             "sweep": self.sweep,
             "images": self.images,
             "lm": self.lm,
+            "file": self.file,
+            "fine_tuning_job": self.fine_tuning_job,
         }
 
 
@@ -79,7 +87,7 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def owned(app, tiny_llama, monkeypatch) -> Owned:
+def owned(app, tiny_llama, monkeypatch, tmp_path) -> Owned:
     configure(monkeypatch, {"tiny-llama": tiny_llama})
     owner = new_tenant()
     with client_for(app, owner) as client:
@@ -99,7 +107,13 @@ def owned(app, tiny_llama, monkeypatch) -> Owned:
         lm = client.post("/v1/models/import", data={"hf_model": "tiny-llama"})
         for response in (job, dataset, model, sweep, images, lm):
             assert response.status_code == 201, response.text
-    made = (r.json()["id"] for r in (job, dataset, model, sweep, images, lm))
+        with write_jsonl(tmp_path / "chat.jsonl", lookup_lines()).open("rb") as chat:
+            file = client.post("/v1/files", files={"file": chat}, data={"purpose": "fine-tune"})
+        assert file.status_code == 200, file.text
+        fine_tuning = {"model": "tiny-llama", "training_file": file.json()["id"]}
+        fine_tuning_job = client.post("/v1/fine_tuning/jobs", json=fine_tuning)
+        assert fine_tuning_job.status_code == 200, fine_tuning_job.text
+    made = (r.json()["id"] for r in (job, dataset, model, sweep, images, lm, file, fine_tuning_job))
     return Owned(owner, *made)
 
 
@@ -117,6 +131,10 @@ ID_ROUTES = [
     ("GET", "/v1/models/{model}/download", {}),
     ("GET", "/v1/sweeps/{sweep}", {}),
     ("GET", "/v1/sweeps/{sweep}/trials", {}),
+    ("GET", "/v1/files/{file}", {}),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job}", {}),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job}/events", {}),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job}/checkpoints", {}),
     ("POST", "/v1/models/{model}/predict", PREDICT),
     ("POST", "/v1/models/{lm}/generate", {"json": {"prompt": "the", "max_tokens": 2}}),
     (
@@ -130,8 +148,10 @@ ID_ROUTES = [
     ("GET", "/v1/jobs/{job}/stream", {}),
     ("POST", "/v1/sweeps/{sweep}/cancel", {}),
     ("GET", "/v1/sweeps/{sweep}/stream", {}),
+    ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job}/cancel", {}),
     ("DELETE", "/v1/datasets/{dataset}", {}),
     ("DELETE", "/v1/models/{model}", {}),
+    ("DELETE", "/v1/files/{file}", {}),  # once the cancel left no job reading it
 ]
 
 
@@ -177,7 +197,7 @@ def test_every_v1_route_demands_a_key(app):
         for method, template in routes:
             for headers in wrong:
                 response = client.request(method, _fill(template, UNKNOWN), headers=headers)
-                if template in OPENAI_PATHS:  # in OpenAI's error shape, for its clients
+                if is_openai_path(template):  # in OpenAI's error shape, for its clients
                     assert response.status_code == 401, (method, template)
                     detail = response.json()["error"]["message"]
                 else:
@@ -216,6 +236,8 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
             "/v1/models",
             f"/v1/models?parent_id={owned.model}",
             "/v1/sweeps",
+            "/v1/files",
+            "/v1/fine_tuning/jobs",
         ):
             assert stranger.get(path).json()["data"] == [], path
         # Naming another tenant's dataset or model in a spec is the same as naming none.
@@ -247,13 +269,17 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
         model = session.get(Model, owned.model)
         assert (model.name, model.tags, model.deleted_at) == ("imported", [], None)
         assert session.get(Sweep, owned.sweep).status == "running"  # the stranger's cancel
+        assert session.get(Job, owned.fine_tuning_job).status == "queued"
+        assert session.get(Dataset, owned.file) is not None
 
 
 def test_the_owner_reaches_everything_it_made(app, owned):
     ids = owned.ids
     with client_for(app, owned.owner) as client:
         for path, id_ in (("/v1/jobs", owned.job), ("/v1/datasets", owned.dataset),
-                          ("/v1/models", owned.model), ("/v1/sweeps", owned.sweep)):  # fmt: skip
+                          ("/v1/models", owned.model), ("/v1/sweeps", owned.sweep),
+                          ("/v1/files", owned.file),
+                          ("/v1/fine_tuning/jobs", owned.fine_tuning_job)):  # fmt: skip
             assert id_ in [item["id"] for item in client.get(path).json()["data"]]
         for method, template, kwargs in ID_ROUTES:
             response = _send(client, method, template, kwargs, ids)

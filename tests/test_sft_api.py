@@ -130,6 +130,16 @@ def test_an_sft_job_teaches_the_lookup_and_downloads_for_transformers(
             "LoRA adapters are for",
         ),
         (
+            {"model": {"architecture": "hf_causal_lm", "params": {"base": "all-minilm-l6-v2"}}},
+            "model.params.base",
+            "is not a causal language model",
+        ),
+        (
+            {"data": {"train": "LOOKUP", "validation": "builtin:bbc-news"}},
+            "data.validation",
+            "holds text data",
+        ),
+        (
             {"method": {"name": "sft", "params": {"truncation": "drop"}}},
             "method.params.truncation",
             "'refuse' or 'truncate'",
@@ -137,6 +147,8 @@ def test_an_sft_job_teaches_the_lookup_and_downloads_for_transformers(
     ],
 )
 def test_sft_mistakes_are_422_naming_the_field(client, lookup, change, field, said):
+    if "data" in change:  # the uploaded dataset's id is known only now
+        change = {"data": {k: lookup if v == "LOOKUP" else v for k, v in change["data"].items()}}
     response = client.post("/v1/jobs", json=sft_job(lookup, **change))
     assert response.status_code == 422, response.text
     errors = response.json()["errors"]

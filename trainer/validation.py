@@ -86,6 +86,8 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
         message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
         issues.append(SpecIssue(field, message))
     issues += _needs_issues(method, ARCHITECTURES[_architecture(spec, base_card)], spec)
+    if spec.kind != "adapt":  # an adapt job's domains are checked below
+        issues += _same_data_issues(spec, dataset, describe)
     if spec.kind == "adapt":
         # What the target's labels must be: the source's, or the adapted classifier's.
         labels = tuple(base_card.labels) if method.source_free and base_card else dataset.labels
@@ -112,6 +114,24 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
     except (RuntimeError, ValueError) as error:
         message = f"cannot build for inputs of shape {list(dataset.input_shape)}: {error}"
         issues.append(SpecIssue("model.params", message))
+    return issues
+
+
+def _same_data_issues(spec: Spec, train: DatasetInfo, describe: Describe) -> list[SpecIssue]:
+    """Validation and test data of the training data's kind (a preference file does not
+    validate `sft`, nor a table an image model)."""
+    issues = []
+    for field in ("validation", "test"):
+        ref = getattr(spec.data, field, None)
+        if ref is None:
+            continue
+        other = describe(dataset_name(ref))
+        if (other.modality, other.input_shape) != (train.modality, train.input_shape):
+            message = (
+                f"{other.name} holds {other.modality} data of shape {list(other.input_shape)}, "
+                f"the training data {train.name} {train.modality} of {list(train.input_shape)}"
+            )
+            issues.append(SpecIssue(f"data.{field}", message))
     return issues
 
 

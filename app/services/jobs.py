@@ -130,7 +130,8 @@ def rows_after(session: Session, entity, job_id: str, cursor: str | None, limit:
     `limit` after `cursor`; the caller has already found the job in its tenant."""
     stmt = select(entity).where(entity.job_id == job_id)
     if cursor is not None:
-        if not cursor.isdigit():
+        # ASCII digits that fit a 64-bit id ("²" is a digit to `isdigit`, not to `int`).
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
             raise InvalidInput([SpecIssue("cursor", "not a cursor this API returned")])
         stmt = stmt.where(entity.id > int(cursor))
     rows = list(session.scalars(stmt.order_by(entity.id).limit(limit + 1)))

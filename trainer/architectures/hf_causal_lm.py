@@ -41,7 +41,16 @@ class HFCausalLMParams(BaseModel):
     )
     chat_template: str | None = Field(None, description="Filled in: the base's chat template.")
 
-    _configured = field_validator("base")(configured)
+    @field_validator("base")
+    @classmethod
+    def _a_causal_lm(cls, base: str) -> str:
+        names = _architectures(model_dirs()[configured(base)])
+        if names and not _names_causal_lm(names):
+            raise ValueError(
+                f"{base!r} is not a causal language model (its config names {', '.join(names)}); "
+                "encoders are `hf_encoder`'s"
+            )
+        return base
 
 
 class HFCausalLM(nn.Module):
@@ -90,11 +99,19 @@ def build_backbone(
     return HFCausalLM(_config(params), params.max_length, params.gradient_checkpointing)
 
 
+def _architectures(directory: Path) -> list[str]:
+    """The model classes a Hugging Face directory's config names (it may name none)."""
+    return json.loads((directory / "config.json").read_text()).get("architectures") or []
+
+
+def _names_causal_lm(names: list[str]) -> bool:
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names)
+
+
 def is_causal_lm(directory: Path) -> bool:
     """Whether a Hugging Face model directory holds a causal language model (GPT-2's
     `GPT2LMHeadModel`, `LlamaForCausalLM`, ...), by the classes its config names."""
-    names = json.loads((directory / "config.json").read_text()).get("architectures") or []
-    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names)
+    return _names_causal_lm(_architectures(directory))
 
 
 SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token")
