@@ -142,7 +142,7 @@ def test_a_created_job_says_what_it_will_train(created, training_file):
     assert (created.training_file, created.seed) == (training_file, 7)
     assert created.metadata == METADATA and created.user_provided_suffix == SUFFIX
     assert created.fine_tuned_model is None and created.finished_at is None
-    # "auto": 0.2% of 5 training examples is under 1; a batch of 1 takes the smallest multiplier.
+    # "auto": 0.2% of 8 training examples is under 1; a batch of 1 takes the smallest multiplier.
     expected = {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 0.05}
     assert created.hyperparameters.model_dump() == expected
     assert created.method.type == "supervised"
@@ -156,8 +156,15 @@ def test_the_job_is_a_tunery_job(tunery, succeeded, created, training_file):
     spec = job["spec"]
     assert spec["model"] == {"architecture": "hf_causal_lm", "params": {"base": "tiny-llama"}}
     assert spec["method"] == {"name": "sft", "params": {}}
-    assert spec["data"]["train"] == training_file
-    assert spec["data"]["validation"] == created.validation_file
+    # Each file read whole, as OpenAI reads them: one to train, the other to validate and test.
+    whole = {"whole": True, "fraction": None, "per_class": None}
+    validation = {"dataset": created.validation_file, **whole}
+    assert spec["data"] == {
+        "train": {"dataset": training_file, **whole},
+        "validation": validation,
+        "test": validation,
+    }
+    assert job["metrics"]["train_examples"] == len(LOOKUP)
     hp = spec["hyperparameters"]
     assert (hp["epochs"], hp["batch_size"], hp["seed"]) == (3, 1, 7)
     assert hp["learning_rate"] == pytest.approx(0.05 * BASE_LEARNING_RATE)

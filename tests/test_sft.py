@@ -15,11 +15,12 @@ from trainer.architectures import ARCHITECTURES, Network
 from trainer.artifact import read_card, save_model
 from trainer.card import ModelCard
 from trainer.chat_format import ChatTokenizer
-from trainer.data import register_file
+from trainer.data import load_dataset, register_file, splits_for
 from trainer.generation import LanguageModel, Sampling
 from trainer.language_model import next_token_logits
 from trainer.readers.chat import ChatExample, Message
 from trainer.run import LoadedModel
+from trainer.spec import DatasetSelection
 from trainer.training import TrainerError
 from trainer.trunk import pretrained_trunk
 
@@ -302,3 +303,12 @@ def test_gradient_checkpointing_trains_the_same_lora_adapters(lookup):
     losses = series(plain_events, "loss", "validation")
     assert losses[-1] < losses[0]
     assert series(second_events, "loss", "validation") == pytest.approx(losses, rel=1e-5)
+
+
+def test_a_dataset_read_whole_gives_every_split_of_it(lookup):
+    whole = DatasetSelection(dataset=lookup, whole=True)
+    _dataset, train, validation, test = splits_for(whole, lookup, lookup, seed=0)
+    parts = load_dataset(lookup).splits
+    assert len(train) == sum(len(part) for part in parts.values()) == 3 * len(LOOKUP)
+    assert set(train.examples) == set(parts["train"].examples) | set(parts["test"].examples)
+    assert (len(validation), len(test)) == (len(parts["validation"]), len(parts["test"]))

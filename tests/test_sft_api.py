@@ -164,3 +164,12 @@ def test_a_classifier_is_no_base_for_sft(client, lookup):
     assert response.status_code == 422, response.text
     fields = {e["field"]: e["message"] for e in response.json()["errors"]}
     assert "starts from a causal_lm model, not a features model" in fields["base_model_id"]
+
+
+def test_training_on_a_whole_dataset_needs_validation_and_test_data_of_another(client, lookup):
+    whole = {"dataset": lookup, "whole": True}
+    response = client.post("/v1/jobs", json=sft_job(lookup, data={"train": whole}))
+    assert response.status_code == 422, response.text
+    fields = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert set(fields) == {"data.validation", "data.test"}
+    assert f"data.train reads every example of {lookup}" in fields["data.validation"]

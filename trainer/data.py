@@ -326,13 +326,36 @@ def splits_for(
     """The training dataset and its train, validation and test splits, each selected as its
     reference says; validation and test default to those splits of the training dataset."""
     dataset = load_dataset(dataset_name(train_ref))
-    train = select(dataset.splits["train"], train_ref, seed)
 
-    def other(ref, name: str) -> Split:
-        return (
-            select(load_dataset(dataset_name(ref)).splits[name], ref, seed)
-            if ref
-            else dataset.splits[name]
-        )
+    def part(ref, name: str) -> Split:
+        if not ref:
+            return dataset.splits[name]
+        named = load_dataset(dataset_name(ref))
+        whole = isinstance(ref, DatasetSelection) and ref.whole
+        return select(every_example(named) if whole else named.splits[name], ref, seed)
 
-    return dataset, train, other(validation_ref, "validation"), other(test_ref, "test")
+    return (
+        dataset,
+        part(train_ref, "train"),
+        part(validation_ref, "validation"),
+        part(test_ref, "test"),
+    )
+
+
+def every_example(dataset: LabelledDataset) -> Split:
+    """The dataset's examples of every split, as one."""
+    parts = [dataset.splits[name] for name in SPLIT_NAMES]
+    first = parts[0]
+
+    def joined(field: str):
+        if getattr(first, field) is None:
+            return None
+        values = [getattr(p, field) for p in parts]
+        return torch.cat(values) if isinstance(values[0], torch.Tensor) else sum(values, ())
+
+    return Split(
+        y=torch.cat([p.y for p in parts]),
+        x=joined("x"),
+        texts=joined("texts"),
+        examples=joined("examples"),
+    )

@@ -88,6 +88,11 @@ class DatasetSelection(_Strict):
     subset chosen by the job's seed."""
 
     dataset: DatasetName
+    whole: bool = Field(
+        False,
+        description="Read every example of the dataset, whatever its split (e.g. a file made "
+        "to validate on alone), not only the split the field names.",
+    )
     fraction: float | None = Field(None, gt=0, le=1, description="Keep this share of each class.")
     per_class: int | None = Field(None, ge=1, le=1_000_000, description="Keep N of each class.")
 

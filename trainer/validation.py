@@ -8,7 +8,7 @@ from trainer.architectures import ARCHITECTURES, Architecture, build_trunk
 from trainer.card import ModelCard, TrunkCard
 from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
 from trainer.methods import METHODS, Method, methods_for
-from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
+from trainer.spec import AdaptSpec, DatasetSelection, FinetuneSpec, PretrainSpec, SpecIssue
 
 Spec = PretrainSpec | FinetuneSpec | AdaptSpec
 # Looks a dataset up by name: built-in or uploaded; None when there is no such dataset.
@@ -144,6 +144,23 @@ def _main_data(spec: Spec) -> tuple[str, object]:
     return "data.source", spec.data.source
 
 
+def _whole_issues(spec: Spec) -> list[SpecIssue]:
+    """Training on every example of a dataset leaves none of it to validate or test on."""
+    train = getattr(spec.data, "train", None)
+    if not (isinstance(train, DatasetSelection) and train.whole):
+        return []
+    issues = []
+    for field in ("validation", "test"):
+        ref = getattr(spec.data, field, None)
+        if ref is None or dataset_name(ref) == train.dataset:
+            message = (
+                f"data.train reads every example of {train.dataset}: name {field} data of "
+                "another dataset"
+            )
+            issues.append(SpecIssue(f"data.{field}", message))
+    return issues
+
+
 def _source_issues(spec: Spec) -> list[SpecIssue]:
     """An adapt method reads the labelled source unless it is source-free, and then it adapts a
     trained classifier instead."""
@@ -251,7 +268,7 @@ def check_spec(
 ) -> list[SpecIssue]:
     """Every problem with the spec; an empty list means it can run."""
     issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec, describe)
-    issues += _source_issues(spec)
+    issues += _source_issues(spec) + _whole_issues(spec)
     if not issues:
         issues = _fit_issues(spec, base_card, describe) + _processes_issues(spec, base_card)
     return issues

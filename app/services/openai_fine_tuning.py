@@ -152,12 +152,20 @@ def spec_of(
     """The job spec the request asks for, "auto" resolved, and where its hyperparameters are."""
     method_type, asked, hyperparameters_at = _hyperparameters(request)
     training = _file_in(session, tenant_id, request.training_file, "training_file")
-    data = {"train": training.id}
-    if request.validation_file is not None:
-        data["validation"] = _file_in(
-            session, tenant_id, request.validation_file, "validation_file"
-        ).id
+    data: dict[str, Any] = {"train": training.id}
     examples = training.splits["train"]
+    if request.validation_file is not None:
+        # As OpenAI does, each file is read whole: all of one to train, of the other to
+        # validate (and, as there is no third, to test). Without one, tunery holds out its
+        # usual 10% and 20% of the training file to validate and test on.
+        validation = _file_in(session, tenant_id, request.validation_file, "validation_file")
+        whole = {"dataset": validation.id, "whole": True}
+        data = {
+            "train": {"dataset": training.id, "whole": True},
+            "validation": whole,
+            "test": whole,
+        }
+        examples = training.num_examples
     batch_size = _given_or(asked.batch_size, auto_batch_size(examples))
     multiplier = _given_or(asked.learning_rate_multiplier, auto_multiplier(batch_size))
     hyperparameters = {
