@@ -3,16 +3,12 @@ tiny random-weight Llama (saved at test time, configured in the server's environ
 as a model, asked plainly and streamed, and the errors the client raises by OpenAI's statuses
 and shape."""
 
-import json
-import uuid
-
 import httpx
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.stack import start_stack
-from tests.tiny_lm import save_tiny_causal_lm
+from tests.tiny_lm import tiny_llama_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -24,15 +20,8 @@ QUESTION = [
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("openai-stack")
-    models = {"tiny-llama": str(save_tiny_causal_lm(root / "tiny-llama", "llama"))}
-    urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
-    extra = {"TUNERY_HF_MODEL_DIRS": json.dumps(models)}
-    stack = start_stack(root, *urls, queue=f"tunery-openai-{uuid.uuid4().hex[:8]}", extra_env=extra)
-    try:
+    with tiny_llama_stack(tmp_path_factory.mktemp("openai-stack")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ environment): a chat file uploaded, a supervised job followed to its model, whic
 chat completions; a DPO job on a preference file; cancels; the job seen by tunery's own routes
 too; mistakes refused naming the parameter; and another tenant seeing none of it."""
 
-import json
 import time
 import uuid
 
@@ -12,9 +11,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.stack import start_stack
 from tests.test_sft import LOOKUP, SYSTEM, lookup_lines, preference_lines, write_jsonl
-from tests.tiny_lm import save_tiny_causal_lm
+from tests.tiny_lm import tiny_llama_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -24,16 +22,8 @@ BASE_LEARNING_RATE = 3e-4  # what a learning_rate_multiplier of 1 means
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fine-tuning-stack")
-    models = {"tiny-llama": str(save_tiny_causal_lm(root / "tiny-llama", "llama"))}
-    urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
-    extra = {"TUNERY_HF_MODEL_DIRS": json.dumps(models)}
-    queue = f"tunery-fine-tuning-{uuid.uuid4().hex[:8]}"
-    stack = start_stack(root, *urls, queue=queue, extra_env=extra)
-    try:
+    with tiny_llama_stack(tmp_path_factory.mktemp("fine-tuning-stack")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def openai_client(stack, key: str) -> OpenAI:

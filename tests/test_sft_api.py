@@ -7,30 +7,21 @@ import io
 import json
 import subprocess
 import sys
-import uuid
 import zipfile
 
 import pytest
 
-from tests.stack import start_stack
 from tests.test_e2e import finished, wait_for
 from tests.test_sft import LOOKUP, SYSTEM, lookup_lines, write_jsonl
-from tests.tiny_lm import save_tiny_causal_lm
+from tests.tiny_lm import tiny_llama_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sft-stack")
-    models = {"tiny-llama": str(save_tiny_causal_lm(root / "tiny-llama", "llama"))}
-    urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
-    extra = {"TUNERY_HF_MODEL_DIRS": json.dumps(models)}
-    stack = start_stack(root, *urls, queue=f"tunery-sft-{uuid.uuid4().hex[:8]}", extra_env=extra)
-    try:
+    with tiny_llama_stack(tmp_path_factory.mktemp("sft-stack")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,16 @@ time (nothing is downloaded): a Llama with a chat template of its own, and a GPT
 each with a byte-level BPE tokenizer trained here."""
 
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    from tests.stack import Stack
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -33,11 +40,8 @@ def _tokenizer(special: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def save_tiny_causal_lm(
-    directory: Path, family: str = "llama", seed: int = 0, width: int = 64, layers: int = 2
-) -> Path:
-    """A random-weight `family` (llama or gpt2) model directory that `hf_causal_lm` loads, of
-    `width` hidden units (4 attention heads) and `layers` blocks."""
+def save_tiny_causal_lm(directory: Path, family: str = "llama", seed: int = 0) -> Path:
+    """A random-weight `family` (llama or gpt2) model directory that `hf_causal_lm` loads."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
@@ -49,8 +53,8 @@ def save_tiny_causal_lm(
             chat_template=LLAMA_TEMPLATE,
         )  # fmt: skip
         config = LlamaConfig(
-            vocab_size=tokenizer.get_vocab_size(), hidden_size=width, intermediate_size=2 * width,
-            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=512, tie_word_embeddings=True,
             bos_token_id=tokenizer.token_to_id("<s>"), eos_token_id=tokenizer.token_to_id("</s>"),
         )  # fmt: skip
@@ -61,7 +65,7 @@ def save_tiny_causal_lm(
         )
         eos = tokenizer.token_to_id("<|endoftext|>")
         config = GPT2Config(
-            vocab_size=tokenizer.get_vocab_size(), n_embd=width, n_layer=layers, n_head=4,
+            vocab_size=tokenizer.get_vocab_size(), n_embd=64, n_layer=2, n_head=4,
             n_positions=512, bos_token_id=eos, eos_token_id=eos,
         )  # fmt: skip
     torch.manual_seed(seed)
@@ -74,3 +78,18 @@ def configure(monkeypatch, models: dict[str, Path]) -> None:
     """Make the model directories loadable by name (TUNERY_HF_MODEL_DIRS)."""
     names = {name: str(path) for name, path in models.items()}
     monkeypatch.setenv("TUNERY_HF_MODEL_DIRS", json.dumps(names))
+
+
+@contextmanager
+def tiny_llama_stack(root: Path) -> Iterator["Stack"]:
+    """A running server and worker (embedded SQLite) that know a tiny Llama as `tiny-llama`."""
+    from tests.stack import start_stack
+
+    models = {"tiny-llama": str(save_tiny_causal_lm(root / "tiny-llama", "llama"))}
+    urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
+    extra = {"TUNERY_HF_MODEL_DIRS": json.dumps(models)}
+    stack = start_stack(root, *urls, queue=f"tunery-{uuid.uuid4().hex[:8]}", extra_env=extra)
+    try:
+        yield stack
+    finally:
+        stack.stop()
