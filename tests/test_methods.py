@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pydantic import TypeAdapter
 from tokenizers import Tokenizer
 
+from tests.tiny_lm import configure, save_tiny_causal_lm
 from trainer.architectures import ARCHITECTURES, Network, build_trunk
 from trainer.artifact import load_classifier, save_model
 from trainer.augment import ColourAugmentation, colour_augment
@@ -103,11 +104,24 @@ def test_digits_m_backgrounds_come_from_many_photographs():
     assert all(float(photo.min()) >= 0.0 and float(photo.max()) <= 1.0 for photo in photos)
 
 
+@pytest.fixture
+def text_params(monkeypatch, tmp_path) -> dict:
+    """Params every text architecture builds from: a tiny causal LM directory for
+    `hf_causal_lm`, which has no bundled base."""
+    configure(monkeypatch, {"tiny": save_tiny_causal_lm(tmp_path / "tiny")})
+    return {"max_length": 16}
+
+
+def text_trunk(name: str, params: dict, length: int, vocab_size: int):
+    extra = {"base": "tiny"} if name == "hf_causal_lm" else {}
+    return build_trunk(name, params | extra | {"max_length": length}, [length], None, vocab_size)
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_every_architecture_makes_features_of_its_declared_size(name):
+def test_every_architecture_makes_features_of_its_declared_size(name, text_params):
     arch = ARCHITECTURES[name]
     if "text" in arch.modalities:
-        normalize, backbone = build_trunk(name, {"max_length": 16}, [16], None, vocab_size=50)
+        normalize, backbone = text_trunk(name, text_params, 16, vocab_size=50)
         x = torch.randint(1, 50, (3, 16))
         assert backbone.forward_sequence(x).shape == (3, 16, backbone.feature_dim)
     else:
@@ -118,9 +132,9 @@ def test_every_architecture_makes_features_of_its_declared_size(name):
     assert len(backbone.blocks()) >= 2
 
 
-@pytest.mark.parametrize("name", ["transformer", "gru", "lstm"])
-def test_sequence_models_are_causal(name):
-    _, backbone = build_trunk(name, {"max_length": 12}, [12], None, vocab_size=40)
+@pytest.mark.parametrize("name", ["transformer", "gru", "lstm", "hf_causal_lm"])
+def test_sequence_models_are_causal(name, text_params):
+    _, backbone = text_trunk(name, text_params, 12, vocab_size=40)
     backbone.eval()
     x = torch.randint(1, 40, (2, 12))
     changed = x.clone()
