@@ -78,7 +78,7 @@ def log_likelihoods(
 
 
 @torch.no_grad()
-def reference_likelihoods(
+def likelihoods_without_gradients(
     model: Network, pairs: list[Pair], pad_id: int, batch_size: int, device: torch.device
 ) -> torch.Tensor:
     """`log_likelihoods` of every pair, batch by batch, without gradients."""
@@ -101,7 +101,7 @@ def evaluate(
     model: Network, pairs: list[Pair], reference: torch.Tensor, beta: float, pad_id: int,
     batch_size: int, device: torch.device,
 ) -> dict[str, float]:  # fmt: skip
-    policy = reference_likelihoods(model, pairs, pad_id, batch_size, device)
+    policy = likelihoods_without_gradients(model, pairs, pad_id, batch_size, device)
     gain = policy - reference
     return {
         "loss": preference_loss(policy, reference, beta).mean().item(),
@@ -124,10 +124,10 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         pairs[name], cuts[name] = encode_pairs(
             tokenizer, split, name, max_length, params.truncation
         )
-        reference[name] = reference_likelihoods(model, pairs[name], pad_id, hp.batch_size, device)
-    if any(cuts.values()):
-        counts = ", ".join(f"{n} {name}" for name, n in cuts.items() if n)
-        ctx.events.log(f"warning: cut to max_length {max_length} tokens: {counts} pairs")
+        reference[name] = likelihoods_without_gradients(
+            model, pairs[name], pad_id, hp.batch_size, device
+        )
+    sft.warn_of_cuts(ctx, cuts, max_length, "pairs")
     lora.attach(trunk.backbone, params)
     model.to(device)  # the adapters too
     train_pairs = pairs["train"]
@@ -149,9 +149,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         return evaluate(model, pairs["validation"], reference["validation"], params.beta,
                         pad_id, hp.batch_size, device)  # fmt: skip
 
-    before = validate()
-    for name, value in before.items():
-        ctx.events.metric(name, "validation", value, 0, 0)
+    before = sft.validated_before_training(ctx, validate)
     recipe = Recipe(
         model=model,
         param_groups=[{"params": [p for p in model.parameters() if p.requires_grad]}],

@@ -9,6 +9,7 @@ An example longer than the model's `max_length` is refused, naming it, or cut to
 """
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -75,6 +76,23 @@ def encode_split(
     return encoded, cut
 
 
+def warn_of_cuts(ctx: RunContext, cuts: dict[str, int], max_length: int, what: str) -> None:
+    """Says in the job's events how many of each split's `what` were cut, if any were."""
+    if any(cuts.values()):
+        counts = ", ".join(f"{n} {name}" for name, n in cuts.items() if n)
+        ctx.events.log(f"warning: cut to max_length {max_length} tokens: {counts} {what}")
+
+
+def validated_before_training(
+    ctx: RunContext, validate: Callable[[], dict[str, float]]
+) -> dict[str, float]:
+    """The starting model's validation figures, reported as epoch 0's."""
+    before = validate()
+    for name, value in before.items():
+        ctx.events.metric(name, "validation", value, 0, 0)
+    return before
+
+
 def batch_of(rows: list[Encoded], pad_id: int) -> tuple[torch.Tensor, ...]:
     """(ids, mask, targets): targets[i, t] is the token at t + 1 where it is trained."""
     targets = [
@@ -124,9 +142,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     rows, cuts = {}, {}
     for name, split in (("train", train), ("validation", validation), ("test", test)):
         rows[name], cuts[name] = encode_split(tokenizer, split, name, max_length, params.truncation)
-    if any(cuts.values()):
-        counts = ", ".join(f"{n} {name}" for name, n in cuts.items() if n)
-        ctx.events.log(f"warning: cut to max_length {max_length} tokens: {counts} examples")
+    warn_of_cuts(ctx, cuts, max_length, "examples")
     lora.attach(trunk.backbone, params)
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
     train_rows, pad_id = rows["train"], tokenizer.pad_id
@@ -147,9 +163,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     def validate() -> dict[str, float]:
         return evaluate(model, rows["validation"], pad_id, hp.batch_size, device)
 
-    before = validate()
-    for name, value in before.items():
-        ctx.events.metric(name, "validation", value, 0, 0)
+    before = validated_before_training(ctx, validate)
     recipe = Recipe(
         model=model,
         param_groups=[{"params": [p for p in model.parameters() if p.requires_grad]}],
