@@ -234,6 +234,7 @@ class Dataset(Base):
     labels: Mapped[list[str]] = mapped_column(JSON)
     class_counts: Mapped[dict[str, Any]]
     role_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)  # chat and preference
+    token_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # uploaded with a tokenizer
     splits: Mapped[dict[str, Any]]
     label_column: Mapped[str | None] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)

@@ -410,6 +410,22 @@ class Readiness(BaseModel):
 DatasetTask = Literal["classification", "pretraining", "chat"]
 
 
+class TokenCounts(BaseModel):
+    tokenizer: str = Field(
+        description="What counted them: a configured Hugging Face causal LM's name or a "
+        "causal_lm model's id, with its tokenizer and chat template."
+    )
+    tokens: int = Field(
+        description="Over every example, as fine-tuning reads it: a chat example rendered by "
+        "the chat template, a prompt and its completion, a preference pair's longer answer "
+        "after its conversation."
+    )
+    longest_example: int = Field(
+        description="The tokens of the longest example: what the model's `max_length` must hold "
+        "for none to be refused or cut."
+    )
+
+
 class DatasetOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -434,6 +450,11 @@ class DatasetOut(BaseModel):
             "preference datasets count their inputs' messages, and their preferred and "
             "non-preferred answer pairs under `pairs`."
         ),
+    )
+    token_counts: TokenCounts | None = Field(
+        None,
+        description="Chat and preference datasets uploaded with a `tokenizer`: their tokens "
+        "under it.",
     )
     splits: dict[str, int] = Field(description="Examples in each of train, validation, test.")
     label_column: str | None

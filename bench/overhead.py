@@ -32,10 +32,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from statistics import median
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -169,7 +170,7 @@ class CpuSampler(threading.Thread):
         return float(trainer), float(others)
 
 
-def service_throughput(client: httpx.Client, stack: Stack, case: Case) -> Throughput:
+def service_throughput(client: httpx.Client, stack: Stack, case: Any) -> Throughput:
     """Train `case` as a job; its window from the job's own epoch timestamps."""
     job_id = submit(client, case.spec())
     sampler = CpuSampler(stack, job_id)
@@ -185,10 +186,13 @@ def service_throughput(client: httpx.Client, stack: Stack, case: Case) -> Throug
     return Throughput(samples, end - start, *sampler.between(start, end))
 
 
-def plain_throughput(case: Case, threads: int) -> Throughput:
-    """Train `case` in a hand-written loop in this process, `threads` torch threads."""
+def plain_throughput(
+    case: Any, threads: int, fit: Callable[[Any], "PlainRun"] | None = None
+) -> Throughput:
+    """Train `case` in a hand-written loop (`fit`, by default this module's) in this process,
+    `threads` torch threads."""
     torch.set_num_threads(threads)
-    run = plain_fit(case)
+    run = (fit or plain_fit)(case)
     (start, start_cpu), (end, end_cpu) = _window(run.ends)
     return Throughput((len(run.ends) - 1) * run.examples, end - start, end_cpu - start_cpu)
 
@@ -245,15 +249,17 @@ def plain_fit(case: Case) -> PlainRun:
     return PlainRun(ends, len(x), correct / len(x_val))
 
 
-def fresh_plain_throughput(case: Case, threads: int, env: dict[str, str]) -> Throughput:
-    """`plain_throughput` in a new interpreter with the worker's environment, as a trainer
-    runs. In a process that has trained before, the loop runs faster than any trainer can:
-    glibc's malloc raises its mmap threshold as large blocks are freed, and later batches'
-    tensors then reuse heap memory instead of new pages (the CNN: 35% more samples per
-    CPU-second in this benchmark's own process than in a fresh one)."""
+def fresh_plain_throughput(
+    case: Any, threads: int, env: dict[str, str], module: str = "bench.overhead"
+) -> Throughput:
+    """`module`'s plain loop of `case` (its `--plain CASE` option) in a new interpreter with the
+    worker's environment, as a trainer runs. In a process that has trained before, the loop
+    runs faster than any trainer can: glibc's malloc raises its mmap threshold as large blocks
+    are freed, and later batches' tensors then reuse heap memory instead of new pages (the CNN:
+    35% more samples per CPU-second in this benchmark's own process than in a fresh one)."""
     args = ["--plain", json.dumps(asdict(case)), "--threads", str(threads)]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.overhead", *args],
+        [sys.executable, "-m", module, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -271,16 +277,22 @@ def trainer_threads(env: dict[str, str]) -> int:
 
 
 def compare(
-    client: httpx.Client, stack: Stack, cases: tuple[Case, ...], threads: int, rounds: int
+    client: httpx.Client,
+    stack: Stack,
+    cases: tuple[Any, ...],
+    threads: int,
+    rounds: int,
+    module: str = "bench.overhead",
 ) -> dict[str, tuple[list[Throughput], list[Throughput]]]:
-    """Service and plain throughputs per case, `rounds` of each, the two sides of a round
-    running at the same time: whatever slows the machine then slows both."""
+    """Service and plain throughputs per case (each with `name` and `spec()`; `module` runs
+    its plain loop), `rounds` of each, the two sides of a round running at the same time:
+    whatever slows the machine then slows both."""
     runs: dict[str, tuple[list[Throughput], list[Throughput]]] = {c.name: ([], []) for c in cases}
     for round_ in range(1, rounds + 1):
         for case in cases:
             service, plain = runs[case.name]
             with ThreadPoolExecutor(max_workers=1) as beside:
-                loop = beside.submit(fresh_plain_throughput, case, threads, stack.env)
+                loop = beside.submit(fresh_plain_throughput, case, threads, stack.env, module)
                 service.append(service_throughput(client, stack, case))
                 plain.append(loop.result())
             print(

@@ -4,8 +4,9 @@ trainer processes, a Celery ping worker, sweeps; and the chaos soak in short for
 
 import pytest
 
-from bench import chaos, dispatch, ingest, overhead, sweep
+from bench import chaos, dispatch, ingest, llm_throughput, overhead, sweep
 from bench.timing import postgres_redis_stack
+from tests.tiny_lm import save_tiny_causal_lm
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +97,25 @@ def test_sweep_measures_a_pruned_sweep_the_study_in_process_and_writes_its_table
     assert f"| a row | 90.0 ± 0.0 | {100 * run.best_validation:.1f} ± 0.0 |" in section
     assert f"| {gain} | {run.epochs} ± 0 ({TINY_SWEEP.epochs}) |" in section
     assert "- a row, seed 0: learning_rate " in section
+
+
+@pytest.mark.timeout(300)
+def test_llm_throughput_measures_both_sides_of_training_and_generation(tmp_path):
+    """On a tiny Llama: the SFT jobs and the plain loops over the same examples, and the
+    fine-tuned model's answers through the API and from `model.generate`, the same text."""
+    base_dir = save_tiny_causal_lm(tmp_path / llm_throughput.BASE_NAME)
+    env = llm_throughput.service_env(base_dir)
+    with postgres_redis_stack(extra_env=env) as stack:
+        found = llm_throughput.measure(
+            stack, tmp_path, base_dir, rounds=1, prompts=2, max_tokens=8, epochs=2
+        )
+    assert set(found.training) == {"full fine-tuning", "LoRA rank 16"}
+    for (service,), (plain,) in found.training.values():
+        assert service.samples == plain.samples == llm_throughput.EXAMPLES["train"]
+        assert 0.1 < service.per_second / plain.per_second < 10
+    assert 10 < found.tokens_per_example < 200
+    runs = found.generation
+    assert len(runs.service) == len(runs.in_process) == len(runs.first_token) == 2
+    for ours, theirs in zip(runs.service, runs.in_process, strict=True):
+        assert ours.tokens == theirs.tokens and 0 < ours.seconds < 30
+    assert all(0 < seconds < 30 for seconds in runs.first_token)

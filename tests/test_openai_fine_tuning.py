@@ -296,6 +296,18 @@ def test_mistakes_are_400s_naming_the_parameter(client, training_file, change, p
     assert (refused.value.param, refused.value.type) == (param, "invalid_request_error")
 
 
+def test_a_preference_pair_over_the_models_length_is_refused_naming_its_line(client, tmp_path):
+    lines = preference_lines()
+    lines[1]["preferred_output"][0]["content"] = "the quick brown fox " * 300
+    long_file = upload(client, write_jsonl(tmp_path / "long-prefs.jsonl", lines))
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=long_file, method={"type": "dpo"}
+        )
+    assert refused.value.param == "training_file"
+    assert "1 example(s) over the model's max_length of 512 tokens: line 2 (" in str(refused.value)
+
+
 def test_another_tenant_sees_neither_the_job_nor_the_file(stack, client, created, training_file):
     stranger = openai_client(stack, stack.new_key())
     unknown_job, unknown_file = "job_" + "0" * 32, "ds_" + "0" * 32

@@ -146,6 +146,89 @@ def test_sft_mistakes_are_422_naming_the_field(client, lookup, change, field, sa
     assert any(e["field"] == field and said in e["message"] for e in errors), errors
 
 
+def upload_chat(client, path) -> str:
+    with path.open("rb") as file:
+        response = client.post(
+            "/v1/datasets",
+            files={"file": (path.name, file)},
+            data={"name": path.stem, "task": "chat"},
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_a_chat_upload_counts_its_tokens_under_the_tokenizer_it_names(stack, client, tmp_path):
+    from transformers import AutoTokenizer
+
+    lines = lookup_lines()
+    path = write_jsonl(tmp_path / "counted.jsonl", lines)
+    with path.open("rb") as file:
+        response = client.post(
+            "/v1/datasets",
+            files={"file": (path.name, file)},
+            data={"name": "counted", "task": "chat", "tokenizer": "tiny-llama"},
+        )
+    assert response.status_code == 201, response.text
+    # transformers renders each conversation whole with the base's template: the same tokens.
+    hf = AutoTokenizer.from_pretrained(json.loads(stack.env["TUNERY_HF_MODEL_DIRS"])["tiny-llama"])
+    lengths = [
+        len(hf.apply_chat_template(line["messages"], return_dict=True)["input_ids"])
+        for line in lines
+    ]
+    assert response.json()["token_counts"] == {
+        "tokenizer": "tiny-llama", "tokens": sum(lengths), "longest_example": max(lengths)
+    }  # fmt: skip
+    assert client.get("/v1/datasets", params={"limit": 1}).json()["data"][0]["token_counts"]
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ({"task": "chat", "tokenizer": "all-minilm-l6-v2"}, "is not a causal language model"),
+        ({"task": "chat", "tokenizer": "no-such-model"}, "no-such-model"),
+        ({"task": "chat", "tokenizer": "model_" + "0" * 32}, "no model"),
+        ({"task": "classification", "tokenizer": "tiny-llama"}, "with task 'chat'"),
+    ],
+)
+def test_an_upload_with_a_tokenizer_that_cannot_count_is_refused(client, tmp_path, data, said):
+    path = write_jsonl(tmp_path / "refused.jsonl", lookup_lines())
+    before = client.get("/v1/datasets", params={"limit": 1000}).json()["data"]
+    with path.open("rb") as file:
+        response = client.post(
+            "/v1/datasets", files={"file": (path.name, file)}, data={"name": "refused", **data}
+        )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["field"] == "tokenizer" and said in error["message"], error
+    assert client.get("/v1/datasets", params={"limit": 1000}).json()["data"] == before
+
+
+def test_examples_over_max_length_are_refused_at_submission_naming_their_lines(client, tmp_path):
+    """Tokenized with the base's tokenizer and chat template before anything is queued; the
+    job's `truncation: truncate` takes them."""
+    lines = lookup_lines()
+    long = {"role": "user", "content": "reverse this word, then say it again. " * 20}
+    for index in (2, 4):  # lines 3 and 5
+        lines[index] = {"messages": [long, {"role": "assistant", "content": "again"}]}
+    dataset = upload_chat(client, write_jsonl(tmp_path / "long.jsonl", lines))
+    before = len(client.get("/v1/jobs", params={"limit": 100}).json()["data"])
+    refused = client.post("/v1/jobs", json=sft_job(dataset))
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "data.train"
+    assert "2 example(s) over the model's max_length of 64 tokens: line 3 (" in error["message"]
+    assert "line 5 (" in error["message"] and "truncation to truncate" in error["message"]
+    assert len(client.get("/v1/jobs", params={"limit": 100}).json()["data"]) == before
+    # The same with a longer max_length, or cut to it, is queued.
+    params = {"base": "tiny-llama", "max_length": 512}
+    longer = {"model": {"architecture": "hf_causal_lm", "params": params}}
+    cut = {"method": {"name": "sft", "params": {"truncation": "truncate"}}}
+    for change in (longer, cut):
+        queued = client.post("/v1/jobs", json=sft_job(dataset, **change))
+        assert queued.status_code == 201, queued.text
+        client.post(f"/v1/jobs/{queued.json()['id']}/cancel")
+
+
 def test_a_classifier_is_no_base_for_sft(client, lookup):
     imported = client.post("/v1/models/import", data={"hf_model": "all-minilm-l6-v2"})
     assert imported.status_code == 201, imported.text

@@ -40,8 +40,11 @@ def _tokenizer(special: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def save_tiny_causal_lm(directory: Path, family: str = "llama", seed: int = 0) -> Path:
-    """A random-weight `family` (llama or gpt2) model directory that `hf_causal_lm` loads."""
+def save_tiny_causal_lm(
+    directory: Path, family: str = "llama", seed: int = 0, width: int = 64, layers: int = 2
+) -> Path:
+    """A random-weight `family` (llama or gpt2) model directory that `hf_causal_lm` loads:
+    `layers` blocks of `width` features (4 attention heads)."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
@@ -53,8 +56,8 @@ def save_tiny_causal_lm(directory: Path, family: str = "llama", seed: int = 0) -
             chat_template=LLAMA_TEMPLATE,
         )  # fmt: skip
         config = LlamaConfig(
-            vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128,
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=tokenizer.get_vocab_size(), hidden_size=width, intermediate_size=2 * width,
+            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=512, tie_word_embeddings=True,
             bos_token_id=tokenizer.token_to_id("<s>"), eos_token_id=tokenizer.token_to_id("</s>"),
         )  # fmt: skip
@@ -65,7 +68,7 @@ def save_tiny_causal_lm(directory: Path, family: str = "llama", seed: int = 0) -
         )
         eos = tokenizer.token_to_id("<|endoftext|>")
         config = GPT2Config(
-            vocab_size=tokenizer.get_vocab_size(), n_embd=64, n_layer=2, n_head=4,
+            vocab_size=tokenizer.get_vocab_size(), n_embd=width, n_layer=layers, n_head=4,
             n_positions=512, bos_token_id=eos, eos_token_id=eos,
         )  # fmt: skip
     torch.manual_seed(seed)

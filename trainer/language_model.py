@@ -12,11 +12,21 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trainer.architectures import Network
+from trainer.architectures import Network, hf_causal_lm
+from trainer.card import TrunkCard
 from trainer.run import LoadedModel
 from trainer.trunk import Trunk
 
 IGNORED = -100  # the label of a token the loss leaves out (torch's cross-entropy default)
+
+
+def token_limit(card: TrunkCard) -> int:
+    """The tokens a language model of this trunk card reads at most, known without building
+    it: its `max_length`, within a Hugging Face config's positions."""
+    config = card.params.get("config")
+    if config:
+        return hf_causal_lm.token_limit(config, card.params["max_length"])
+    return card.params["max_length"]
 
 
 def output_layer(trunk: Trunk, base: LoadedModel | None = None) -> nn.Module:

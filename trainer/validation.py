@@ -1,13 +1,16 @@
 """Checks on a job spec that need the registries: run at submission, before anything is queued."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ValidationError
 
 from trainer.architectures import ARCHITECTURES, Architecture, build_trunk
 from trainer.card import ModelCard, TrunkCard
+from trainer.chat_format import ChatTokenizer
 from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
+from trainer.language_model import token_limit
 from trainer.methods import METHODS, Method, methods_for
+from trainer.readers.chat import Example
 from trainer.spec import AdaptSpec, DatasetSelection, FinetuneSpec, PretrainSpec, SpecIssue
 
 Spec = PretrainSpec | FinetuneSpec | AdaptSpec
@@ -261,6 +264,65 @@ def _processes_issues(spec: Spec, base_card: ModelCard | None) -> list[SpecIssue
             if params.get(name)
         ]
     return [SpecIssue("resources.processes", why) for why in whys]
+
+
+# Looks a dataset's chat or preference examples up by name, with their line numbers; None for
+# a dataset of another kind.
+NumberedExamples = Callable[[str], Sequence[tuple[int, Example]] | None]
+SHOWN_LINES = 5  # of the examples over the limit, those an issue names
+
+
+def _tokenizer_card(spec: Spec, base_card: ModelCard | None) -> TrunkCard | None:
+    """The trunk card a job's model starts from, where its tokenizer is known before training:
+    its base model's, or a pretrained architecture's; None for a tokenizer trained on the data."""
+    if base_card is not None:
+        return base_card.trunk() if base_card.tokenizer else None
+    arch = ARCHITECTURES[spec.model.architecture]
+    if arch.pretrained_card is None:
+        return None
+    params = arch.params.model_validate(spec.model.params)
+    return TrunkCard(architecture=arch.name, **arch.pretrained_card(params))
+
+
+def example_issues(
+    spec: Spec, base_card: ModelCard | None, numbered_examples: NumberedExamples
+) -> list[SpecIssue]:
+    """Examples longer than the model reads, named by their lines, when the method refuses them
+    (`truncation: refuse`) and the model's tokenizer is known before training. Run after
+    `check_spec` found nothing: it tokenizes every example the job reads."""
+    method = METHODS[spec.method.name]
+    if method.example_tokens is None:
+        return []
+    if getattr(method.params.model_validate(spec.method.params), "truncation", None) != "refuse":
+        return []
+    card = _tokenizer_card(spec, base_card)
+    if card is None:  # checked when the job starts, with the tokenizer it trains
+        return []
+    tokenizer, limit = ChatTokenizer(card), token_limit(card)
+    fix = "shorten them, set method.params.truncation to truncate"
+    if spec.model is not None:
+        fix += ", or raise model.params.max_length"
+    issues = []
+    for field, ref in spec.data:
+        examples = None if ref is None else numbered_examples(dataset_name(ref))
+        if not examples:
+            continue
+        over = [
+            (line, tokens)
+            for line, example in examples
+            if (tokens := method.example_tokens(tokenizer, example)) > limit
+        ]
+        if over:
+            shown = ", ".join(
+                f"line {line} ({tokens:,} tokens)" for line, tokens in over[:SHOWN_LINES]
+            )
+            more = f" and {len(over) - SHOWN_LINES} more" if len(over) > SHOWN_LINES else ""
+            message = (
+                f"{len(over)} example(s) over the model's max_length of {limit:,} tokens: "
+                f"{shown}{more}; {fix}"
+            )
+            issues.append(SpecIssue(f"data.{field}", message))
+    return issues
 
 
 def check_spec(

@@ -27,11 +27,20 @@ def upload_dataset(
     label_column: Annotated[
         Text, Form(min_length=1, max_length=200, description="csv/parquet: the label's column")
     ] = "label",
+    tokenizer: Annotated[
+        Text | None,
+        Form(
+            min_length=1,
+            max_length=200,
+            description="chat: count the tokens under this model's tokenizer and chat template "
+            "(a configured Hugging Face causal LM's name or a causal_lm model's id)",
+        ),
+    ] = None,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> DatasetOut:
     """Upload a file; it is checked whole and stored only if it is a valid dataset."""
     print_ = idempotency.fingerprint(
-        file.filename, datasets.sha256_of(file.file), name, task, label_column
+        file.filename, datasets.sha256_of(file.file), name, task, label_column, tokenizer
     )
     response, _created = idempotency.once(
         session,
@@ -47,6 +56,7 @@ def upload_dataset(
                 name,
                 task,
                 label_column,
+                tokenizer,
             )
         ),
     )

@@ -8,19 +8,24 @@ artifact store and recorded. A file that fails a check leaves no row and no stor
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.models import Dataset, Job, JobDataset, new_id
+from app.models import Dataset, Job, JobDataset, Model, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import DatasetOut, DatasetPreview
 from app.services import tenants
 from app.services.pagination import newest_first
 from app.storage import get_store
+from trainer.architectures import hf_causal_lm
+from trainer.architectures.hf_causal_lm import HFCausalLMParams
+from trainer.card import TrunkCard
+from trainer.chat_format import ChatTemplateError, ChatTokenizer
 from trainer.data import (
     BUILTIN_DATASETS,
     DatasetInfo,
@@ -29,9 +34,11 @@ from trainer.data import (
     describe_builtin,
     read_file_dataset,
 )
-from trainer.readers import DatasetError, ReadLimits, UnlabelledFormat, format_of, preview
-from trainer.readers.chat import role_counts
+from trainer.methods import METHODS
+from trainer.readers import DatasetError, ReadLimits, UnlabelledFormat, format_of, jsonl, preview
+from trainer.readers.chat import Example, role_counts
 from trainer.spec import SpecIssue
+from trainer.validation import NumberedExamples
 
 ACTIVE = ("queued", "running")
 CHUNK = 1024 * 1024
@@ -95,6 +102,40 @@ def _role_counts(dataset: LabelledDataset) -> dict[str, int] | None:
     return role_counts(e for part in dataset.splits.values() for e in part.examples)
 
 
+def _tokenizer_card(session: Session, tenant_id: str, tokenizer: str) -> TrunkCard:
+    """The trunk card whose tokenizer and chat template count an upload's tokens: the tenant's
+    causal_lm model of that id, or the configured Hugging Face causal LM of that name."""
+    if tokenizer.startswith("model_"):
+        model = session.scalar(
+            select(Model).where(
+                Model.id == tokenizer, Model.tenant_id == tenant_id, Model.deleted_at.is_(None)
+            )
+        )
+        if model is None:
+            raise InvalidInput([SpecIssue("tokenizer", f"no model {tokenizer!r}")])
+        if model.task != "causal_lm":
+            message = f"model {tokenizer} is a {model.task} model; give a causal_lm model"
+            raise InvalidInput([SpecIssue("tokenizer", message)])
+        return model.card.trunk()
+    try:
+        params = HFCausalLMParams(base=tokenizer)
+    except ValidationError as error:
+        raise InvalidInput([SpecIssue("tokenizer", error.errors()[0]["msg"])]) from None
+    return TrunkCard(architecture="hf_causal_lm", **hf_causal_lm.trunk_card(params))
+
+
+def _token_counts(card: TrunkCard, name: str, dataset: LabelledDataset) -> dict[str, Any]:
+    """The examples' tokens as fine-tuning reads them: `sft`'s chat examples, `dpo`'s pairs."""
+    method = METHODS["dpo" if dataset.modality == "preference" else "sft"]
+    tokenizer = ChatTokenizer(card)
+    counts = [
+        method.example_tokens(tokenizer, example)
+        for part in dataset.splits.values()
+        for example in part.examples
+    ]
+    return {"tokenizer": name, "tokens": sum(counts), "longest_example": max(counts)}
+
+
 def create_dataset(
     session: Session,
     tenant_id: str,
@@ -103,7 +144,14 @@ def create_dataset(
     name: str,
     task: str,
     label_column: str,
+    tokenizer: str | None = None,
 ) -> Dataset:
+    """Check the upload whole, then store and record it; with `tokenizer` (chat data), count
+    its tokens under that model's tokenizer."""
+    if tokenizer is not None and task != "chat":
+        message = "counts the tokens of chat data: give it with task 'chat'"
+        raise InvalidInput([SpecIssue("tokenizer", message)])
+    card = None if tokenizer is None else _tokenizer_card(session, tenant_id, tokenizer)
     labelled = task == "classification"
     try:
         fmt = format_of(filename)
@@ -120,6 +168,11 @@ def create_dataset(
             raise _invalid(error) from None
         if (task == "chat") != (loaded.modality in CHAT_MODALITIES):
             raise InvalidInput([SpecIssue("task", _task_mismatch(task, loaded.modality))])
+        try:
+            token_counts = None if card is None else _token_counts(card, tokenizer, loaded)
+        except ChatTemplateError as error:
+            message = f"its chat template cannot read the examples: {error}"
+            raise InvalidInput([SpecIssue("tokenizer", message)]) from None
         store = get_store()
         if not store.exists(storage_key(sha256)):
             store.put(storage_key(sha256), path)
@@ -138,6 +191,7 @@ def create_dataset(
         labels=list(loaded.labels),
         class_counts={label: int(counts[i]) for i, label in enumerate(loaded.labels)},
         role_counts=_role_counts(loaded),
+        token_counts=token_counts,
         splits={part: len(split) for part, split in loaded.splits.items()},
         label_column=label_column if labelled and loaded.modality == "tabular" else None,
         sha256=sha256,
@@ -217,6 +271,21 @@ def describer(session: Session, tenant_id: str):
         return DatasetInfo(row.id, row.modality, tuple(row.input_shape), tuple(row.labels))
 
     return describe
+
+
+def numbered_examples(session: Session, tenant_id: str) -> NumberedExamples:
+    """Looks the chat and preference examples of the tenant's uploads up by id, with their
+    line numbers, for the checks at submission that tokenize them; None for other datasets."""
+
+    def examples(name: str) -> list[tuple[int, Example]] | None:
+        row = session.scalar(
+            select(Dataset).where(Dataset.id == name, Dataset.tenant_id == tenant_id)
+        )
+        if row is None or row.modality not in CHAT_MODALITIES:
+            return None
+        return jsonl.numbered_examples(dataset_file(row))
+
+    return examples
 
 
 def record_job_datasets(session: Session, job_id: str, data: object) -> None:

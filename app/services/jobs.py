@@ -11,7 +11,7 @@ from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Page, Progress
 from app.services import datasets, job_state, pagination, tenants
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
-from trainer.validation import check_spec
+from trainer.validation import check_spec, example_issues
 
 JobSpecType = PretrainSpec | FinetuneSpec | AdaptSpec
 
@@ -30,7 +30,10 @@ def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[Spe
         if base is None:
             return [SpecIssue("base_model_id", f"no model {base_model_id!r}")]
         base_card = base.card
-    return check_spec(spec, base_card, datasets.describer(session, tenant_id))
+    issues = check_spec(spec, base_card, datasets.describer(session, tenant_id))
+    if issues:
+        return issues
+    return example_issues(spec, base_card, datasets.numbered_examples(session, tenant_id))
 
 
 def create_job(

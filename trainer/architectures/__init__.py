@@ -35,6 +35,9 @@ class Architecture:
     # Architectures that start from weights trained elsewhere: params -> (trunk card without
     # `architecture`, backbone weights). The others start from random weights.
     pretrained: Callable[[Any], tuple[dict[str, Any], dict[str, torch.Tensor]]] | None = None
+    # Its trunk card as training will start it, read without the weights (params -> card
+    # without `architecture`), for the checks at submission that need its tokenizer.
+    pretrained_card: Callable[[Any], dict[str, Any]] | None = None
     # Why `resources.processes` must stay 1 for it (see trainer.validation); None: it need not.
     single_process: str | None = None
     # Params that, when true, keep it to 1 process: param name -> why.
@@ -88,6 +91,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             hf_causal_lm.build_backbone,
             TEXT,
             hf_causal_lm.pretrained,
+            pretrained_card=hf_causal_lm.trunk_card,
             supports_lora=True,
         ),
     )

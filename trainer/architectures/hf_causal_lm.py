@@ -64,8 +64,7 @@ class HFCausalLM(nn.Module):
         self.lm = AutoModelForCausalLM.from_config(hf_config)
         if checkpointing:  # non-reentrant: the frozen embeddings under LoRA pass no gradient
             self.lm.gradient_checkpointing_enable({"use_reentrant": False})
-        positions = getattr(hf_config, "max_position_embeddings", None) or max_length
-        self.max_length = min(max_length, positions)
+        self.max_length = token_limit(config, max_length)
         self.feature_dim = hf_config.hidden_size
 
     def blocks(self) -> list[nn.Module]:
@@ -85,6 +84,14 @@ class HFCausalLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return masked_mean(self.forward_sequence(tokens), tokens[:, : self.max_length])
+
+
+def token_limit(config: dict[str, Any], max_length: int) -> int:
+    """Tokens a model of this config reads at most: `max_length`, within its positions."""
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.for_model(**config), "max_position_embeddings", None)
+    return min(max_length, positions or max_length)
 
 
 def _config(params: HFCausalLMParams) -> dict[str, Any]:
@@ -135,20 +142,25 @@ def tokenizer_settings(directory: Path) -> tuple[dict[str, str], str | None]:
     return tokens, template if isinstance(template, str) else None
 
 
-def pretrained(params: HFCausalLMParams) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The trunk card of the base model and its weights (backbone names)."""
+def trunk_card(params: HFCausalLMParams) -> dict[str, Any]:
+    """The trunk card (without `architecture`) of the base model: its config, tokenizer,
+    special tokens and chat template, read without its weights."""
     directory = model_dirs()[params.base]
     config = _config(params)
     special_tokens, chat_template = tokenizer_settings(directory)
     filled = params.model_copy(
         update={"config": config, "special_tokens": special_tokens, "chat_template": chat_template}
     )
-    card = {
+    return {
         "params": filled.model_dump(),
         "input_shape": [params.max_length],
         "normalization": None,
         "tokenizer": (directory / "tokenizer.json").read_text(),
         "vocab_size": config["vocab_size"],
     }
-    weights = load_file(str(directory / "model.safetensors"))
-    return card, {f"lm.{name}": tensor for name, tensor in weights.items()}
+
+
+def pretrained(params: HFCausalLMParams) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The trunk card of the base model and its weights (backbone names)."""
+    weights = load_file(str(model_dirs()[params.base] / "model.safetensors"))
+    return trunk_card(params), {f"lm.{name}": tensor for name, tensor in weights.items()}

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from trainer.chat_format import ChatTokenizer
 from trainer.constraints import Check, lora_issues
 from trainer.methods import (
     autoencoder,
@@ -63,6 +64,9 @@ class Method:
     base_tasks: tuple[str, ...] | None = None
     # What it reports on the validation split after every epoch (a sweep's objective).
     validation_metrics: tuple[str, ...] = ("loss", "accuracy")
+    # Chat methods: the tokens of an example's longest sequence as it trains on it, so that
+    # examples over the model's `max_length` are refused at submission (see trainer.validation).
+    example_tokens: Callable[[ChatTokenizer, Any], int] | None = None
 
     def run(self, ctx: RunContext) -> TrainResult:
         """Train as the job's spec says, its method params parsed once, here."""
@@ -132,6 +136,7 @@ METHODS: dict[str, Method] = {
             base_tasks=("causal_lm",),
             check=lora_issues,
             validation_metrics=("loss", "token_accuracy", "perplexity"),
+            example_tokens=sft.example_tokens,
         ),
         Method(
             "dpo",
@@ -144,6 +149,7 @@ METHODS: dict[str, Method] = {
             base_tasks=("causal_lm",),
             check=lora_issues,
             validation_metrics=("loss", "reward_accuracy", "margin"),
+            example_tokens=dpo.example_tokens,
         ),
         Method("source_only", "adapt", source_only.Params, source_only.run, ANY, ADAPT_LABELS),
         Method("dann", "adapt", dann.Params, dann.run, ANY, ADAPT_LABELS),

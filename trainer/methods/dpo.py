@@ -50,6 +50,11 @@ def encode_pair(tokenizer: ChatTokenizer, example: PreferenceExample) -> Pair:
     return answered(example.preferred), answered(example.non_preferred)
 
 
+def example_tokens(tokenizer: ChatTokenizer, example: PreferenceExample) -> int:
+    """The tokens of the pair's longer answer after its conversation, as training reads it."""
+    return max(len(answer.ids) for answer in encode_pair(tokenizer, example))
+
+
 def encode_pairs(
     tokenizer: ChatTokenizer, split: Split, name: str, max_length: int, truncation: str
 ) -> tuple[list[Pair], int]:

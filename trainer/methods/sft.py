@@ -32,8 +32,10 @@ from trainer.trunk import start_trunk
 class Params(LoraParams):
     truncation: Literal["refuse", "truncate"] = Field(
         "refuse",
-        description="An example over the model's `max_length` tokens: `refuse` fails the job "
-        "naming it, `truncate` keeps its first `max_length` tokens.",
+        description="An example over the model's `max_length` tokens: `refuse` refuses the job "
+        "naming it (at submission, where the model's tokenizer is known before training: an "
+        "`hf_causal_lm` base or a base model; else when the job starts), `truncate` keeps its "
+        "first `max_length` tokens.",
     )
 
 
@@ -44,6 +46,11 @@ def describe(split: str, index: int, example: Example) -> str:
     else:
         first = (example.messages if isinstance(example, ChatExample) else example.input)[0].content
     return f"{split} example {index} ({first[:40]!r})"
+
+
+def example_tokens(tokenizer: ChatTokenizer, example: Example) -> int:
+    """The example's tokens, as training reads it."""
+    return len(tokenizer.encode(example).ids)
 
 
 def fit_length(

@@ -183,6 +183,11 @@ def parse_example(fields: dict, kind: Kind, where: str) -> Example:
     return line.example() if isinstance(line, _PreferenceLine) else line
 
 
+def without_split(fields: dict) -> dict:
+    """A line's example fields: all but its `split`."""
+    return {name: value for name, value in fields.items() if name != "split"}
+
+
 def read(lines: Iterable[tuple[int, dict]], kind: Kind, labelled: bool) -> ParsedDataset:
     """The examples of a jsonl file's (line number, object) `lines`, all of `kind`."""
     if labelled:
@@ -192,8 +197,7 @@ def read(lines: Iterable[tuple[int, dict]], kind: Kind, labelled: bool) -> Parse
     for number, fields in lines:
         where = f"line {number}"
         add_line_split(fields, where, splits, first=not examples)
-        example_fields = {name: value for name, value in fields.items() if name != "split"}
-        examples.append(parse_example(example_fields, kind, where))
+        examples.append(parse_example(without_split(fields), kind, where))
     split = np.array(splits, dtype=str) if splits else None
     return ParsedDataset(MODALITY[kind], None, None, None, (), split, None, tuple(examples))
 

@@ -31,6 +31,17 @@ def read(path: Path, labelled: bool) -> ParsedDataset:
     return _read_texts(lines, labelled) if kind is None else chat.read(lines, kind, labelled)
 
 
+def numbered_examples(path: Path) -> list[tuple[int, chat.Example]]:
+    """A chat or preference file's examples (checked when it was uploaded), each with its line
+    number."""
+    objects = list(_jsonl_objects(path))
+    kind = chat.kind_of(objects[0][1])
+    return [
+        (number, chat.parse_example(chat.without_split(fields), kind, f"line {number}"))
+        for number, fields in objects
+    ]
+
+
 def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool) -> ParsedDataset:
     texts, labels, splits = [], [], []
     for number, fields in lines:
