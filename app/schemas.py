@@ -140,9 +140,18 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    predictions: list[str]
-    probabilities: list[list[float]]
-    labels: list[str]
+    """A classifier's answer (`predictions`, `probabilities`, `labels`) or a regressor's
+    (`values`, `targets`); the other task's fields are null."""
+
+    predictions: list[str] | None = Field(None, description="Classification: each input's label.")
+    probabilities: list[list[float]] | None = Field(
+        None, description="Classification: each input's probability of each label."
+    )
+    labels: list[str] | None = Field(None, description="Classification: the labels, in order.")
+    values: list[list[float]] | None = Field(
+        None, description="Regression: each input's predicted targets, in their units."
+    )
+    targets: list[str] | None = Field(None, description="Regression: the targets, in order.")
     embeddings: list[list[float]] | None = None
 
 

@@ -113,7 +113,8 @@ class Objective(_Strict):
     )
     split: str = Field("validation", description="`validation` or `train`; never `test`.")
     direction: Literal["maximize", "minimize"] | None = Field(
-        None, description="By default `minimize` for a loss, else `maximize`."
+        None,
+        description="By default `minimize` for a loss, perplexity, MAE or RMSE, else `maximize`.",
     )
 
     @field_validator("split")
@@ -129,7 +130,9 @@ class Objective(_Strict):
     def study_direction(self) -> str:
         if self.direction is not None:
             return self.direction
-        return "minimize" if "loss" in self.metric or "perplexity" in self.metric else "maximize"
+        errors = "loss" in self.metric or "perplexity" in self.metric
+        errors |= self.metric.split("_")[0] in ("mae", "rmse")  # a regressor's, per target too
+        return "minimize" if errors else "maximize"
 
     @property
     def final_key(self) -> str:

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 
 from tests.child import lines_until
 from trainer.architectures import Network, build_trunk
-from trainer.artifact import load_classifier, read_card, save_model
+from trainer.artifact import load_predictor, read_card, save_model
 from trainer.data import load_dataset
 from trainer.events import EventSink
 from trainer.methods import METHODS
@@ -131,7 +131,7 @@ def test_artifact_round_trip_keeps_weights_card_and_predictions(tmp_path):
     result, _ = train(spec_of(hyperparameters={"epochs": 1}))
     path = tmp_path / "model.safetensors"
     save_model(result.model, result.card, path)
-    loaded, loaded_card = load_classifier(path)
+    loaded, loaded_card = load_predictor(path)
     assert loaded_card == result.card == read_card(path)
     assert loaded_card.normalization.mean == pytest.approx([4.878], abs=0.01)
     x = load_dataset("builtin:digits").splits["test"].x[:64]

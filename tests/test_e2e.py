@@ -29,7 +29,7 @@ from tests.stack import (
     start_stack,
 )
 from tests.test_core import DIGITS_CNN
-from trainer.artifact import load_classifier
+from trainer.artifact import load_predictor
 from trainer.data import load_dataset
 
 pytestmark = pytest.mark.e2e
@@ -162,7 +162,7 @@ def test_train_download_and_predict(stack, tmp_path):
         )
         assert response.status_code == 200, response.text
         answer = response.json()
-        core_model, _ = load_classifier(path)
+        core_model, _ = load_predictor(path)
         with torch.no_grad():
             expected = core_model(test.x[:50]).argmax(dim=1).tolist()
         assert answer["predictions"] == [str(i) for i in expected]

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 
 from tests.tiny_lm import configure, save_tiny_causal_lm
 from trainer.architectures import ARCHITECTURES, Network, build_trunk
-from trainer.artifact import load_classifier, save_model
+from trainer.artifact import load_predictor, save_model
 from trainer.augment import ColourAugmentation, colour_augment
 from trainer.data import _digits_scan, _photographs, load_dataset, select, splits_for
 from trainer.events import EventSink
@@ -441,7 +441,7 @@ def test_text_classifier_fine_tuned_from_a_language_model_predicts_strings(tmp_p
     assert tuned.card.labels == ["business", "entertainment", "politics", "sports", "tech"]
     path = tmp_path / "model.safetensors"
     save_model(tuned.model, tuned.card, path)
-    classifier, card = load_classifier(path)
+    classifier, card = load_predictor(path)
     tokens = encode(Tokenizer.from_str(card.tokenizer), ["Shares fell on Wall Street"], 32)
     assert classifier(tokens).shape == (1, 5)
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from trainer.architectures import ARCHITECTURES, Network, lora
 from trainer.card import ModelCard
+from trainer.heads import HEADS
 from trainer.run import LoadedModel
 from trainer.trunk import pretrained_trunk, trunk_from_card
 
@@ -72,14 +73,15 @@ def load_weights(path: Path) -> LoadedModel:
     return LoadedModel(state, card)
 
 
-def load_classifier(path: Path) -> tuple[Network, ModelCard]:
-    """A classification model, ready for inference."""
+def load_predictor(path: Path) -> tuple[Network, ModelCard]:
+    """A model of a task head (`trainer.heads`: a classifier, a regressor), ready for
+    inference."""
     loaded = load_weights(path)
     card = loaded.card
-    if card.task != "classification":
-        raise ValueError(f"a {card.task} model is not a classifier")
+    if card.task not in HEADS:
+        raise ValueError(f"a {card.task} model predicts nothing; tasks that do: {', '.join(HEADS)}")
     trunk = trunk_from_card(card)
-    head = nn.Linear(trunk.backbone.feature_dim, len(card.labels))
+    head = HEADS[card.task].from_card(trunk.backbone.feature_dim, card)
     model = Network(trunk.normalize, trunk.backbone, head)
     model.load_state_dict(loaded.state, strict=True)
     return model.eval(), card

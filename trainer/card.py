@@ -59,8 +59,12 @@ class ModelCard(TrunkCard):
     model_config = ConfigDict(extra="allow")
 
     format: str = CARD_FORMAT
-    task: str  # classification, features, or a pretext task (autoencoder, causal_lm, ...)
+    task: str  # classification, regression, features, or a pretext task (autoencoder, ...)
     labels: list[str] = Field(default_factory=list)  # classification: the head's classes
+    targets: list[str] = Field(default_factory=list)  # regression: the values it predicts
+    # regression: the targets' mean and standard deviation on the training split; the model
+    # predicts in the targets' units
+    target_scaling: Normalization | None = None
     adapter: Adapter | None = None
     metrics: dict[str, int | float] = Field(default_factory=dict)  # counts stay integers
     model_id: str | None = None

@@ -25,7 +25,7 @@ UNLABELLED = -1  # the label of every example of an unlabelled dataset
 
 @dataclass(frozen=True)
 class Split:
-    y: torch.Tensor  # int64 labels, (N,)
+    y: torch.Tensor  # int64 labels (N,); regression: float32 targets (N, T)
     x: torch.Tensor | None = None  # float32 raw inputs (N, *input_shape); None for the others
     texts: tuple[str, ...] | None = None  # raw documents, for text datasets
     examples: tuple[Example, ...] | None = None  # for chat and preference datasets
@@ -51,10 +51,12 @@ class DatasetInfo:
     modality: str  # "image", "tabular", "text", "chat" or "preference"
     input_shape: tuple[int, ...]  # () for text, chat, preference: the tokenizer decides lengths
     labels: tuple[str, ...]  # () when unlabelled
+    task: str = "classification"  # what its labels are for: see trainer.heads
+    targets: tuple[str, ...] = ()  # regression: the numeric targets' names
 
     @property
     def labelled(self) -> bool:
-        return bool(self.labels)
+        return bool(self.labels or self.targets)
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,13 @@ class LabelledDataset:
     labels: tuple[str, ...]
     splits: dict[str, Split]
     feature_names: tuple[str, ...] | None = None  # tabular files: encoded feature names
+    task: str = "classification"
+    targets: tuple[str, ...] = ()  # regression
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo(self.name, self.modality, self.input_shape, self.labels)
+        return DatasetInfo(
+            self.name, self.modality, self.input_shape, self.labels, self.task, self.targets
+        )
 
 
 def _hold_out(index: np.ndarray, y: np.ndarray | None, share: float):
@@ -220,6 +226,37 @@ def _breast_cancer() -> LabelledDataset:
     return _tensor_dataset("builtin:breast-cancer", "tabular", table.data, table.target, labels)
 
 
+def _regression_table(name: str, x: np.ndarray, y: np.ndarray, targets: tuple[str, ...]):
+    """A table with numeric targets (N, T), split 70/10/20 at random (seed 0)."""
+    full = Split(
+        y=torch.from_numpy(np.asarray(y, dtype=np.float32).reshape(len(x), len(targets))),
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+    )
+    splits = {part: full.take(index) for part, index in fixed_split(None, len(x)).items()}
+    return LabelledDataset(
+        name, "tabular", (x.shape[1],), (), splits, task="regression", targets=targets
+    )
+
+
+def _diabetes() -> LabelledDataset:
+    """scikit-learn's diabetes table: 442 patients, 10 measurements (unscaled), and the
+    disease's progression a year later."""
+    from sklearn.datasets import load_diabetes
+
+    table = load_diabetes(scaled=False)
+    return _regression_table("builtin:diabetes", table.data, table.target, ("progression",))
+
+
+def _linnerud() -> LabelledDataset:
+    """scikit-learn's Linnerud table: 20 men's exercise (chins, situps, jumps) and three
+    physiological targets (weight, waist, pulse)."""
+    from sklearn.datasets import load_linnerud
+
+    table = load_linnerud()
+    targets = tuple(name.lower() for name in table.target_names)
+    return _regression_table("builtin:linnerud", table.data, table.target, targets)
+
+
 def _bbc_news() -> LabelledDataset:
     """BBC News articles and their topics (`trainer.text_corpora`). Language-model
     pretraining reads the texts of its training split only, so fine-tuning's test split stays
@@ -278,6 +315,8 @@ BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:digits-m": _digits_m,
     "builtin:digits-scan": _digits_scan,
     "builtin:breast-cancer": _breast_cancer,
+    "builtin:diabetes": _diabetes,
+    "builtin:linnerud": _linnerud,
     "builtin:bbc-news": _bbc_news,
 }
 
@@ -304,10 +343,14 @@ def load_dataset(name: str) -> LabelledDataset:
 
 
 def select(split: Split, ref: str | DatasetSelection, seed: int) -> Split:
-    """The part of `split` that `ref` selects: all of it, or a stratified subset by seed."""
+    """The part of `split` that `ref` selects: all of it, or a subset by seed (stratified by
+    class where it has classes)."""
     if isinstance(ref, str) or (ref.fraction is None and ref.per_class is None):
         return split
     rng = np.random.default_rng(seed)
+    if split.y.is_floating_point():  # numeric targets: a random subset (per_class is refused)
+        order = rng.permutation(len(split))
+        return split.take(np.sort(order[: max(1, round(ref.fraction * len(split)))]))
     y = split.y.numpy()
     chosen = []
     for label in np.unique(y):

@@ -17,24 +17,28 @@ from torch import nn
 
 from trainer.architectures import Network
 from trainer.architectures.lora import peft_model
-from trainer.artifact import adapted_backbone, load_classifier, load_weights
+from trainer.artifact import adapted_backbone, load_predictor, load_weights
 from trainer.card import TrunkCard
 from trainer.chat_format import ChatTokenizer
+from trainer.heads import HEADS
 
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
+VALUES = "values"  # a regressor's predictions, in its targets' units
+OUTPUTS = {"classification": PROBABILITIES, "regression": VALUES}  # by task, beside EMBEDDINGS
 
 
 class _Served(nn.Module):
-    """What `predict` computes, as one graph."""
+    """What `predict` computes, as one graph: a classifier's probabilities or a regressor's
+    values, and the features."""
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, task: str) -> None:
         super().__init__()
-        self.network = network
+        self.network, self.task = network, task
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.network.features(inputs)
-        return torch.softmax(self.network.head(features), dim=1), features
+        return HEADS[self.task].serve(self.network.head(features)), features
 
 
 def example_input(card: TrunkCard, batch: int = 2) -> torch.Tensor:
@@ -45,18 +49,19 @@ def example_input(card: TrunkCard, batch: int = 2) -> torch.Tensor:
 
 
 def export_onnx(model_path: Path, onnx_path: Path) -> None:
-    """Write the classifier stored at `model_path` as ONNX (opset 18) to `onnx_path`."""
-    network, card = load_classifier(model_path)
+    """Write the classifier or regressor stored at `model_path` as ONNX (opset 18) to
+    `onnx_path`."""
+    network, card = load_predictor(model_path)
     batch = torch.export.Dim("batch", min=1)
     # The exporter reports progress on stdout and warns about optional packages; neither is
     # ours to show.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            _Served(network).eval(),
+            _Served(network, card.task).eval(),
             (example_input(card),),
             input_names=[INPUT],
-            output_names=[PROBABILITIES, EMBEDDINGS],
+            output_names=[OUTPUTS[card.task], EMBEDDINGS],
             dynamic_shapes={"inputs": {0: batch}},
             opset_version=OPSET,
             dynamo=True,

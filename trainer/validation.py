@@ -88,6 +88,13 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
     if dataset.modality not in method.modalities:
         message = f"method {method.name!r} does not read {dataset.modality} data ({dataset.name})"
         issues.append(SpecIssue(field, message))
+    if method.tasks is not None and dataset.task not in method.tasks:
+        tasks = " or ".join(sorted(method.tasks))
+        message = (
+            f"method {method.name!r} trains {tasks} models; {dataset.name} is {dataset.task} data"
+        )
+        issues.append(SpecIssue(field, message))
+    issues += _per_class_issues(spec, describe)
     issues += _needs_issues(method, ARCHITECTURES[_architecture(spec, base_card)], spec)
     if spec.kind != "adapt":  # an adapt job's domains are checked below
         issues += _same_data_issues(spec, dataset, describe)
@@ -120,6 +127,18 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
     return issues
 
 
+def _per_class_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
+    """`per_class` counts examples of each class: numeric targets have none."""
+    issues = []
+    for field, ref in spec.data:
+        if isinstance(ref, DatasetSelection) and ref.per_class is not None:
+            info = describe(ref.dataset)
+            if info.task == "regression":
+                message = f"{info.name} has numeric targets, no classes: select with `fraction`"
+                issues.append(SpecIssue(f"data.{field}.per_class", message))
+    return issues
+
+
 def _same_data_issues(spec: Spec, train: DatasetInfo, describe: Describe) -> list[SpecIssue]:
     """Validation and test data of the training data's kind (a preference file does not
     validate `sft`, nor a table an image model)."""
@@ -134,6 +153,13 @@ def _same_data_issues(spec: Spec, train: DatasetInfo, describe: Describe) -> lis
                 f"{other.name} holds {other.modality} data of shape {list(other.input_shape)}, "
                 f"the training data {train.name} {train.modality} of {list(train.input_shape)}"
             )
+            issues.append(SpecIssue(f"data.{field}", message))
+        elif (other.task, other.targets) != (train.task, train.targets):
+
+            def what(info: DatasetInfo) -> str:
+                return f"{info.task} data" + (f" of {list(info.targets)}" if info.targets else "")
+
+            message = f"{other.name} is {what(other)}, the training data {train.name} {what(train)}"
             issues.append(SpecIssue(f"data.{field}", message))
     return issues
 

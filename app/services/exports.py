@@ -21,6 +21,7 @@ from app.models import Model
 from app.problems import Conflict
 from app.services.model_files import model_file
 from trainer.export import HF_PREFIXES, export_hf_directory, export_onnx
+from trainer.heads import HEADS
 
 SERVE_SCRIPT = Path(__file__).parent.parent / "serving" / "serve.py"
 _locks: dict[str, threading.Lock] = {}
@@ -89,8 +90,9 @@ def download(model: Model, fmt: str) -> Download:
         path = model_file(model).with_name("hf.zip")
         sha256 = _made_once(path, lambda out: _hf_archive(model, out))
         return Download(path, sha256, "application/zip", f"{model.id}-hf.zip")
-    if model.task != "classification":
-        raise Conflict(f"model {model.id} is a {model.task} model; only classifiers export")
+    if model.task not in HEADS:
+        tasks = ", ".join(HEADS)
+        raise Conflict(f"model {model.id} is a {model.task} model; models that export: {tasks}")
     onnx, onnx_sha256 = _onnx(model)
     if fmt == "onnx":
         return Download(onnx, onnx_sha256, "application/octet-stream", f"{model.id}.onnx")

@@ -1,5 +1,6 @@
-"""Serving: loaded models (classifiers' predictors, language models) in one least-recently-used
-cache bounded in bytes; concurrent predictions for one model run as one batch.
+"""Serving: loaded models (classifiers' and regressors' predictors, language models) in one
+least-recently-used cache bounded in bytes; concurrent predictions for one model run as one
+batch.
 
 Micro-batching: a request that arrives while its model is busy waits in that model's queue;
 when the model is free, everything queued runs as one forward pass (up to `MAX_BATCH_ROWS`).
@@ -20,7 +21,8 @@ from tokenizers import Tokenizer
 
 from app.problems import InvalidInput
 from trainer.architectures import Network
-from trainer.artifact import load_classifier
+from trainer.artifact import load_predictor
+from trainer.heads import HEADS
 from trainer.spec import SpecIssue
 from trainer.text import encode
 
@@ -28,12 +30,12 @@ MAX_BATCH_ROWS = 4096
 # Below this many rows a forward pass runs on one thread: spreading a few samples over
 # intra-op threads costs more than it saves (one CNN sample: 1.3 ms on 2 threads, 0.3 ms on 1).
 SMALL_BATCH_ROWS = 32
-Outputs = tuple[torch.Tensor, torch.Tensor]  # probabilities, embeddings
+Outputs = tuple[torch.Tensor, torch.Tensor]  # what the head serves (trainer.heads), embeddings
 
 
 class MicroBatcher:
-    def __init__(self, network: Network) -> None:
-        self._network = network
+    def __init__(self, network: Network, serve: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self._network, self._serve_outputs = network, serve
         self._queue: queue.SimpleQueue[tuple[torch.Tensor, Future] | None] = queue.SimpleQueue()
         threading.Thread(target=self._serve, daemon=True, name="micro-batcher").start()
 
@@ -70,7 +72,7 @@ class MicroBatcher:
         try:
             with torch.inference_mode():
                 features = self._network.features(torch.cat([x for x, _ in waiting]))
-                probabilities = torch.softmax(self._network.head(features), dim=1)
+                served = self._serve_outputs(self._network.head(features))
         except Exception as error:  # every waiting request learns of it
             for _, done in waiting:
                 done.set_exception(error)
@@ -78,20 +80,21 @@ class MicroBatcher:
         start = 0
         for x, done in waiting:
             end = start + len(x)
-            done.set_result((probabilities[start:end], features[start:end]))
+            done.set_result((served[start:end], features[start:end]))
             start = end
 
 
 class Predictor:
-    """A classifier ready for inference, and how request inputs become its batch."""
+    """A classifier or regressor ready for inference, and how request inputs become its
+    batch."""
 
     def __init__(self, path: Path) -> None:
-        self.network, self.card = load_classifier(path)
+        self.network, self.card = load_predictor(path)
         tokenizer = self.card.tokenizer
         self.tokenizer = Tokenizer.from_str(tokenizer) if tokenizer else None
         tensors = [*self.network.parameters(), *self.network.buffers()]
         self.size_bytes = sum(t.numel() * t.element_size() for t in tensors)
-        self.batcher = MicroBatcher(self.network)
+        self.batcher = MicroBatcher(self.network, HEADS[self.card.task].serve)
 
     def inputs(self, inputs: list | np.ndarray) -> torch.Tensor:
         """The request's inputs as a batch, or a 422 saying how they differ from the spec."""

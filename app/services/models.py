@@ -23,6 +23,7 @@ from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
 from app.services.inference import L, ModelCache, Predictor
 from app.services.model_files import model_file
 from app.services.pagination import newest_first
+from trainer.heads import HEADS
 from trainer.spec import SpecIssue
 
 ACTIVE = ("queued", "running")
@@ -174,15 +175,19 @@ async def predict_by_id(
     request waits on the event loop for its model's batcher. Cold, the row and the weights
     are loaded in a worker thread."""
     model = await served_row(tenant_id, model_id)
-    if model.task != "classification":
-        raise Conflict(f"model {model.id} is a {model.task} model; fine-tune it to predict classes")
+    if model.task not in HEADS:
+        message = f"model {model.id} is a {model.task} model; fine-tune it to predict"
+        raise Conflict(message)
     predictor = await loaded(model, Predictor)
     done = predictor.batcher.submit(predictor.inputs(inputs))
-    probabilities, features = await asyncio.wrap_future(done)
-    labels = model.card.labels
+    served, features = await asyncio.wrap_future(done)
+    embeddings = features.tolist() if return_embeddings else None
+    card = model.card
+    if model.task == "regression":
+        return PredictResponse(values=served.tolist(), targets=card.targets, embeddings=embeddings)
     return PredictResponse(
-        predictions=[labels[i] for i in probabilities.argmax(dim=1).tolist()],
-        probabilities=probabilities.tolist(),
-        labels=labels,
-        embeddings=features.tolist() if return_embeddings else None,
+        predictions=[card.labels[i] for i in served.argmax(dim=1).tolist()],
+        probabilities=served.tolist(),
+        labels=card.labels,
+        embeddings=embeddings,
     )

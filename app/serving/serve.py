@@ -1,7 +1,8 @@
 """Serve this model with onnxruntime alone: `python serve.py [--port 8080]`.
 
 POST /predict with {"inputs": [...]} (raw values as in the training data, or strings for a
-text model) answers {"predictions": [...], "probabilities": [[...]], "labels": [...]}.
+text model) answers {"predictions": [...], "probabilities": [[...]], "labels": [...]} (a
+regressor: {"values": [[...]], "targets": [...]}).
 Needs `pip install onnxruntime numpy` (and `tokenizers` for text models); nothing from tunery.
 """
 
@@ -32,8 +33,10 @@ def _token_ids(texts: list[str]) -> np.ndarray:
 def predict(inputs: list) -> dict:
     text = CARD.get("tokenizer") is not None
     batch = _token_ids(inputs) if text else np.asarray(inputs, dtype=np.float32)
-    probabilities, _embeddings = SESSION.run(None, {"inputs": batch})
-    labels = CARD["labels"]
+    outputs, _embeddings = SESSION.run(None, {"inputs": batch})
+    if CARD["task"] == "regression":
+        return {"values": outputs.tolist(), "targets": CARD["targets"]}
+    probabilities, labels = outputs, CARD["labels"]
     return {
         "predictions": [labels[i] for i in probabilities.argmax(axis=1)],
         "probabilities": probabilities.tolist(),

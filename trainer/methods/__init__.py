@@ -3,7 +3,8 @@
 A method declares its own constraints in its line, and `trainer.validation` asks for them:
 `single_process` (why it cannot train on several processes), `labelled` (data that must carry
 labels), `needs_left_to_right` (of the architecture), `check` (its params' extra checks),
-`validation_metrics` (what it reports after every epoch, which a sweep may optimise),
+`validation_metrics` (what it reports after every epoch, which a sweep may optimise), `tasks`
+(the dataset tasks it trains into),
 `base_tasks` (what a base model must have been trained for) and `source_free` (an adapt method
 that reads no source data, only a base model and the target).
 """
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from trainer.chat_format import ChatTokenizer
 from trainer.constraints import Check, lora_issues
+from trainer.heads import HEADS
 from trainer.methods import (
     autoencoder,
     causal_lm,
@@ -43,6 +45,11 @@ ANY, IMAGES, IMAGES_TABLES, TEXT, CHAT, PREFERENCES = (
     frozenset({"preference"}),
 )
 ADAPT_LABELS = ("source", "target_test")  # the target's training split is unlabelled
+# Every task head's: a supervised sweep's objective may be any of them (its dataset's head
+# reports its own).
+SUPERVISED_METRICS = tuple(
+    dict.fromkeys(name for head in HEADS.values() for name in head.validation_metrics)
+)
 PRETEXT_LOSS = ("loss",)  # a pretext task's validation loss, its only figure per epoch
 
 
@@ -64,6 +71,9 @@ class Method:
     base_tasks: tuple[str, ...] | None = None
     # What it reports on the validation split after every epoch (a sweep's objective).
     validation_metrics: tuple[str, ...] = ("loss", "accuracy")
+    # The dataset tasks (`trainer.heads`) whose labels it trains on; None: it reads no labels,
+    # or labels of no task head (chat).
+    tasks: frozenset[str] | None = frozenset({"classification"})
     # Chat methods: the tokens of an example's longest sequence as it trains on it, so that
     # examples over the model's `max_length` are refused at submission (see trainer.validation).
     example_tokens: Callable[[ChatTokenizer, Any], int] | None = None
@@ -85,6 +95,7 @@ METHODS: dict[str, Method] = {
             single_process="its masks and noise come from the data-order generator, drawn per "
             "share, so the ranks' generators and batch orders would drift apart",
             validation_metrics=PRETEXT_LOSS,
+            tasks=None,
         ),
         Method(
             "contrastive",
@@ -95,6 +106,7 @@ METHODS: dict[str, Method] = {
             single_process="each image's negatives are the rest of its batch (NT-Xent), of "
             "which a share holds only part; its augmentations come from the data-order generator",
             validation_metrics=PRETEXT_LOSS,
+            tasks=None,
         ),
         Method(
             "causal_lm",
@@ -104,6 +116,7 @@ METHODS: dict[str, Method] = {
             TEXT,
             needs_left_to_right=True,
             validation_metrics=PRETEXT_LOSS,
+            tasks=None,
         ),
         Method(
             "simcse",
@@ -114,6 +127,7 @@ METHODS: dict[str, Method] = {
             single_process="each text's negatives are the rest of its batch (NT-Xent), of which "
             "a share holds only part",
             validation_metrics=PRETEXT_LOSS,
+            tasks=None,
         ),
         Method(
             "supervised",
@@ -123,6 +137,8 @@ METHODS: dict[str, Method] = {
             ANY,
             labelled=("train", "validation", "test"),
             check=lora_issues,
+            tasks=frozenset(HEADS),
+            validation_metrics=SUPERVISED_METRICS,
         ),
         Method(
             "sft",
@@ -137,6 +153,7 @@ METHODS: dict[str, Method] = {
             check=lora_issues,
             validation_metrics=("loss", "token_accuracy", "perplexity"),
             example_tokens=sft.example_tokens,
+            tasks=None,
         ),
         Method(
             "dpo",
@@ -150,6 +167,7 @@ METHODS: dict[str, Method] = {
             check=lora_issues,
             validation_metrics=("loss", "reward_accuracy", "margin"),
             example_tokens=dpo.example_tokens,
+            tasks=None,
         ),
         Method("source_only", "adapt", source_only.Params, source_only.run, ANY, ADAPT_LABELS),
         Method("dann", "adapt", dann.Params, dann.run, ANY, ADAPT_LABELS),

@@ -1,4 +1,5 @@
-"""Supervised classification: from scratch or from a base model, with freezing strategies
+"""Supervised fine-tuning into the dataset's task (`trainer.heads`: classification,
+regression): from scratch or from a base model, with freezing strategies
 (`backbone` is a linear probe, `partial` trains the top N blocks) and separate learning rates
 for head and backbone. Hugging Face encoders can instead train LoRA adapters, merged into the
 weights at the end.
@@ -14,18 +15,17 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from trainer.architectures import ARCHITECTURES, Network, lora
 from trainer.architectures.lora import LoraParams
 from trainer.card import ModelCard
 from trainer.data import Split, splits_for
+from trainer.heads import HEADS
 from trainer.loop import Recipe, fit
 from trainer.methods.pretraining import doubts
 from trainer.run import RunContext, TrainResult
 from trainer.training import (
     batches_per_epoch,
-    classify,
     freeze,
     seed_everything,
     shuffled_batches,
@@ -141,20 +141,26 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     data = spec.data
     dataset, train, validation, test = splits_for(data.train, data.validation, data.test, hp.seed)
     trunk = start_trunk(ctx, dataset, train)
-    head = nn.Linear(trunk.backbone.feature_dim, len(dataset.labels))
+    task = HEADS[dataset.task]
+    head = task.build(trunk.backbone.feature_dim, dataset, train)
     base = ctx.base
     head_reused = bool(
-        base and base.card.task == "classification" and base.card.labels == list(dataset.labels)
-    )
-    if head_reused:
-        head.load_state_dict({"weight": base.state["head.weight"], "bias": base.state["head.bias"]})
+        base
+        and base.card.task == dataset.task
+        and task.card_fields(dataset, head) == {k: getattr(base.card, k) for k in
+                                                 task.card_fields(dataset, head)}
+    )  # fmt: skip
+    if head_reused:  # the same labels (or targets, scaled alike): the base's head goes on
+        head = task.from_card(trunk.backbone.feature_dim, base.card)
+        head.load_state_dict({k.removeprefix("head."): v for k, v in base.state.items()
+                              if k.startswith("head.")})  # fmt: skip
     lora.attach(trunk.backbone, params)
     model = Network(trunk.normalize, trunk.backbone, head).to(device)
     frozen = freeze(trunk.backbone, params.freeze, params.trainable_blocks)
     train, validation, test = (Split(s.y, trunk.inputs(s)) for s in (train, validation, test))
     for reason in reasons_to_doubt(ctx, params, head_reused):
         ctx.events.log(f"warning: this fine-tune may end no better than one from scratch: {reason}")
-    if fits_head(ctx, params, head_reused):
+    if task.fits_to_features and fits_head(ctx, params, head_reused):
         fitted, accuracy = fit_head(model, train, hp.batch_size, device, hp.seed)
         ctx.events.log(
             f"head fitted to the backbone's frozen features of {fitted} training examples "
@@ -175,7 +181,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
 
     def batch_loss(batch, _progress: float):
         x, y = (t.to(device) for t in batch)
-        return F.cross_entropy(model(x), y, label_smoothing=params.label_smoothing)
+        return task.loss(head, model(x), y, params.label_smoothing)
 
     recipe = Recipe(
         model=model,
@@ -183,30 +189,29 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         epoch_batches=lambda g: shuffled_batches(train, hp.batch_size, g),
         steps_per_epoch=batches_per_epoch(len(train), hp.batch_size),
         batch_loss=batch_loss,
-        validate=lambda: classify(model, validation, hp.batch_size, device),
-        monitor="accuracy",
-        mode="max",
+        validate=lambda: task.evaluate(model, validation, hp.batch_size, device),
+        monitor=task.monitor,
+        mode=task.mode,
         generator=generator,
         frozen=frozen,
     )
     result = fit(ctx, recipe)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapter = lora.finish(trunk.backbone, params)
-    tested = classify(model, test, hp.batch_size, device)
-    ctx.events.metric("accuracy", "test", tested["accuracy"], result.step, result.epochs_run)
+    tested = task.evaluate(model, test, hp.batch_size, device)
+    for name in task.validation_metrics[1:]:  # the test split's figures, as validation's
+        ctx.events.metric(name, "test", tested[name], result.step, result.epochs_run)
     metrics = {
         "train_loss": result.train_loss,
-        "validation_loss": result.validation["loss"],
-        "validation_accuracy": result.validation["accuracy"],
-        "test_loss": tested["loss"],
-        "test_accuracy": tested["accuracy"],
+        **{f"validation_{name}": value for name, value in result.validation.items()},
+        **{f"test_{name}": value for name, value in tested.items()},
         "best_epoch": result.best_epoch,
         "train_examples": len(train),
         "trained_parameters": trained,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    labels = list(dataset.labels)
     card = ModelCard(
-        **dict(trunk.card), task="classification", labels=labels, adapter=adapter, metrics=metrics
-    )
+        **dict(trunk.card), task=dataset.task, **task.card_fields(dataset, head), adapter=adapter,
+        metrics=metrics,
+    )  # fmt: skip
     return TrainResult(model.cpu(), card)

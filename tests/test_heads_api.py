@@ -1,0 +1,86 @@
+"""A regression job through the service (embedded SQLite stack, a real worker): submitted on
+`builtin:diabetes`, its figures on the job, its model's predict answering values in the
+target's units, and its ONNX download answering the same in a clean onnxruntime process."""
+
+import json
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+from tests.stack import start_stack
+from tests.test_e2e import finished, wait_for
+from trainer.data import load_dataset
+
+pytestmark = pytest.mark.e2e
+
+ONNX_IN_CLEAN_PROCESS = """
+import json, sys
+import numpy as np, onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1])
+values, _ = session.run(None, {"inputs": np.asarray(json.loads(sys.argv[2]), dtype=np.float32)})
+assert not any(name.split(".")[0] in ("app", "worker", "trainer") for name in sys.modules)
+print(json.dumps(values.tolist()))
+"""
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heads")
+    urls = (f"sqlite:///{root}/tunery.db", f"sqla+sqlite:///{root}/broker.db")
+    stack = start_stack(root, *urls, queue=f"tunery-heads-{uuid.uuid4().hex[:8]}")
+    try:
+        with stack.client() as client:
+            yield client
+    finally:
+        stack.stop()
+
+
+def test_a_regression_job_predicts_values_in_the_targets_units(client, tmp_path):
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "mlp", "params": {"hidden": [64], "dropout": 0.0}},
+        "data": {"train": "builtin:diabetes"},
+        "hyperparameters": {"epochs": 40, "batch_size": 32, "learning_rate": 3e-3},
+    }
+    submitted = client.post("/v1/jobs", json=spec)
+    assert submitted.status_code == 201, submitted.text
+    job = wait_for(client, submitted.json()["id"], finished)
+    assert job["status"] == "succeeded", job
+    assert job["metrics"]["test_r2"] > 0.2 and "test_accuracy" not in job["metrics"]
+    model_id = job["result_model_id"]
+    model = client.get(f"/v1/models/{model_id}").json()
+    assert model["task"] == "regression"
+
+    rows = load_dataset("builtin:diabetes").splits["test"].x[:3].tolist()
+    answer = client.post(f"/v1/models/{model_id}/predict", json={"inputs": rows})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["targets"] == ["progression"] and body["predictions"] is None
+    values = np.asarray(body["values"])
+    assert values.shape == (3, 1) and (values > 25).all() and (values < 350).all()
+
+    onnx = client.get(f"/v1/models/{model_id}/download", params={"format": "onnx"})
+    assert onnx.status_code == 200, onnx.text
+    path = tmp_path / "model.onnx"
+    path.write_bytes(onnx.content)
+    done = subprocess.run(
+        [sys.executable, "-c", ONNX_IN_CLEAN_PROCESS, str(path), json.dumps(rows)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(json.loads(done.stdout), values, rtol=1e-4, atol=1e-3)
+
+
+def test_a_classification_method_on_regression_data_is_refused(client):
+    spec = {
+        "kind": "adapt",
+        "model": {"architecture": "mlp"},
+        "method": {"name": "coral"},
+        "data": {"source": "builtin:diabetes", "target": "builtin:diabetes"},
+    }
+    refused = client.post("/v1/jobs", json=spec)
+    assert refused.status_code == 422, refused.text
+    fields = {e["field"]: e["message"] for e in refused.json()["errors"]}
+    assert "builtin:diabetes is regression data" in fields["data.source"]

@@ -1,0 +1,73 @@
+"""The registry of task heads: what a fine-tuned trunk ends in, by the dataset's task. Adding
+one is a new module plus one line here.
+
+A head says how it is built for a dataset (`build`) and rebuilt from a model's card
+(`from_card`), its loss, its figures on a split (`evaluate`, the first the one that training
+monitors), and what the card keeps of it (`card_fields`: a classifier's labels, a regressor's
+targets and their scaling).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.card import ModelCard
+from trainer.data import LabelledDataset, Split
+from trainer.heads import classification, regression
+
+
+@dataclass(frozen=True)
+class TaskHead:
+    task: str
+    # (feature_dim, dataset, training split) -> a new head
+    build: Callable[[int, LabelledDataset, Split], nn.Module]
+    # (feature_dim, card) -> the head a stored model's card describes
+    from_card: Callable[[int, ModelCard], nn.Module]
+    # (head, outputs, targets, label_smoothing) -> the batch's mean loss
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+    # (model, split, batch_size, device) -> its figures on the split, `loss` first
+    evaluate: Callable[[nn.Module, Split, int, torch.device], dict[str, float]]
+    monitor: str  # the figure that picks the best epoch
+    mode: str  # "max" or "min": which way it is better
+    validation_metrics: tuple[str, ...]  # what it reports on the validation split
+    # (dataset, head) -> the card's fields for it
+    card_fields: Callable[[LabelledDataset, nn.Module], dict[str, Any]]
+    # (the head's outputs) -> what predict answers: a classifier's probabilities, a
+    # regressor's values
+    serve: Callable[[torch.Tensor], torch.Tensor] = lambda outputs: outputs
+    # Whether `head_init: probe` can fit it (a logistic regression: classifiers only).
+    fits_to_features: bool = False
+
+
+HEADS: dict[str, TaskHead] = {
+    head.task: head
+    for head in (
+        TaskHead(
+            "classification",
+            classification.build,
+            classification.from_card,
+            classification.loss,
+            classification.evaluate,
+            "accuracy",
+            "max",
+            ("loss", "accuracy"),
+            classification.card_fields,
+            serve=classification.probabilities,
+            fits_to_features=True,
+        ),
+        TaskHead(
+            "regression",
+            regression.build,
+            regression.from_card,
+            regression.loss,
+            regression.evaluate,
+            "rmse",
+            "min",
+            ("loss", "mae", "rmse", "r2"),
+            regression.card_fields,
+        ),
+    )
+}

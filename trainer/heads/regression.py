@@ -1,0 +1,82 @@
+"""Regression onto one or more numeric targets: a linear layer onto the targets standardised
+by the training split's mean and standard deviation, its outputs put back in the targets' units
+inside the model (so that predict and ONNX answer in them); the loss is the mean squared error
+of the standardised values, so that each target weighs the same whatever its units.
+
+Figures: `mae` and `rmse` in the targets' units, `r2` (1 - residual / total sum of squares
+about the split's own mean), each the mean over the targets and, with several, per target
+(`mae_<target>`); `loss` is the standardised mean squared error."""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.card import ModelCard, Normalization
+from trainer.data import LabelledDataset, Split
+
+
+class RegressionHead(nn.Module):
+    def __init__(
+        self, feature_dim: int, targets: list[str], mean: list[float], std: list[float]
+    ) -> None:
+        super().__init__()
+        self.targets = targets
+        self.linear = nn.Linear(feature_dim, len(targets))
+        # From the card, not the weights: the card says how the model's outputs are scaled.
+        self.register_buffer("mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("std", torch.tensor(std), persistent=False)
+
+    def standardised(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.mean) / self.std
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features) * self.std + self.mean
+
+
+def build(feature_dim: int, dataset: LabelledDataset, train: Split) -> RegressionHead:
+    y = train.y.double()
+    std = y.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant target: left as it is
+    return RegressionHead(feature_dim, list(dataset.targets), y.mean(0).tolist(), std.tolist())
+
+
+def from_card(feature_dim: int, card: ModelCard) -> RegressionHead:
+    scaling = card.target_scaling
+    return RegressionHead(feature_dim, card.targets, scaling.mean, scaling.std)
+
+
+def loss(head: RegressionHead, values: torch.Tensor, y: torch.Tensor, _smoothing: float):
+    return F.mse_loss(head.standardised(values), head.standardised(y))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> dict:
+    model.eval()
+    head = model.head
+    predicted = torch.cat([
+        model(split.x[start : start + batch_size].to(device)).float().cpu()
+        for start in range(0, len(split), batch_size)
+    ]).double()  # fmt: skip
+    y = split.y.double()
+    error = predicted - y
+    scale = head.std.double().cpu()
+    per_target = {
+        "mae": error.abs().mean(0),
+        "rmse": error.pow(2).mean(0).sqrt(),
+        "r2": 1 - error.pow(2).sum(0) / (y - y.mean(0)).pow(2).sum(0).clamp_min(1e-12),
+    }
+    figures = {"loss": (error / scale).pow(2).mean().item()}
+    figures |= {name: values.mean().item() for name, values in per_target.items()}
+    if len(head.targets) > 1:
+        for name, values in per_target.items():
+            figures |= {
+                f"{name}_{t}": v for t, v in zip(head.targets, values.tolist(), strict=True)
+            }
+    return figures
+
+
+def card_fields(dataset: LabelledDataset, head: RegressionHead) -> dict[str, Any]:
+    scaling = Normalization(mean=head.mean.tolist(), std=head.std.tolist())
+    return {"targets": list(dataset.targets), "target_scaling": scaling}
