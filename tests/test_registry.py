@@ -235,6 +235,7 @@ def test_the_archive_serves_the_model_with_onnxruntime_alone(client, tmp_path):
 
 def test_concurrent_requests_run_as_one_batch_with_each_answer_its_own():
     from app.services.inference import MicroBatcher
+    from trainer.heads import HEADS
 
     net = network().eval()
     calls: list[int] = []
@@ -252,7 +253,7 @@ def test_concurrent_requests_run_as_one_batch_with_each_answer_its_own():
         def head(self, features: torch.Tensor) -> torch.Tensor:
             return self.inner.head(features)
 
-    batcher = MicroBatcher(Counted())
+    batcher = MicroBatcher(Counted(), HEADS["classification"].serve)
     requests = [torch.rand(i + 1, 1, 8, 8) * 16 for i in range(12)]
     answers: dict[int, torch.Tensor] = {}
     threads = [
