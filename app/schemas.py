@@ -416,7 +416,7 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-DatasetTask = Literal["classification", "pretraining", "chat"]
+DatasetTask = Literal["classification", "regression", "pretraining", "chat"]
 
 
 class TokenCounts(BaseModel):
@@ -449,6 +449,9 @@ class DatasetOut(BaseModel):
         description="Tabular: the model's input features, categorical columns one-hot encoded."
     )
     labels: list[str]
+    targets: list[str] | None = Field(
+        None, description="Regression: the numeric target columns, in the model's order."
+    )
     class_counts: dict[str, int]
     # A default: responses stored for idempotent replays before this field existed lack it.
     role_counts: dict[str, int] | None = Field(

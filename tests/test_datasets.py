@@ -194,8 +194,11 @@ def test_form_fields_are_checked_by_name(client):
         "/v1/datasets", files={"file": ("d.npz", files.digits_npz(50))}, data={"name": "d"}
     )
     assert assert_problem(response, 422)["errors"][0]["field"] == "task"
-    response = upload(client, "d.npz", files.digits_npz(50), task="regression")
+    response = upload(client, "d.npz", files.digits_npz(50), task="segmentation")
     assert assert_problem(response, 422)["errors"][0]["field"] == "task"
+    response = upload(client, "d.npz", files.digits_npz(50), task="regression")
+    (error,) = assert_problem(response, 422)["errors"]
+    assert error["field"] == "file" and ".csv or .parquet table" in error["message"]
 
 
 def test_a_job_on_an_upload_is_checked_at_submission_and_pins_the_dataset(client):

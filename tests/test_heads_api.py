@@ -84,3 +84,67 @@ def test_a_classification_method_on_regression_data_is_refused(client):
     assert refused.status_code == 422, refused.text
     fields = {e["field"]: e["message"] for e in refused.json()["errors"]}
     assert "builtin:diabetes is regression data" in fields["data.source"]
+
+
+def regression_table(path, rows: int = 300):
+    """Two numeric targets of four features (one of them a category), with noise."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 3))
+    colour = rng.choice(["red", "green"], size=rows)
+    price = 100 + 20 * x[:, 0] - 10 * x[:, 1] + 15 * (colour == "red") + rng.normal(size=rows)
+    risk = 0.5 * x[:, 2] + rng.normal(scale=0.1, size=rows)
+    lines = ["a,b,c,colour,price,risk"]
+    lines += [f"{a:.4f},{b:.4f},{c:.4f},{k},{p:.3f},{r:.4f}" for (a, b, c), k, p, r in
+              zip(x, colour, price, risk, strict=True)]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def upload(client, path, **data):
+    with path.open("rb") as file:
+        return client.post(
+            "/v1/datasets", files={"file": (path.name, file)}, data={"name": path.stem, **data}
+        )
+
+
+def test_a_table_with_numeric_targets_uploads_trains_and_predicts_each(client, tmp_path):
+    table = regression_table(tmp_path / "prices.csv")
+    uploaded = upload(client, table, task="regression", label_column="price, risk")
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    assert (dataset["task"], dataset["targets"], dataset["labels"]) == (
+        "regression", ["price", "risk"], []
+    )  # fmt: skip
+    assert dataset["input_shape"] == [5]  # a, b, c and the colour one-hot
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "mlp", "params": {"hidden": [32], "dropout": 0.0}},
+        "data": {"train": dataset["id"]},
+        "hyperparameters": {"epochs": 30, "batch_size": 32, "learning_rate": 3e-3},
+    }
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
+    assert job["status"] == "succeeded", job
+    metrics = job["metrics"]
+    assert metrics["test_r2_price"] > 0.9 and metrics["test_r2_risk"] > 0.7, metrics
+    model_id = job["result_model_id"]
+    body = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [[0, 0, 0, 1, 0]]})
+    assert body.status_code == 200, body.text
+    assert body.json()["targets"] == ["price", "risk"]
+    price, risk = body.json()["values"][0]
+    assert 85 < price < 135 and -1 < risk < 1  # about 100 (+15 if the one-hot is red), 0
+
+
+@pytest.mark.parametrize(
+    ("label_column", "field", "said"),
+    [
+        ("price, colour", "row 1, column 'colour'", "must be a number, not 'green'"),
+        ("price, profit", "column 'profit'", "not found"),
+    ],
+)
+def test_a_target_that_is_not_a_numeric_column_is_refused(client, tmp_path, label_column, field,
+                                                          said):  # fmt: skip
+    table = regression_table(tmp_path / "bad.csv", rows=20)
+    refused = upload(client, table, task="regression", label_column=label_column)
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "file" and field in error["message"] and said in error["message"]

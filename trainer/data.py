@@ -277,17 +277,18 @@ def read_file_dataset(
     labelled: bool,
     label_column: str = "label",
     limits: ReadLimits | None = None,
+    task: str = "classification",
 ) -> LabelledDataset:
     """An uploaded dataset, read and checked by `trainer.readers` (`DatasetError`)."""
-    parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits())
+    parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits(), task)
     y = parsed.y if parsed.y is not None else np.full(len(parsed), UNLABELLED)
     full = Split(
-        y=torch.from_numpy(y.astype(np.int64)),
+        y=torch.from_numpy(y.astype(np.float32 if parsed.targets else np.int64)),
         x=None if parsed.x is None else torch.from_numpy(parsed.x),
         texts=parsed.texts,
         examples=parsed.examples,
     )
-    labels_or_none = parsed.y if labelled else None
+    labels_or_none = parsed.y if labelled and not parsed.targets else None  # stratified by class
     parts = (
         fixed_split(labels_or_none, len(parsed))
         if parsed.split is None
@@ -296,17 +297,20 @@ def read_file_dataset(
     input_shape = () if parsed.x is None else tuple(parsed.x.shape[1:])
     splits = {part: full.take(np.sort(index)) for part, index in parts.items()}
     return LabelledDataset(
-        name, parsed.modality, input_shape, parsed.labels, splits, parsed.feature_names
-    )
+        name, parsed.modality, input_shape, parsed.labels, splits, parsed.feature_names,
+        task="regression" if parsed.targets else "classification", targets=parsed.targets,
+    )  # fmt: skip
 
 
 # Uploaded datasets this process was handed: id -> loader.
 _FILES: dict[str, Callable[[], LabelledDataset]] = {}
 
 
-def register_file(name: str, path: Path, fmt: str, labelled: bool, label_column: str) -> None:
+def register_file(
+    name: str, path: Path, fmt: str, labelled: bool, label_column: str, task: str = "classification"
+) -> None:
     """Make the uploaded dataset `name` (its file at `path`) loadable by `load_dataset`."""
-    _FILES[name] = partial(read_file_dataset, name, path, fmt, labelled, label_column)
+    _FILES[name] = partial(read_file_dataset, name, path, fmt, labelled, label_column, None, task)
 
 
 BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {

@@ -6,6 +6,7 @@ the uploaded datasets, where to write the new model, and where to keep a checkpo
 """
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,7 +23,8 @@ class DatasetFile(_Strict):
     path: Path
     format: str
     labelled: bool
-    label_column: str = "label"
+    label_column: str = "label"  # regression: one or more target columns, comma-separated
+    task: Literal["classification", "regression"] = "classification"  # what its labels are
 
 
 class RunRequest(_Strict):

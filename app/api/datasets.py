@@ -25,7 +25,13 @@ def upload_dataset(
     name: Annotated[Text, Form(min_length=1, max_length=200)],
     task: Annotated[DatasetTask, Form()],
     label_column: Annotated[
-        Text, Form(min_length=1, max_length=200, description="csv/parquet: the label's column")
+        Text,
+        Form(
+            min_length=1,
+            max_length=200,
+            description="csv/parquet: the label's column; regression: the numeric target "
+            "columns, comma-separated",
+        ),
     ] = "label",
     tokenizer: Annotated[
         Text | None,

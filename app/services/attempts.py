@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.models import Dataset, Job, JobDataset, MetricPoint, Model, Sweep
 from app.services import job_state
-from app.services.datasets import storage_key
+from app.services.datasets import LABELLED_TASKS, head_task, storage_key
 from app.storage import get_store
 from app.sweep_spec import SweepSpec
 from trainer.data import dataset_names
@@ -56,8 +56,9 @@ def attempt_inputs(session: Session, job_id: str, settings: Settings) -> Attempt
         row.id: DatasetFile(
             path=get_store().local_path(storage_key(row.sha256)).resolve(),
             format=row.format,
-            labelled=row.task == "classification",
+            labelled=row.task in LABELLED_TASKS,
             label_column=row.label_column or "label",
+            task=head_task(row.task),
         )
         for row in uploads
     }

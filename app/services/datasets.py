@@ -41,6 +41,15 @@ from trainer.spec import SpecIssue
 from trainer.validation import NumberedExamples
 
 ACTIVE = ("queued", "running")
+LABELLED_TASKS = ("classification", "regression")
+
+
+def head_task(task: str) -> str:
+    """The task head (`trainer.heads`) that a dataset task's labels train: regression's own,
+    classification for the others (whose datasets carry no labels, or classes)."""
+    return "regression" if task == "regression" else "classification"
+
+
 CHUNK = 1024 * 1024
 
 
@@ -152,7 +161,7 @@ def create_dataset(
         message = "counts the tokens of chat data: give it with task 'chat'"
         raise InvalidInput([SpecIssue("tokenizer", message)])
     card = None if tokenizer is None else _tokenizer_card(session, tenant_id, tokenizer)
-    labelled = task == "classification"
+    labelled = task in LABELLED_TASKS
     try:
         fmt = format_of(filename)
     except DatasetError as error:
@@ -163,7 +172,9 @@ def create_dataset(
         tenants.check_storage_quota(session, tenant_id, size, "file")
         dataset_id = new_id("ds")
         try:
-            loaded = read_file_dataset(dataset_id, path, fmt, labelled, label_column, read_limits())
+            loaded = read_file_dataset(
+                dataset_id, path, fmt, labelled, label_column, read_limits(), head_task(task)
+            )
         except DatasetError as error:
             raise _invalid(error) from None
         if (task == "chat") != (loaded.modality in CHAT_MODALITIES):
@@ -178,6 +189,7 @@ def create_dataset(
             store.put(storage_key(sha256), path)
     labels = torch.cat([part.y for part in loaded.splits.values()])
     counts = torch.bincount(labels, minlength=len(loaded.labels)) if loaded.labels else []
+    targets = list(loaded.targets) or None
     dataset = Dataset(
         id=dataset_id,
         tenant_id=tenant_id,
@@ -189,6 +201,7 @@ def create_dataset(
         input_shape=list(loaded.input_shape),
         feature_names=list(loaded.feature_names) if loaded.feature_names else None,
         labels=list(loaded.labels),
+        targets=targets,
         class_counts={label: int(counts[i]) for i, label in enumerate(loaded.labels)},
         role_counts=_role_counts(loaded),
         token_counts=token_counts,
@@ -229,6 +242,7 @@ def load_labelled(dataset: Dataset) -> LabelledDataset:
         True,
         dataset.label_column or "label",
         read_limits(),
+        head_task(dataset.task),
     )
 
 
@@ -268,7 +282,10 @@ def describer(session: Session, tenant_id: str):
         )
         if row is None:
             return None
-        return DatasetInfo(row.id, row.modality, tuple(row.input_shape), tuple(row.labels))
+        return DatasetInfo(
+            row.id, row.modality, tuple(row.input_shape), tuple(row.labels),
+            head_task(row.task), tuple(row.targets or ()),
+        )  # fmt: skip
 
     return describe
 

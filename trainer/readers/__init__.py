@@ -69,10 +69,17 @@ def read_dataset(
     labelled: bool,
     label_column: str = "label",
     limits: ReadLimits = ReadLimits(),  # noqa: B008 (frozen: one shared default is safe)
+    task: str = "classification",
 ) -> ParsedDataset:
-    """The whole dataset in `path`, checked; raises `DatasetError` naming where it is wrong."""
+    """The whole dataset in `path`, checked; raises `DatasetError` naming where it is wrong.
+    With `task: regression` (tables only, so far) the label column, or the comma-separated
+    columns it names, are numeric targets."""
     path = Path(path)
     check_not_empty(path, fmt)
+    if task == "regression":
+        if fmt not in ("csv", "parquet"):
+            raise DatasetError("file", "regression data comes as a .csv or .parquet table")
+        return tables.read(path, fmt, labelled, label_column, limits, numeric=True)
     if fmt == "npz":
         return arrays.read(path, labelled, limits)
     if fmt in ("csv", "parquet"):

@@ -61,6 +61,8 @@ class ParsedDataset:
     split: np.ndarray | None  # per-example str in SPLIT_NAMES, when the file assigns splits
     feature_names: tuple[str, ...] | None  # tabular: names after encoding ("colour=red")
     examples: "tuple[Example, ...] | None" = None  # chat and preference only
+    # regression: the numeric targets' names; `y` is then float32 (N, len(targets))
+    targets: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         if self.examples is not None:

@@ -1,5 +1,6 @@
-"""csv and parquet files: one row per example, a label column, an optional split column, and
-feature columns of numbers, booleans or text (text one-hot encoded as categories)."""
+"""csv and parquet files: one row per example, a label column (regression: one or more
+numeric target columns), an optional split column, and feature columns of numbers, booleans
+or text (text one-hot encoded as categories)."""
 
 from pathlib import Path
 
@@ -23,22 +24,33 @@ SPLIT_COLUMN = "split"
 
 
 def read(
-    path: Path, fmt: str, labelled: bool, label_column: str, limits: ReadLimits
+    path: Path,
+    fmt: str,
+    labelled: bool,
+    label_column: str,
+    limits: ReadLimits,
+    numeric: bool = False,
 ) -> ParsedDataset:
+    """With `numeric`, `label_column` names one or more numeric target columns, separated by
+    commas: a regression dataset."""
     frame = _load_table(path, fmt, limits)
     frame.columns = [str(name) for name in frame.columns]
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):
         raise DatasetError(f"column '{repeated[0]}'", "appears more than once")
-    if labelled and label_column not in frame.columns:
-        message = f"not found; the columns are {', '.join(frame.columns)}"
-        raise DatasetError(f"column '{label_column}'", message)
+    label_columns = (
+        [name.strip() for name in label_column.split(",")] if numeric else [label_column]
+    )
+    for name in label_columns if labelled else ():
+        if name not in frame.columns:
+            message = f"not found; the columns are {', '.join(frame.columns)}"
+            raise DatasetError(f"column '{name}'", message)
     if not labelled:
-        frame = frame.drop(columns=[label_column], errors="ignore")
+        frame = frame.drop(columns=label_columns, errors="ignore")
     if len(frame) == 0:
         raise DatasetError("file", "no rows; the file has a header but no data")
     _check_missing(frame)
-    features = [name for name in frame.columns if name not in (label_column, SPLIT_COLUMN)]
+    features = [name for name in frame.columns if name not in (*label_columns, SPLIT_COLUMN)]
     if not features:
         raise DatasetError("file", "no feature columns besides the label")
     blocks, names = [], []
@@ -47,18 +59,37 @@ def read(
         blocks.append(block)
         names.extend(block_names)
     check_storable(names, "file", "a feature name (a column, or a column=category)")
-    y, labels = (
-        encode_labels(frame[label_column].to_numpy(), f"column '{label_column}'")
-        if labelled
-        else (None, ())
-    )
+    targets: tuple[str, ...] = ()
+    if numeric and labelled:
+        y, labels, targets = _targets(frame, label_columns), (), tuple(label_columns)
+    elif labelled:
+        y, labels = encode_labels(frame[label_column].to_numpy(), f"column '{label_column}'")
+    else:
+        y, labels = None, ()
     split = (
         check_split(frame[SPLIT_COLUMN], lambda i: f"row {i + 1}, column 'split'")
         if SPLIT_COLUMN in frame.columns
         else None
     )
     x = np.concatenate(blocks, axis=1)
-    return ParsedDataset("tabular", x, None, y, labels, split, tuple(names))
+    return ParsedDataset("tabular", x, None, y, labels, split, tuple(names), targets=targets)
+
+
+def _targets(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Numeric target columns as float32 (N, T); a column of text or booleans is refused."""
+    for name in columns:
+        column = frame[name]
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            first = next((i for i, v in enumerate(column) if not _is_number(v)), 0)
+            message = f"a regression target must be a number, not {column.iloc[first]!r}"
+            raise DatasetError(f"row {first + 1}, column '{name}'", message)
+    return np.concatenate([_numbers(frame[name].to_numpy(), name) for name in columns], axis=1)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
 
 
 def preview(path: Path, fmt: str, count: int) -> dict:

@@ -1,9 +1,10 @@
-"""token counts of chat and preference datasets uploaded with a tokenizer
+"""token counts of chat datasets uploaded with a tokenizer; targets of regression datasets
 
 A chat or preference upload may name a model (`tokenizer`: a configured Hugging Face causal LM
 or a tunery causal_lm model) whose tokenizer and chat template count its tokens; the record
 keeps them (`token_counts`), null for every other dataset, the datasets recorded before this
-included.
+included. A regression upload's record names its numeric target columns (`targets`), null for
+every other dataset.
 
 Revision ID: 0010
 Revises: 0009
@@ -24,8 +25,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("datasets") as datasets:
         datasets.add_column(sa.Column("token_counts", sa.JSON(), nullable=True))
+        datasets.add_column(sa.Column("targets", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("datasets") as datasets:
+        datasets.drop_column("targets")
         datasets.drop_column("token_counts")
