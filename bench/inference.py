@@ -25,7 +25,7 @@ import torch
 from tokenizers import Tokenizer
 
 from bench.service import service
-from trainer.artifact import load_classifier, read_card
+from trainer.artifact import load_predictor, read_card
 from trainer.data import load_dataset
 from trainer.text import encode
 
@@ -108,7 +108,7 @@ def latency_and_throughput(client: httpx.Client, model_id: str, scratch: Path) -
     digits = load_dataset("builtin:digits").splits["test"].x
     one, batch = digits[:1].tolist(), digits[:256]
     url = f"/v1/models/{model_id}/predict"
-    network, _ = load_classifier(downloaded(client, model_id, scratch))
+    network, _ = load_predictor(downloaded(client, model_id, scratch))
 
     def in_process(x: torch.Tensor) -> None:
         with torch.inference_mode():

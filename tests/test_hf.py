@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from tests.test_api import assert_problem
 from tests.test_methods import run
-from trainer.artifact import load_classifier, save_model
+from trainer.artifact import load_predictor, save_model
 from trainer.run import LoadedModel
 from trainer.text import encode
 
@@ -46,7 +46,7 @@ def test_finetuning_trains_all_weights_or_only_lora_adapters_merged_at_the_end(l
     assert losses and all(v == v for v in losses)
     # Saved and rebuilt from its card alone (no base directory), it classifies text.
     save_model(result.model, result.card, tmp_path / "model.safetensors")
-    network, card = load_classifier(tmp_path / "model.safetensors")
+    network, card = load_predictor(tmp_path / "model.safetensors")
     tokens = encode(Tokenizer.from_str(card.tokenizer), ["Shares fell sharply"], 32)
     with torch.no_grad():
         assert network(tokens).shape == (1, 5)
@@ -209,7 +209,7 @@ def test_a_lora_adapter_kept_apart_is_stored_alone_and_rebuilds_on_its_base(tmp_
         trained = result.model.eval()(tokens)
     apart, merged = tmp_path / "apart.safetensors", tmp_path / "merged.safetensors"
     save_model(result.model, result.card, apart)
-    network, card = load_classifier(apart)  # the base from its directory, the adapter merged in
+    network, card = load_predictor(apart)  # the base from its directory, the adapter merged in
     save_model(network, card.model_copy(update={"adapter": None}), merged)
     assert apart.stat().st_size < 0.05 * merged.stat().st_size
     with torch.no_grad():
