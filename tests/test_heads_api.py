@@ -148,3 +148,17 @@ def test_a_target_that_is_not_a_numeric_column_is_refused(client, tmp_path, labe
     assert refused.status_code == 422, refused.text
     (error,) = refused.json()["errors"]
     assert error["field"] == "file" and field in error["message"] and said in error["message"]
+
+
+def test_the_cli_shows_a_regressors_values_by_target():
+    from rich.console import Console
+
+    from tunery import _render
+    from tunery.types import Prediction
+
+    answer = Prediction(values=[[101.5, 0.25], [87.0, -0.5]], targets=["price", "risk"])
+    console = Console(width=80, record=True)
+    console.print(_render.predictions_table(answer))
+    shown = console.export_text()
+    assert "price" in shown and "risk" in shown and "101.5" in shown and "-0.5" in shown
+    assert _render._headline({"test_r2": 0.91, "train_loss": 0.1}).startswith("test_r2")

@@ -47,6 +47,8 @@ def _metrics(metrics: dict[str, float]) -> str:
 HEADLINE = (
     "test_accuracy",
     "validation_accuracy",
+    "test_r2",
+    "validation_r2",
     "val_perplexity",
     "validation_loss",
     "train_loss",
@@ -134,6 +136,13 @@ def models_table(models: Iterable[Model]) -> Table:
 
 
 def predictions_table(prediction: Prediction) -> Table:
+    """A classifier's label and its probability per input, or a regressor's value of each
+    target."""
+    if prediction.values is not None:
+        table = Table("#", *(escape(t) for t in prediction.targets or ()), box=None)
+        for i, row in enumerate(prediction.values):
+            table.add_row(str(i), *(f"{v:.6g}" for v in row))
+        return table
     table = Table("#", "prediction", "probability", box=None)
     for i, (label, row) in enumerate(
         zip(prediction.predictions, prediction.probabilities, strict=True)
