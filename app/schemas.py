@@ -101,6 +101,10 @@ class ModelOut(BaseModel):
     input_shape: list[int]
     feature_names: list[str] | None
     labels: list[str]
+    # A default: responses stored for idempotent replays before this field existed lack it.
+    targets: list[str] = Field(
+        default_factory=list, description="Regression: the targets it predicts, in order."
+    )
     metrics: dict[str, float]
     kind: str | None
     method: str | None

@@ -115,6 +115,7 @@ def to_out(session: Session, model: Model) -> ModelOut:
         input_shape=card.input_shape,
         feature_names=card.feature_names,
         labels=card.labels,
+        targets=card.targets,
         metrics=card.metrics,
         kind=card.kind,
         method=card.method,

@@ -23,11 +23,11 @@ export function formatsOf(model) {
   const formats = [
     { format: "safetensors", label: "Weights (safetensors)", file: `${model.id}.safetensors` },
   ];
-  if (model.task === "classification") {
+  if (model.task === "classification" || model.task === "regression") {
     formats.push({ format: "onnx", label: "ONNX", file: `${model.id}.onnx` });
     formats.push({ format: "archive", label: "Archive (zip with serve.py)", file: `${model.id}.zip` });
   }
-  if (model.architecture === "hf_encoder") {
+  if (model.architecture === "hf_encoder" || model.architecture === "hf_causal_lm") {
     formats.push({ format: "hf", label: "Hugging Face directory (zip)", file: `${model.id}-hf.zip` });
   }
   return formats;
@@ -165,6 +165,7 @@ export function render(view, { id }) {
           ["Made by", madeBy(model)],
           ["Input shape", model.input_shape.length ? `[${model.input_shape.join(", ")}]` : "text"],
           ["Labels", list(model.labels)],
+          ["Targets", model.targets && model.targets.length ? list(model.targets) : null],
           ["Features", model.feature_names ? list(model.feature_names) : null],
           ["Datasets", datasets(model)],
           ["Source job", jobLink(model.source_job_id)],
