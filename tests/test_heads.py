@@ -7,11 +7,16 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 from sklearn.linear_model import Ridge
+from torch import nn
 
 from tests.test_methods import run, series
+from trainer.architectures import Network
 from trainer.artifact import load_predictor, save_model
-from trainer.data import load_dataset
+from trainer.data import LabelledDataset, Split, load_dataset
 from trainer.export import export_onnx
+from trainer.heads import HEADS
+from trainer.methods.supervised import fit_head
+from trainer.run import LoadedModel
 from trainer.spec import JobSpec
 from trainer.validation import check_spec
 
@@ -99,3 +104,36 @@ def test_a_method_trains_only_the_tasks_it_has_heads_for(change, field, said):
     spec = TypeAdapter(JobSpec).validate_python(regression_spec() | change)
     issues = check_spec(spec)
     assert any(i.field == field and said in i.message for i in issues), issues
+
+
+def test_a_regression_head_is_fitted_to_raw_features_by_ridge():
+    """Features of very different scales, one that never changes: the head, fitted on them
+    standardised, predicts the targets in their units from the raw features."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 4, generator=generator) * torch.tensor([1000.0, 1.0, 0.001, 1.0])
+    features[:, 3] = 7.0
+    y = torch.stack([features[:, 0] / 1000 * 30 + 200, features[:, 2] * 1000 - 5], dim=1)
+    y = y + torch.randn(200, 2, generator=generator) * 0.1
+    dataset = LabelledDataset("t", "tabular", (4,), (), {}, task="regression", targets=("a", "b"))
+    head = HEADS["regression"].build(4, dataset, Split(y, features))
+    model = Network(nn.Identity(), nn.Identity(), head)
+    examples, r2 = fit_head(
+        model, HEADS["regression"], Split(y, features), 16, torch.device("cpu"), 0
+    )
+    with torch.no_grad():
+        error = model(features) - y
+    assert examples == 200 and r2 > 0.99 and error.abs().mean() < 0.5
+    assert head.linear.weight[:, 3].abs().max() == 0
+
+
+def test_autoencoder_pretraining_starts_a_regression_head_fitted_to_its_features():
+    base, _ = run({"kind": "pretrain", "model": MLP, "method": {"name": "autoencoder"},
+                   "data": {"train": "builtin:diabetes"},
+                   "hyperparameters": {"epochs": 5, "batch_size": 32}})  # fmt: skip
+    loaded = LoadedModel(base.model.state_dict(), base.card)
+    spec = {k: v for k, v in regression_spec().items() if k != "model"}
+    still = {"epochs": 1, "batch_size": 32, "learning_rate": 1e-9, "seed": 0}
+    result, events = run(spec | {"base_model_id": "model_base", "hyperparameters": still}, loaded)
+    assert any(e.get("message", "").startswith("head fitted") for e in events)
+    assert "a ridge regression, training R²" in " ".join(e.get("message", "") for e in events)
+    assert result.card.metrics["validation_r2"] > 0.1  # the fitted head, barely trained

@@ -11,6 +11,7 @@ from tests.test_methods import FAST, FEW_DIGITS, TINY_CNN, TINY_TRANSFORMER, run
 from trainer.architectures import Network
 from trainer.card import ModelCard
 from trainer.data import Split, load_dataset
+from trainer.heads import HEADS
 from trainer.methods import autoencoder, simcse
 from trainer.methods.pretraining import FEW_STEPS, doubts
 from trainer.methods.supervised import Params, fit_head, fits_head
@@ -79,7 +80,9 @@ def test_fit_head_classifies_the_training_features_from_raw_values():
     features = features * torch.tensor([1000.0, 1.0, 0.001, 1.0, 1.0])
     features[:, 3] = 7.0  # constant: a ReLU never active, say
     model = Network(nn.Identity(), nn.Identity(), nn.Linear(5, 3))
-    examples, accuracy = fit_head(model, Split(labels, features), 16, torch.device("cpu"), 0)
+    examples, accuracy = fit_head(
+        model, HEADS["classification"], Split(labels, features), 16, torch.device("cpu"), 0
+    )
     with torch.no_grad():
         predicted = model(features).argmax(1)
     assert examples == 60 and accuracy == (predicted == labels).float().mean() > 0.95

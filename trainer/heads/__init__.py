@@ -2,9 +2,10 @@
 one is a new module plus one line here.
 
 A head says how it is built for a dataset (`build`) and rebuilt from a model's card
-(`from_card`), its loss, its figures on a split (`evaluate`, the first the one that training
-monitors), and what the card keeps of it (`card_fields`: a classifier's labels, a regressor's
-targets and their scaling).
+(`from_card`), its loss, its figures on a split (`evaluate`), what the card keeps of it
+(`card_fields`: a classifier's labels, a regressor's targets and their scaling), how it is fitted
+to a pretrained backbone's frozen features before fine-tuning (`fit_to_features`, LP-FT) and
+what predict answers (`serve`).
 """
 
 from collections.abc import Callable
@@ -35,11 +36,13 @@ class TaskHead:
     validation_metrics: tuple[str, ...]  # what it reports on the validation split
     # (dataset, head) -> the card's fields for it
     card_fields: Callable[[LabelledDataset, nn.Module], dict[str, Any]]
+    # (head, frozen features, targets) -> its training score: `head_init: probe`'s fit
+    fit_to_features: Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
+    fit_description: str  # what that fit is, as the job's events say it
+    fit_score: str  # the name of the score it returns
     # (the head's outputs) -> what predict answers: a classifier's probabilities, a
     # regressor's values
-    serve: Callable[[torch.Tensor], torch.Tensor] = lambda outputs: outputs
-    # Whether `head_init: probe` can fit it (a logistic regression: classifiers only).
-    fits_to_features: bool = False
+    serve: Callable[[torch.Tensor], torch.Tensor]
 
 
 HEADS: dict[str, TaskHead] = {
@@ -55,8 +58,10 @@ HEADS: dict[str, TaskHead] = {
             "max",
             ("loss", "accuracy"),
             classification.card_fields,
-            serve=classification.probabilities,
-            fits_to_features=True,
+            classification.fit_to_features,
+            "a logistic regression",
+            "accuracy",
+            classification.probabilities,
         ),
         TaskHead(
             "regression",
@@ -68,6 +73,10 @@ HEADS: dict[str, TaskHead] = {
             "min",
             ("loss", "mae", "rmse", "r2"),
             regression.card_fields,
+            regression.fit_to_features,
+            "a ridge regression",
+            "R²",
+            regression.values,
         ),
     )
 }

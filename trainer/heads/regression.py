@@ -9,12 +9,14 @@ about the split's own mean), each the mean over the targets and, with several, p
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trainer.card import ModelCard, Normalization
 from trainer.data import LabelledDataset, Split
+from trainer.heads.classification import standardisation
 
 
 class RegressionHead(nn.Module):
@@ -75,6 +77,32 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, device: torch.devi
                 f"{name}_{t}": v for t, v in zip(head.targets, values.tolist(), strict=True)
             }
     return figures
+
+
+def fit_to_features(head: RegressionHead, features: torch.Tensor, y: torch.Tensor) -> float:
+    """Set the head to a ridge regression of the standardised targets on the standardised
+    features, its penalty chosen by leave-one-out error on these examples (scikit-learn's
+    `RidgeCV`: with about as many features as examples, a fixed penalty overfits them);
+    returns its training R²."""
+    from sklearn.linear_model import RidgeCV
+
+    mean, std, live = standardisation(features)
+    x = ((features - mean) / std * live).double().cpu().numpy()
+    targets = head.standardised(y).double().cpu().numpy()
+    ridge = RidgeCV(alphas=np.logspace(-3, 4, 15)).fit(x, targets)
+    weight = torch.as_tensor(ridge.coef_, dtype=torch.float32, device=features.device)
+    weight = weight.reshape(len(head.targets), -1)
+    scaled = weight / std * live  # the same outputs from the raw features
+    intercept = torch.as_tensor(ridge.intercept_, dtype=torch.float32, device=features.device)
+    head.linear.weight.copy_(scaled)
+    head.linear.bias.copy_(intercept.reshape(-1) - scaled @ mean)
+    error = head(features) - y
+    return (1 - error.pow(2).sum() / (y - y.mean(0)).pow(2).sum()).item()
+
+
+def values(outputs: torch.Tensor) -> torch.Tensor:
+    """What predict answers: the head's outputs, already in the targets' units."""
+    return outputs
 
 
 def card_fields(dataset: LabelledDataset, head: RegressionHead) -> dict[str, Any]:

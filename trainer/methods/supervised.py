@@ -13,14 +13,13 @@ from a random head 82%; from a fitted one 91% (docs/RESULTS.md, bench.pretrainin
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from trainer.architectures import ARCHITECTURES, Network, lora
 from trainer.architectures.lora import LoraParams
 from trainer.card import ModelCard
 from trainer.data import Split, splits_for
-from trainer.heads import HEADS
+from trainer.heads import HEADS, TaskHead
 from trainer.loop import Recipe, fit
 from trainer.methods.pretraining import doubts
 from trainer.run import RunContext, TrainResult
@@ -43,7 +42,8 @@ class Params(LoraParams):
     head_init: Literal["auto", "probe", "random"] = Field(
         "auto",
         description="A new head's first weights: `probe` fits them to the frozen backbone's "
-        "features of the training split (a logistic regression) before anything trains, "
+        "features of the training split (a logistic regression; regression: a ridge "
+        "regression, its penalty by leave-one-out) before anything trains, "
         "`random` leaves them random; `auto`: `probe` when the backbone of a base model that "
         "tunery pretrained from fresh weights trains under a new head (not `hf_encoder`, "
         "pretrained elsewhere), else `random`.",
@@ -95,12 +95,11 @@ def reasons_to_doubt(ctx: RunContext, params: Params, head_reused: bool) -> list
 
 @torch.no_grad()
 def fit_head(
-    model: Network, train: Split, batch_size: int, device: torch.device, seed: int
+    model: Network, task: TaskHead, train: Split, batch_size: int, device: torch.device, seed: int
 ) -> tuple[int, float]:
-    """Set `model.head` to a logistic regression on the frozen features of (at most
-    PROBE_EXAMPLES of) the training split, L2-penalised on standardised features as
-    scikit-learn's default (C = 1) is; returns the number of examples and its accuracy on
-    them."""
+    """Fit `model.head` to the frozen features of (at most PROBE_EXAMPLES of) the training
+    split, as the task's head fits (`TaskHead.fit_to_features`: a logistic regression, a
+    ridge regression); returns the number of examples and the fit's training score."""
     if len(train) > PROBE_EXAMPLES:
         generator = torch.Generator().manual_seed(seed)
         chosen = torch.randperm(len(train), generator=generator)[:PROBE_EXAMPLES]
@@ -110,29 +109,7 @@ def fit_head(
         model.features(train.x[i : i + batch_size].to(device)).float()
         for i in range(0, len(train), batch_size)
     ])  # fmt: skip
-    mean, std = features.mean(0), features.std(0, correction=0)
-    live = std > 1e-6  # a feature that never changes (e.g. a ReLU never active) gets no weight
-    std = torch.where(live, std, torch.ones_like(std))
-    standardised = (features - mean) / std * live
-    labels, head = train.y.to(device), model.head
-    weight = torch.zeros_like(head.weight, dtype=torch.float32, requires_grad=True)
-    bias = torch.zeros_like(head.bias, dtype=torch.float32, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
-
-    def objective() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = standardised @ weight.T + bias
-        loss = F.cross_entropy(logits, labels) + weight.pow(2).sum() / (2 * len(train))
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(objective)
-    scaled = weight.detach() / std * live  # the same logits from the raw features
-    head.weight.copy_(scaled)
-    head.bias.copy_(bias.detach() - scaled @ mean)
-    accuracy = (head(features).argmax(1) == labels).float().mean().item()
-    return len(train), accuracy
+    return len(train), task.fit_to_features(model.head, features, train.y.to(device))
 
 
 def run(ctx: RunContext, params: Params) -> TrainResult:
@@ -160,11 +137,11 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     train, validation, test = (Split(s.y, trunk.inputs(s)) for s in (train, validation, test))
     for reason in reasons_to_doubt(ctx, params, head_reused):
         ctx.events.log(f"warning: this fine-tune may end no better than one from scratch: {reason}")
-    if task.fits_to_features and fits_head(ctx, params, head_reused):
-        fitted, accuracy = fit_head(model, train, hp.batch_size, device, hp.seed)
+    if fits_head(ctx, params, head_reused):
+        fitted, score = fit_head(model, task, train, hp.batch_size, device, hp.seed)
         ctx.events.log(
             f"head fitted to the backbone's frozen features of {fitted} training examples "
-            f"(a logistic regression, training accuracy {accuracy:.1%}) before fine-tuning"
+            f"({task.fit_description}, training {task.fit_score} {score:.3f}) before fine-tuning"
         )
 
     groups = [
