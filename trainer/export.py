@@ -34,11 +34,11 @@ class _Served(nn.Module):
 
     def __init__(self, network: Network, task: str) -> None:
         super().__init__()
-        self.network, self.task = network, task
+        self.network, self.serve = network, HEADS[task].serve
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.network.features(inputs)
-        return HEADS[self.task].serve(self.network.head(features)), features
+        return self.serve(self.network.head(features)), features
 
 
 def example_input(card: TrunkCard, batch: int = 2) -> torch.Tensor:

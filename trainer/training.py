@@ -142,3 +142,11 @@ def freeze(backbone: nn.Module, strategy: str, trainable_blocks: int) -> list[nn
     for module in frozen:
         module.requires_grad_(False)
     return frozen
+
+
+def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The features' mean, standard deviation and which of them vary: a feature that never
+    changes (e.g. a ReLU never active) gets no weight."""
+    mean, std = features.mean(0), features.std(0, correction=0)
+    live = std > 1e-6
+    return mean, torch.where(live, std, torch.ones_like(std)), live

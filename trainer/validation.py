@@ -155,13 +155,17 @@ def _same_data_issues(spec: Spec, train: DatasetInfo, describe: Describe) -> lis
             )
             issues.append(SpecIssue(f"data.{field}", message))
         elif (other.task, other.targets) != (train.task, train.targets):
-
-            def what(info: DatasetInfo) -> str:
-                return f"{info.task} data" + (f" of {list(info.targets)}" if info.targets else "")
-
-            message = f"{other.name} is {what(other)}, the training data {train.name} {what(train)}"
+            message = (
+                f"{other.name} is {_labels_of(other)}, the training data {train.name} "
+                f"{_labels_of(train)}"
+            )
             issues.append(SpecIssue(f"data.{field}", message))
     return issues
+
+
+def _labels_of(info: DatasetInfo) -> str:
+    """What a dataset's labels are, as an issue names them: its task, and its targets."""
+    return f"{info.task} data" + (f" of {list(info.targets)}" if info.targets else "")
 
 
 def _main_data(spec: Spec) -> tuple[str, object]:
@@ -328,17 +332,19 @@ def example_issues(
     fix = "shorten them, set method.params.truncation to truncate"
     if spec.model is not None:
         fix += ", or raise model.params.max_length"
-    issues = []
+    issues, over_of = [], {}  # over_of: a dataset's examples over the limit, by its name
     for field, ref in spec.data:
-        examples = None if ref is None else numbered_examples(dataset_name(ref))
-        if not examples:
+        if ref is None:
             continue
-        over = [
-            (line, tokens)
-            for line, example in examples
-            if (tokens := method.example_tokens(tokenizer, example)) > limit
-        ]
-        if over:
+        name = dataset_name(ref)
+        if name not in over_of:  # a dataset read by two fields is tokenized once
+            examples = numbered_examples(name) or ()
+            over_of[name] = [
+                (line, tokens)
+                for line, example in examples
+                if (tokens := method.example_tokens(tokenizer, example)) > limit
+            ]
+        if over := over_of[name]:
             shown = ", ".join(
                 f"line {line} ({tokens:,} tokens)" for line, tokens in over[:SHOWN_LINES]
             )

@@ -8,7 +8,7 @@ from torch import nn
 
 from trainer.card import ModelCard
 from trainer.data import LabelledDataset, Split
-from trainer.training import classify
+from trainer.training import classify, standardisation
 
 
 def build(feature_dim: int, dataset: LabelledDataset, _train: Split) -> nn.Module:
@@ -56,11 +56,3 @@ def fit_to_features(head: nn.Linear, features: torch.Tensor, y: torch.Tensor) ->
     head.weight.copy_(scaled)
     head.bias.copy_(bias.detach() - scaled @ mean)
     return (head(features).argmax(1) == y).float().mean().item()
-
-
-def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The features' mean, standard deviation and which of them vary: a feature that never
-    changes (e.g. a ReLU never active) gets no weight."""
-    mean, std = features.mean(0), features.std(0, correction=0)
-    live = std > 1e-6
-    return mean, torch.where(live, std, torch.ones_like(std)), live

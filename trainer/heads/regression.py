@@ -16,7 +16,7 @@ from torch import nn
 
 from trainer.card import ModelCard, Normalization
 from trainer.data import LabelledDataset, Split
-from trainer.heads.classification import standardisation
+from trainer.training import standardisation
 
 
 class RegressionHead(nn.Module):

@@ -121,14 +121,13 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     task = HEADS[dataset.task]
     head = task.build(trunk.backbone.feature_dim, dataset, train)
     base = ctx.base
+    fields = task.card_fields(dataset, head)
     head_reused = bool(
         base
         and base.card.task == dataset.task
-        and task.card_fields(dataset, head) == {k: getattr(base.card, k) for k in
-                                                 task.card_fields(dataset, head)}
-    )  # fmt: skip
+        and all(getattr(base.card, name) == value for name, value in fields.items())
+    )
     if head_reused:  # the same labels (or targets, scaled alike): the base's head goes on
-        head = task.from_card(trunk.backbone.feature_dim, base.card)
         head.load_state_dict({k.removeprefix("head."): v for k, v in base.state.items()
                               if k.startswith("head.")})  # fmt: skip
     lora.attach(trunk.backbone, params)
