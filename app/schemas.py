@@ -15,6 +15,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from trainer.card import TableColumn
 from trainer.spec import MAX_SCORED_EXAMPLES, ModelSpec, Text
 
 T = TypeVar("T")
@@ -105,6 +106,14 @@ class ModelOut(BaseModel):
     targets: list[str] = Field(
         default_factory=list, description="Regression: the targets it predicts, in order."
     )
+    columns: list[TableColumn] | None = Field(
+        None,
+        description="Tabular: the columns a row to predict gives, by name; a categorical "
+        "column's `categories` are the values it takes.",
+    )
+    thresholds: list[float] | None = Field(
+        None, description="Multilabel: each label's threshold, tuned on the validation split."
+    )
     metrics: dict[str, float]
     kind: str | None
     method: str | None
@@ -138,20 +147,34 @@ class PredictRequest(BaseModel):
     inputs: list[Any] = Field(
         min_length=1,
         max_length=4096,
-        description="A batch of raw inputs, each of the model's `input_shape`.",
+        description="A batch of raw inputs, each of the model's `input_shape`; a tabular "
+        "model also takes rows as objects keyed by column name, as the uploaded table has them "
+        "(categories as strings), every column given.",
     )
     return_embeddings: bool = False
 
 
 class PredictResponse(BaseModel):
-    """A classifier's answer (`predictions`, `probabilities`, `labels`) or a regressor's
-    (`values`, `targets`); the other task's fields are null."""
+    """A classifier's answer (`predictions`, `probabilities`, `labels`), a multilabel model's
+    (`label_sets`, `probabilities`, `labels`, `thresholds`) or a regressor's (`values`,
+    `targets`); the other tasks' fields are null."""
 
     predictions: list[str] | None = Field(None, description="Classification: each input's label.")
-    probabilities: list[list[float]] | None = Field(
-        None, description="Classification: each input's probability of each label."
+    label_sets: list[list[str]] | None = Field(
+        None,
+        description="Multilabel: each input's labels, those whose probability reaches their "
+        "threshold (possibly none).",
     )
-    labels: list[str] | None = Field(None, description="Classification: the labels, in order.")
+    probabilities: list[list[float]] | None = Field(
+        None,
+        description="Classification and multilabel: each input's probability of each label.",
+    )
+    labels: list[str] | None = Field(
+        None, description="Classification and multilabel: the labels, in order."
+    )
+    thresholds: list[float] | None = Field(
+        None, description="Multilabel: each label's threshold, tuned on the validation split."
+    )
     values: list[list[float]] | None = Field(
         None, description="Regression: each input's predicted targets, in their units."
     )
@@ -420,7 +443,7 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-DatasetTask = Literal["classification", "regression", "pretraining", "chat"]
+DatasetTask = Literal["classification", "regression", "multilabel", "pretraining", "chat"]
 
 
 class TokenCounts(BaseModel):
@@ -456,7 +479,10 @@ class DatasetOut(BaseModel):
     targets: list[str] | None = Field(
         None, description="Regression: the numeric target columns, in the model's order."
     )
-    class_counts: dict[str, int]
+    class_counts: dict[str, int] = Field(
+        description="The examples of each label (multilabel: that have it, so an example may "
+        "count under several)."
+    )
     # A default: responses stored for idempotent replays before this field existed lack it.
     role_counts: dict[str, int] | None = Field(
         None,

@@ -137,3 +137,76 @@ def test_autoencoder_pretraining_starts_a_regression_head_fitted_to_its_features
     assert any(e.get("message", "").startswith("head fitted") for e in events)
     assert "a ridge regression, training R²" in " ".join(e.get("message", "") for e in events)
     assert result.card.metrics["validation_r2"] > 0.1  # the fitted head, barely trained
+
+
+@pytest.fixture(scope="module")
+def digit_pairs(tmp_path_factory):
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "mlp", "params": {"hidden": [128]}},
+        "data": {"train": "builtin:digit-pairs"},
+        "hyperparameters": {"epochs": 8, "batch_size": 64, "learning_rate": 3e-3, "seed": 0},
+    }
+    result, events = run(spec)
+    path = tmp_path_factory.mktemp("multilabel") / "model.safetensors"
+    save_model(result.model, result.card, path)
+    return result, events, path
+
+
+def test_multilabel_learns_which_digits_an_image_shows(digit_pairs):
+    result, events, _path = digit_pairs
+    metrics, card = result.card.metrics, result.card
+    # Chance (each label's base rate, 0.17) gives a micro-F1 near 0.17.
+    assert metrics["test_micro_f1"] > 0.75 and metrics["test_macro_f1"] > 0.7, metrics
+    assert 0.4 < metrics["test_subset_accuracy"] <= metrics["test_micro_f1"], metrics
+    assert card.task == "multilabel" and card.labels == [str(d) for d in range(10)]
+    assert len(card.thresholds) == 10 and set(card.thresholds) != {0.5}, card.thresholds
+    tuned = [e["message"] for e in events if "thresholds tuned" in e.get("message", "")]
+    assert tuned and "180 validation examples" in tuned[0]
+    assert len(series(events, "micro_f1", "validation")) >= 8  # every epoch
+
+
+def test_a_multilabel_model_reloads_and_exports_with_its_thresholds(digit_pairs, tmp_path):
+    import onnxruntime
+
+    result, _events, path = digit_pairs
+    network, _card = load_predictor(path)
+    assert network.head.thresholds.tolist() == pytest.approx(result.card.thresholds)
+    x = load_dataset("builtin:digit-pairs").splits["test"].x[:8]
+    with torch.no_grad():
+        expected = torch.sigmoid(result.model.eval()(x))
+        assert torch.allclose(torch.sigmoid(network(x)), expected, atol=1e-5)
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx(path, onnx_path)
+    session = onnxruntime.InferenceSession(str(onnx_path))
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "embeddings"]
+    probabilities, _features = session.run(None, {"inputs": x.numpy()})
+    np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-4)
+
+
+def test_each_labels_threshold_is_the_one_that_maximises_its_f1_on_validation():
+    """Label 0's positives score 0.3 and its negatives 0.1: any threshold in (0.1, 0.3] is
+    perfect, and the one nearest 0.5 is kept; label 1 is never present and keeps 0.5."""
+    from trainer.heads.multilabel import MultilabelHead, tune_thresholds
+
+    probabilities = torch.tensor([[0.3, 0.4], [0.3, 0.2], [0.1, 0.3], [0.1, 0.1]])
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    head = MultilabelHead(2, 2, None)
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.eye(2))
+        head.linear.bias.zero_()
+    model = Network(nn.Identity(), nn.Identity(), head)
+    said = tune_thresholds(model, Split(y, torch.logit(probabilities)), 2, torch.device("cpu"))
+    assert head.thresholds.tolist() == pytest.approx([0.3, 0.5]) and "0.3, 0.5" in said
+    figures = HEADS["multilabel"].evaluate(model, Split(y, torch.logit(probabilities)), 4, "cpu")
+    assert figures["micro_f1"] == 1.0 and figures["subset_accuracy"] == 1.0
+
+
+def test_multilabel_data_is_selected_by_fraction_not_per_class():
+    spec = TypeAdapter(JobSpec).validate_python(
+        regression_spec({"dataset": "builtin:digit-pairs", "per_class": 5})
+    )
+    issues = check_spec(spec)
+    assert any(i.field == "data.train.per_class" and "label sets" in i.message for i in issues), (
+        issues
+    )

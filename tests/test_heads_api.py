@@ -133,6 +133,25 @@ def test_a_table_with_numeric_targets_uploads_trains_and_predicts_each(client, t
     price, risk = body.json()["values"][0]
     assert 85 < price < 135 and -1 < risk < 1  # about 100 (+15 if the one-hot is red), 0
 
+    # Rows as the table has them: by column name, the category as its text.
+    columns = client.get(f"/v1/models/{model_id}").json()["columns"]
+    assert columns[3] == {"name": "colour", "categories": ["green", "red"]}, columns
+    rows = [{"a": 0, "b": 0, "c": 0, "colour": "green"}, {"colour": "red", "a": 0, "b": 0, "c": 0}]
+    by_name = client.post(f"/v1/models/{model_id}/predict", json={"inputs": rows})
+    assert by_name.status_code == 200, by_name.text
+    green, red = by_name.json()["values"]
+    assert green == pytest.approx([price, risk], abs=1e-4) and 10 < red[0] - green[0] < 20
+    for row, field, said in (
+        ({"a": 0, "b": 0, "c": 0}, "inputs[0].colour", "missing"),
+        (rows[0] | {"colour": "blue"}, "inputs[0].colour", "unknown category 'blue'"),
+        (rows[0] | {"d": 1}, "inputs[0].d", "unknown column"),
+        (rows[0] | {"a": "x"}, "inputs[0].a", "must be a finite number"),
+    ):
+        refused = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [row]})
+        assert refused.status_code == 422, refused.text
+        errors = {e["field"]: e["message"] for e in refused.json()["errors"]}
+        assert said in errors[field], errors
+
 
 @pytest.mark.parametrize(
     ("label_column", "field", "said"),
@@ -162,3 +181,56 @@ def test_the_cli_shows_a_regressors_values_by_target():
     shown = console.export_text()
     assert "price" in shown and "risk" in shown and "101.5" in shown and "-0.5" in shown
     assert _render._headline({"test_r2": 0.91, "train_loss": 0.1}).startswith("test_r2")
+
+
+def tagged_table(path, rows: int = 400):
+    """Each row's tags follow its features: `hot` where a > 0, `wet` where b > 0.5, none for
+    a quarter of the rows."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 2))
+    lines = ["a,b,tags"]
+    for a, b in x:
+        tags = [name for name, on in (("hot", a > 0), ("wet", b > 0.5)) if on]
+        lines.append(f"{a:.4f},{b:.4f},{';'.join(tags)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_multilabel_table_uploads_trains_and_predicts_label_sets(client, tmp_path):
+    uploaded = upload(client, tagged_table(tmp_path / "tags.csv"), task="multilabel",
+                      label_column="tags")  # fmt: skip
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    assert (dataset["task"], dataset["labels"]) == ("multilabel", ["hot", "wet"])
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "mlp", "params": {"hidden": [32], "dropout": 0.0}},
+        "data": {"train": dataset["id"]},
+        "hyperparameters": {"epochs": 30, "batch_size": 32, "learning_rate": 3e-3},
+    }
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
+    assert job["status"] == "succeeded", job
+    metrics = job["metrics"]
+    assert metrics["test_micro_f1"] > 0.9 and metrics["test_subset_accuracy"] > 0.8, metrics
+    model_id = job["result_model_id"]
+    rows = [[2.0, 2.0], [2.0, -2.0], [-2.0, -2.0]]
+    body = client.post(f"/v1/models/{model_id}/predict", json={"inputs": rows})
+    assert body.status_code == 200, body.text
+    answer = body.json()
+    assert answer["label_sets"] == [["hot", "wet"], ["hot"], []], answer
+    assert answer["labels"] == ["hot", "wet"] and len(answer["thresholds"]) == 2
+    assert answer["predictions"] is None and np.asarray(answer["probabilities"]).shape == (3, 2)
+
+
+def test_the_cli_shows_a_multilabel_models_label_sets():
+    from rich.console import Console
+
+    from tunery import _render
+    from tunery.types import Prediction
+
+    answer = Prediction(label_sets=[["hot", "wet"], []], probabilities=[[0.9, 0.8], [0.1, 0.2]],
+                        labels=["hot", "wet"], thresholds=[0.5, 0.4])  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(_render.predictions_table(answer))
+    shown = console.export_text()
+    assert "hot, wet" in shown and "(none)" in shown

@@ -648,3 +648,38 @@ def test_preview_zip_checks_the_archive_first(tmp_path):
     with pytest.raises(DatasetError) as caught:
         preview(path, "zip")
     assert caught.value.where == "archive member '../a.png'"
+
+
+def test_multilabel_tables_and_jsonl_read_label_sets(tmp_path):
+    table = tmp_path / "tags.csv"
+    table.write_text("x,tags\n1.0,red;blue\n2.0,\n3.0, blue ;blue\n4.0,green\n")
+    parsed = read_dataset(table, "csv", True, label_column="tags", task="multilabel")
+    assert parsed.task == "multilabel" and parsed.labels == ("blue", "green", "red")
+    assert parsed.y.tolist() == [[1, 0, 1], [0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    lines = [{"text": "a", "labels": ["x", 2]}, {"text": "b", "labels": []},
+             {"text": "c", "labels": ["2"]}]  # fmt: skip
+    jsonl = tmp_path / "tags.jsonl"
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    parsed = read_dataset(jsonl, "jsonl", True, task="multilabel")
+    assert parsed.labels == ("2", "x") and parsed.y.tolist() == [[1, 1], [0, 0], [1, 0]]
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "said"),
+    [
+        ([{"text": "a", "label": "x"}], "line 1, field 'label'", "`labels`, a list"),
+        ([{"text": "a", "labels": "x"}], "line 1, field 'labels'", "a list of strings"),
+        ([{"text": "a"}], "line 1", "`labels` is missing"),
+        ([{"text": "a", "labels": ["x"]}, {"text": "b", "labels": []}], "file", "at least two"),
+    ],
+)
+def test_multilabel_jsonl_is_refused_where_it_is_wrong(tmp_path, lines, where, said):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    error = refused(path, "jsonl", task="multilabel")
+    assert error.where == where and said in error.message, error
+
+
+def test_multilabel_data_does_not_come_as_an_image_archive(tmp_path):
+    error = refused(write_zip(tmp_path / "a.zip", {"a/x.png": png()}), "zip", task="multilabel")
+    assert error.where == "file" and ".csv or .parquet or .jsonl" in error.message

@@ -20,6 +20,14 @@ class Normalization(BaseModel):
     std: list[float] = Field(min_length=1)
 
 
+class TableColumn(BaseModel):
+    """A column of the table a tabular model was trained on, as predict reads a row's value of
+    it: a number (booleans as 0 and 1), or one of its `categories` (one-hot encoded)."""
+
+    name: str
+    categories: list[str] | None = None  # a categorical column's values, in encoding order
+
+
 class Adapter(BaseModel):
     """A LoRA adapter kept apart from its base (`lora_merge: false`)."""
 
@@ -39,6 +47,8 @@ class TrunkCard(BaseModel):
     tokenizer: str | None = None  # text: a `tokenizers` JSON
     vocab_size: int | None = None  # text
     feature_names: list[str] | None = None  # tables: the input features, in order
+    # tables: the columns that make those features, so that predict takes rows by column name
+    columns: list[TableColumn] | None = None
 
     def trunk(self) -> "TrunkCard":
         """These fields alone, as a card of their own (for a model that starts from them)."""
@@ -60,11 +70,13 @@ class ModelCard(TrunkCard):
 
     format: str = CARD_FORMAT
     task: str  # classification, regression, features, or a pretext task (autoencoder, ...)
-    labels: list[str] = Field(default_factory=list)  # classification: the head's classes
+    labels: list[str] = Field(default_factory=list)  # classification, multilabel: the labels
     targets: list[str] = Field(default_factory=list)  # regression: the values it predicts
     # regression: the targets' mean and standard deviation on the training split; the model
     # predicts in the targets' units
     target_scaling: Normalization | None = None
+    # multilabel: each label's probability threshold, tuned on the validation split
+    thresholds: list[float] | None = None
     adapter: Adapter | None = None
     metrics: dict[str, int | float] = Field(default_factory=dict)  # counts stay integers
     model_id: str | None = None

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainer.card import TableColumn
 from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset
 from trainer.readers.chat import Example
 from trainer.spec import DatasetSelection
@@ -25,7 +26,9 @@ UNLABELLED = -1  # the label of every example of an unlabelled dataset
 
 @dataclass(frozen=True)
 class Split:
-    y: torch.Tensor  # int64 labels (N,); regression: float32 targets (N, T)
+    # int64 labels (N,); regression: float32 targets (N, T); multilabel: float32 (N, labels),
+    # 1 where the example has the label
+    y: torch.Tensor
     x: torch.Tensor | None = None  # float32 raw inputs (N, *input_shape); None for the others
     texts: tuple[str, ...] | None = None  # raw documents, for text datasets
     examples: tuple[Example, ...] | None = None  # for chat and preference datasets
@@ -66,9 +69,10 @@ class LabelledDataset:
     input_shape: tuple[int, ...]
     labels: tuple[str, ...]
     splits: dict[str, Split]
-    feature_names: tuple[str, ...] | None = None  # tabular files: encoded feature names
+    feature_names: tuple[str, ...] | None = None  # tables: encoded feature names
     task: str = "classification"
     targets: tuple[str, ...] = ()  # regression
+    columns: tuple[TableColumn, ...] | None = None  # tables: the columns those come from
 
     def info(self) -> DatasetInfo:
         return DatasetInfo(
@@ -110,13 +114,26 @@ def assigned_split(y: np.ndarray | None, given: np.ndarray) -> dict[str, np.ndar
 
 
 def _tensor_dataset(
-    name: str, modality: str, x: np.ndarray, y: np.ndarray, labels: tuple[str, ...]
+    name: str,
+    modality: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: tuple[str, ...],
+    feature_names: tuple[str, ...] | None = None,
 ) -> LabelledDataset:
     x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     y_t = torch.from_numpy(y.astype(np.int64))
     full = Split(y=y_t, x=x_t)
     splits = {name_: full.take(idx) for name_, idx in fixed_split(y).items()}
-    return LabelledDataset(name, modality, tuple(x_t.shape[1:]), labels, splits)
+    return LabelledDataset(
+        name, modality, tuple(x_t.shape[1:]), labels, splits, feature_names,
+        columns=_numeric_columns(feature_names),
+    )  # fmt: skip
+
+
+def _numeric_columns(names: tuple[str, ...] | None) -> tuple[TableColumn, ...] | None:
+    """A built-in table's columns: numbers, one feature each."""
+    return None if names is None else tuple(TableColumn(name=name) for name in names)
 
 
 @cache
@@ -142,6 +159,30 @@ def _digits_rgb() -> LabelledDataset:
     """The digits as 3-channel grey images: the source domain for `builtin:digits-m`."""
     x, y = _digits_images()
     return _tensor_dataset("builtin:digits-rgb", "image", x.repeat(3, axis=1), y, DIGIT_LABELS)
+
+
+def _digit_pairs() -> LabelledDataset:
+    """Multi-label images made from the digits by a fixed rule: each image is two digits side
+    by side (28 x 56), its labels the digits it shows: one or two labels (the same digit twice
+    is one). The left digit is each image of a split of `builtin:digits` once, the right one
+    drawn at random from the same split, blank for a quarter of them, so that no digit image
+    appears in two splits."""
+    x, y = _digits_images()
+    rng = np.random.default_rng(0)
+    blank = np.zeros_like(x[0])
+    splits = {}
+    for name, index in fixed_split(y).items():
+        partners = rng.choice(index, size=len(index))
+        alone = rng.random(len(index)) < 0.25
+        right = np.where(alone[:, None, None, None], blank, x[partners])
+        images = np.concatenate([x[index], right], axis=3)
+        multi_hot = np.zeros((len(index), 10), dtype=np.float32)
+        multi_hot[np.arange(len(index)), y[index]] = 1.0
+        multi_hot[np.flatnonzero(~alone), y[partners][~alone]] = 1.0
+        splits[name] = Split(y=torch.from_numpy(multi_hot), x=torch.from_numpy(images))
+    return LabelledDataset(
+        "builtin:digit-pairs", "image", (1, 28, 56), DIGIT_LABELS, splits, task="multilabel"
+    )
 
 
 @cache
@@ -223,10 +264,15 @@ def _breast_cancer() -> LabelledDataset:
 
     table = load_breast_cancer()
     labels = tuple(str(name) for name in table.target_names)
-    return _tensor_dataset("builtin:breast-cancer", "tabular", table.data, table.target, labels)
+    names = tuple(str(name) for name in table.feature_names)
+    return _tensor_dataset(
+        "builtin:breast-cancer", "tabular", table.data, table.target, labels, names
+    )
 
 
-def _regression_table(name: str, x: np.ndarray, y: np.ndarray, targets: tuple[str, ...]):
+def _regression_table(
+    name: str, x: np.ndarray, y: np.ndarray, targets: tuple[str, ...], features: tuple[str, ...]
+):
     """A table with numeric targets (N, T), split 70/10/20 at random (seed 0)."""
     full = Split(
         y=torch.from_numpy(np.asarray(y, dtype=np.float32).reshape(len(x), len(targets))),
@@ -234,8 +280,9 @@ def _regression_table(name: str, x: np.ndarray, y: np.ndarray, targets: tuple[st
     )
     splits = {part: full.take(index) for part, index in fixed_split(None, len(x)).items()}
     return LabelledDataset(
-        name, "tabular", (x.shape[1],), (), splits, task="regression", targets=targets
-    )
+        name, "tabular", (x.shape[1],), (), splits, features, task="regression",
+        targets=targets, columns=_numeric_columns(features),
+    )  # fmt: skip
 
 
 def _diabetes() -> LabelledDataset:
@@ -244,7 +291,10 @@ def _diabetes() -> LabelledDataset:
     from sklearn.datasets import load_diabetes
 
     table = load_diabetes(scaled=False)
-    return _regression_table("builtin:diabetes", table.data, table.target, ("progression",))
+    features = tuple(str(name) for name in table.feature_names)
+    return _regression_table(
+        "builtin:diabetes", table.data, table.target, ("progression",), features
+    )
 
 
 def _linnerud() -> LabelledDataset:
@@ -254,7 +304,8 @@ def _linnerud() -> LabelledDataset:
 
     table = load_linnerud()
     targets = tuple(name.lower() for name in table.target_names)
-    return _regression_table("builtin:linnerud", table.data, table.target, targets)
+    features = tuple(name.lower() for name in table.feature_names)
+    return _regression_table("builtin:linnerud", table.data, table.target, targets, features)
 
 
 def _bbc_news() -> LabelledDataset:
@@ -283,12 +334,13 @@ def read_file_dataset(
     parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits(), task)
     y = parsed.y if parsed.y is not None else np.full(len(parsed), UNLABELLED)
     full = Split(
-        y=torch.from_numpy(y.astype(np.float32 if parsed.targets else np.int64)),
+        y=torch.from_numpy(y.astype(np.int64 if parsed.task == "classification" else np.float32)),
         x=None if parsed.x is None else torch.from_numpy(parsed.x),
         texts=parsed.texts,
         examples=parsed.examples,
     )
-    labels_or_none = parsed.y if labelled and not parsed.targets else None  # stratified by class
+    # stratified by class
+    labels_or_none = parsed.y if labelled and parsed.task == "classification" else None
     parts = (
         fixed_split(labels_or_none, len(parsed))
         if parsed.split is None
@@ -298,7 +350,11 @@ def read_file_dataset(
     splits = {part: full.take(np.sort(index)) for part, index in parts.items()}
     return LabelledDataset(
         name, parsed.modality, input_shape, parsed.labels, splits, parsed.feature_names,
-        task="regression" if parsed.targets else "classification", targets=parsed.targets,
+        task=parsed.task, targets=parsed.targets,
+        columns=None if parsed.columns is None else tuple(
+            TableColumn(name=name, categories=None if categories is None else list(categories))
+            for name, categories in parsed.columns
+        ),
     )  # fmt: skip
 
 
@@ -319,6 +375,7 @@ BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:digits-m": _digits_m,
     "builtin:digits-scan": _digits_scan,
     "builtin:breast-cancer": _breast_cancer,
+    "builtin:digit-pairs": _digit_pairs,
     "builtin:diabetes": _diabetes,
     "builtin:linnerud": _linnerud,
     "builtin:bbc-news": _bbc_news,

@@ -1,5 +1,6 @@
-"""ONNX export of a classifier: raw inputs in (the normalisation is a layer of the graph),
-probabilities and embeddings out, any batch size.
+"""ONNX export of a task head's model: raw inputs in (the normalisation is a layer of the
+graph), what predict computes (a classifier's or multilabel model's probabilities, a
+regressor's values) and embeddings out, any batch size.
 
 Text models take token ids (int64, `(batch, max_length)`): the tokenizer is not an ONNX
 operator; it is in the model card (`tokenizer`, a `tokenizers` JSON) for the caller to apply.
@@ -25,7 +26,8 @@ from trainer.heads import HEADS
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
 VALUES = "values"  # a regressor's predictions, in its targets' units
-OUTPUTS = {"classification": PROBABILITIES, "regression": VALUES}  # by task, beside EMBEDDINGS
+# by task, beside EMBEDDINGS; a multilabel model's thresholds are in its card
+OUTPUTS = {"classification": PROBABILITIES, "regression": VALUES, "multilabel": PROBABILITIES}
 
 
 class _Served(nn.Module):

@@ -6,10 +6,10 @@ the uploaded datasets, where to write the new model, and where to keep a checkpo
 """
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainer.heads import HEADS
 from trainer.spec import JobSpec
 
 
@@ -24,7 +24,14 @@ class DatasetFile(_Strict):
     format: str
     labelled: bool
     label_column: str = "label"  # regression: one or more target columns, comma-separated
-    task: Literal["classification", "regression"] = "classification"  # what its labels are
+    task: str = "classification"  # what its labels are for: a task head's name
+
+    @field_validator("task")
+    @classmethod
+    def _a_task_head(cls, task: str) -> str:
+        if task not in HEADS:
+            raise ValueError(f"unknown task {task!r}; the task heads are {', '.join(HEADS)}")
+        return task
 
 
 class RunRequest(_Strict):

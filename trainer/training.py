@@ -120,16 +120,26 @@ def trainable_parameters(*modules: nn.Module) -> list[nn.Parameter]:
 
 @torch.no_grad()
 def classify(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> dict:
-    """Mean cross-entropy and accuracy of a classifier over a split."""
+    """Mean cross-entropy, accuracy and macro-F1 of a classifier over a split. Macro-F1 is the
+    unweighted mean of the per-class F1 over the classes that occur in the split or in its
+    predictions (scikit-learn's), so that a rare class weighs as much as a common one."""
+    from sklearn.metrics import f1_score
+
     model.eval()
-    total_loss, correct = 0.0, 0
+    total_loss, predicted = 0.0, []
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device)
         y = split.y[start : start + batch_size].to(device)
         logits = model(x).float()
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-    return {"loss": total_loss / len(split), "accuracy": correct / len(split)}
+        predicted.append(logits.argmax(dim=1).cpu())
+    predicted_labels = torch.cat(predicted).numpy()
+    y = split.y.numpy()
+    return {
+        "loss": total_loss / len(split),
+        "accuracy": float((predicted_labels == y).mean()),
+        "macro_f1": float(f1_score(y, predicted_labels, average="macro", zero_division=0)),
+    }
 
 
 def freeze(backbone: nn.Module, strategy: str, trainable_blocks: int) -> list[nn.Module]:

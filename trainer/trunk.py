@@ -101,6 +101,7 @@ def fresh_trunk(spec: ModelSpec, dataset: LabelledDataset, train: Split) -> Trun
             normalization=normalization_of(train.x),
             # Tables: the order of the input features, categorical columns one-hot encoded.
             feature_names=list(dataset.feature_names) if dataset.feature_names else None,
+            columns=list(dataset.columns) if dataset.columns else None,
         )
     return trunk_from_card(card)
 

@@ -128,13 +128,18 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
 
 
 def _per_class_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
-    """`per_class` counts examples of each class: numeric targets have none."""
+    """`per_class` counts examples of each class: numeric targets have none, and an example
+    of multilabel data is of several."""
+    kinds = {"regression": "numeric targets", "multilabel": "label sets"}
     issues = []
     for field, ref in spec.data:
         if isinstance(ref, DatasetSelection) and ref.per_class is not None:
             info = describe(ref.dataset)
-            if info.task == "regression":
-                message = f"{info.name} has numeric targets, no classes: select with `fraction`"
+            if info.task in kinds:
+                message = (
+                    f"{info.name} has {kinds[info.task]}, not one class per example: select "
+                    "with `fraction`"
+                )
                 issues.append(SpecIssue(f"data.{field}.per_class", message))
     return issues
 
@@ -154,7 +159,7 @@ def _same_data_issues(spec: Spec, train: DatasetInfo, describe: Describe) -> lis
                 f"the training data {train.name} {train.modality} of {list(train.input_shape)}"
             )
             issues.append(SpecIssue(f"data.{field}", message))
-        elif (other.task, other.targets) != (train.task, train.targets):
+        elif _label_space(other) != _label_space(train):
             message = (
                 f"{other.name} is {_labels_of(other)}, the training data {train.name} "
                 f"{_labels_of(train)}"
@@ -163,9 +168,17 @@ def _same_data_issues(spec: Spec, train: DatasetInfo, describe: Describe) -> lis
     return issues
 
 
+def _label_space(info: DatasetInfo) -> tuple:
+    """What a model's outputs are for on this data: its task, its targets, and for multilabel
+    its labels (a label per output, in order). A classifier's validation data may lack a class."""
+    return info.task, info.targets, info.labels if info.task == "multilabel" else ()
+
+
 def _labels_of(info: DatasetInfo) -> str:
-    """What a dataset's labels are, as an issue names them: its task, and its targets."""
-    return f"{info.task} data" + (f" of {list(info.targets)}" if info.targets else "")
+    """What a dataset's labels are, as an issue names them: its task, and its targets or
+    multilabel labels."""
+    named = info.targets or (info.labels if info.task == "multilabel" else ())
+    return f"{info.task} data" + (f" of {list(named)}" if named else "")
 
 
 def _main_data(spec: Spec) -> tuple[str, object]:

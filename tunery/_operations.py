@@ -48,7 +48,7 @@ X = TypeVar("X")
 W = TypeVar("W", Job, Sweep)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 Kind = Literal["pretrain", "finetune", "adapt"]
-DatasetTask = Literal["classification", "regression", "pretraining", "chat"]
+DatasetTask = Literal["classification", "regression", "multilabel", "pretraining", "chat"]
 ModelFormat = Literal["safetensors", "onnx", "archive", "hf"]
 
 PAGE_SIZE = 100

@@ -49,6 +49,8 @@ HEADLINE = (
     "validation_accuracy",
     "test_r2",
     "validation_r2",
+    "test_micro_f1",
+    "validation_micro_f1",
     "val_perplexity",
     "validation_loss",
     "train_loss",
@@ -136,12 +138,17 @@ def models_table(models: Iterable[Model]) -> Table:
 
 
 def predictions_table(prediction: Prediction) -> Table:
-    """A classifier's label and its probability per input, or a regressor's value of each
-    target."""
+    """A classifier's label and its probability per input, a multilabel model's labels, or a
+    regressor's value of each target."""
     if prediction.values is not None:
         table = Table("#", *(escape(t) for t in prediction.targets or ()), box=None)
         for i, row in enumerate(prediction.values):
             table.add_row(str(i), *(f"{v:.6g}" for v in row))
+        return table
+    if prediction.label_sets is not None:
+        table = Table("#", "labels", box=None)
+        for i, labels in enumerate(prediction.label_sets):
+            table.add_row(str(i), escape(", ".join(labels)) or "(none)")
         return table
     table = Table("#", "prediction", "probability", box=None)
     for i, (label, row) in enumerate(

@@ -30,7 +30,8 @@ def upload_dataset(
             min_length=1,
             max_length=200,
             description="csv/parquet: the label's column; regression: the numeric target "
-            "columns, comma-separated",
+            "columns, comma-separated; multilabel: a column of `;`-separated labels (jsonl "
+            "gives each line's `labels` list)",
         ),
     ] = "label",
     tokenizer: Annotated[

@@ -34,6 +34,7 @@ from trainer.data import (
     describe_builtin,
     read_file_dataset,
 )
+from trainer.heads import HEADS
 from trainer.methods import METHODS
 from trainer.readers import DatasetError, ReadLimits, UnlabelledFormat, format_of, jsonl, preview
 from trainer.readers.chat import Example, role_counts
@@ -41,13 +42,13 @@ from trainer.spec import SpecIssue
 from trainer.validation import NumberedExamples
 
 ACTIVE = ("queued", "running")
-LABELLED_TASKS = ("classification", "regression")
+LABELLED_TASKS = tuple(HEADS)
 
 
 def head_task(task: str) -> str:
-    """The task head (`trainer.heads`) that a dataset task's labels train: regression's own,
-    classification for the others (whose datasets carry no labels, or classes)."""
-    return "regression" if task == "regression" else "classification"
+    """The task head (`trainer.heads`) that a dataset task's labels train: its own, or
+    classification for the others (whose datasets carry no labels)."""
+    return task if task in HEADS else "classification"
 
 
 CHUNK = 1024 * 1024
@@ -188,7 +189,10 @@ def create_dataset(
         if not store.exists(storage_key(sha256)):
             store.put(storage_key(sha256), path)
     labels = torch.cat([part.y for part in loaded.splits.values()])
-    counts = torch.bincount(labels, minlength=len(loaded.labels)) if loaded.labels else []
+    if loaded.task == "multilabel":  # the examples that have each label
+        counts = labels.sum(0).long()
+    else:
+        counts = torch.bincount(labels, minlength=len(loaded.labels)) if loaded.labels else []
     targets = list(loaded.targets) or None
     dataset = Dataset(
         id=dataset_id,

@@ -24,6 +24,7 @@ from trainer.architectures import Network
 from trainer.artifact import load_predictor
 from trainer.heads import HEADS
 from trainer.spec import SpecIssue
+from trainer.table_rows import RowError, encode_rows
 from trainer.text import encode
 
 MAX_BATCH_ROWS = 4096
@@ -97,12 +98,18 @@ class Predictor:
         self.batcher = MicroBatcher(self.network, HEADS[self.card.task].serve)
 
     def inputs(self, inputs: list | np.ndarray) -> torch.Tensor:
-        """The request's inputs as a batch, or a 422 saying how they differ from the spec."""
+        """The request's inputs as a batch, or a 422 saying how they differ from the spec. A
+        tabular model also takes rows as objects keyed by column name (`trainer.table_rows`)."""
         if self.tokenizer is not None:
             if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
                 issue = SpecIssue("inputs", "this text model takes a list of strings")
                 raise InvalidInput([issue])
             return encode(self.tokenizer, inputs, self.card.input_shape[0])
+        if self.card.columns and isinstance(inputs, list) and isinstance(inputs[0], dict):
+            try:
+                return torch.from_numpy(encode_rows(inputs, self.card.columns))
+            except RowError as error:
+                raise InvalidInput([SpecIssue(error.where, error.message)]) from None
         expected = [len(inputs), *self.card.input_shape]
         try:
             array = np.asarray(inputs, dtype=np.float32)

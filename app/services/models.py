@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from anyio import to_thread
 from cachetools import TTLCache
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
 from app.services.inference import L, ModelCache, Predictor
 from app.services.model_files import model_file
 from app.services.pagination import newest_first
+from trainer.card import ModelCard
 from trainer.heads import HEADS
 from trainer.spec import SpecIssue
 
@@ -116,6 +118,8 @@ def to_out(session: Session, model: Model) -> ModelOut:
         feature_names=card.feature_names,
         labels=card.labels,
         targets=card.targets,
+        columns=card.columns,
+        thresholds=card.thresholds,
         metrics=card.metrics,
         kind=card.kind,
         method=card.method,
@@ -169,6 +173,36 @@ async def loaded(model: Model, load: Callable[[Path], L]) -> L:
     )
 
 
+def _classified(card: ModelCard, probabilities: torch.Tensor) -> dict:
+    return {
+        "predictions": [card.labels[i] for i in probabilities.argmax(dim=1).tolist()],
+        "probabilities": probabilities.tolist(),
+        "labels": card.labels,
+    }
+
+
+def _regressed(card: ModelCard, values: torch.Tensor) -> dict:
+    return {"values": values.tolist(), "targets": card.targets}
+
+
+def _multilabelled(card: ModelCard, probabilities: torch.Tensor) -> dict:
+    chosen = (probabilities >= torch.tensor(card.thresholds)).tolist()
+    return {
+        "label_sets": [[card.labels[i] for i, on in enumerate(row) if on] for row in chosen],
+        "probabilities": probabilities.tolist(),
+        "labels": card.labels,
+        "thresholds": card.thresholds,
+    }
+
+
+# Predict's answer by the model's task, from what its head serves (`TaskHead.serve`).
+ANSWERS: dict[str, Callable[[ModelCard, torch.Tensor], dict]] = {
+    "classification": _classified,
+    "regression": _regressed,
+    "multilabel": _multilabelled,
+}
+
+
 async def predict_by_id(
     tenant_id: str, model_id: str, inputs, return_embeddings: bool
 ) -> PredictResponse:
@@ -183,12 +217,4 @@ async def predict_by_id(
     done = predictor.batcher.submit(predictor.inputs(inputs))
     served, features = await asyncio.wrap_future(done)
     embeddings = features.tolist() if return_embeddings else None
-    card = model.card
-    if model.task == "regression":
-        return PredictResponse(values=served.tolist(), targets=card.targets, embeddings=embeddings)
-    return PredictResponse(
-        predictions=[card.labels[i] for i in served.argmax(dim=1).tolist()],
-        probabilities=served.tolist(),
-        labels=card.labels,
-        embeddings=embeddings,
-    )
+    return PredictResponse(**ANSWERS[model.task](model.card, served), embeddings=embeddings)

@@ -2,7 +2,8 @@
 
 POST /predict with {"inputs": [...]} (raw values as in the training data, or strings for a
 text model) answers {"predictions": [...], "probabilities": [[...]], "labels": [...]} (a
-regressor: {"values": [[...]], "targets": [...]}).
+regressor: {"values": [[...]], "targets": [...]}; a multilabel model: {"label_sets": [[...]],
+"probabilities", "labels", "thresholds"}, a label where its probability reaches its threshold).
 Needs `pip install onnxruntime numpy` (and `tokenizers` for text models); nothing from tunery.
 """
 
@@ -37,6 +38,16 @@ def predict(inputs: list) -> dict:
     if CARD["task"] == "regression":
         return {"values": outputs.tolist(), "targets": CARD["targets"]}
     probabilities, labels = outputs, CARD["labels"]
+    if CARD["task"] == "multilabel":
+        chosen = probabilities >= np.asarray(CARD["thresholds"])
+        return {
+            "label_sets": [
+                [label for label, on in zip(labels, row, strict=True) if on] for row in chosen
+            ],
+            "probabilities": probabilities.tolist(),
+            "labels": labels,
+            "thresholds": CARD["thresholds"],
+        }
     return {
         "predictions": [labels[i] for i in probabilities.argmax(axis=1)],
         "probabilities": probabilities.tolist(),

@@ -3,9 +3,11 @@ one is a new module plus one line here.
 
 A head says how it is built for a dataset (`build`) and rebuilt from a model's card
 (`from_card`), its loss, its figures on a split (`evaluate`), what the card keeps of it
-(`card_fields`: a classifier's labels, a regressor's targets and their scaling), how it is fitted
-to a pretrained backbone's frozen features before fine-tuning (`fit_to_features`, LP-FT) and
-what predict answers (`serve`).
+(`card_fields`: a classifier's labels, a regressor's targets and their scaling, a multilabel
+head's thresholds) and which of those make a base model's head reusable (`identity`), how it is
+fitted to a pretrained backbone's frozen features before fine-tuning (`fit_to_features`,
+LP-FT), what it tunes on the validation split after training (`calibrate`) and what predict
+answers (`serve`).
 """
 
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from torch import nn
 
 from trainer.card import ModelCard
 from trainer.data import LabelledDataset, Split
-from trainer.heads import classification, regression
+from trainer.heads import classification, multilabel, regression
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class TaskHead:
     validation_metrics: tuple[str, ...]  # what it reports on the validation split
     # (dataset, head) -> the card's fields for it
     card_fields: Callable[[LabelledDataset, nn.Module], dict[str, Any]]
+    # the card fields on which a base model's head must agree to be trained on, not replaced
+    identity: tuple[str, ...]
     # (head, frozen features, targets) -> its training score: `head_init: probe`'s fit
     fit_to_features: Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
     fit_description: str  # what that fit is, as the job's events say it
@@ -43,6 +47,9 @@ class TaskHead:
     # (the head's outputs) -> what predict answers: a classifier's probabilities, a
     # regressor's values
     serve: Callable[[torch.Tensor], torch.Tensor]
+    # (model, validation split, batch_size, device) -> what it set, for the job's events: the
+    # head's settings tuned on validation once training ends (multilabel's thresholds)
+    calibrate: Callable[[nn.Module, Split, int, torch.device], str] | None = None
 
 
 HEADS: dict[str, TaskHead] = {
@@ -56,8 +63,9 @@ HEADS: dict[str, TaskHead] = {
             classification.evaluate,
             monitor="accuracy",
             mode="max",
-            validation_metrics=("loss", "accuracy"),
+            validation_metrics=("loss", "accuracy", "macro_f1"),
             card_fields=classification.card_fields,
+            identity=("labels",),
             fit_to_features=classification.fit_to_features,
             fit_description="a logistic regression",
             fit_score="accuracy",
@@ -73,10 +81,28 @@ HEADS: dict[str, TaskHead] = {
             mode="min",
             validation_metrics=("loss", "mae", "rmse", "r2"),
             card_fields=regression.card_fields,
+            identity=("targets", "target_scaling"),
             fit_to_features=regression.fit_to_features,
             fit_description="a ridge regression",
             fit_score="R²",
             serve=regression.values,
+        ),
+        TaskHead(
+            "multilabel",
+            multilabel.build,
+            multilabel.from_card,
+            multilabel.loss,
+            multilabel.evaluate,
+            monitor="micro_f1",
+            mode="max",
+            validation_metrics=("loss", "micro_f1", "macro_f1", "subset_accuracy"),
+            card_fields=multilabel.card_fields,
+            identity=("labels",),
+            fit_to_features=multilabel.fit_to_features,
+            fit_description="a logistic regression per label",
+            fit_score="micro-F1",
+            serve=multilabel.probabilities,
+            calibrate=multilabel.tune_thresholds,
         ),
     )
 }

@@ -8,7 +8,8 @@ from torch import nn
 
 from trainer.card import ModelCard
 from trainer.data import LabelledDataset, Split
-from trainer.training import classify, standardisation
+from trainer.heads.fitting import fit_logistic
+from trainer.training import classify
 
 
 def build(feature_dim: int, dataset: LabelledDataset, _train: Split) -> nn.Module:
@@ -35,24 +36,7 @@ def card_fields(dataset: LabelledDataset, _head: nn.Module) -> dict[str, Any]:
 
 
 def fit_to_features(head: nn.Linear, features: torch.Tensor, y: torch.Tensor) -> float:
-    """Set the head to a logistic regression on the features, L2-penalised on standardised
-    features as scikit-learn's default (C = 1) is; returns its training accuracy."""
-    mean, std, live = standardisation(features)
-    standardised = (features - mean) / std * live
-    weight = torch.zeros_like(head.weight, dtype=torch.float32, requires_grad=True)
-    bias = torch.zeros_like(head.bias, dtype=torch.float32, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
-
-    def objective() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = standardised @ weight.T + bias
-        loss = F.cross_entropy(logits, y) + weight.pow(2).sum() / (2 * len(y))
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(objective)
-    scaled = weight.detach() / std * live  # the same logits from the raw features
-    head.weight.copy_(scaled)
-    head.bias.copy_(bias.detach() - scaled @ mean)
+    """Set the head to a logistic regression on the features; returns its training
+    accuracy."""
+    fit_logistic(head, features, y, F.cross_entropy)
     return (head(features).argmax(1) == y).float().mean().item()

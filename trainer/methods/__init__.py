@@ -70,7 +70,7 @@ class Method:
     # The tasks a base model (`base_model_id`) may have been trained for; None: any.
     base_tasks: tuple[str, ...] | None = None
     # What it reports on the validation split after every epoch (a sweep's objective).
-    validation_metrics: tuple[str, ...] = ("loss", "accuracy")
+    validation_metrics: tuple[str, ...] = ("loss", "accuracy", "macro_f1")
     # The dataset tasks (`trainer.heads`) whose labels it trains on; None: it reads no labels,
     # or labels of no task head (chat).
     tasks: frozenset[str] | None = frozenset({"classification"})

@@ -187,11 +187,14 @@ def adapt(
         )
         metrics["test_accuracy_without_adabn"] = without["accuracy"]
     target_result = classify(model, s["target_test"], hp.batch_size, device)
-    ctx.events.metric("accuracy", "test", target_result["accuracy"], result.step, result.epochs_run)
+    for name in ("accuracy", "macro_f1"):
+        ctx.events.metric(name, "test", target_result[name], result.step, result.epochs_run)
     metrics |= {
         "train_loss": result.train_loss,
         "validation_accuracy": result.validation["accuracy"],
+        "validation_macro_f1": result.validation["macro_f1"],
         "test_accuracy": target_result["accuracy"],
+        "test_macro_f1": target_result["macro_f1"],
         "test_loss": target_result["loss"],
         "source_test_accuracy": source_result["accuracy"],
         "best_epoch": result.best_epoch,

@@ -137,11 +137,13 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         ]
         update_bn(even_batches(x["target"], hp.batch_size), model, device)
     target_result = classify(model, test, hp.batch_size, device)
-    ctx.events.metric("accuracy", "test", target_result["accuracy"], result.step, result.epochs_run)
+    for name in ("accuracy", "macro_f1"):
+        ctx.events.metric(name, "test", target_result[name], result.step, result.epochs_run)
     metrics |= {
         "train_loss": result.train_loss,
         "validation_loss": result.validation["loss"],
         "test_accuracy": target_result["accuracy"],
+        "test_macro_f1": target_result["macro_f1"],
         "test_loss": target_result["loss"],
         "best_epoch": result.best_epoch,
     }

@@ -1,5 +1,5 @@
 """Supervised fine-tuning into the dataset's task (`trainer.heads`: classification,
-regression): from scratch or from a base model, with freezing strategies
+regression, multilabel): from scratch or from a base model, with freezing strategies
 (`backbone` is a linear probe, `partial` trains the top N blocks) and separate learning rates
 for head and backbone. Hugging Face encoders can instead train LoRA adapters, merged into the
 weights at the end.
@@ -125,7 +125,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     head_reused = bool(
         base
         and base.card.task == dataset.task
-        and all(getattr(base.card, name) == value for name, value in fields.items())
+        and all(getattr(base.card, name) == fields[name] for name in task.identity)
     )
     if head_reused:  # the same labels (or targets, scaled alike): the base's head goes on
         head.load_state_dict({k.removeprefix("head."): v for k, v in base.state.items()
@@ -174,12 +174,16 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     result = fit(ctx, recipe)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapter = lora.finish(trunk.backbone, params)
+    validated = result.validation
+    if task.calibrate is not None:
+        ctx.events.log(task.calibrate(model, validation, hp.batch_size, device))
+        validated = task.evaluate(model, validation, hp.batch_size, device)
     tested = task.evaluate(model, test, hp.batch_size, device)
     for name in task.validation_metrics[1:]:  # the test split's figures, as validation's
         ctx.events.metric(name, "test", tested[name], result.step, result.epochs_run)
     metrics = {
         "train_loss": result.train_loss,
-        **{f"validation_{name}": value for name, value in result.validation.items()},
+        **{f"validation_{name}": value for name, value in validated.items()},
         **{f"test_{name}": value for name, value in tested.items()},
         "best_epoch": result.best_epoch,
         "train_examples": len(train),

@@ -42,6 +42,9 @@ __all__ = [
     "read_dataset",
 ]
 
+# The formats that can carry each task's labels, where not all of them can.
+TASK_FORMATS = {"regression": ("csv", "parquet"), "multilabel": ("csv", "parquet", "jsonl")}
+
 EXTENSIONS = {
     ".npz": "npz",
     ".csv": "csv",
@@ -72,20 +75,20 @@ def read_dataset(
     task: str = "classification",
 ) -> ParsedDataset:
     """The whole dataset in `path`, checked; raises `DatasetError` naming where it is wrong.
-    With `task: regression` (tables only, so far) the label column, or the comma-separated
-    columns it names, are numeric targets."""
+    With `task: regression` the label column, or the comma-separated columns it names, are
+    numeric targets; with `multilabel`, each example has a set of labels (`;`-separated in a
+    table's label column, a `labels` list in jsonl)."""
     path = Path(path)
     check_not_empty(path, fmt)
-    if task == "regression":
-        if fmt not in ("csv", "parquet"):
-            raise DatasetError("file", "regression data comes as a .csv or .parquet table")
-        return tables.read(path, fmt, labelled, label_column, limits, numeric=True)
+    if fmt not in TASK_FORMATS.get(task, FORMATS):
+        formats = " or ".join(f".{f}" for f in TASK_FORMATS[task])
+        raise DatasetError("file", f"{task} data comes as a {formats} file")
     if fmt == "npz":
         return arrays.read(path, labelled, limits)
     if fmt in ("csv", "parquet"):
-        return tables.read(path, fmt, labelled, label_column, limits)
+        return tables.read(path, fmt, labelled, label_column, limits, task)
     if fmt == "jsonl":
-        return jsonl.read(path, labelled)
+        return jsonl.read(path, labelled, task)
     return images.read(path, labelled, limits)
 
 

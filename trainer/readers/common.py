@@ -63,6 +63,11 @@ class ParsedDataset:
     examples: "tuple[Example, ...] | None" = None  # chat and preference only
     # regression: the numeric targets' names; `y` is then float32 (N, len(targets))
     targets: tuple[str, ...] = ()
+    # what the labels are for (trainer.heads): multilabel's `y` is float32 (N, len(labels)),
+    # 1 where the example has the label
+    task: str = "classification"
+    # tables: each feature column's name and, if categorical, its categories in encoding order
+    columns: tuple[tuple[str, tuple[str, ...] | None], ...] | None = None
 
     def __len__(self) -> int:
         if self.examples is not None:
@@ -91,6 +96,21 @@ def encode_labels(values: Any, where: str) -> tuple[np.ndarray, tuple[str, ...]]
     position = {name: i for i, name in enumerate(labels)}
     y = np.array([position[name] for name in names.tolist()], dtype=np.int64)[inverse]
     return y.reshape(-1), tuple(labels)
+
+
+def encode_label_sets(sets: list[list[str]], where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Multi-hot float32 (N, L) rows and the label names, in `_class_order`, for a multilabel
+    dataset: each example has a set of labels, possibly empty."""
+    labels = _class_order(sorted({label for labels in sets for label in labels}))
+    check_storable(labels, where, "a label")
+    if len(labels) < 2:
+        message = f"{len(labels)} distinct label(s); multilabel data needs at least two"
+        raise DatasetError(where, message)
+    position = {name: i for i, name in enumerate(labels)}
+    y = np.zeros((len(sets), len(labels)), dtype=np.float32)
+    for row, labels_of_row in enumerate(sets):
+        y[row, [position[name] for name in labels_of_row]] = 1.0
+    return y, tuple(labels)
 
 
 def check_storable(names: list[str], where: str, what: str) -> None:

@@ -1,6 +1,6 @@
 """jsonl files: one JSON object per line. The first line's fields say what the file holds:
-texts (fields text, label and split), or chat, prompt/completion or preference examples in
-OpenAI's fine-tuning format (`chat`)."""
+texts (fields text, label and split; multilabel: labels, a list, for label), or chat,
+prompt/completion or preference examples in OpenAI's fine-tuning format (`chat`)."""
 
 import itertools
 import json
@@ -14,21 +14,27 @@ from trainer.readers.common import (
     DatasetError,
     ParsedDataset,
     add_line_split,
+    encode_label_sets,
     encode_labels,
     json_safe,
 )
 
-JSONL_FIELDS = ("text", "label", "split")
+JSONL_FIELDS = {
+    "classification": ("text", "label", "split"),
+    "multilabel": ("text", "labels", "split"),
+}
 
 
-def read(path: Path, labelled: bool) -> ParsedDataset:
+def read(path: Path, labelled: bool, task: str = "classification") -> ParsedDataset:
     objects = _jsonl_objects(path)
     first = next(objects, None)
     if first is None:
         raise DatasetError("file", "no examples; every line is blank")
     lines = itertools.chain([first], objects)
     kind = chat.kind_of(first[1])
-    return _read_texts(lines, labelled) if kind is None else chat.read(lines, kind, labelled)
+    if kind is not None:
+        return chat.read(lines, kind, labelled)
+    return _read_texts(lines, labelled, task if labelled else "classification")
 
 
 def numbered_examples(path: Path) -> list[tuple[int, chat.Example]]:
@@ -42,13 +48,16 @@ def numbered_examples(path: Path) -> list[tuple[int, chat.Example]]:
     ]
 
 
-def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool) -> ParsedDataset:
+def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool, task: str) -> ParsedDataset:
+    fields_of_task = JSONL_FIELDS[task]
     texts, labels, splits = [], [], []
     for number, fields in lines:
         where = f"line {number}"
-        unknown = [name for name in fields if name not in JSONL_FIELDS]
+        unknown = [name for name in fields if name not in fields_of_task]
         if unknown:
-            message = "unknown field; expected text, label, split"
+            message = f"unknown field; expected {', '.join(fields_of_task)}"
+            if unknown[0] in ("label", "labels"):
+                message += " (`labels`, a list, for task multilabel; `label` for the others)"
             raise DatasetError(f"{where}, field '{unknown[0]}'", message)
         if fields.get("text") is None:
             raise DatasetError(where, "`text` is missing")
@@ -56,16 +65,39 @@ def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool) -> ParsedData
             raise DatasetError(where, "`text` must be a non-empty string")
         texts.append(fields["text"])
         if labelled:
-            label = fields.get("label")
-            if label is None or label == "":
-                raise DatasetError(where, "`label` is missing")
-            if isinstance(label, bool) or not isinstance(label, str | int):
-                raise DatasetError(where, "`label` must be a string or an integer")
-            labels.append(label)
+            labels.append(
+                _label_set(fields, where) if task == "multilabel" else _label(fields, where)
+            )
         add_line_split(fields, where, splits, first=len(texts) == 1)
-    y, names = encode_labels(np.array([str(v) for v in labels]), "file") if labelled else (None, ())
+    if not labelled:
+        y, names = None, ()
+    elif task == "multilabel":
+        y, names = encode_label_sets(labels, "file")
+    else:
+        y, names = encode_labels(np.array([str(v) for v in labels]), "file")
     split = np.array(splits, dtype=str) if splits else None
-    return ParsedDataset("text", None, tuple(texts), y, names, split, None)
+    return ParsedDataset("text", None, tuple(texts), y, names, split, None, task=task)
+
+
+def _label(fields: dict, where: str) -> str | int:
+    label = fields.get("label")
+    if label is None or label == "":
+        raise DatasetError(where, "`label` is missing")
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        raise DatasetError(where, "`label` must be a string or an integer")
+    return label
+
+
+def _label_set(fields: dict, where: str) -> list[str]:
+    """A line's `labels`: a list of strings or integers, possibly empty; each kept once."""
+    labels = fields.get("labels")
+    if labels is None:
+        raise DatasetError(where, "`labels` is missing (a list, [] for none)")
+    if not isinstance(labels, list) or any(
+        isinstance(v, bool) or not isinstance(v, str | int) or v == "" for v in labels
+    ):
+        raise DatasetError(f"{where}, field 'labels'", "must be a list of strings or integers")
+    return list(dict.fromkeys(str(v) for v in labels))
 
 
 def preview(path: Path, count: int) -> dict:

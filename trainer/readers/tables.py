@@ -1,6 +1,7 @@
 """csv and parquet files: one row per example, a label column (regression: one or more
-numeric target columns), an optional split column, and feature columns of numbers, booleans
-or text (text one-hot encoded as categories)."""
+numeric target columns; multilabel: each row's labels separated by `;`, empty for none), an
+optional split column, and feature columns of numbers, booleans or text (text one-hot encoded
+as categories)."""
 
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from trainer.readers.common import (
     ReadLimits,
     check_split,
     check_storable,
+    encode_label_sets,
     encode_labels,
     json_safe,
 )
 
 SPLIT_COLUMN = "split"
+LABEL_SEPARATOR = ";"  # between a multilabel row's labels
 
 
 def read(
@@ -29,10 +32,11 @@ def read(
     labelled: bool,
     label_column: str,
     limits: ReadLimits,
-    numeric: bool = False,
+    task: str = "classification",
 ) -> ParsedDataset:
-    """With `numeric`, `label_column` names one or more numeric target columns, separated by
-    commas: a regression dataset."""
+    """With `task: regression`, `label_column` names one or more numeric target columns,
+    separated by commas; with `multilabel`, its cells are label sets."""
+    numeric = task == "regression"
     frame = _load_table(path, fmt, limits)
     frame.columns = [str(name) for name in frame.columns]
     repeated = frame.columns[frame.columns.duplicated()]
@@ -49,19 +53,27 @@ def read(
         frame = frame.drop(columns=label_columns, errors="ignore")
     if len(frame) == 0:
         raise DatasetError("file", "no rows; the file has a header but no data")
-    _check_missing(frame)
+    if task == "multilabel" and labelled:  # an empty cell is an empty label set
+        frame[label_column] = frame[label_column].fillna("").astype(str)
+        _check_missing(frame.drop(columns=[label_column]))
+    else:
+        _check_missing(frame)
     features = [name for name in frame.columns if name not in (*label_columns, SPLIT_COLUMN)]
     if not features:
         raise DatasetError("file", "no feature columns besides the label")
-    blocks, names = [], []
+    blocks, names, columns = [], [], []
     for name in features:
-        block, block_names = _feature(frame[name], name, limits)
+        block, block_names, categories = _feature(frame[name], name, limits)
         blocks.append(block)
         names.extend(block_names)
+        columns.append((name, categories))
     check_storable(names, "file", "a feature name (a column, or a column=category)")
     targets: tuple[str, ...] = ()
     if numeric and labelled:
         y, labels, targets = _targets(frame, label_columns), (), tuple(label_columns)
+    elif task == "multilabel" and labelled:
+        sets = [_label_set(cell) for cell in frame[label_column]]
+        y, labels = encode_label_sets(sets, f"column '{label_column}'")
     elif labelled:
         y, labels = encode_labels(frame[label_column].to_numpy(), f"column '{label_column}'")
     else:
@@ -72,7 +84,16 @@ def read(
         else None
     )
     x = np.concatenate(blocks, axis=1)
-    return ParsedDataset("tabular", x, None, y, labels, split, tuple(names), targets=targets)
+    task = task if labelled else "classification"
+    return ParsedDataset(
+        "tabular", x, None, y, labels, split, tuple(names), targets=targets, task=task,
+        columns=tuple(columns),
+    )  # fmt: skip
+
+
+def _label_set(cell: str) -> list[str]:
+    """A multilabel cell's labels: `;`-separated, blanks around them dropped, each once."""
+    return list(dict.fromkeys(p.strip() for p in cell.split(LABEL_SEPARATOR) if p.strip()))
 
 
 def _targets(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -182,12 +203,15 @@ def _check_missing(frame: pd.DataFrame) -> None:
         raise DatasetError(where, "missing value")
 
 
-def _feature(column: pd.Series, name: str, limits: ReadLimits) -> tuple[np.ndarray, list[str]]:
-    """One column as (N, k) float32 features and their k names."""
+def _feature(
+    column: pd.Series, name: str, limits: ReadLimits
+) -> tuple[np.ndarray, list[str], tuple[str, ...] | None]:
+    """One column as (N, k) float32 features, their k names and, for a categorical column,
+    its categories in the order of its one-hot features."""
     if pd.api.types.is_bool_dtype(column.dtype):
-        return column.to_numpy(dtype=np.float32)[:, None], [name]
+        return column.to_numpy(dtype=np.float32)[:, None], [name], None
     if pd.api.types.is_numeric_dtype(column.dtype):
-        return _numbers(column.to_numpy(dtype=np.float64), name), [name]
+        return _numbers(column.to_numpy(dtype=np.float64), name), [name], None
     if not _is_text(column):
         message = f"has type {column.dtype}; a feature must hold numbers, booleans or text"
         raise DatasetError(f"column '{name}'", message)
@@ -195,7 +219,7 @@ def _feature(column: pd.Series, name: str, limits: ReadLimits) -> tuple[np.ndarr
     parsed = np.asarray(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
     numeric = ~np.isnan(parsed)
     if numeric.all():
-        return _numbers(parsed, name), [name]
+        return _numbers(parsed, name), [name], None
     # Mostly numbers: a typo in a numeric column, not a category.
     if numeric.mean() >= 0.9:
         i = int(np.argmin(numeric))
@@ -208,7 +232,8 @@ def _feature(column: pd.Series, name: str, limits: ReadLimits) -> tuple[np.ndarr
         )
         raise DatasetError(f"column '{name}'", message)
     one_hot = np.eye(len(categories), dtype=np.float32)[codes.reshape(-1)]
-    return one_hot, [f"{name}={category}" for category in categories]
+    names = [f"{name}={category}" for category in categories]
+    return one_hot, names, tuple(str(category) for category in categories)
 
 
 def _is_text(column: pd.Series) -> bool:
