@@ -39,6 +39,11 @@ function list(values, empty = "—") {
   return values.length > 20 ? `${shown}, … (${values.length})` : shown;
 }
 
+/** A table column as predict takes it: its name, and a categorical column's values. */
+function columnShown(column) {
+  return column.categories ? `${column.name} (${column.categories.join(" | ")})` : column.name;
+}
+
 function datasets(model) {
   const entries = Object.entries(model.datasets ?? {});
   if (entries.length === 0) return "—";
@@ -166,6 +171,8 @@ export function render(view, { id }) {
           ["Input shape", model.input_shape.length ? `[${model.input_shape.join(", ")}]` : "text"],
           ["Labels", list(model.labels)],
           ["Targets", model.targets && model.targets.length ? list(model.targets) : null],
+          ["Thresholds", model.thresholds ? list(model.thresholds) : null],
+          ["Columns", model.columns ? list(model.columns.map(columnShown)) : null],
           ["Features", model.feature_names ? list(model.feature_names) : null],
           ["Datasets", datasets(model)],
           ["Source job", jobLink(model.source_job_id)],
