@@ -24,8 +24,10 @@ from trainer.heads import HEADS
 
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
-VALUES = "values"  # a regressor's predictions, in its targets' units
-OUTPUTS = {"classification": PROBABILITIES, "regression": VALUES}  # by task, beside EMBEDDINGS
+# a regressor's predictions, in its targets' units; a forecaster's, (batch, horizon, series)
+VALUES = "values"
+# by task, beside EMBEDDINGS
+OUTPUTS = {"classification": PROBABILITIES, "regression": VALUES, "forecasting": VALUES}
 
 
 class _Served(nn.Module):

@@ -3,7 +3,8 @@ one is a new module plus one line here.
 
 A head says how it is built for a dataset (`build`) and rebuilt from a model's card
 (`from_card`), its loss, its figures on a split (`evaluate`), what the card keeps of it
-(`card_fields`: a classifier's labels, a regressor's targets and their scaling), how it is fitted
+(`card_fields`: a classifier's labels, a regressor's targets and their scaling, a
+forecaster's horizon), how it is fitted
 to a pretrained backbone's frozen features before fine-tuning (`fit_to_features`, LP-FT) and
 what predict answers (`serve`).
 """
@@ -17,7 +18,7 @@ from torch import nn
 
 from trainer.card import ModelCard
 from trainer.data import LabelledDataset, Split
-from trainer.heads import classification, regression
+from trainer.heads import classification, forecasting, regression
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,21 @@ HEADS: dict[str, TaskHead] = {
             mode="min",
             validation_metrics=("loss", "mae", "rmse", "r2"),
             card_fields=regression.card_fields,
+            fit_to_features=regression.fit_to_features,
+            fit_description="a ridge regression",
+            fit_score="R²",
+            serve=regression.values,
+        ),
+        TaskHead(
+            "forecasting",
+            forecasting.build,
+            forecasting.from_card,
+            regression.loss,
+            forecasting.evaluate,
+            monitor="mase",
+            mode="min",
+            validation_metrics=("loss", "mae", "rmse", "r2", "mase"),
+            card_fields=forecasting.card_fields,
             fit_to_features=regression.fit_to_features,
             fit_description="a ridge regression",
             fit_score="R²",
