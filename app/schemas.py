@@ -138,14 +138,17 @@ class PredictRequest(BaseModel):
     inputs: list[Any] = Field(
         min_length=1,
         max_length=4096,
-        description="A batch of raw inputs, each of the model's `input_shape`.",
+        description="A batch of raw inputs, each of the model's `input_shape`; a "
+        "forecaster's context may also be its last `context_length` rows as the table has "
+        "them, objects keyed by column name.",
     )
     return_embeddings: bool = False
 
 
 class PredictResponse(BaseModel):
-    """A classifier's answer (`predictions`, `probabilities`, `labels`) or a regressor's
-    (`values`, `targets`); the other task's fields are null."""
+    """A classifier's answer (`predictions`, `probabilities`, `labels`), a regressor's
+    (`values`, `targets`) or a forecaster's (`forecasts`, `targets`); the other tasks' fields
+    are null."""
 
     predictions: list[str] | None = Field(None, description="Classification: each input's label.")
     probabilities: list[list[float]] | None = Field(
@@ -155,7 +158,14 @@ class PredictResponse(BaseModel):
     values: list[list[float]] | None = Field(
         None, description="Regression: each input's predicted targets, in their units."
     )
-    targets: list[str] | None = Field(None, description="Regression: the targets, in order.")
+    forecasts: list[dict[str, list[float]]] | None = Field(
+        None,
+        description="Forecasting: for each context, the next `horizon` values of each series, "
+        "in its units, by series name.",
+    )
+    targets: list[str] | None = Field(
+        None, description="Regression: the targets, in order; forecasting: the series."
+    )
     embeddings: list[list[float]] | None = None
 
 

@@ -186,6 +186,9 @@ async def predict_by_id(
     card = model.card
     if model.task == "regression":
         return PredictResponse(values=served.tolist(), targets=card.targets, embeddings=embeddings)
+    if model.task == "forecasting":  # (N, horizon, series)
+        forecasts = [dict(zip(card.targets, steps.T.tolist(), strict=True)) for steps in served]
+        return PredictResponse(forecasts=forecasts, targets=card.targets, embeddings=embeddings)
     return PredictResponse(
         predictions=[card.labels[i] for i in served.argmax(dim=1).tolist()],
         probabilities=served.tolist(),
