@@ -430,7 +430,7 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-DatasetTask = Literal["classification", "regression", "pretraining", "chat"]
+DatasetTask = Literal["classification", "regression", "forecasting", "pretraining", "chat"]
 
 
 class TokenCounts(BaseModel):
@@ -449,6 +449,14 @@ class TokenCounts(BaseModel):
     )
 
 
+class SeriesOut(BaseModel):
+    time_column: str
+    season: int = Field(description="Rows per season, from the times' spacing (1: none).")
+    context_length: int = Field(description="The windows' default context, in rows.")
+    horizon: int = Field(description="The windows' default forecast, in rows.")
+    part_rows: list[int] = Field(description="Rows of train, validation, test, in time order.")
+
+
 class DatasetOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -456,7 +464,7 @@ class DatasetOut(BaseModel):
     name: str
     task: DatasetTask
     format: str
-    modality: Literal["image", "tabular", "text", "chat", "preference"]
+    modality: Literal["image", "tabular", "text", "chat", "preference", "series"]
     num_examples: int
     input_shape: list[int] = Field(description="One example's shape; [] for text.")
     feature_names: list[str] | None = Field(
@@ -464,8 +472,11 @@ class DatasetOut(BaseModel):
     )
     labels: list[str]
     targets: list[str] | None = Field(
-        None, description="Regression: the numeric target columns, in the model's order."
+        None,
+        description="Regression: the numeric target columns, in the model's order; "
+        "forecasting: the series columns.",
     )
+    series: SeriesOut | None = Field(None, description="Forecasting: how the series is read.")
     class_counts: dict[str, int]
     # A default: responses stored for idempotent replays before this field existed lack it.
     role_counts: dict[str, int] | None = Field(
@@ -482,7 +493,9 @@ class DatasetOut(BaseModel):
         description="Chat and preference datasets uploaded with a `tokenizer`: their tokens "
         "under it.",
     )
-    splits: dict[str, int] = Field(description="Examples in each of train, validation, test.")
+    splits: dict[str, int] = Field(
+        description="Examples in each of train, validation, test (a series: its default windows)."
+    )
     label_column: str | None
     sha256: str
     size_bytes: int

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer import series_builtins
-from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset
+from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset, read_series
 from trainer.readers.chat import Example
 from trainer.series import SeriesTable, windows
 from trainer.spec import AdaptData, DatasetSelection, TrainData
@@ -324,8 +324,13 @@ def read_file_dataset(
     label_column: str = "label",
     limits: ReadLimits | None = None,
     task: str = "classification",
+    time_column: str | None = None,
 ) -> LabelledDataset:
-    """An uploaded dataset, read and checked by `trainer.readers` (`DatasetError`)."""
+    """An uploaded dataset, read and checked by `trainer.readers` (`DatasetError`); a time
+    series (`task: forecasting`) names its series in `label_column`, comma-separated."""
+    if task == "forecasting":
+        table = read_series(path, fmt, label_column, time_column, limits or ReadLimits())
+        return series_dataset(name, table)
     parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits(), task)
     y = parsed.y if parsed.y is not None else np.full(len(parsed), UNLABELLED)
     full = Split(
@@ -353,10 +358,18 @@ _FILES: dict[str, Callable[[], LabelledDataset]] = {}
 
 
 def register_file(
-    name: str, path: Path, fmt: str, labelled: bool, label_column: str, task: str = "classification"
+    name: str,
+    path: Path,
+    fmt: str,
+    labelled: bool,
+    label_column: str,
+    task: str = "classification",
+    time_column: str | None = None,
 ) -> None:
     """Make the uploaded dataset `name` (its file at `path`) loadable by `load_dataset`."""
-    _FILES[name] = partial(read_file_dataset, name, path, fmt, labelled, label_column, None, task)
+    _FILES[name] = partial(
+        read_file_dataset, name, path, fmt, labelled, label_column, None, task, time_column
+    )
 
 
 BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {

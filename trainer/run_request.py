@@ -23,8 +23,11 @@ class DatasetFile(_Strict):
     path: Path
     format: str
     labelled: bool
-    label_column: str = "label"  # regression: one or more target columns, comma-separated
-    task: Literal["classification", "regression"] = "classification"  # what its labels are
+    # regression: one or more target columns, comma-separated; forecasting: series columns
+    label_column: str = "label"
+    # what its labels are
+    task: Literal["classification", "regression", "forecasting"] = "classification"
+    time_column: str | None = None  # forecasting: the column of its times
 
 
 class RunRequest(_Strict):

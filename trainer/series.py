@@ -18,6 +18,17 @@ import torch
 PART_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}  # in time order
 
 
+def part_rows(total: int) -> dict[str, range]:
+    """The rows of each part of a series of `total` rows, in time order."""
+    train = round(total * PART_SHARES["train"])
+    validation = round(total * PART_SHARES["validation"])
+    return {
+        "train": range(0, train),
+        "validation": range(train, train + validation),
+        "test": range(train + validation, total),
+    }
+
+
 @dataclass(frozen=True)
 class SeriesTable:
     """A time-ordered table: the series to forecast, then any covariates, one row per time."""
@@ -31,14 +42,7 @@ class SeriesTable:
 
     def part_rows(self) -> dict[str, range]:
         """The rows of each part, in time order."""
-        total = len(self.values)
-        train = round(total * PART_SHARES["train"])
-        validation = round(total * PART_SHARES["validation"])
-        return {
-            "train": range(0, train),
-            "validation": range(train, train + validation),
-            "test": range(train + validation, total),
-        }
+        return part_rows(len(self.values))
 
     def series_values(self) -> np.ndarray:
         return self.values[:, : len(self.series)]

@@ -30,9 +30,18 @@ def upload_dataset(
             min_length=1,
             max_length=200,
             description="csv/parquet: the label's column; regression: the numeric target "
-            "columns, comma-separated",
+            "columns, comma-separated; forecasting: the series columns, comma-separated",
         ),
     ] = "label",
+    time_column: Annotated[
+        Text | None,
+        Form(
+            min_length=1,
+            max_length=200,
+            description="forecasting: the column of the rows' times (dates or numbers); the "
+            "rows are sorted by it, the other columns are covariates",
+        ),
+    ] = None,
     tokenizer: Annotated[
         Text | None,
         Form(
@@ -46,8 +55,9 @@ def upload_dataset(
 ) -> DatasetOut:
     """Upload a file; it is checked whole and stored only if it is a valid dataset."""
     print_ = idempotency.fingerprint(
-        file.filename, datasets.sha256_of(file.file), name, task, label_column, tokenizer
-    )
+        file.filename, datasets.sha256_of(file.file), name, task, label_column, tokenizer,
+        time_column,
+    )  # fmt: skip
     response, _created = idempotency.once(
         session,
         f"{caller.tenant_id} POST /v1/datasets",
@@ -63,6 +73,7 @@ def upload_dataset(
                 task,
                 label_column,
                 tokenizer,
+                time_column,
             )
         ),
     )
