@@ -296,7 +296,9 @@ def series_dataset(
     )  # fmt: skip
 
 
-def windowed(dataset: LabelledDataset, context_length: int | None, horizon: int | None):
+def windowed(
+    dataset: LabelledDataset, context_length: int | None, horizon: int | None
+) -> LabelledDataset:
     """The dataset's windows as a job asks for them; data other than a series unchanged."""
     if dataset.series is None or (context_length, horizon) == (None, None):
         return dataset
