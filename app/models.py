@@ -232,7 +232,9 @@ class Dataset(Base):
     input_shape: Mapped[list[int]] = mapped_column(JSON)
     feature_names: Mapped[list[str] | None] = mapped_column(JSON)
     labels: Mapped[list[str]] = mapped_column(JSON)
-    targets: Mapped[list[str] | None] = mapped_column(JSON)  # regression: its target columns
+    # regression: its target columns; forecasting: its series
+    targets: Mapped[list[str] | None] = mapped_column(JSON)
+    series: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # forecasting: `SeriesOut`
     class_counts: Mapped[dict[str, Any]]
     role_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)  # chat and preference
     token_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # uploaded with a tokenizer

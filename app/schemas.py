@@ -149,15 +149,16 @@ class PredictRequest(BaseModel):
         max_length=4096,
         description="A batch of raw inputs, each of the model's `input_shape`; a tabular "
         "model also takes rows as objects keyed by column name, as the uploaded table has them "
-        "(categories as strings), every column given.",
+        "(categories as strings), every column given; a forecaster's context may also be its "
+        "last `context_length` rows as the table has them, objects keyed by column name.",
     )
     return_embeddings: bool = False
 
 
 class PredictResponse(BaseModel):
     """A classifier's answer (`predictions`, `probabilities`, `labels`), a multilabel model's
-    (`label_sets`, `probabilities`, `labels`, `thresholds`) or a regressor's (`values`,
-    `targets`); the other tasks' fields are null."""
+    (`label_sets`, `probabilities`, `labels`, `thresholds`), a regressor's (`values`,
+    `targets`) or a forecaster's (`forecasts`, `targets`); the other tasks' fields are null."""
 
     predictions: list[str] | None = Field(None, description="Classification: each input's label.")
     label_sets: list[list[str]] | None = Field(
@@ -178,7 +179,14 @@ class PredictResponse(BaseModel):
     values: list[list[float]] | None = Field(
         None, description="Regression: each input's predicted targets, in their units."
     )
-    targets: list[str] | None = Field(None, description="Regression: the targets, in order.")
+    forecasts: list[dict[str, list[float]]] | None = Field(
+        None,
+        description="Forecasting: for each context, the next `horizon` values of each series, "
+        "in its units, by series name.",
+    )
+    targets: list[str] | None = Field(
+        None, description="Regression: the targets, in order; forecasting: the series."
+    )
     embeddings: list[list[float]] | None = None
 
 
@@ -443,7 +451,9 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-DatasetTask = Literal["classification", "regression", "multilabel", "pretraining", "chat"]
+DatasetTask = Literal[
+    "classification", "regression", "multilabel", "forecasting", "pretraining", "chat"
+]
 
 
 class TokenCounts(BaseModel):
@@ -462,6 +472,14 @@ class TokenCounts(BaseModel):
     )
 
 
+class SeriesOut(BaseModel):
+    time_column: str
+    season: int = Field(description="Rows per season, from the times' spacing (1: none).")
+    context_length: int = Field(description="The windows' default context, in rows.")
+    horizon: int = Field(description="The windows' default forecast, in rows.")
+    part_rows: list[int] = Field(description="Rows of train, validation, test, in time order.")
+
+
 class DatasetOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -469,7 +487,7 @@ class DatasetOut(BaseModel):
     name: str
     task: DatasetTask
     format: str
-    modality: Literal["image", "tabular", "text", "chat", "preference"]
+    modality: Literal["image", "tabular", "text", "chat", "preference", "series"]
     num_examples: int
     input_shape: list[int] = Field(description="One example's shape; [] for text.")
     feature_names: list[str] | None = Field(
@@ -477,8 +495,11 @@ class DatasetOut(BaseModel):
     )
     labels: list[str]
     targets: list[str] | None = Field(
-        None, description="Regression: the numeric target columns, in the model's order."
+        None,
+        description="Regression: the numeric target columns, in the model's order; "
+        "forecasting: the series columns.",
     )
+    series: SeriesOut | None = Field(None, description="Forecasting: how the series is read.")
     class_counts: dict[str, int] = Field(
         description="The examples of each label (multilabel: that have it, so an example may "
         "count under several)."
@@ -498,7 +519,9 @@ class DatasetOut(BaseModel):
         description="Chat and preference datasets uploaded with a `tokenizer`: their tokens "
         "under it.",
     )
-    splits: dict[str, int] = Field(description="Examples in each of train, validation, test.")
+    splits: dict[str, int] = Field(
+        description="Examples in each of train, validation, test (a series: its default windows)."
+    )
     label_column: str | None
     sha256: str
     size_bytes: int

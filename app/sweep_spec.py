@@ -131,7 +131,8 @@ class Objective(_Strict):
         if self.direction is not None:
             return self.direction
         errors = "loss" in self.metric or "perplexity" in self.metric
-        errors |= self.metric.split("_")[0] in ("mae", "rmse")  # a regressor's, per target too
+        # a regressor's or forecaster's, per target (or series) too
+        errors |= self.metric.split("_")[0] in ("mae", "rmse", "mase")
         return "minimize" if errors else "maximize"
 
     @property

@@ -46,7 +46,8 @@ class TrunkCard(BaseModel):
     normalization: Normalization | None = None
     tokenizer: str | None = None  # text: a `tokenizers` JSON
     vocab_size: int | None = None  # text
-    feature_names: list[str] | None = None  # tables: the input features, in order
+    # tables: the input features, in order; series: the columns of a context's rows
+    feature_names: list[str] | None = None
     # tables: the columns that make those features, so that predict takes rows by column name
     columns: list[TableColumn] | None = None
 
@@ -55,10 +56,10 @@ class TrunkCard(BaseModel):
         return TrunkCard.model_validate(self.model_dump(include=set(TrunkCard.model_fields)))
 
     @property
-    def modality(self) -> Literal["text", "image", "tabular"]:
+    def modality(self) -> Literal["text", "image", "tabular", "series"]:
         if self.tokenizer:
             return "text"
-        return "image" if len(self.input_shape) == 3 else "tabular"
+        return {3: "image", 2: "series"}.get(len(self.input_shape), "tabular")
 
 
 class ModelCard(TrunkCard):
@@ -71,12 +72,18 @@ class ModelCard(TrunkCard):
     format: str = CARD_FORMAT
     task: str  # classification, regression, features, or a pretext task (autoencoder, ...)
     labels: list[str] = Field(default_factory=list)  # classification, multilabel: the labels
-    targets: list[str] = Field(default_factory=list)  # regression: the values it predicts
+    # regression: the values it predicts; forecasting: the series it forecasts
+    targets: list[str] = Field(default_factory=list)
     # regression: the targets' mean and standard deviation on the training split; the model
     # predicts in the targets' units
     target_scaling: Normalization | None = None
     # multilabel: each label's probability threshold, tuned on the validation split
     thresholds: list[float] | None = None
+    horizon: int | None = None  # forecasting: the rows it forecasts after its context
+    season: int | None = None  # forecasting: the series' season, in rows (MASE's lag)
+    # forecasting: per series, MASE's denominator, the training part's mean absolute
+    # seasonal difference (in the series' units)
+    mase_scale: list[float] | None = None
     adapter: Adapter | None = None
     metrics: dict[str, int | float] = Field(default_factory=dict)  # counts stay integers
     model_id: str | None = None

@@ -3,12 +3,13 @@
 Built-in datasets (`builtin:...`) come from installed packages only: nothing is downloaded at
 run time. Uploaded datasets (`ds_...`) are files the trainer is handed (`register_file`).
 Every dataset has a fixed train/validation/test split (70/10/20, stratified, seed 0) unless
-its file assigns one; a reference may select a reproducible, stratified subset of its
+its file assigns one; a time series is split in time and cut into windows (`trainer.series`),
+whose length a job may choose. A reference may select a reproducible, stratified subset of its
 training split (`fraction`, `per_class`).
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
 
@@ -16,10 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainer import series_builtins
 from trainer.card import TableColumn
-from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset
+from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset, read_series
 from trainer.readers.chat import Example
-from trainer.spec import DatasetSelection
+from trainer.series import SeriesTable, windows
+from trainer.spec import AdaptData, DatasetSelection, TrainData
 
 UNLABELLED = -1  # the label of every example of an unlabelled dataset
 
@@ -27,9 +30,11 @@ UNLABELLED = -1  # the label of every example of an unlabelled dataset
 @dataclass(frozen=True)
 class Split:
     # int64 labels (N,); regression: float32 targets (N, T); multilabel: float32 (N, labels),
-    # 1 where the example has the label
+    # 1 where the example has the label; forecasting: the series' next values (N, horizon, S)
     y: torch.Tensor
-    x: torch.Tensor | None = None  # float32 raw inputs (N, *input_shape); None for the others
+    # float32 raw inputs (N, *input_shape), forecasting's contexts (N, context_length,
+    # columns); None for the others
+    x: torch.Tensor | None = None
     texts: tuple[str, ...] | None = None  # raw documents, for text datasets
     examples: tuple[Example, ...] | None = None  # for chat and preference datasets
 
@@ -51,15 +56,26 @@ class DatasetInfo:
     """What checking a job spec needs to know of a dataset, without loading it."""
 
     name: str
-    modality: str  # "image", "tabular", "text", "chat" or "preference"
-    input_shape: tuple[int, ...]  # () for text, chat, preference: the tokenizer decides lengths
+    modality: str  # "image", "tabular", "text", "chat", "preference" or "series"
+    # () for text, chat, preference: the tokenizer decides lengths; series: (context_length,
+    # columns) of its windows
+    input_shape: tuple[int, ...]
     labels: tuple[str, ...]  # () when unlabelled
     task: str = "classification"  # what its labels are for: see trainer.heads
-    targets: tuple[str, ...] = ()  # regression: the numeric targets' names
+    targets: tuple[str, ...] = ()  # regression: the numeric targets' names; forecasting: series'
+    horizon: int = 0  # forecasting: the rows its windows forecast
+    part_sizes: tuple[int, ...] = ()  # forecasting: the rows of its train, validation, test parts
 
     @property
     def labelled(self) -> bool:
         return bool(self.labels or self.targets)
+
+    def windowed(self, context_length: int | None, horizon: int | None) -> "DatasetInfo":
+        """A series' windows as a job asks for them; other data unchanged."""
+        if self.task != "forecasting":
+            return self
+        shape = (context_length or self.input_shape[0], self.input_shape[1])
+        return replace(self, input_shape=shape, horizon=horizon or self.horizon)
 
 
 @dataclass(frozen=True)
@@ -71,13 +87,17 @@ class LabelledDataset:
     splits: dict[str, Split]
     feature_names: tuple[str, ...] | None = None  # tables: encoded feature names
     task: str = "classification"
-    targets: tuple[str, ...] = ()  # regression
+    targets: tuple[str, ...] = ()  # regression, forecasting
     columns: tuple[TableColumn, ...] | None = None  # tables: the columns those come from
+    series: SeriesTable | None = None  # forecasting: the table its windows are cut from
+    horizon: int = 0  # forecasting
 
     def info(self) -> DatasetInfo:
+        sizes = () if self.series is None else tuple(map(len, self.series.part_rows().values()))
         return DatasetInfo(
-            self.name, self.modality, self.input_shape, self.labels, self.task, self.targets
-        )
+            self.name, self.modality, self.input_shape, self.labels, self.task, self.targets,
+            self.horizon, sizes,
+        )  # fmt: skip
 
 
 def _hold_out(index: np.ndarray, y: np.ndarray | None, share: float):
@@ -308,6 +328,32 @@ def _linnerud() -> LabelledDataset:
     return _regression_table("builtin:linnerud", table.data, table.target, targets, features)
 
 
+def series_dataset(
+    name: str, table: SeriesTable, context_length: int | None = None, horizon: int | None = None
+) -> LabelledDataset:
+    """A time series as forecasting windows (`trainer.series`), of the table's default length
+    unless a job asks for another."""
+    context_length, horizon = context_length or table.context_length, horizon or table.horizon
+    splits = {}
+    for part in SPLIT_NAMES:
+        contexts, targets = windows(table, part, context_length, horizon)
+        splits[part] = Split(y=targets, x=contexts)
+    shape = (context_length, len(table.columns))
+    return LabelledDataset(
+        name, "series", shape, (), splits, table.columns, task="forecasting",
+        targets=table.series, series=table, horizon=horizon,
+    )  # fmt: skip
+
+
+def windowed(
+    dataset: LabelledDataset, context_length: int | None, horizon: int | None
+) -> LabelledDataset:
+    """The dataset's windows as a job asks for them; data other than a series unchanged."""
+    if dataset.series is None or (context_length, horizon) == (None, None):
+        return dataset
+    return series_dataset(dataset.name, dataset.series, context_length, horizon)
+
+
 def _bbc_news() -> LabelledDataset:
     """BBC News articles and their topics (`trainer.text_corpora`). Language-model
     pretraining reads the texts of its training split only, so fine-tuning's test split stays
@@ -329,8 +375,13 @@ def read_file_dataset(
     label_column: str = "label",
     limits: ReadLimits | None = None,
     task: str = "classification",
+    time_column: str | None = None,
 ) -> LabelledDataset:
-    """An uploaded dataset, read and checked by `trainer.readers` (`DatasetError`)."""
+    """An uploaded dataset, read and checked by `trainer.readers` (`DatasetError`); a time
+    series (`task: forecasting`) names its series in `label_column`, comma-separated."""
+    if task == "forecasting":
+        table = read_series(path, fmt, label_column, time_column, limits or ReadLimits())
+        return series_dataset(name, table)
     parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits(), task)
     y = parsed.y if parsed.y is not None else np.full(len(parsed), UNLABELLED)
     full = Split(
@@ -363,10 +414,18 @@ _FILES: dict[str, Callable[[], LabelledDataset]] = {}
 
 
 def register_file(
-    name: str, path: Path, fmt: str, labelled: bool, label_column: str, task: str = "classification"
+    name: str,
+    path: Path,
+    fmt: str,
+    labelled: bool,
+    label_column: str,
+    task: str = "classification",
+    time_column: str | None = None,
 ) -> None:
     """Make the uploaded dataset `name` (its file at `path`) loadable by `load_dataset`."""
-    _FILES[name] = partial(read_file_dataset, name, path, fmt, labelled, label_column, None, task)
+    _FILES[name] = partial(
+        read_file_dataset, name, path, fmt, labelled, label_column, None, task, time_column
+    )
 
 
 BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
@@ -379,6 +438,9 @@ BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:diabetes": _diabetes,
     "builtin:linnerud": _linnerud,
     "builtin:bbc-news": _bbc_news,
+    "builtin:co2": lambda: series_dataset("builtin:co2", series_builtins.co2()),
+    "builtin:sunspots": lambda: series_dataset("builtin:sunspots", series_builtins.sunspots()),
+    "builtin:macro": lambda: series_dataset("builtin:macro", series_builtins.macro()),
 }
 
 
@@ -386,9 +448,9 @@ def dataset_name(ref: str | DatasetSelection) -> str:
     return ref if isinstance(ref, str) else ref.dataset
 
 
-def dataset_names(data: object) -> set[str]:
+def dataset_names(data: TrainData | AdaptData) -> set[str]:
     """The datasets a spec's `data` section refers to."""
-    return {dataset_name(ref) for _field, ref in data if ref is not None}
+    return {dataset_name(ref) for _field, ref in data.references()}
 
 
 def describe_builtin(name: str) -> DatasetInfo | None:
@@ -426,15 +488,21 @@ def splits_for(
     validation_ref: str | DatasetSelection | None,
     test_ref: str | DatasetSelection | None,
     seed: int,
+    context_length: int | None = None,
+    horizon: int | None = None,
 ) -> tuple[LabelledDataset, Split, Split, Split]:
     """The training dataset and its train, validation and test splits, each selected as its
-    reference says; validation and test default to those splits of the training dataset."""
-    dataset = load_dataset(dataset_name(train_ref))
+    reference says; validation and test default to those splits of the training dataset.
+    Series are cut into windows of `context_length` and `horizon` (default: the training
+    dataset's), the same for all three."""
+    dataset = windowed(load_dataset(dataset_name(train_ref)), context_length, horizon)
 
     def part(ref, name: str) -> Split:
         if not ref:
             return dataset.splits[name]
         named = load_dataset(dataset_name(ref))
+        if dataset.series is not None:
+            named = windowed(named, dataset.input_shape[0], dataset.horizon)
         whole = isinstance(ref, DatasetSelection) and ref.whole
         return select(every_example(named) if whole else named.splits[name], ref, seed)
 

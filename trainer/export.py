@@ -25,9 +25,15 @@ from trainer.heads import HEADS
 
 OPSET = 18
 INPUT, PROBABILITIES, EMBEDDINGS = "inputs", "probabilities", "embeddings"
-VALUES = "values"  # a regressor's predictions, in its targets' units
+# a regressor's predictions, in its targets' units; a forecaster's, (batch, horizon, series)
+VALUES = "values"
 # by task, beside EMBEDDINGS; a multilabel model's thresholds are in its card
-OUTPUTS = {"classification": PROBABILITIES, "regression": VALUES, "multilabel": PROBABILITIES}
+OUTPUTS = {
+    "classification": PROBABILITIES,
+    "regression": VALUES,
+    "multilabel": PROBABILITIES,
+    "forecasting": VALUES,
+}
 
 
 class _Served(nn.Module):

@@ -41,8 +41,9 @@ def train(run_dir: Path, events: EventSink) -> None:
     base = load_weights(run.base_model_path) if run.base_model_path else None
     for name, upload in run.datasets.items():
         register_file(
-            name, upload.path, upload.format, upload.labelled, upload.label_column, upload.task
-        )
+            name, upload.path, upload.format, upload.labelled, upload.label_column, upload.task,
+            upload.time_column,
+        )  # fmt: skip
     device = distributed.join(resolve_device(spec.resources.device, distributed.WORLD.size))
     method = METHODS[spec.method.name]
     checkpointing = None

@@ -23,8 +23,10 @@ class DatasetFile(_Strict):
     path: Path
     format: str
     labelled: bool
-    label_column: str = "label"  # regression: one or more target columns, comma-separated
+    # regression: one or more target columns, comma-separated; forecasting: series columns
+    label_column: str = "label"
     task: str = "classification"  # what its labels are for: a task head's name
+    time_column: str | None = None  # forecasting: the column of its times
 
     @field_validator("task")
     @classmethod

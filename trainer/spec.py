@@ -177,15 +177,42 @@ class Resources(_Strict):
     )
 
 
-class TrainData(_Strict):
+MAX_WINDOW_ROWS = 100_000
+
+
+class _Data(_Strict):
+    def references(self) -> list[tuple[str, DatasetRef]]:
+        """The fields that name a dataset, with the dataset they name: those given."""
+        return [(field, ref) for field, ref in self if isinstance(ref, str | DatasetSelection)]
+
+
+class TrainData(_Data):
     """`validation` and `test` default to those splits of the `train` dataset."""
 
     train: DatasetRef
     validation: DatasetRef | None = None
     test: DatasetRef | None = None
+    # A forecaster's window is the job's, not each dataset reference's: the model's input
+    # (context_length rows) and output (horizon rows) are fixed by it, so train, validation and
+    # test must be cut alike; a series dataset (built-in or uploaded) gives the defaults.
+    context_length: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WINDOW_ROWS,
+        description="Forecasting: the rows a forecast reads, of every column (default: the "
+        "dataset's).",
+    )
+    horizon: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WINDOW_ROWS,
+        description="Forecasting: the rows forecast after the context, of every series "
+        "(default: the dataset's); every part of the series (train, validation, test) must "
+        "hold one.",
+    )
 
 
-class AdaptData(_Strict):
+class AdaptData(_Data):
     """Labelled `source`, unlabelled `target`; `target_test` defaults to the target's test split.
     A source-free method (`shot`) reads no `source`: it adapts the job's base model."""
 

@@ -11,7 +11,15 @@ from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_b
 from trainer.language_model import token_limit
 from trainer.methods import METHODS, Method, methods_for
 from trainer.readers.chat import Example
-from trainer.spec import AdaptSpec, DatasetSelection, FinetuneSpec, PretrainSpec, SpecIssue
+from trainer.series import PART_SHARES, longest_horizon
+from trainer.spec import (
+    AdaptSpec,
+    DatasetSelection,
+    FinetuneSpec,
+    PretrainSpec,
+    SpecIssue,
+    TrainData,
+)
 
 Spec = PretrainSpec | FinetuneSpec | AdaptSpec
 # Looks a dataset up by name: built-in or uploaded; None when there is no such dataset.
@@ -63,9 +71,7 @@ def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
     known = ", ".join(sorted(BUILTIN_DATASETS))
     labelled = _labelled_fields(spec)
     issues = []
-    for field, ref in spec.data:
-        if ref is None:
-            continue
+    for field, ref in spec.data.references():
         info = describe(dataset_name(ref))
         if info is None:
             message = (
@@ -127,12 +133,69 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
     return issues
 
 
+def _as_windowed(spec: Spec, describe: Describe) -> Describe:
+    """Looks datasets up as the job reads them: a series cut into the job's windows, those of
+    its training data's length unless the job sets it (as `trainer.data.splits_for` cuts them)."""
+    data = spec.data
+    train = describe(dataset_name(data.train)) if isinstance(data, TrainData) else None
+    if train is None or train.task != "forecasting":
+        return describe
+    window = train.windowed(data.context_length, data.horizon)
+
+    def described(name: str) -> DatasetInfo | None:
+        info = describe(name)
+        return info and info.windowed(window.input_shape[0], window.horizon)
+
+    return described
+
+
+def _window_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
+    """A window asked of data that is no series, or longer than a series' parts hold."""
+    data = spec.data
+    asked = [name for name in ("context_length", "horizon") if getattr(data, name, None)]
+    issues, seen = [], set()
+    for field, ref in data.references():
+        info = describe(dataset_name(ref))
+        if info.task != "forecasting":
+            if field == "train":
+                issues += [
+                    SpecIssue(f"data.{name}", f"{info.name} is {info.task} data, not a series")
+                    for name in asked
+                ]
+            continue
+        if info.name in seen:
+            continue
+        seen.add(info.name)
+        sizes = dict(zip(PART_SHARES, info.part_sizes, strict=True))
+        context_length, horizon = info.input_shape[0], info.horizon
+        longest = longest_horizon(sizes, context_length)
+        parts = ", ".join(f"{part} {rows}" for part, rows in sizes.items())
+        if longest < 1:
+            message = (
+                f"context_length {context_length} leaves no training window: {info.name}'s "
+                f"parts hold {parts} rows"
+            )
+            issues.append(SpecIssue("data.context_length", message))
+        elif horizon > longest:
+            message = (
+                f"horizon {horizon} is longer than {info.name} allows with context_length "
+                f"{context_length}: at most {longest} (its parts hold {parts} rows; each "
+                "must hold a whole forecast)"
+            )
+            issues.append(SpecIssue("data.horizon", message))
+    return issues
+
+
 def _per_class_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
     """`per_class` counts examples of each class: numeric targets have none, and an example
     of multilabel data is of several."""
-    kinds = {"regression": "numeric targets", "multilabel": "label sets"}
+    kinds = {
+        "regression": "numeric targets",
+        "forecasting": "numeric targets",
+        "multilabel": "label sets",
+    }
     issues = []
-    for field, ref in spec.data:
+    for field, ref in spec.data.references():
         if isinstance(ref, DatasetSelection) and ref.per_class is not None:
             info = describe(ref.dataset)
             if info.task in kinds:
@@ -346,9 +409,7 @@ def example_issues(
     if spec.model is not None:
         fix += ", or raise model.params.max_length"
     issues, over_of = [], {}  # over_of: a dataset's examples over the limit, by its name
-    for field, ref in spec.data:
-        if ref is None:
-            continue
+    for field, ref in spec.data.references():
         name = dataset_name(ref)
         if name not in over_of:  # a dataset read by two fields is tokenized once
             examples = numbered_examples(name) or ()
@@ -376,6 +437,9 @@ def check_spec(
     """Every problem with the spec; an empty list means it can run."""
     issues = _model_issues(spec) + _method_issues(spec) + _data_issues(spec, describe)
     issues += _source_issues(spec) + _whole_issues(spec)
+    if not issues:
+        describe = _as_windowed(spec, describe)
+        issues = _window_issues(spec, describe)
     if not issues:
         issues = _fit_issues(spec, base_card, describe) + _processes_issues(spec, base_card)
     return issues

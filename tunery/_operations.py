@@ -48,7 +48,9 @@ X = TypeVar("X")
 W = TypeVar("W", Job, Sweep)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 Kind = Literal["pretrain", "finetune", "adapt"]
-DatasetTask = Literal["classification", "regression", "multilabel", "pretraining", "chat"]
+DatasetTask = Literal[
+    "classification", "regression", "multilabel", "forecasting", "pretraining", "chat"
+]
 ModelFormat = Literal["safetensors", "onnx", "archive", "hf"]
 
 PAGE_SIZE = 100
@@ -294,6 +296,7 @@ class DatasetOps(Operations):
         label_column: str = "label",
         progress: bool = True,
         idempotency_key: str | None = None,
+        time_column: str | None = None,
     ) -> Op[Dataset]:
         """Upload a dataset file (`.npz`, `.csv`, `.parquet`, `.jsonl`, `.zip` of image
         folders), streamed from disk with a progress bar on stderr. `name` defaults to the
@@ -302,6 +305,8 @@ class DatasetOps(Operations):
         size = file.stat().st_size
         boundary = uuid.uuid4().hex
         fields = {"name": name or file.stem, "task": task, "label_column": label_column}
+        if time_column is not None:  # forecasting: the column of the rows' times
+            fields["time_column"] = time_column
         head, tail = _multipart_envelope(boundary, fields, file.name)
         headers = {
             "Content-Type": f"multipart/form-data; boundary={boundary}",

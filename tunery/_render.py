@@ -138,8 +138,15 @@ def models_table(models: Iterable[Model]) -> Table:
 
 
 def predictions_table(prediction: Prediction) -> Table:
-    """A classifier's label and its probability per input, a multilabel model's labels, or a
-    regressor's value of each target."""
+    """A classifier's label and its probability per input, a multilabel model's labels, a
+    regressor's value of each target, or a forecaster's of each series at each step ahead."""
+    if prediction.forecasts is not None:
+        table = Table("#", "step", *(escape(t) for t in prediction.targets), box=None)
+        for i, forecast in enumerate(prediction.forecasts):
+            steps = zip(*(forecast[t] for t in prediction.targets), strict=True)
+            for step, row in enumerate(steps, start=1):
+                table.add_row(str(i), str(step), *(f"{v:.6g}" for v in row))
+        return table
     if prediction.values is not None:
         table = Table("#", *(escape(t) for t in prediction.targets or ()), box=None)
         for i, row in enumerate(prediction.values):

@@ -31,9 +31,19 @@ def upload_dataset(
             max_length=200,
             description="csv/parquet: the label's column; regression: the numeric target "
             "columns, comma-separated; multilabel: a column of `;`-separated labels (jsonl "
-            "gives each line's `labels` list)",
+            "gives each line's `labels` list); forecasting: the series columns, "
+            "comma-separated",
         ),
     ] = "label",
+    time_column: Annotated[
+        Text | None,
+        Form(
+            min_length=1,
+            max_length=200,
+            description="forecasting: the column of the rows' times (dates or numbers); the "
+            "rows are sorted by it, the other columns are covariates",
+        ),
+    ] = None,
     tokenizer: Annotated[
         Text | None,
         Form(
@@ -47,8 +57,9 @@ def upload_dataset(
 ) -> DatasetOut:
     """Upload a file; it is checked whole and stored only if it is a valid dataset."""
     print_ = idempotency.fingerprint(
-        file.filename, datasets.sha256_of(file.file), name, task, label_column, tokenizer
-    )
+        file.filename, datasets.sha256_of(file.file), name, task, label_column, tokenizer,
+        time_column,
+    )  # fmt: skip
     response, _created = idempotency.once(
         session,
         f"{caller.tenant_id} POST /v1/datasets",
@@ -64,6 +75,7 @@ def upload_dataset(
                 task,
                 label_column,
                 tokenizer,
+                time_column,
             )
         ),
     )

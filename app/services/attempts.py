@@ -59,6 +59,7 @@ def attempt_inputs(session: Session, job_id: str, settings: Settings) -> Attempt
             labelled=row.task in LABELLED_TASKS,
             label_column=row.label_column or "label",
             task=head_task(row.task),
+            time_column=row.series and row.series["time_column"],
         )
         for row in uploads
     }

@@ -94,6 +94,19 @@ def _invalid(error: DatasetError) -> InvalidInput:
 
 
 CHAT_MODALITIES = ("chat", "preference")
+TABLES = ("tabular", "series")  # read from csv or parquet columns, `label_column` naming some
+
+
+def _series_out(loaded: LabelledDataset, time_column: str) -> dict[str, Any]:
+    """What a series' record keeps of how it is read (`SeriesOut`)."""
+    table = loaded.series
+    return {
+        "time_column": time_column,
+        "season": table.season,
+        "context_length": table.context_length,
+        "horizon": table.horizon,
+        "part_rows": [len(rows) for rows in table.part_rows().values()],
+    }
 
 
 def _task_mismatch(task: str, modality: str) -> str:
@@ -155,12 +168,16 @@ def create_dataset(
     task: str,
     label_column: str,
     tokenizer: str | None = None,
+    time_column: str | None = None,
 ) -> Dataset:
     """Check the upload whole, then store and record it; with `tokenizer` (chat data), count
     its tokens under that model's tokenizer."""
     if tokenizer is not None and task != "chat":
         message = "counts the tokens of chat data: give it with task 'chat'"
         raise InvalidInput([SpecIssue("tokenizer", message)])
+    if (time_column is None) == (task == "forecasting"):
+        message = "a forecasting upload names its time column; other tasks have none"
+        raise InvalidInput([SpecIssue("time_column", message)])
     card = None if tokenizer is None else _tokenizer_card(session, tenant_id, tokenizer)
     labelled = task in LABELLED_TASKS
     try:
@@ -174,8 +191,9 @@ def create_dataset(
         dataset_id = new_id("ds")
         try:
             loaded = read_file_dataset(
-                dataset_id, path, fmt, labelled, label_column, read_limits(), head_task(task)
-            )
+                dataset_id, path, fmt, labelled, label_column, read_limits(), head_task(task),
+                time_column,
+            )  # fmt: skip
         except DatasetError as error:
             raise _invalid(error) from None
         if (task == "chat") != (loaded.modality in CHAT_MODALITIES):
@@ -206,11 +224,12 @@ def create_dataset(
         feature_names=list(loaded.feature_names) if loaded.feature_names else None,
         labels=list(loaded.labels),
         targets=targets,
+        series=None if loaded.series is None else _series_out(loaded, time_column),
         class_counts={label: int(counts[i]) for i, label in enumerate(loaded.labels)},
         role_counts=_role_counts(loaded),
         token_counts=token_counts,
         splits={part: len(split) for part, split in loaded.splits.items()},
-        label_column=label_column if labelled and loaded.modality == "tabular" else None,
+        label_column=label_column if labelled and loaded.modality in TABLES else None,
         sha256=sha256,
         size_bytes=size,
     )
@@ -247,6 +266,7 @@ def load_labelled(dataset: Dataset) -> LabelledDataset:
         dataset.label_column or "label",
         read_limits(),
         head_task(dataset.task),
+        dataset.series and dataset.series["time_column"],
     )
 
 
@@ -286,9 +306,11 @@ def describer(session: Session, tenant_id: str):
         )
         if row is None:
             return None
+        series = row.series or {}
         return DatasetInfo(
             row.id, row.modality, tuple(row.input_shape), tuple(row.labels),
-            head_task(row.task), tuple(row.targets or ()),
+            head_task(row.task), tuple(row.targets or ()), series.get("horizon", 0),
+            tuple(series.get("part_rows", ())),
         )  # fmt: skip
 
     return describe

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -105,7 +105,9 @@ class Predictor:
                 issue = SpecIssue("inputs", "this text model takes a list of strings")
                 raise InvalidInput([issue])
             return encode(self.tokenizer, inputs, self.card.input_shape[0])
-        if self.card.columns and isinstance(inputs, list) and isinstance(inputs[0], dict):
+        if self.card.task == "forecasting" and _keyed_rows(inputs):
+            inputs = context_values(inputs, self.card.feature_names, self.card.input_shape[0])
+        elif self.card.columns and isinstance(inputs, list) and isinstance(inputs[0], dict):
             try:
                 return torch.from_numpy(encode_rows(inputs, self.card.columns))
             except RowError as error:
@@ -122,6 +124,37 @@ class Predictor:
         if not np.isfinite(array).all():
             raise InvalidInput([SpecIssue("inputs", "contains NaN or infinite values")])
         return torch.from_numpy(array)
+
+
+def _keyed_rows(inputs: list | np.ndarray) -> bool:
+    """Whether the inputs are contexts of rows keyed by column name, not numbers."""
+    first = inputs[0] if len(inputs) else None
+    return isinstance(first, list) and bool(first) and isinstance(first[0], dict)
+
+
+def context_values(inputs: list, columns: list[str], rows: int) -> list[list[list[Any]]]:
+    """Forecasting contexts given as the table has them (each its last `rows` rows, objects
+    keyed by column name) as the model's numbers (rows, columns), or a 422 naming each input
+    of the wrong length, and each missing or unknown column where it first occurs."""
+    issues: dict[str, SpecIssue] = {}  # one per problem, where it first occurs
+    known = set(columns)
+    for i, context in enumerate(inputs):
+        if not isinstance(context, list) or not all(isinstance(row, dict) for row in context):
+            issues[f"{i}"] = SpecIssue(f"inputs[{i}]", "must be a list of rows keyed by column")
+            continue
+        if len(context) != rows:
+            message = f"has {len(context)} rows; this model reads the last {rows}"
+            issues[f"{i}"] = SpecIssue(f"inputs[{i}]", message)
+        for r, row in enumerate(context):
+            for name in known - row.keys():
+                message = f"no value for column {name!r}; the model reads {columns}"
+                issues.setdefault(name, SpecIssue(f"inputs[{i}][{r}].{name}", message))
+            for name in row.keys() - known:
+                message = f"unknown column {name!r}; the model reads {columns}"
+                issues.setdefault(name, SpecIssue(f"inputs[{i}][{r}].{name}", message))
+    if issues:
+        raise InvalidInput(list(issues.values()))
+    return [[[row[name] for name in columns] for row in context] for context in inputs]
 
 
 class Loaded(Protocol):

@@ -195,11 +195,18 @@ def _multilabelled(card: ModelCard, probabilities: torch.Tensor) -> dict:
     }
 
 
+def _forecast(card: ModelCard, values: torch.Tensor) -> dict:
+    """(N, horizon, series) as each input's next values of each series, by name."""
+    forecasts = [dict(zip(card.targets, steps.T.tolist(), strict=True)) for steps in values]
+    return {"forecasts": forecasts, "targets": card.targets}
+
+
 # Predict's answer by the model's task, from what its head serves (`TaskHead.serve`).
 ANSWERS: dict[str, Callable[[ModelCard, torch.Tensor], dict]] = {
     "classification": _classified,
     "regression": _regressed,
     "multilabel": _multilabelled,
+    "forecasting": _forecast,
 }
 
 

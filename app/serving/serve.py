@@ -35,7 +35,7 @@ def predict(inputs: list) -> dict:
     text = CARD.get("tokenizer") is not None
     batch = _token_ids(inputs) if text else np.asarray(inputs, dtype=np.float32)
     outputs, _embeddings = SESSION.run(None, {"inputs": batch})
-    if CARD["task"] == "regression":
+    if CARD["task"] in ("regression", "forecasting"):  # forecasting: (N, horizon, series)
         return {"values": outputs.tolist(), "targets": CARD["targets"]}
     probabilities, labels = outputs, CARD["labels"]
     if CARD["task"] == "multilabel":

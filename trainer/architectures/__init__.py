@@ -31,7 +31,7 @@ class Architecture:
     name: str
     params: type[BaseModel]
     build_backbone: BackboneBuilder
-    modalities: frozenset[str]  # the kinds of data it reads: image, tabular, text
+    modalities: frozenset[str]  # the kinds of data it reads: image, tabular, text, series
     # Architectures that start from weights trained elsewhere: params -> (trunk card without
     # `architecture`, backbone weights). The others start from random weights.
     pretrained: Callable[[Any], tuple[dict[str, Any], dict[str, torch.Tensor]]] | None = None
@@ -52,6 +52,7 @@ BATCH_NORM_ON_SHARES = (
 
 
 IMAGES, TABLES, TEXT = frozenset({"image"}), frozenset({"image", "tabular"}), frozenset({"text"})
+SERIES = frozenset({"series"})  # forecasting's windows (time, channels)
 
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
@@ -70,11 +71,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             IMAGES,
             single_process=BATCH_NORM_ON_SHARES,
         ),
-        Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES),
-        Architecture("gru", rnn.RNNParams, rnn.build_gru, TEXT),
-        Architecture("lstm", rnn.RNNParams, rnn.build_lstm, TEXT),
+        Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES | SERIES),
+        Architecture("gru", rnn.RNNParams, rnn.build_gru, TEXT | SERIES),
+        Architecture("lstm", rnn.RNNParams, rnn.build_lstm, TEXT | SERIES),
         Architecture(
-            "transformer", transformer.TransformerParams, transformer.build_backbone, TEXT
+            "transformer", transformer.TransformerParams, transformer.build_backbone, TEXT | SERIES
         ),
         Architecture(
             "hf_encoder",
@@ -98,13 +99,21 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+def channel_dim(input_rank: int) -> int:
+    """The dimension of a batch that holds an example's channels: a series window's
+    (time, channels) last, as sequence models read it; an image's (C, H, W) first; a table's
+    features, its only one."""
+    return 2 if input_rank == 2 else 1
+
+
 class Normalize(nn.Module):
-    """Per-channel (images) or per-feature (tables) standardisation inside the model, so that
-    the model takes raw inputs."""
+    """Per-channel (images, series) or per-feature (tables) standardisation inside the model,
+    so that the model takes raw inputs."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], input_rank: int) -> None:
         super().__init__()
-        shape = (1, len(mean)) + (1,) * (input_rank - 1)
+        shape = [1] * (input_rank + 1)
+        shape[channel_dim(input_rank)] = len(mean)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
 
@@ -113,8 +122,8 @@ class Normalize(nn.Module):
 
 
 def normalization_of(x: torch.Tensor) -> dict[str, list[float]]:
-    """Mean and std per channel (dimension 1) of a batch of raw inputs."""
-    dims = [0, *range(2, x.dim())]
+    """Mean and std per channel (`channel_dim`) of a batch of raw inputs."""
+    dims = [d for d in range(x.dim()) if d != channel_dim(x.dim() - 1)]
     return {"mean": x.mean(dim=dims).tolist(), "std": x.std(dim=dims).clamp_min(1e-6).tolist()}
 
 

@@ -1,7 +1,9 @@
-"""A decoder-only transformer (GPT-style) over token ids; id 0 is padding.
+"""A decoder-only transformer (GPT-style) over token ids (id 0 is padding) or over a numeric
+series, a window of (time, channels).
 
 Pre-norm blocks of causal self-attention and an MLP. `forward_sequence` gives one vector per
-token (next-token prediction); `forward` pools them over real tokens (classification).
+token (next-token prediction); `forward` pools them (`rnn.pool`: over real tokens, or a
+series' last step).
 """
 
 from collections.abc import Sequence
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from trainer.architectures.rnn import masked_mean, require_vocab
+from trainer.architectures.rnn import input_layer, pool
 
 
 class TransformerParams(BaseModel):
@@ -21,7 +23,9 @@ class TransformerParams(BaseModel):
     d_model: int = Field(128, ge=8, le=8192)
     layers: int = Field(2, ge=1, le=48)
     heads: int = Field(4, ge=1, le=64)
-    max_length: int = Field(128, ge=2, le=8192)
+    max_length: int = Field(
+        128, ge=2, le=8192, description="Tokens per text, and the longest series context."
+    )
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
@@ -58,9 +62,12 @@ class Block(nn.Module):
 
 
 class TransformerBackbone(nn.Module):
-    def __init__(self, params: TransformerParams, vocab_size: int) -> None:
+    def __init__(
+        self, params: TransformerParams, shape: Sequence[int], vocab_size: int | None
+    ) -> None:
         super().__init__()
-        self.tokens = nn.Embedding(vocab_size, params.d_model)
+        # Token ids' embedding, or a series' projection: one name, that stored weights carry.
+        self.tokens = input_layer(shape, vocab_size, params.d_model)
         self.positions = nn.Embedding(params.max_length, params.d_model)
         self.layers = nn.ModuleList(Block(params) for _ in range(params.layers))
         self.ln = nn.LayerNorm(params.d_model)
@@ -80,10 +87,13 @@ class TransformerBackbone(nn.Module):
         return self.ln(x)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return masked_mean(self.forward_sequence(tokens), tokens[:, : self.max_length])
+        return pool(self.forward_sequence(tokens), tokens[:, : self.max_length])
 
 
 def build_backbone(
-    params: TransformerParams, _shape: Sequence[int], vocab_size: int | None
+    params: TransformerParams, shape: Sequence[int], vocab_size: int | None
 ) -> nn.Module:
-    return TransformerBackbone(params, require_vocab(vocab_size))
+    # A text is cut at max_length; a series' context is not, as its latest steps would go.
+    if len(shape) == 2 and shape[0] > params.max_length:
+        raise ValueError(f"a context of {shape[0]} steps is over max_length {params.max_length}")
+    return TransformerBackbone(params, shape, vocab_size)

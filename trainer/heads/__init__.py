@@ -4,10 +4,10 @@ one is a new module plus one line here.
 A head says how it is built for a dataset (`build`) and rebuilt from a model's card
 (`from_card`), its loss, its figures on a split (`evaluate`), what the card keeps of it
 (`card_fields`: a classifier's labels, a regressor's targets and their scaling, a multilabel
-head's thresholds) and which of those make a base model's head reusable (`identity`), how it is
-fitted to a pretrained backbone's frozen features before fine-tuning (`fit_to_features`,
-LP-FT), what it tunes on the validation split after training (`calibrate`) and what predict
-answers (`serve`).
+head's thresholds, a forecaster's horizon) and which of those make a base model's head
+reusable (`identity`), how it is fitted to a pretrained backbone's frozen features before
+fine-tuning (`fit_to_features`, LP-FT), what it tunes on the validation split after training
+(`calibrate`) and what predict answers (`serve`).
 """
 
 from collections.abc import Callable
@@ -19,7 +19,7 @@ from torch import nn
 
 from trainer.card import ModelCard
 from trainer.data import LabelledDataset, Split
-from trainer.heads import classification, multilabel, regression
+from trainer.heads import classification, forecasting, multilabel, regression
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,22 @@ HEADS: dict[str, TaskHead] = {
             fit_score="micro-F1",
             serve=multilabel.probabilities,
             calibrate=multilabel.tune_thresholds,
+        ),
+        TaskHead(
+            "forecasting",
+            forecasting.build,
+            forecasting.from_card,
+            regression.loss,
+            forecasting.evaluate,
+            monitor="mase",
+            mode="min",
+            validation_metrics=("loss", "mae", "rmse", "r2", "mase"),
+            card_fields=forecasting.card_fields,
+            identity=("targets", "target_scaling", "horizon"),
+            fit_to_features=regression.fit_to_features,
+            fit_description="a ridge regression",
+            fit_score="R²",
+            serve=regression.values,
         ),
     )
 }

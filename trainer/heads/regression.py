@@ -21,11 +21,16 @@ from trainer.training import standardisation
 
 class RegressionHead(nn.Module):
     def __init__(
-        self, feature_dim: int, targets: list[str], mean: list[float], std: list[float]
+        self,
+        feature_dim: int,
+        targets: list[str],
+        mean: list[float],
+        std: list[float],
+        outputs: int | None = None,  # default: one per target
     ) -> None:
         super().__init__()
         self.targets = targets
-        self.linear = nn.Linear(feature_dim, len(targets))
+        self.linear = nn.Linear(feature_dim, outputs or len(targets))
         # From the card, not the weights: the card says how the model's outputs are scaled.
         self.register_buffer("mean", torch.tensor(mean), persistent=False)
         self.register_buffer("std", torch.tensor(std), persistent=False)
@@ -54,29 +59,44 @@ def loss(head: RegressionHead, values: torch.Tensor, y: torch.Tensor, _smoothing
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> dict:
+def predictions(model: nn.Module, split: Split, batch_size: int, device: torch.device):
+    """The model's outputs on a split, in float64 on the CPU."""
     model.eval()
-    head = model.head
-    predicted = torch.cat([
+    return torch.cat([
         model(split.x[start : start + batch_size].to(device)).float().cpu()
         for start in range(0, len(split), batch_size)
     ]).double()  # fmt: skip
-    y = split.y.double()
+
+
+def error_figures(
+    predicted: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, targets: list[str]
+) -> dict[str, float]:
+    """`loss` (the mean squared error in units of `scale`), and `mae`, `rmse` and `r2` over
+    the targets (N, T): the mean over the targets and, with several, per target."""
+    y = y.double()
     error = predicted - y
-    scale = head.std.double().cpu()
     per_target = {
         "mae": error.abs().mean(0),
         "rmse": error.pow(2).mean(0).sqrt(),
         "r2": 1 - error.pow(2).sum(0) / (y - y.mean(0)).pow(2).sum(0).clamp_min(1e-12),
     }
-    figures = {"loss": (error / scale).pow(2).mean().item()}
-    figures |= {name: values.mean().item() for name, values in per_target.items()}
-    if len(head.targets) > 1:
+    figures = {"loss": (error / scale.double().cpu()).pow(2).mean().item()}
+    return figures | per_target_figures(per_target, targets)
+
+
+def per_target_figures(per_target: dict[str, torch.Tensor], targets: list[str]) -> dict:
+    """Each figure's mean over the targets and, with several, its value for each
+    (`mae_<target>`)."""
+    figures = {name: values.mean().item() for name, values in per_target.items()}
+    if len(targets) > 1:
         for name, values in per_target.items():
-            figures |= {
-                f"{name}_{t}": v for t, v in zip(head.targets, values.tolist(), strict=True)
-            }
+            figures |= {f"{name}_{t}": v for t, v in zip(targets, values.tolist(), strict=True)}
     return figures
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> dict:
+    predicted = predictions(model, split, batch_size, device)
+    return error_figures(predicted, split.y, model.head.std, model.head.targets)
 
 
 def fit_to_features(head: RegressionHead, features: torch.Tensor, y: torch.Tensor) -> float:
@@ -88,10 +108,11 @@ def fit_to_features(head: RegressionHead, features: torch.Tensor, y: torch.Tenso
 
     mean, std, live = standardisation(features)
     x = ((features - mean) / std * live).double().cpu().numpy()
-    targets = head.standardised(y).double().cpu().numpy()
+    # Flat (N, outputs): a forecaster's (N, horizon, series) too.
+    targets = head.standardised(y).reshape(len(y), -1).double().cpu().numpy()
     ridge = RidgeCV(alphas=np.logspace(-3, 4, 15)).fit(x, targets)
     weight = torch.as_tensor(ridge.coef_, dtype=torch.float32, device=features.device)
-    weight = weight.reshape(len(head.targets), -1)
+    weight = weight.reshape(head.linear.out_features, -1)
     scaled = weight / std * live  # the same outputs from the raw features
     intercept = torch.as_tensor(ridge.intercept_, dtype=torch.float32, device=features.device)
     head.linear.weight.copy_(scaled)

@@ -36,8 +36,9 @@ from trainer.methods import (
 )
 from trainer.run import RunContext, TrainResult
 
-ANY, IMAGES, IMAGES_TABLES, TEXT, CHAT, PREFERENCES = (
+ANY, SERIES, IMAGES, IMAGES_TABLES, TEXT, CHAT, PREFERENCES = (
     frozenset({"image", "tabular", "text"}),
+    frozenset({"series"}),
     frozenset({"image"}),
     frozenset({"image", "tabular"}),
     frozenset({"text"}),
@@ -134,7 +135,7 @@ METHODS: dict[str, Method] = {
             "finetune",
             supervised.Params,
             supervised.run,
-            ANY,
+            ANY | SERIES,  # the only method that trains forecasters
             labelled=("train", "validation", "test"),
             check=lora_issues,
             tasks=frozenset(HEADS),

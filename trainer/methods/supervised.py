@@ -1,5 +1,5 @@
 """Supervised fine-tuning into the dataset's task (`trainer.heads`: classification,
-regression, multilabel): from scratch or from a base model, with freezing strategies
+regression, multilabel, forecasting): from scratch or from a base model, with freezing strategies
 (`backbone` is a linear probe, `partial` trains the top N blocks) and separate learning rates
 for head and backbone. Hugging Face encoders can instead train LoRA adapters, merged into the
 weights at the end.
@@ -116,7 +116,9 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     spec, device, hp = ctx.spec, ctx.device, ctx.spec.hyperparameters
     generator = seed_everything(hp.seed)
     data = spec.data
-    dataset, train, validation, test = splits_for(data.train, data.validation, data.test, hp.seed)
+    dataset, train, validation, test = splits_for(
+        data.train, data.validation, data.test, hp.seed, data.context_length, data.horizon
+    )
     trunk = start_trunk(ctx, dataset, train)
     task = HEADS[dataset.task]
     head = task.build(trunk.backbone.feature_dim, dataset, train)

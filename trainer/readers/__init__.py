@@ -12,6 +12,7 @@ This module is the public API and dispatches by format to one module per format,
 - `common`: `DatasetError`, `ReadLimits`, `ParsedDataset` and the checks formats share
 - `arrays`: npz files (arrays x, y and split)
 - `tables`: csv and parquet files (one row per example)
+- `series`: csv and parquet files of time series (one row per time), for forecasting
 - `jsonl`: jsonl files (one JSON object per line): texts, or the examples `chat` reads
 - `chat`: chat, prompt/completion and preference examples in OpenAI's fine-tuning format
 - `images`: zip archives of PNG or JPEG images in class folders
@@ -19,7 +20,7 @@ This module is the public API and dispatches by format to one module per format,
 
 from pathlib import Path, PurePath
 
-from trainer.readers import arrays, images, jsonl, tables
+from trainer.readers import arrays, images, jsonl, series, tables
 from trainer.readers.common import (
     FORMATS,
     SPLIT_NAMES,
@@ -29,6 +30,7 @@ from trainer.readers.common import (
     UnlabelledFormat,
     check_not_empty,
 )
+from trainer.series import SeriesTable
 
 __all__ = [
     "FORMATS",
@@ -40,6 +42,7 @@ __all__ = [
     "format_of",
     "preview",
     "read_dataset",
+    "read_series",
 ]
 
 # The formats that can carry each task's labels, where not all of them can.
@@ -90,6 +93,19 @@ def read_dataset(
     if fmt == "jsonl":
         return jsonl.read(path, labelled, task)
     return images.read(path, labelled, limits)
+
+
+def read_series(
+    path: Path, fmt: str, series_columns: str, time_column: str | None, limits: ReadLimits
+) -> SeriesTable:
+    """A time series in a csv or parquet table (`trainer.readers.series`), checked."""
+    path = Path(path)
+    check_not_empty(path, fmt)
+    if fmt not in ("csv", "parquet"):
+        raise DatasetError("file", "a time series comes as a .csv or .parquet table")
+    if time_column is None:
+        raise DatasetError("time_column", "a time series needs the column of its times")
+    return series.read(path, fmt, series_columns, time_column, limits)
 
 
 def preview(

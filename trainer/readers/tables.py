@@ -37,7 +37,7 @@ def read(
     """With `task: regression`, `label_column` names one or more numeric target columns,
     separated by commas; with `multilabel`, its cells are label sets."""
     numeric = task == "regression"
-    frame = _load_table(path, fmt, limits)
+    frame = load_table(path, fmt, limits)
     frame.columns = [str(name) for name in frame.columns]
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):
@@ -115,12 +115,12 @@ def _is_number(value: object) -> bool:
 
 def preview(path: Path, fmt: str, count: int) -> dict:
     if fmt == "csv":
-        frame = _load_table(path, fmt, rows=count)
+        frame = load_table(path, fmt, rows=count)
         return {"rows": [json_safe(row) for row in frame.to_dict("records")]}
     return {"rows": _parquet_head(path, count)}
 
 
-def _load_table(
+def load_table(
     path: Path, fmt: str, limits: ReadLimits | None = None, rows: int | None = None
 ) -> pd.DataFrame:
     try:
