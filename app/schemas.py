@@ -138,7 +138,10 @@ class PredictRequest(BaseModel):
     inputs: list[Any] = Field(
         min_length=1,
         max_length=4096,
-        description="A batch of raw inputs, each of the model's `input_shape`.",
+        description="A batch of raw inputs, each of the model's `input_shape`. Text models: "
+        "strings. Audio models: each a clip, a list of samples at the model's "
+        "`log_mel.sample_rate` or a base64 WAV or FLAC file at any rate, of at most "
+        "`input_shape[0]` samples at the model's rate (shorter clips are zero-padded).",
     )
     return_embeddings: bool = False
 
@@ -446,9 +449,11 @@ class DatasetOut(BaseModel):
     name: str
     task: DatasetTask
     format: str
-    modality: Literal["image", "tabular", "text", "chat", "preference"]
+    modality: Literal["image", "tabular", "text", "audio", "chat", "preference"]
     num_examples: int
-    input_shape: list[int] = Field(description="One example's shape; [] for text.")
+    input_shape: list[int] = Field(
+        description="One example's shape; [] for text; audio: [samples] of a clip at 16 kHz."
+    )
     feature_names: list[str] | None = Field(
         description="Tabular: the model's input features, categorical columns one-hot encoded."
     )

@@ -20,6 +20,12 @@ class Augmentation(BaseModel):
     max_rotation: float = Field(15.0, ge=0, le=180, description="Degrees; images only.")
     scale_range: tuple[float, float] = Field((0.8, 1.2), description="Zoom; images only.")
     noise_std: float = Field(0.1, ge=0, le=10, description="In standard units.")
+
+
+class AudioAugmentation(Augmentation):
+    """`Augmentation`, and what is done to audio's spectrograms alone (`augment_spectrograms`):
+    for the methods that read images and audio."""
+
     max_level: float = Field(
         0.3,
         ge=0,
@@ -61,7 +67,7 @@ def augment(
 
 
 def augment_spectrograms(
-    x: torch.Tensor, params: Augmentation, generator: torch.Generator | None
+    x: torch.Tensor, params: AudioAugmentation, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Per clip of standardised log-mel spectrograms (N, 1, mels, frames): a shift in time (the
     edge frames repeated into the gap), a change of level, a band of mel bins and a band of
@@ -90,7 +96,7 @@ def augment_spectrograms(
 
 
 def augment_inputs(
-    x: torch.Tensor, params: Augmentation, generator: torch.Generator | None, modality: str
+    x: torch.Tensor, params: AudioAugmentation, generator: torch.Generator | None, modality: str
 ) -> torch.Tensor:
     """A random view of a batch as the backbone reads it: images warped (`augment`), audio's
     spectrograms shifted and masked (`augment_spectrograms`)."""

@@ -27,14 +27,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from trainer.augment import Augmentation, augment_inputs
+from trainer.augment import AudioAugmentation, augment_inputs
 from trainer.methods.pretraining import Pretext, pretrain
 from trainer.run import RunContext, TrainResult
 from trainer.trunk import Trunk
 
 
-class Params(Augmentation):
-    """The warp (images) is `Augmentation`'s; `noise_std` is the noise for tables too."""
+class Params(AudioAugmentation):
+    """The warp (images) is `Augmentation`'s, the spectrograms' changes (audio)
+    `AudioAugmentation`'s; `noise_std` is the noise for tables too."""
 
     mask_ratio: float = Field(0.5, ge=0, lt=1, description="Share of patches/features hidden.")
     patch_size: int = Field(4, ge=1, le=64, description="Side of a hidden image patch.")

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from trainer.augment import Augmentation, augment_inputs
+from trainer.augment import AudioAugmentation, augment_inputs
 from trainer.methods.pretraining import Pretext, pretrain
 from trainer.run import RunContext, TrainResult
 from trainer.trunk import Trunk
 
 
-class Params(Augmentation):
+class Params(AudioAugmentation):
     temperature: float = Field(0.2, gt=0, le=10)
     projection_dim: int = Field(64, ge=1, le=4096)
 

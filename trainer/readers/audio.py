@@ -28,10 +28,11 @@ CLIPS = MemberKind("clips", "a WAV or FLAC file", (".wav", ".flac"))
 
 
 def holds_audio(path: Path, limits: ReadLimits) -> bool:
-    """Whether a zip archive's first example is a clip (else it is read as images)."""
+    """Whether a zip archive holds a clip: it is then read as clips, any other member refused
+    by name (else it is read as images)."""
     with open_zip(path) as archive:
         names = member_names(archive, limits)
-    return bool(names) and names[0].filename.lower().endswith(CLIPS.suffixes)
+    return any(info.filename.lower().endswith(CLIPS.suffixes) for info in names)
 
 
 def read(path: Path, labelled: bool, limits: ReadLimits) -> ParsedDataset:
