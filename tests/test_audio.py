@@ -3,7 +3,12 @@ spoken digits synthesised by espeak-ng and their speaker shift, a CNN classifyin
 raw waveforms through save, reload and ONNX, pretraining and adaptation on them, and the spec
 checks that say which methods read audio."""
 
+import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +27,8 @@ from trainer.spoken_digits import FEMALE_VOICES, MALE_VOICES, spoken_digits
 from trainer.validation import check_spec
 from trainer.waveforms import SAMPLE_RATE
 
+SERVE_PY = Path(__file__).parents[1] / "app" / "serving" / "serve.py"
+SERVE = "import json, sys; import serve; print(json.dumps(serve.predict(json.load(sys.stdin))))"
 CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32, "batch_norm": True}}
 FAST = {"epochs": 2, "batch_size": 32, "learning_rate": 3e-3, "seed": 0}
 SHIFT = {"source": "builtin:spoken-digits-male", "target": "builtin:spoken-digits-female"}
@@ -114,6 +121,15 @@ def test_an_audio_classifier_reloads_and_exports_taking_raw_waveforms(classifier
     probabilities, _features = session.run(None, {"inputs": x.numpy()})
     np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-4)
     assert (probabilities.argmax(1) == test.y[:16].numpy()).mean() > 0.7
+    # The archive's serve.py, onnxruntime alone, pads a clip of its own length as predict does.
+    shutil.copy(SERVE_PY, tmp_path)
+    (tmp_path / "model_card.json").write_text(card.model_dump_json())
+    clip = x[0, : int(torch.nonzero(x[0])[-1]) + 1].tolist()
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE], input=json.dumps([clip]), cwd=tmp_path,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(served.stdout)["predictions"] == [card.labels[probabilities[0].argmax()]]
 
 
 @pytest.mark.parametrize("method", ["dann", "coral", "mmd"])

@@ -54,7 +54,7 @@ BATCH_NORM_ON_SHARES = (
 
 
 # Audio is read as its log-mel spectrogram, a one-channel image (`build_trunk`).
-IMAGES, TABLES, TEXT = (
+IMAGES_AUDIO, TABLES, TEXT = (
     frozenset({"image", "audio"}),
     frozenset({"image", "tabular"}),
     frozenset({"text"}),
@@ -67,14 +67,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             "cnn",
             cnn.CNNParams,
             cnn.build_backbone,
-            IMAGES,
+            IMAGES_AUDIO,
             single_process_with={"batch_norm": BATCH_NORM_ON_SHARES},
         ),
         Architecture(
             "resnet",
             resnet.ResNetParams,
             resnet.build_backbone,
-            IMAGES,
+            IMAGES_AUDIO,
             single_process=BATCH_NORM_ON_SHARES,
         ),
         Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES),
