@@ -706,3 +706,29 @@ def test_zip_audio_refuses_what_is_not_a_clip_naming_it(tmp_path):
     flat = write_zip(tmp_path / "d.zip", {"a.wav": sound(0.1, 8000)})
     assert refused(flat, "zip").message.startswith("no class folders; a labelled clip dataset")
     assert read_dataset(flat, "zip", labelled=False).y is None
+
+
+def test_zip_audio_clips_listed_by_a_table_take_its_labels_and_splits(tmp_path):
+    index = "file,label,split\nclips/1.wav,yes,train\nclips/2.flac,no,test\nclips/3.wav,yes,\n"
+    members = {
+        "labels.csv": index.encode(),
+        "clips/1.wav": sound(0.2, 8000),
+        "clips/2.flac": sound(0.1, 16000, "FLAC"),
+        "clips/3.wav": sound(0.1, 8000),
+        "README.txt": b"not listed, not read",
+    }
+    path = write_zip(tmp_path / "a.zip", members)
+    with pytest.raises(DatasetError) as caught:  # an empty split is no split name
+        read_dataset(path, "zip", labelled=True)
+    assert caught.value.where == "labels.csv, row 3, column 'split'"
+    members["labels.csv"] = index.replace("yes,\n", "yes,validation\n").encode()
+    data = read_dataset(write_zip(tmp_path / "b.zip", members), "zip", labelled=True)
+    assert data.modality == "audio" and data.x.shape == (3, 3200)  # 0.2 s at 16 kHz
+    assert data.labels == ("no", "yes") and data.y.tolist() == [1, 0, 1]  # the table's order
+    assert data.split.tolist() == ["train", "test", "validation"]
+    members["labels.csv"] = b"file,label\nclips/1.wav,yes\nclips/9.wav,no\n"
+    error = refused(write_zip(tmp_path / "c.zip", members), "zip")
+    assert error.where == "labels.csv, row 2, column 'file'" and "'clips/9.wav'" in error.message
+    members["labels.csv"] = b"path,label\nclips/1.wav,yes\n"
+    error = refused(write_zip(tmp_path / "d.zip", members), "zip")
+    assert error.where == "labels.csv" and "no column 'file'" in error.message
