@@ -18,8 +18,12 @@ COPY trainer ./trainer
 RUN pip install .
 
 FROM python:3.11-slim AS runtime
+# espeak-ng synthesises the built-in spoken digits on first use (trainer/spoken_digits.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends espeak-ng \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 tunery \
-    && mkdir -p /data/artifacts \
+    && mkdir -p /data/artifacts /data/cache \
     && chown -R tunery:tunery /data
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv/tunery
@@ -28,6 +32,7 @@ COPY migrations ./migrations
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TUNERY_ARTIFACT_DIR=/data/artifacts \
+    TUNERY_CACHE_DIR=/data/cache \
     TUNERY_RUN_DIR=/tmp/tunery-runs
 USER tunery
 EXPOSE 8000

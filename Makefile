@@ -40,21 +40,27 @@ format: install
 	$(BIN)/ruff format .
 
 # What the tests run on, from Debian's packages where missing: Chromium for the dashboard tests
-# (driven by Playwright, never a downloaded browser), and the PostgreSQL and Redis servers of
-# which each test run starts private instances (tests/servers.py; none need to be running).
+# (driven by Playwright, never a downloaded browser), the PostgreSQL and Redis servers of
+# which each test run starts private instances (tests/servers.py; none need to be running), and
+# espeak-ng, which synthesises the built-in spoken digits (trainer/spoken_digits.py).
 APT_INSTALL = apt-get install -y -q $(1) || (apt-get update -q && apt-get install -y -q $(1))
 CHROMIUM := /usr/bin/chromium
 # Debian keeps the server under its major version; the second name stands for "not installed".
 POSTGRES := $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) /usr/lib/postgresql/bin/postgres)
 REDIS := /usr/bin/redis-server
+ESPEAK := /usr/bin/espeak-ng
 $(CHROMIUM):
 	$(call APT_INSTALL,chromium)
 $(POSTGRES):
 	$(call APT_INSTALL,postgresql)
 $(REDIS):
 	$(call APT_INSTALL,redis-server)
+$(ESPEAK):
+	$(call APT_INSTALL,espeak-ng)
+# The service synthesises its built-in spoken digits with it (on first use), tests or not.
+install: $(ESPEAK)
 
-test: lint $(CHROMIUM) $(POSTGRES) $(REDIS)
+test: lint $(CHROMIUM) $(POSTGRES) $(REDIS) $(ESPEAK)
 	$(BIN)/pytest
 
 clean:

@@ -147,10 +147,13 @@ class PredictRequest(BaseModel):
     inputs: list[Any] = Field(
         min_length=1,
         max_length=4096,
-        description="A batch of raw inputs, each of the model's `input_shape`; a tabular "
-        "model also takes rows as objects keyed by column name, as the uploaded table has them "
-        "(categories as strings), every column given; a forecaster's context may also be its "
-        "last `context_length` rows as the table has them, objects keyed by column name.",
+        description="A batch of raw inputs, each of the model's `input_shape`. Text models: "
+        "strings. Tabular models also take rows as objects keyed by column name, as the "
+        "uploaded table has them (categories as strings), every column given; a forecaster's "
+        "context may also be its last `context_length` rows as the table has them. Audio "
+        "models: each a clip, a list of samples at the model's `log_mel.sample_rate` or a "
+        "base64 WAV or FLAC file at any rate, of at most `input_shape[0]` samples at the "
+        "model's rate (shorter clips are zero-padded).",
     )
     return_embeddings: bool = False
 
@@ -487,9 +490,11 @@ class DatasetOut(BaseModel):
     name: str
     task: DatasetTask
     format: str
-    modality: Literal["image", "tabular", "text", "chat", "preference", "series"]
+    modality: Literal["image", "tabular", "text", "audio", "chat", "preference", "series"]
     num_examples: int
-    input_shape: list[int] = Field(description="One example's shape; [] for text.")
+    input_shape: list[int] = Field(
+        description="One example's shape; [] for text; audio: [samples] of a clip at 16 kHz."
+    )
     feature_names: list[str] | None = Field(
         description="Tabular: the model's input features, categorical columns one-hot encoded."
     )

@@ -683,3 +683,87 @@ def test_multilabel_jsonl_is_refused_where_it_is_wrong(tmp_path, lines, where, s
 def test_multilabel_data_does_not_come_as_an_image_archive(tmp_path):
     error = refused(write_zip(tmp_path / "a.zip", {"a/x.png": png()}), "zip", task="multilabel")
     assert error.where == "file" and ".csv or .parquet or .jsonl" in error.message
+
+
+# zip of audio clips
+
+
+def sound(seconds: float, rate: int, fmt: str = "WAV", channels: int = 1, hz=440.0) -> bytes:
+    """A tone at half scale (a stereo file: the tone left, silence right)."""
+    import soundfile
+
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 0.5 * np.sin(2 * np.pi * hz * t)
+    if channels == 2:
+        samples = np.stack([samples, np.zeros_like(samples)], axis=1)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format=fmt, subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def test_zip_audio_clips_are_resampled_to_one_rate_and_padded_to_the_longest(tmp_path):
+    from trainer.waveforms import SAMPLE_RATE
+
+    members = {
+        "digits/yes/a.wav": sound(0.5, 8000),
+        "digits/yes/b.flac": sound(0.25, 44100, "FLAC", channels=2),
+        "digits/no/c.WAV": sound(0.1, SAMPLE_RATE, hz=1000.0),
+        "digits/no/.DS_Store": b"junk",
+    }
+    data = read_dataset(write_zip(tmp_path / "a.zip", members), "zip", labelled=True)
+    assert data.modality == "audio" and data.x.dtype == np.float32
+    assert data.x.shape == (3, SAMPLE_RATE // 2)  # 0.5 s, the longest clip, at 16 kHz
+    assert data.labels == ("no", "yes") and data.y.tolist() == [0, 1, 1]  # by member name
+    # The FLAC's channels averaged: the tone at a quarter scale, for 0.25 s, then padding.
+    flac = data.x[2]
+    assert abs(np.abs(flac[: SAMPLE_RATE // 4 - 100]).max() - 0.25) < 0.01
+    assert np.abs(flac[SAMPLE_RATE // 4 + 100 :]).max() == 0
+    # The 8 kHz tone upsampled keeps its pitch: 440 Hz has 220 zero crossings in 0.5 s.
+    crossings = np.count_nonzero(np.diff(np.signbit(data.x[1][100:-100])))
+    assert abs(crossings - 0.49 * 2 * 440) < 5
+    shown = preview(tmp_path / "a.zip", "zip", count=2)["rows"]
+    assert shown == [
+        {"label": "no", "file": "digits/no/c.WAV", "seconds": 0.1},
+        {"label": "yes", "file": "digits/yes/a.wav", "seconds": 0.5},
+    ]
+
+
+def test_zip_audio_refuses_what_is_not_a_clip_naming_it(tmp_path):
+    members = {"yes/a.wav": sound(0.1, 8000), "yes/b.wav": b"RIFF not really", "no/c.wav": b""}
+    error = refused(write_zip(tmp_path / "a.zip", members), "zip")
+    assert error.where == "archive member 'no/c.wav'" and "WAV or FLAC" in error.message
+    members = {"yes/a.wav": sound(0.1, 8000), "no/b.png": png(1)}
+    error = refused(write_zip(tmp_path / "b.zip", members), "zip")
+    assert error.where == "archive member 'no/b.png'" and "not a WAV or FLAC file" in error.message
+    long = {"yes/a.wav": sound(31, 8000), "no/b.wav": sound(0.1, 8000)}
+    error = refused(write_zip(tmp_path / "c.zip", long), "zip")
+    assert error.where == "archive member 'yes/a.wav'" and "at most 30 s" in error.message
+    flat = write_zip(tmp_path / "d.zip", {"a.wav": sound(0.1, 8000)})
+    assert refused(flat, "zip").message.startswith("no class folders; a labelled clip dataset")
+    assert read_dataset(flat, "zip", labelled=False).y is None
+
+
+def test_zip_audio_clips_listed_by_a_table_take_its_labels_and_splits(tmp_path):
+    index = "file,label,split\nclips/1.wav,yes,train\nclips/2.flac,no,test\nclips/3.wav,yes,\n"
+    members = {
+        "labels.csv": index.encode(),
+        "clips/1.wav": sound(0.2, 8000),
+        "clips/2.flac": sound(0.1, 16000, "FLAC"),
+        "clips/3.wav": sound(0.1, 8000),
+        "README.txt": b"not listed, not read",
+    }
+    path = write_zip(tmp_path / "a.zip", members)
+    with pytest.raises(DatasetError) as caught:  # an empty split is no split name
+        read_dataset(path, "zip", labelled=True)
+    assert caught.value.where == "labels.csv, row 3, column 'split'"
+    members["labels.csv"] = index.replace("yes,\n", "yes,validation\n").encode()
+    data = read_dataset(write_zip(tmp_path / "b.zip", members), "zip", labelled=True)
+    assert data.modality == "audio" and data.x.shape == (3, 3200)  # 0.2 s at 16 kHz
+    assert data.labels == ("no", "yes") and data.y.tolist() == [1, 0, 1]  # the table's order
+    assert data.split.tolist() == ["train", "test", "validation"]
+    members["labels.csv"] = b"file,label\nclips/1.wav,yes\nclips/9.wav,no\n"
+    error = refused(write_zip(tmp_path / "c.zip", members), "zip")
+    assert error.where == "labels.csv, row 2, column 'file'" and "'clips/9.wav'" in error.message
+    members["labels.csv"] = b"path,label\nclips/1.wav,yes\n"
+    error = refused(write_zip(tmp_path / "d.zip", members), "zip")
+    assert error.where == "labels.csv" and "no column 'file'" in error.message

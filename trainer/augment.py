@@ -1,6 +1,7 @@
-"""Random augmentations of images, drawn from a generator so that a resumed run draws them
-again: what contrastive pretraining compares and self-training's strong view. The defaults are
-the same for every dataset: none encodes a particular shift between domains."""
+"""Random augmentations of images and of audio's log-mel spectrograms, drawn from a generator
+so that a resumed run draws them again: what contrastive pretraining compares, what the
+autoencoder restores from, and self-training's strong view. The defaults are the same for every
+dataset: none encodes a particular shift between domains."""
 
 import math
 from typing import Literal
@@ -13,10 +14,32 @@ from pydantic import BaseModel, ConfigDict, Field
 class Augmentation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_shift: float = Field(0.15, ge=0, le=1, description="Translation, share of the side.")
-    max_rotation: float = Field(15.0, ge=0, le=180, description="Degrees.")
-    scale_range: tuple[float, float] = (0.8, 1.2)
+    max_shift: float = Field(
+        0.15, ge=0, le=1, description="Translation, share of the side; audio: in time, of the clip."
+    )
+    max_rotation: float = Field(15.0, ge=0, le=180, description="Degrees; images only.")
+    scale_range: tuple[float, float] = Field((0.8, 1.2), description="Zoom; images only.")
     noise_std: float = Field(0.1, ge=0, le=10, description="In standard units.")
+
+
+class AudioAugmentation(Augmentation):
+    """`Augmentation`, and what is done to audio's spectrograms alone (`augment_spectrograms`):
+    for the methods that read images and audio."""
+
+    max_level: float = Field(
+        0.3,
+        ge=0,
+        le=10,
+        description="Audio: a random change of level (a gain: in the log-mel spectrogram, an "
+        "offset), in standard units.",
+    )
+    band_mask: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="Audio: the widest band of mel bins, and of frames, hidden (SpecAugment), "
+        "share of each.",
+    )
 
 
 def augment(
@@ -41,6 +64,45 @@ def augment(
     contrast = uniform(0.7, 1.3).view(n, 1, 1, 1).to(x.device)
     noise = torch.randn(x.shape, generator=generator).to(x.device) * params.noise_std
     return warped * contrast + noise
+
+
+def augment_spectrograms(
+    x: torch.Tensor, params: AudioAugmentation, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Per clip of standardised log-mel spectrograms (N, 1, mels, frames): a shift in time (the
+    edge frames repeated into the gap), a change of level, a band of mel bins and a band of
+    frames hidden (set to the mean, 0; Park et al., 2019), and noise. No warp: a rotated or
+    zoomed spectrogram is no sound's."""
+    n, _, mels, frames = x.shape
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator)
+
+    shift = (uniform(-params.max_shift, params.max_shift) * frames).round().long()
+    source = (torch.arange(frames).view(1, -1) - shift.view(-1, 1)).clamp(0, frames - 1)
+    shifted = x.gather(3, source.view(n, 1, 1, frames).expand(x.shape).to(x.device))
+    level = uniform(-params.max_level, params.max_level).view(n, 1, 1, 1)
+
+    def band(size: int) -> torch.Tensor:
+        """(N, size): True over a random band of up to `band_mask` of `size` per clip."""
+        width = (uniform(0, params.band_mask) * size).long()
+        start = (torch.rand(n, generator=generator) * (size - width + 1)).long()
+        positions = torch.arange(size).view(1, -1)
+        return (positions >= start.view(-1, 1)) & (positions < (start + width).view(-1, 1))
+
+    hidden = band(mels).view(n, 1, mels, 1) | band(frames).view(n, 1, 1, frames)
+    noise = torch.randn(x.shape, generator=generator) * params.noise_std
+    return (shifted + level.to(x.device)).masked_fill(hidden.to(x.device), 0) + noise.to(x.device)
+
+
+def augment_inputs(
+    x: torch.Tensor, params: AudioAugmentation, generator: torch.Generator | None, modality: str
+) -> torch.Tensor:
+    """A random view of a batch as the backbone reads it: images warped (`augment`), audio's
+    spectrograms shifted and masked (`augment_spectrograms`)."""
+    if modality == "audio":
+        return augment_spectrograms(x, params, generator)
+    return augment(x, params, generator)
 
 
 COLOUR_OPS = ("identity", "autocontrast", "equalize", "brightness", "saturation", "contrast",

@@ -28,6 +28,23 @@ class TableColumn(BaseModel):
     categories: list[str] | None = None  # a categorical column's values, in encoding order
 
 
+class LogMelSettings(BaseModel):
+    """How an audio model turns its waveform (mono, `sample_rate`) into the log-mel spectrogram
+    its backbone reads (`trainer.architectures.log_mel`): a Hann-windowed STFT of `win_length`
+    samples zero-padded to `n_fft`, every `hop_length` samples, `n_mels` mel bands (Slaney
+    scale and area normalisation, as librosa's default) between `f_min` and `f_max` Hz, then the
+    log of each band's power. The defaults are speech recognition's usual 25 ms windows every
+    10 ms at 16 kHz."""
+
+    sample_rate: int = Field(16000, ge=1000, le=192000)
+    n_fft: int = Field(512, ge=16, le=8192)
+    win_length: int = Field(400, ge=16, le=8192)
+    hop_length: int = Field(160, ge=1, le=8192)
+    n_mels: int = Field(40, ge=1, le=512)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float | None = None  # None: the Nyquist frequency, sample_rate / 2
+
+
 class Adapter(BaseModel):
     """A LoRA adapter kept apart from its base (`lora_merge: false`)."""
 
@@ -50,15 +67,19 @@ class TrunkCard(BaseModel):
     feature_names: list[str] | None = None
     # tables: the columns that make those features, so that predict takes rows by column name
     columns: list[TableColumn] | None = None
+    # audio: the front end inside the model; `input_shape` is then [samples] of one clip
+    log_mel: LogMelSettings | None = None
 
     def trunk(self) -> "TrunkCard":
         """These fields alone, as a card of their own (for a model that starts from them)."""
         return TrunkCard.model_validate(self.model_dump(include=set(TrunkCard.model_fields)))
 
     @property
-    def modality(self) -> Literal["text", "image", "tabular", "series"]:
+    def modality(self) -> Literal["text", "image", "tabular", "series", "audio"]:
         if self.tokenizer:
             return "text"
+        if self.log_mel:
+            return "audio"
         return {3: "image", 2: "series"}.get(len(self.input_shape), "tabular")
 
 

@@ -23,6 +23,7 @@ from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset,
 from trainer.readers.chat import Example
 from trainer.series import SeriesTable, windows
 from trainer.spec import AdaptData, DatasetSelection, TrainData
+from trainer.spoken_digits import FEMALE_VOICES, MALE_VOICES, spoken_digits
 
 UNLABELLED = -1  # the label of every example of an unlabelled dataset
 
@@ -56,9 +57,9 @@ class DatasetInfo:
     """What checking a job spec needs to know of a dataset, without loading it."""
 
     name: str
-    modality: str  # "image", "tabular", "text", "chat", "preference" or "series"
-    # () for text, chat, preference: the tokenizer decides lengths; series: (context_length,
-    # columns) of its windows
+    modality: str  # "image", "tabular", "text", "audio", "chat", "preference" or "series"
+    # () for text, chat, preference: the tokenizer decides lengths; audio: (samples,) of a clip
+    # at trainer.waveforms.SAMPLE_RATE; series: (context_length, columns) of its windows
     input_shape: tuple[int, ...]
     labels: tuple[str, ...]  # () when unlabelled
     task: str = "classification"  # what its labels are for: see trainer.heads
@@ -278,6 +279,14 @@ def _digits_scan() -> LabelledDataset:
     return _tensor_dataset("builtin:digits-scan", "image", out, y, DIGIT_LABELS)
 
 
+def _spoken_digits(name: str, voices: tuple[str, ...]) -> LabelledDataset:
+    """The clips of `voices` from `trainer.spoken_digits` (synthesised on first use), split
+    70/10/20 by digit."""
+    clips = spoken_digits()
+    chosen = np.isin(clips["voice"], voices)
+    return _tensor_dataset(name, "audio", clips["x"][chosen], clips["digit"][chosen], DIGIT_LABELS)
+
+
 def _breast_cancer() -> LabelledDataset:
     """scikit-learn's Wisconsin breast-cancer table: 569 rows, 30 numeric features."""
     from sklearn.datasets import load_breast_cancer
@@ -433,6 +442,16 @@ BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:digits-rgb": _digits_rgb,
     "builtin:digits-m": _digits_m,
     "builtin:digits-scan": _digits_scan,
+    "builtin:spoken-digits": partial(
+        _spoken_digits, "builtin:spoken-digits", MALE_VOICES + FEMALE_VOICES
+    ),
+    # The speaker shift: male voices as the source, female ones as the target.
+    "builtin:spoken-digits-male": partial(
+        _spoken_digits, "builtin:spoken-digits-male", MALE_VOICES
+    ),
+    "builtin:spoken-digits-female": partial(
+        _spoken_digits, "builtin:spoken-digits-female", FEMALE_VOICES
+    ),
     "builtin:breast-cancer": _breast_cancer,
     "builtin:digit-pairs": _digit_pairs,
     "builtin:diabetes": _diabetes,

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from trainer.architectures import ARCHITECTURES, build_trunk, normalization_of
+from trainer.architectures.log_mel import log_mel_for, log_mel_spectrograms, spectrogram_shape
 from trainer.card import TrunkCard
 from trainer.chat_format import corpus
 from trainer.data import LabelledDataset, Split
@@ -26,6 +27,14 @@ class Trunk:
     backbone: nn.Module
     card: TrunkCard  # what rebuilds it
     tokenizer: Tokenizer | None = None
+
+    @property
+    def backbone_input_shape(self) -> tuple[int, ...]:
+        """What the backbone reads of one example: the input, or an audio clip's log-mel
+        spectrogram."""
+        if self.card.log_mel is None:
+            return tuple(self.card.input_shape)
+        return spectrogram_shape(self.card.log_mel, self.card.input_shape)
 
     def inputs(self, split: Split) -> torch.Tensor:
         """The model's inputs for a split: raw values, or token ids for text."""
@@ -43,7 +52,12 @@ def trunk_from_card(card: TrunkCard) -> Trunk:
     """The trunk a card describes (a model's card, or a trunk's own), with fresh weights."""
     normalization = card.normalization.model_dump() if card.normalization else None
     normalize, backbone = build_trunk(
-        card.architecture, card.params, card.input_shape, normalization, card.vocab_size
+        card.architecture,
+        card.params,
+        card.input_shape,
+        normalization,
+        card.vocab_size,
+        card.log_mel,
     )
     tokenizer = Tokenizer.from_str(card.tokenizer) if card.tokenizer else None
     return Trunk(normalize, backbone, card.trunk(), tokenizer)
@@ -94,11 +108,15 @@ def fresh_trunk(spec: ModelSpec, dataset: LabelledDataset, train: Split) -> Trun
             vocab_size=tokenizer.get_vocab_size(),
         )
     else:
+        log_mel = log_mel_for(dataset.modality)
+        inputs = train.x if log_mel is None else log_mel_spectrograms(train.x, log_mel)
         card = TrunkCard(
             **architecture,
             input_shape=list(dataset.input_shape),
-            # Statistics of this job's training split only; the model applies them itself.
-            normalization=normalization_of(train.x),
+            log_mel=log_mel,
+            # Statistics of this job's training split only (audio: of its log-mel
+            # spectrograms); the model applies them itself.
+            normalization=normalization_of(inputs),
             # Tables: the order of the input features, categorical columns one-hot encoded.
             feature_names=list(dataset.feature_names) if dataset.feature_names else None,
             columns=list(dataset.columns) if dataset.columns else None,

@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel, ValidationError
 
 from trainer.architectures import ARCHITECTURES, Architecture, build_trunk
+from trainer.architectures.log_mel import log_mel_for
 from trainer.card import ModelCard, TrunkCard
 from trainer.chat_format import ChatTokenizer
 from trainer.data import BUILTIN_DATASETS, DatasetInfo, dataset_name, describe_builtin
@@ -126,7 +127,9 @@ def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> 
     try:
         params = arch.params.model_validate(spec.model.params)
         shape = dataset.input_shape or (getattr(params, "max_length", 1),)
-        build_trunk(arch.name, spec.model.params, shape, None, getattr(params, "vocab_size", None))
+        vocab_size = getattr(params, "vocab_size", None)
+        log_mel = log_mel_for(dataset.modality)
+        build_trunk(arch.name, spec.model.params, shape, None, vocab_size, log_mel)
     except (RuntimeError, ValueError) as error:
         message = f"cannot build for inputs of shape {list(dataset.input_shape)}: {error}"
         issues.append(SpecIssue("model.params", message))

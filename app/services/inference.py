@@ -20,6 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from app.problems import InvalidInput
+from app.services.clips import clip_batch
 from trainer.architectures import Network
 from trainer.artifact import load_predictor
 from trainer.heads import HEADS
@@ -100,6 +101,8 @@ class Predictor:
     def inputs(self, inputs: list | np.ndarray) -> torch.Tensor:
         """The request's inputs as a batch, or a 422 saying how they differ from the spec. A
         tabular model also takes rows as objects keyed by column name (`trainer.table_rows`)."""
+        if self.card.log_mel is not None:
+            return clip_batch(inputs, self.card)
         if self.tokenizer is not None:
             if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
                 issue = SpecIssue("inputs", "this text model takes a list of strings")

@@ -1,7 +1,8 @@
 """Serve this model with onnxruntime alone: `python serve.py [--port 8080]`.
 
-POST /predict with {"inputs": [...]} (raw values as in the training data, or strings for a
-text model) answers {"predictions": [...], "probabilities": [[...]], "labels": [...]} (a
+POST /predict with {"inputs": [...]} (raw values as in the training data, strings for a
+text model, clips as lists of samples at the card's `log_mel.sample_rate` for an audio model)
+answers {"predictions": [...], "probabilities": [[...]], "labels": [...]} (a
 regressor: {"values": [[...]], "targets": [...]}; a multilabel model: {"label_sets": [[...]],
 "probabilities", "labels", "thresholds"}, a label where its probability reaches its threshold).
 Needs `pip install onnxruntime numpy` (and `tokenizers` for text models); nothing from tunery.
@@ -31,9 +32,25 @@ def _token_ids(texts: list[str]) -> np.ndarray:
     return ids
 
 
+def _clips(inputs: list) -> np.ndarray:
+    """Clips of samples, zero-padded at their end to the model's length (as tunery's predict)."""
+    length = CARD["input_shape"][0]
+    batch = np.zeros((len(inputs), length), dtype=np.float32)
+    for i, clip in enumerate(inputs):
+        samples = np.asarray(clip, dtype=np.float32).ravel()
+        if len(samples) > length:
+            raise ValueError(f"inputs.{i}: {len(samples)} samples; at most {length}")
+        batch[i, : len(samples)] = samples
+    return batch
+
+
 def predict(inputs: list) -> dict:
-    text = CARD.get("tokenizer") is not None
-    batch = _token_ids(inputs) if text else np.asarray(inputs, dtype=np.float32)
+    if CARD.get("tokenizer") is not None:
+        batch = _token_ids(inputs)
+    elif CARD.get("log_mel") is not None:
+        batch = _clips(inputs)
+    else:
+        batch = np.asarray(inputs, dtype=np.float32)
     outputs, _embeddings = SESSION.run(None, {"inputs": batch})
     if CARD["task"] in ("regression", "forecasting"):  # forecasting: (N, horizon, series)
         return {"values": outputs.tolist(), "targets": CARD["targets"]}

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from torch import nn
 
 from trainer.architectures import cnn, hf_causal_lm, hf_encoder, mlp, resnet, rnn, transformer
+from trainer.architectures.log_mel import LogMel, spectrogram_shape
+from trainer.card import LogMelSettings
 
 
 class BackboneBuilder(Protocol):
@@ -51,7 +53,12 @@ BATCH_NORM_ON_SHARES = (
 )
 
 
-IMAGES, TABLES, TEXT = frozenset({"image"}), frozenset({"image", "tabular"}), frozenset({"text"})
+# Audio is read as its log-mel spectrogram, a one-channel image (`build_trunk`).
+IMAGES_AUDIO, TABLES, TEXT = (
+    frozenset({"image", "audio"}),
+    frozenset({"image", "tabular"}),
+    frozenset({"text"}),
+)
 SERIES = frozenset({"series"})  # forecasting's windows (time, channels)
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -61,14 +68,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             "cnn",
             cnn.CNNParams,
             cnn.build_backbone,
-            IMAGES,
+            IMAGES_AUDIO,
             single_process_with={"batch_norm": BATCH_NORM_ON_SHARES},
         ),
         Architecture(
             "resnet",
             resnet.ResNetParams,
             resnet.build_backbone,
-            IMAGES,
+            IMAGES_AUDIO,
             single_process=BATCH_NORM_ON_SHARES,
         ),
         Architecture("mlp", mlp.MLPParams, mlp.build_backbone, TABLES | SERIES),
@@ -107,8 +114,8 @@ def channel_dim(input_rank: int) -> int:
 
 
 class Normalize(nn.Module):
-    """Per-channel (images, series) or per-feature (tables) standardisation inside the model,
-    so that the model takes raw inputs."""
+    """Per-channel (images, audio's log-mel spectrograms, series) or per-feature (tables)
+    standardisation inside the model, so that the model takes raw inputs."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], input_rank: int) -> None:
         super().__init__()
@@ -147,10 +154,18 @@ def build_trunk(
     input_shape: Sequence[int],
     normalization: dict[str, list[float]] | None,
     vocab_size: int | None = None,
+    log_mel: LogMelSettings | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """The normalisation layer and the backbone of a network."""
+    """The input stage (`Network.normalize`) and the backbone of a network. With `log_mel`
+    (audio), the input stage is the log-mel front end, then the standardisation of its
+    spectrograms, and the backbone reads spectrograms: the model takes waveforms of
+    `input_shape` ([samples])."""
+    shape = input_shape if log_mel is None else spectrogram_shape(log_mel, input_shape)
     arch = ARCHITECTURES[architecture]
-    backbone = arch.build_backbone(arch.params.model_validate(params), input_shape, vocab_size)
-    if normalization is None:
-        return nn.Identity(), backbone
-    return Normalize(normalization["mean"], normalization["std"], len(input_shape)), backbone
+    backbone = arch.build_backbone(arch.params.model_validate(params), shape, vocab_size)
+    stages = [] if log_mel is None else [LogMel(log_mel)]
+    if normalization is not None:
+        stages.append(Normalize(normalization["mean"], normalization["std"], len(shape)))
+    if len(stages) <= 1:
+        return (stages[0] if stages else nn.Identity()), backbone
+    return nn.Sequential(*stages), backbone

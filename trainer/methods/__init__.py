@@ -36,11 +36,12 @@ from trainer.methods import (
 )
 from trainer.run import RunContext, TrainResult
 
-ANY, SERIES, IMAGES, IMAGES_TABLES, TEXT, CHAT, PREFERENCES = (
-    frozenset({"image", "tabular", "text"}),
+ANY, SERIES, IMAGES, IMAGES_AUDIO, IMAGES_AUDIO_TABLES, TEXT, CHAT, PREFERENCES = (
+    frozenset({"image", "tabular", "text", "audio"}),
     frozenset({"series"}),
     frozenset({"image"}),
-    frozenset({"image", "tabular"}),
+    frozenset({"image", "audio"}),
+    frozenset({"image", "audio", "tabular"}),
     frozenset({"text"}),
     frozenset({"chat"}),
     frozenset({"preference"}),
@@ -92,7 +93,7 @@ METHODS: dict[str, Method] = {
             "pretrain",
             autoencoder.Params,
             autoencoder.run,
-            IMAGES_TABLES,
+            IMAGES_AUDIO_TABLES,
             single_process="its masks and noise come from the data-order generator, drawn per "
             "share, so the ranks' generators and batch orders would drift apart",
             validation_metrics=PRETEXT_LOSS,
@@ -103,8 +104,8 @@ METHODS: dict[str, Method] = {
             "pretrain",
             contrastive.Params,
             contrastive.run,
-            IMAGES,
-            single_process="each image's negatives are the rest of its batch (NT-Xent), of "
+            IMAGES_AUDIO,
+            single_process="each example's negatives are the rest of its batch (NT-Xent), of "
             "which a share holds only part; its augmentations come from the data-order generator",
             validation_metrics=PRETEXT_LOSS,
             tasks=None,

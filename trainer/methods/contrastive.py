@@ -1,6 +1,7 @@
-"""SimCLR-style contrastive pretraining for images (Chen et al., 2020): two random
-augmentations of each image should have close projections, and other images far ones
-(NT-Xent loss). Labels are not used; the projection head is discarded by fine-tuning.
+"""SimCLR-style contrastive pretraining for images and audio (Chen et al., 2020): two random
+augmentations of each image (or clip's log-mel spectrogram: `trainer.augment`) should have close
+projections, and other examples far ones (NT-Xent loss). Labels are not used; the projection
+head is discarded by fine-tuning.
 
 The projection head reads the features standardised (a BatchNorm without affine, as SimCLR's
 head normalises its hidden layer): the loss is blind to their scale, so they leave pretraining
@@ -12,13 +13,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from trainer.augment import Augmentation, augment
+from trainer.augment import AudioAugmentation, augment_inputs
 from trainer.methods.pretraining import Pretext, pretrain
 from trainer.run import RunContext, TrainResult
 from trainer.trunk import Trunk
 
 
-class Params(Augmentation):
+class Params(AudioAugmentation):
     temperature: float = Field(0.2, gt=0, le=10)
     projection_dim: int = Field(64, ge=1, le=4096)
 
@@ -45,8 +46,11 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         )
 
     def loss(trunk: Trunk, head: nn.Module, x: torch.Tensor, randomness) -> torch.Tensor:
-        clean = trunk.normalize(x)
-        z1, z2 = (head(trunk.backbone(augment(clean, params, randomness))) for _ in range(2))
+        clean, modality = trunk.normalize(x), trunk.card.modality
+        z1, z2 = (
+            head(trunk.backbone(augment_inputs(clean, params, randomness, modality)))
+            for _ in range(2)
+        )
         return nt_xent(z1.float(), z2.float(), params.temperature)
 
     return pretrain(ctx, Pretext("contrastive", projection, lambda _trunk, split: split.x, loss))

@@ -16,11 +16,13 @@ This module is the public API and dispatches by format to one module per format,
 - `jsonl`: jsonl files (one JSON object per line): texts, or the examples `chat` reads
 - `chat`: chat, prompt/completion and preference examples in OpenAI's fine-tuning format
 - `images`: zip archives of PNG or JPEG images in class folders
+- `audio`: zip archives of WAV or FLAC clips in class folders
+- `archives`: what the zip readers share
 """
 
 from pathlib import Path, PurePath
 
-from trainer.readers import arrays, images, jsonl, series, tables
+from trainer.readers import arrays, audio, images, jsonl, series, tables
 from trainer.readers.common import (
     FORMATS,
     SPLIT_NAMES,
@@ -92,6 +94,8 @@ def read_dataset(
         return tables.read(path, fmt, labelled, label_column, limits, task)
     if fmt == "jsonl":
         return jsonl.read(path, labelled, task)
+    if audio.holds_audio(path, limits):
+        return audio.read(path, labelled, limits)
     return images.read(path, labelled, limits)
 
 
@@ -116,8 +120,8 @@ def preview(
     limits: ReadLimits = ReadLimits(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> dict:
     """The first `count` examples for display: {"rows": [...]} for tables, text and tabular
-    npz files and jsonl examples, {"images": [{"label", "png_base64"}, ...]} for images. Reads
-    little else.
+    npz files, jsonl examples and audio clips (label, file, seconds), {"images": [{"label",
+    "png_base64"}, ...]} for images. Reads little else.
 
     Rows show the file's own columns or fields, the label among them, so `label_column` changes
     nothing today; it is taken so that callers pass what they pass to `read_dataset`."""
@@ -129,4 +133,6 @@ def preview(
         return tables.preview(path, fmt, count)
     if fmt == "jsonl":
         return jsonl.preview(path, count)
+    if audio.holds_audio(path, limits):
+        return audio.preview(path, count, limits)
     return images.preview(path, count, limits)

@@ -53,8 +53,9 @@ class ReadLimits:
 # eq=False: the fields are arrays, which have no single truth value to compare or hash by.
 @dataclass(frozen=True, eq=False)
 class ParsedDataset:
-    modality: str  # "image", "tabular", "text", "chat" or "preference"
-    x: np.ndarray | None  # float32; images (N, C, H, W), tabular (N, F); else None
+    modality: str  # "image", "tabular", "text", "audio", "chat" or "preference"
+    # float32; images (N, C, H, W), tabular (N, F), audio (N, samples) at SAMPLE_RATE; else None
+    x: np.ndarray | None
     texts: tuple[str, ...] | None  # text only
     y: np.ndarray | None  # int64 indices into `labels`; None when unlabelled
     labels: tuple[str, ...]  # class names in index order; () when unlabelled

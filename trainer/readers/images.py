@@ -3,23 +3,22 @@ The archive is checked from its central directory before anything is decompresse
 image's size before its pixels are decoded."""
 
 import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from trainer.readers.archives import MemberKind, class_members, open_zip, read_member
 from trainer.readers.common import (
     DatasetError,
     ParsedDataset,
     ReadLimits,
-    check_archive,
     encode_labels,
     member_where,
     png_base64,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGES = MemberKind("images", "a PNG or JPEG file", (".png", ".jpg", ".jpeg"))
 IMAGE_FORMATS = ("PNG", "JPEG")
 # Modes Pillow gives greyscale PNG/JPEG files; "I" and "I;16*" hold 16-bit values.
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -27,12 +26,12 @@ WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def read(path: Path, labelled: bool, limits: ReadLimits) -> ParsedDataset:
-    with _open_zip(path) as archive:
-        members = _image_members(archive, limits, labelled)
+    with open_zip(path) as archive:
+        members = class_members(archive, limits, labelled, IMAGES)
         images, budget, decoded, size = [], limits.max_uncompressed_bytes, 0, None
         for info, _folder in members:
             where = member_where(info)
-            data = _read_member(archive, info, budget)
+            data = read_member(archive, info, budget)
             budget -= len(data)
             with _open_image(data, where, limits) as image:
                 size = size or image.size
@@ -66,74 +65,14 @@ def read(path: Path, labelled: bool, limits: ReadLimits) -> ParsedDataset:
 
 def preview(path: Path, count: int, limits: ReadLimits) -> dict:
     shown = []
-    with _open_zip(path) as archive:
+    with open_zip(path) as archive:
         budget = limits.max_uncompressed_bytes
-        for info, folder in _image_members(archive, limits, labelled=False)[:count]:
-            data = _read_member(archive, info, budget)
+        for info, folder in class_members(archive, limits, False, IMAGES)[:count]:
+            data = read_member(archive, info, budget)
             budget -= len(data)
             with _open_image(data, member_where(info), limits) as image:
                 shown.append({"label": folder, "png_base64": png_base64(_pixels(image))})
     return {"images": shown}
-
-
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise DatasetError("file", f"not a valid zip file: {error}") from None
-
-
-def _image_members(
-    archive: zipfile.ZipFile, limits: ReadLimits, labelled: bool
-) -> list[tuple[zipfile.ZipInfo, str | None]]:
-    """The image members in name order, each with its class folder (None when flat)."""
-    infos = sorted(
-        (info for info in check_archive(archive, limits) if not _ignored(info.filename)),
-        key=lambda info: info.filename,
-    )
-    if not infos:
-        raise DatasetError("file", "the archive holds no images")
-    paths = [info.filename.split("/") for info in infos]
-    if len({path[0] for path in paths}) == 1 and all(len(path) >= 3 for path in paths):
-        paths = [path[1:] for path in paths]  # one folder around the class folders
-    foldered = len(paths[0]) == 2
-    members = []
-    for info, path in zip(infos, paths, strict=True):
-        if not info.filename.lower().endswith(IMAGE_SUFFIXES):
-            raise DatasetError(member_where(info), "not a PNG or JPEG file")
-        if len(path) > 2 or (len(path) == 2) != foldered:
-            message = "expected class-folder/image or a flat list of images"
-            raise DatasetError(member_where(info), message)
-        members.append((info, path[0] if foldered else None))
-    if labelled and not foldered:
-        message = "no class folders; a labelled image dataset needs one folder per class"
-        raise DatasetError("file", message)
-    return members
-
-
-def _ignored(name: str) -> bool:
-    """Directories and what archivers add on their own: __MACOSX/, .DS_Store, dotfiles."""
-    parts = name.split("/")
-    return name.endswith("/") or "__MACOSX" in parts or any(p.startswith(".") for p in parts)
-
-
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
-    """The member's bytes, never more than it declares (nor than `budget`) held in memory."""
-    where = member_where(info)
-    if info.flag_bits & 0x1:
-        raise DatasetError(where, "is encrypted")
-    if info.file_size > budget:
-        raise DatasetError("file", "the archive expands past its allowed size")
-    try:
-        with archive.open(info) as member:
-            data = member.read(info.file_size + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as error:
-        # zipfile stops at the declared size; a member holding more fails its CRC check here.
-        message = f"does not match its declared size and checksum, or is damaged: {error}"
-        raise DatasetError(where, message) from None
-    if len(data) > info.file_size:
-        raise DatasetError(where, f"holds more than its declared {info.file_size} bytes")
-    return data
 
 
 def _open_image(data: bytes, where: str, limits: ReadLimits) -> Image.Image:
