@@ -174,7 +174,7 @@ class PredictResponse(BaseModel):
         description="Classification and multilabel: each input's probability of each label.",
     )
     labels: list[str] | None = Field(
-        None, description="Classification and multilabel: the labels, in order."
+        None, description="Classification, multilabel and token tagging: the labels, in order."
     )
     thresholds: list[float] | None = Field(
         None, description="Multilabel: each label's threshold, tuned on the validation split."
@@ -190,7 +190,16 @@ class PredictResponse(BaseModel):
     targets: list[str] | None = Field(
         None, description="Regression: the targets, in order; forecasting: the series."
     )
-    embeddings: list[list[float]] | None = None
+    tags: list[list[str]] | None = Field(
+        None, description="Token tagging: each input word's tag (its `labels`' names)."
+    )
+    words: list[list[str]] | None = Field(
+        None,
+        description="Token tagging: each input's words, as tagged (a text split at whitespace).",
+    )
+    embeddings: list[list[Any]] | None = Field(
+        None, description="Token tagging: a vector per token; the others: one per input."
+    )
 
 
 # Generation, by tunery's own route and by OpenAI's chat completions. The settings are OpenAI's,
@@ -455,7 +464,13 @@ class Readiness(BaseModel):
 
 
 DatasetTask = Literal[
-    "classification", "regression", "multilabel", "forecasting", "pretraining", "chat"
+    "classification",
+    "regression",
+    "multilabel",
+    "token_classification",
+    "forecasting",
+    "pretraining",
+    "chat",
 ]
 
 
@@ -507,7 +522,7 @@ class DatasetOut(BaseModel):
     series: SeriesOut | None = Field(None, description="Forecasting: how the series is read.")
     class_counts: dict[str, int] = Field(
         description="The examples of each label (multilabel: that have it, so an example may "
-        "count under several)."
+        "count under several; token tagging: the words with each tag)."
     )
     # A default: responses stored for idempotent replays before this field existed lack it.
     role_counts: dict[str, int] | None = Field(

@@ -234,3 +234,36 @@ def test_the_cli_shows_a_multilabel_models_label_sets():
     console.print(_render.predictions_table(answer))
     shown = console.export_text()
     assert "hot, wet" in shown and "(none)" in shown
+
+
+def test_a_tagged_jsonl_uploads_trains_and_tags_each_word(client, tmp_path):
+    from tests.test_token_tagging import tagged_file
+
+    uploaded = upload(client, tagged_file(tmp_path / "tagged.jsonl"), task="token_classification")
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    assert dataset["labels"] == ["O", "B-PER", "B-PERCENT"] and dataset["modality"] == "text"
+    assert dataset["class_counts"]["B-PER"] == 400  # one titled name a sentence
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "gru", "params": {"vocab_size": 200, "max_length": 24,
+                                                    "embedding_dim": 32, "hidden": 32}},
+        "data": {"train": dataset["id"]},
+        "hyperparameters": {"epochs": 12, "batch_size": 16, "learning_rate": 1e-2},
+    }  # fmt: skip
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
+    assert job["status"] == "succeeded", job
+    assert job["metrics"]["test_entity_f1"] > 0.9, job["metrics"]
+    model_id = job["result_model_id"]
+    inputs = ["the board said Mr Smith rose 5%", ["Dr", "Jones", "fell"]]
+    body = client.post(f"/v1/models/{model_id}/predict", json={"inputs": inputs})
+    assert body.status_code == 200, body.text
+    answer = body.json()
+    assert answer["words"][0] == ["the", "board", "said", "Mr", "Smith", "rose", "5%"]
+    tags = answer["tags"]
+    assert len(tags[0]) == 7 and tags[0][:5] == ["O", "O", "O", "O", "B-PER"], answer
+    assert tags[1] == ["O", "B-PER", "O"], answer
+    too_long = client.post(f"/v1/models/{model_id}/predict", json={"inputs": ["the " * 30]})
+    assert too_long.status_code == 422, too_long.text
+    errors = {e["field"]: e["message"] for e in too_long.json()["errors"]}
+    assert "more than the model's 24 tokens" in errors["inputs[0]"], errors

@@ -81,7 +81,8 @@ def load_predictor(path: Path) -> tuple[Network, ModelCard]:
     if card.task not in HEADS:
         raise ValueError(f"a {card.task} model predicts nothing; tasks that do: {', '.join(HEADS)}")
     trunk = trunk_from_card(card)
-    head = HEADS[card.task].from_card(trunk.backbone.feature_dim, card)
-    model = Network(trunk.normalize, trunk.backbone, head)
+    task = HEADS[card.task]
+    head = task.from_card(trunk.backbone.feature_dim, card)
+    model = Network(trunk.normalize, trunk.backbone, head, task.per_token)
     model.load_state_dict(loaded.state, strict=True)
     return model.eval(), card

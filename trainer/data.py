@@ -21,11 +21,13 @@ from trainer import series_builtins
 from trainer.card import TableColumn
 from trainer.readers import SPLIT_NAMES, DatasetError, ReadLimits, read_dataset, read_series
 from trainer.readers.chat import Example
+from trainer.readers.common import IGNORED_TAG, encode_tag_sequences
 from trainer.series import SeriesTable, windows
 from trainer.spec import AdaptData, DatasetSelection, TrainData
 from trainer.spoken_digits import FEMALE_VOICES, MALE_VOICES, spoken_digits
 
 UNLABELLED = -1  # the label of every example of an unlabelled dataset
+IGNORED = IGNORED_TAG  # a token tag's place past an example's words
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class Split:
     x: torch.Tensor | None = None
     texts: tuple[str, ...] | None = None  # raw documents, for text datasets
     examples: tuple[Example, ...] | None = None  # for chat and preference datasets
+    # token tagging: each example's words; `y` is then int64 (N, words), a tag index per word,
+    # IGNORED past an example's last word
+    words: tuple[tuple[str, ...], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -49,6 +54,7 @@ class Split:
             x=None if self.x is None else self.x[index_t],
             texts=None if self.texts is None else tuple(self.texts[i] for i in index),
             examples=None if self.examples is None else tuple(self.examples[i] for i in index),
+            words=None if self.words is None else tuple(self.words[i] for i in index),
         )
 
 
@@ -376,6 +382,28 @@ def _bbc_news() -> LabelledDataset:
     return LabelledDataset("builtin:bbc-news", "text", (), names, splits)
 
 
+def _bbc_entities() -> LabelledDataset:
+    """Sentences of the BBC News articles, their words tagged by a fixed rule
+    (`trainer.tagged_news`: PER, MONEY, PERCENT, DATE), split 70/10/20 by article."""
+    from trainer.tagged_news import TAGS, tagged_sentences
+
+    words_of, tags_of, article_of = tagged_sentences()
+    articles = np.asarray(article_of)
+    full = Split(
+        y=torch.from_numpy(encode_tag_sequences(tags_of, "builtin", TAGS)[0]),
+        texts=tuple(" ".join(words) for words in words_of),
+        words=tuple(words_of),
+    )
+    by_article = fixed_split(None, int(articles.max()) + 1)
+    splits = {
+        name: full.take(np.flatnonzero(np.isin(articles, chosen)))
+        for name, chosen in by_article.items()
+    }
+    return LabelledDataset(
+        "builtin:bbc-entities", "text", (), TAGS, splits, task="token_classification"
+    )
+
+
 def read_file_dataset(
     name: str,
     path: Path,
@@ -394,10 +422,11 @@ def read_file_dataset(
     parsed = read_dataset(path, fmt, labelled, label_column, limits or ReadLimits(), task)
     y = parsed.y if parsed.y is not None else np.full(len(parsed), UNLABELLED)
     full = Split(
-        y=torch.from_numpy(y.astype(np.int64 if parsed.task == "classification" else np.float32)),
+        y=torch.from_numpy(y.astype(np.float32 if y.dtype.kind == "f" else np.int64)),
         x=None if parsed.x is None else torch.from_numpy(parsed.x),
         texts=parsed.texts,
         examples=parsed.examples,
+        words=parsed.words,
     )
     # stratified by class
     labels_or_none = parsed.y if labelled and parsed.task == "classification" else None
@@ -457,6 +486,7 @@ BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     "builtin:diabetes": _diabetes,
     "builtin:linnerud": _linnerud,
     "builtin:bbc-news": _bbc_news,
+    "builtin:bbc-entities": _bbc_entities,
     "builtin:co2": lambda: series_dataset("builtin:co2", series_builtins.co2()),
     "builtin:sunspots": lambda: series_dataset("builtin:sunspots", series_builtins.sunspots()),
     "builtin:macro": lambda: series_dataset("builtin:macro", series_builtins.macro()),
@@ -490,7 +520,7 @@ def select(split: Split, ref: str | DatasetSelection, seed: int) -> Split:
     if isinstance(ref, str) or (ref.fraction is None and ref.per_class is None):
         return split
     rng = np.random.default_rng(seed)
-    if split.y.is_floating_point():  # numeric targets: a random subset (per_class is refused)
+    if split.y.dim() > 1:  # targets, label sets, tags: a random subset (per_class is refused)
         order = rng.permutation(len(split))
         return split.take(np.sort(order[: max(1, round(ref.fraction * len(split)))]))
     y = split.y.numpy()
@@ -549,4 +579,5 @@ def every_example(dataset: LabelledDataset) -> Split:
         x=joined("x"),
         texts=joined("texts"),
         examples=joined("examples"),
+        words=joined("words"),
     )

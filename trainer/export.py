@@ -33,6 +33,7 @@ OUTPUTS = {
     "regression": VALUES,
     "multilabel": PROBABILITIES,
     "forecasting": VALUES,
+    "token_classification": PROBABILITIES,  # (batch, tokens, tags)
 }
 
 

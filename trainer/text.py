@@ -36,3 +36,23 @@ def token_stream(tokenizer: Tokenizer, texts: Sequence[str]) -> torch.Tensor:
     for encoding in tokenizer.encode_batch(list(texts)):
         ids += [*encoding.ids, eos]
     return torch.tensor(ids, dtype=torch.long)
+
+
+def encode_words(
+    tokenizer: Tokenizer, words_of: Sequence[Sequence[str]], length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (N, length) of texts already split into words, truncated or padded with id 0,
+    and for each position the index of the word whose first piece it is; -1 at a word's later
+    pieces, special tokens and padding. A word past `length` has no position."""
+    ids = torch.zeros(len(words_of), length, dtype=torch.long)
+    first = torch.full((len(words_of), length), -1, dtype=torch.long)
+    encodings = tokenizer.encode_batch([list(words) for words in words_of], is_pretokenized=True)
+    for i, encoding in enumerate(encodings):
+        kept = encoding.ids[:length]
+        ids[i, : len(kept)] = torch.tensor(kept, dtype=torch.long)
+        previous = None
+        for position, word in enumerate(encoding.word_ids[:length]):
+            if word is not None and word != previous:
+                first[i, position] = word
+            previous = word
+    return ids, first

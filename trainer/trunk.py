@@ -18,7 +18,7 @@ from trainer.chat_format import corpus
 from trainer.data import LabelledDataset, Split
 from trainer.run import LoadedModel, RunContext
 from trainer.spec import ModelSpec
-from trainer.text import encode, train_tokenizer
+from trainer.text import encode, encode_words, train_tokenizer
 
 
 @dataclass
@@ -41,6 +41,13 @@ class Trunk:
         if self.tokenizer is None:
             return split.x
         return encode(self.tokenizer, split.texts, self.card.input_shape[0])
+
+    def word_inputs(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids of a split's words, and where each word's first piece is
+        (`trainer.text.encode_words`)."""
+        if self.tokenizer is None or split.words is None:
+            raise ValueError("token tagging reads words with a text model's tokenizer")
+        return encode_words(self.tokenizer, split.words, self.card.input_shape[0])
 
 
 def _load_weights(module: nn.Module, state: dict, prefix: str) -> None:

@@ -196,6 +196,7 @@ def _per_class_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
         "regression": "numeric targets",
         "forecasting": "numeric targets",
         "multilabel": "label sets",
+        "token_classification": "a tag per word",
     }
     issues = []
     for field, ref in spec.data.references():
@@ -236,14 +237,16 @@ def _same_data_issues(spec: Spec, train: DatasetInfo, describe: Describe) -> lis
 
 def _label_space(info: DatasetInfo) -> tuple:
     """What a model's outputs are for on this data: its task, its targets, and for multilabel
-    its labels (a label per output, in order). A classifier's validation data may lack a class."""
-    return info.task, info.targets, info.labels if info.task == "multilabel" else ()
+    or token tagging its labels (a label per output, in order). A classifier's validation
+    data may lack a class."""
+    ordered = info.task in ("multilabel", "token_classification")
+    return info.task, info.targets, info.labels if ordered else ()
 
 
 def _labels_of(info: DatasetInfo) -> str:
     """What a dataset's labels are, as an issue names them: its task, and its targets or
     multilabel labels."""
-    named = info.targets or (info.labels if info.task == "multilabel" else ())
+    named = info.targets or (_label_space(info)[2])
     return f"{info.task} data" + (f" of {list(named)}" if named else "")
 
 

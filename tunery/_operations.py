@@ -49,7 +49,13 @@ W = TypeVar("W", Job, Sweep)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 Kind = Literal["pretrain", "finetune", "adapt"]
 DatasetTask = Literal[
-    "classification", "regression", "multilabel", "forecasting", "pretraining", "chat"
+    "classification",
+    "regression",
+    "multilabel",
+    "token_classification",
+    "forecasting",
+    "pretraining",
+    "chat",
 ]
 ModelFormat = Literal["safetensors", "onnx", "archive", "hf"]
 

@@ -51,6 +51,8 @@ HEADLINE = (
     "validation_r2",
     "test_micro_f1",
     "validation_micro_f1",
+    "test_entity_f1",
+    "validation_entity_f1",
     "val_perplexity",
     "validation_loss",
     "train_loss",
@@ -151,6 +153,14 @@ def predictions_table(prediction: Prediction) -> Table:
         table = Table("#", *(escape(t) for t in prediction.targets or ()), box=None)
         for i, row in enumerate(prediction.values):
             table.add_row(str(i), *(f"{v:.6g}" for v in row))
+        return table
+    if prediction.tags is not None:
+        table = Table("#", "tagged", box=None)
+        for i, (words, tags) in enumerate(zip(prediction.words, prediction.tags, strict=True)):
+            shown = " ".join(
+                w if t == "O" else f"{w}/{t}" for w, t in zip(words, tags, strict=True)
+            )
+            table.add_row(str(i), escape(shown))
         return table
     if prediction.label_sets is not None:
         table = Table("#", "labels", box=None)

@@ -209,6 +209,8 @@ def create_dataset(
     labels = torch.cat([part.y for part in loaded.splits.values()])
     if loaded.task == "multilabel":  # the examples that have each label
         counts = labels.sum(0).long()
+    elif loaded.task == "token_classification":  # the words with each tag
+        counts = torch.bincount(labels[labels >= 0], minlength=len(loaded.labels))
     else:
         counts = torch.bincount(labels, minlength=len(loaded.labels)) if loaded.labels else []
     targets = list(loaded.targets) or None

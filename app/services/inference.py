@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -26,7 +27,7 @@ from trainer.artifact import load_predictor
 from trainer.heads import HEADS
 from trainer.spec import SpecIssue
 from trainer.table_rows import RowError, encode_rows
-from trainer.text import encode
+from trainer.text import encode, encode_words
 
 MAX_BATCH_ROWS = 4096
 # Below this many rows a forward pass runs on one thread: spreading a few samples over
@@ -86,6 +87,34 @@ class MicroBatcher:
             start = end
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A request's inputs as the model takes them (`x`) and, for a token tagger, each input's
+    words and the position of each word's first piece (`trainer.text.encode_words`)."""
+
+    x: torch.Tensor
+    words: list[list[str]] | None = None
+    first: torch.Tensor | None = None
+
+
+def words_of(inputs: list) -> list[list[str]]:
+    """A token tagger's inputs as words: each a text, split at whitespace, or a list of words
+    (as tagging's training data gives them), or a 422 naming the input."""
+    words = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            item = item.split()
+        if (
+            not isinstance(item, list)
+            or not item
+            or not all(isinstance(word, str) and word.strip() for word in item)
+        ):
+            message = "must be a text, or a non-empty list of words (non-empty strings)"
+            raise InvalidInput([SpecIssue(f"inputs[{i}]", message)])
+        words.append(item)
+    return words
+
+
 class Predictor:
     """A classifier or regressor ready for inference, and how request inputs become its
     batch."""
@@ -97,6 +126,21 @@ class Predictor:
         tensors = [*self.network.parameters(), *self.network.buffers()]
         self.size_bytes = sum(t.numel() * t.element_size() for t in tensors)
         self.batcher = MicroBatcher(self.network, HEADS[self.card.task].serve)
+
+    def batch(self, inputs: list | np.ndarray) -> Batch:
+        """The request's inputs as the model's batch, and what its answer needs of them."""
+        if self.card.task == "token_classification":
+            words = words_of(inputs)
+            ids, first = encode_words(self.tokenizer, words, self.card.input_shape[0])
+            for i, (row_words, row_first) in enumerate(zip(words, first, strict=True)):
+                if int(row_first.max()) < len(row_words) - 1:
+                    message = (
+                        f"its {len(row_words)} words make more than the model's "
+                        f"{self.card.input_shape[0]} tokens; split it"
+                    )
+                    raise InvalidInput([SpecIssue(f"inputs[{i}]", message)])
+            return Batch(ids, words, first)
+        return Batch(self.inputs(inputs))
 
     def inputs(self, inputs: list | np.ndarray) -> torch.Tensor:
         """The request's inputs as a batch, or a 422 saying how they differ from the spec. A

@@ -21,7 +21,7 @@ from app.db import session_scope
 from app.models import Job, Model, utcnow
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
-from app.services.inference import L, ModelCache, Predictor
+from app.services.inference import Batch, L, ModelCache, Predictor
 from app.services.model_files import model_file
 from app.services.pagination import newest_first
 from trainer.card import ModelCard
@@ -173,7 +173,7 @@ async def loaded(model: Model, load: Callable[[Path], L]) -> L:
     )
 
 
-def _classified(card: ModelCard, probabilities: torch.Tensor) -> dict:
+def _classified(card: ModelCard, probabilities: torch.Tensor, _batch: Batch) -> dict:
     return {
         "predictions": [card.labels[i] for i in probabilities.argmax(dim=1).tolist()],
         "probabilities": probabilities.tolist(),
@@ -181,11 +181,11 @@ def _classified(card: ModelCard, probabilities: torch.Tensor) -> dict:
     }
 
 
-def _regressed(card: ModelCard, values: torch.Tensor) -> dict:
+def _regressed(card: ModelCard, values: torch.Tensor, _batch: Batch) -> dict:
     return {"values": values.tolist(), "targets": card.targets}
 
 
-def _multilabelled(card: ModelCard, probabilities: torch.Tensor) -> dict:
+def _multilabelled(card: ModelCard, probabilities: torch.Tensor, _batch: Batch) -> dict:
     chosen = (probabilities >= torch.tensor(card.thresholds)).tolist()
     return {
         "label_sets": [[card.labels[i] for i, on in enumerate(row) if on] for row in chosen],
@@ -195,18 +195,29 @@ def _multilabelled(card: ModelCard, probabilities: torch.Tensor) -> dict:
     }
 
 
-def _forecast(card: ModelCard, values: torch.Tensor) -> dict:
+def _forecast(card: ModelCard, values: torch.Tensor, _batch: Batch) -> dict:
     """(N, horizon, series) as each input's next values of each series, by name."""
     forecasts = [dict(zip(card.targets, steps.T.tolist(), strict=True)) for steps in values]
     return {"forecasts": forecasts, "targets": card.targets}
 
 
+def _tagged(card: ModelCard, probabilities: torch.Tensor, batch: Batch) -> dict:
+    """(N, tokens, tags) as each input word's tag, read at its first piece."""
+    best = probabilities.argmax(-1)
+    tags = [
+        [card.labels[i] for i in row[first >= 0].tolist()]
+        for row, first in zip(best, batch.first, strict=True)
+    ]
+    return {"tags": tags, "words": batch.words, "labels": card.labels}
+
+
 # Predict's answer by the model's task, from what its head serves (`TaskHead.serve`).
-ANSWERS: dict[str, Callable[[ModelCard, torch.Tensor], dict]] = {
+ANSWERS: dict[str, Callable[[ModelCard, torch.Tensor, Batch], dict]] = {
     "classification": _classified,
     "regression": _regressed,
     "multilabel": _multilabelled,
     "forecasting": _forecast,
+    "token_classification": _tagged,
 }
 
 
@@ -221,7 +232,8 @@ async def predict_by_id(
         message = f"model {model.id} is a {model.task} model; fine-tune it to predict"
         raise Conflict(message)
     predictor = await loaded(model, Predictor)
-    done = predictor.batcher.submit(predictor.inputs(inputs))
-    served, features = await asyncio.wrap_future(done)
+    batch = predictor.batch(inputs)
+    served, features = await asyncio.wrap_future(predictor.batcher.submit(batch.x))
     embeddings = features.tolist() if return_embeddings else None
-    return PredictResponse(**ANSWERS[model.task](model.card, served), embeddings=embeddings)
+    answer = ANSWERS[model.task](model.card, served, batch)
+    return PredictResponse(**answer, embeddings=embeddings)

@@ -4,7 +4,8 @@ POST /predict with {"inputs": [...]} (raw values as in the training data, string
 text model, clips as lists of samples at the card's `log_mel.sample_rate` for an audio model)
 answers {"predictions": [...], "probabilities": [[...]], "labels": [...]} (a
 regressor: {"values": [[...]], "targets": [...]}; a multilabel model: {"label_sets": [[...]],
-"probabilities", "labels", "thresholds"}, a label where its probability reaches its threshold).
+"probabilities", "labels", "thresholds"}, a label where its probability reaches its threshold;
+a token tagger, given texts or lists of words: {"tags": [[...]], "words": [[...]], "labels"}).
 Needs `pip install onnxruntime numpy` (and `tokenizers` for text models); nothing from tunery.
 """
 
@@ -32,6 +33,29 @@ def _token_ids(texts: list[str]) -> np.ndarray:
     return ids
 
 
+def _tagged(inputs: list) -> dict:
+    """A token tagger's answer: each text (split at whitespace) or list of words, a tag per
+    word, read at the word's first piece."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(CARD["tokenizer"])
+    length, labels = CARD["input_shape"][0], CARD["labels"]
+    words = [item.split() if isinstance(item, str) else list(item) for item in inputs]
+    encodings = tokenizer.encode_batch(words, is_pretokenized=True)
+    ids = np.zeros((len(words), length), dtype=np.int64)  # id 0 pads
+    for row, encoding in zip(ids, encodings, strict=True):
+        row[: min(length, len(encoding.ids))] = encoding.ids[:length]
+    probabilities, _embeddings = SESSION.run(None, {"inputs": ids})
+    tags = []
+    for i, (encoding, row) in enumerate(zip(encodings, probabilities, strict=True)):
+        firsts = [p for p, w in enumerate(encoding.word_ids[:length])
+                  if w is not None and (p == 0 or encoding.word_ids[p - 1] != w)]  # fmt: skip
+        if len(firsts) < len(words[i]):
+            raise ValueError(f"inputs.{i}: more words than the model's {length} tokens")
+        tags.append([labels[int(row[p].argmax())] for p in firsts])
+    return {"tags": tags, "words": words, "labels": labels}
+
+
 def _clips(inputs: list) -> np.ndarray:
     """Clips of samples, zero-padded at their end to the model's length (as tunery's predict)."""
     length = CARD["input_shape"][0]
@@ -45,6 +69,8 @@ def _clips(inputs: list) -> np.ndarray:
 
 
 def predict(inputs: list) -> dict:
+    if CARD["task"] == "token_classification":
+        return _tagged(inputs)
     if CARD.get("tokenizer") is not None:
         batch = _token_ids(inputs)
     elif CARD.get("log_mel") is not None:

@@ -23,7 +23,8 @@ export function formatsOf(model) {
   const formats = [
     { format: "safetensors", label: "Weights (safetensors)", file: `${model.id}.safetensors` },
   ];
-  if (["classification", "regression", "multilabel", "forecasting"].includes(model.task)) {
+  const heads = ["classification", "regression", "multilabel", "token_classification", "forecasting"];
+  if (heads.includes(model.task)) {
     formats.push({ format: "onnx", label: "ONNX", file: `${model.id}.onnx` });
     formats.push({ format: "archive", label: "Archive (zip with serve.py)", file: `${model.id}.zip` });
   }

@@ -135,13 +135,21 @@ def normalization_of(x: torch.Tensor) -> dict[str, list[float]]:
 
 
 class Network(nn.Module):
-    def __init__(self, normalize: nn.Module, backbone: nn.Module, head: nn.Module) -> None:
+    """Normalisation, backbone and head. A `per_token` network's features are the backbone's
+    sequence, a vector per token (`forward_sequence`), for a head that tags each token."""
+
+    def __init__(
+        self, normalize: nn.Module, backbone: nn.Module, head: nn.Module, per_token: bool = False
+    ) -> None:
         super().__init__()
         self.normalize = normalize
         self.backbone = backbone
         self.head = head
+        self.per_token = per_token
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_token:
+            return self.backbone.forward_sequence(self.normalize(x))
         return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

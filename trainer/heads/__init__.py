@@ -19,7 +19,14 @@ from torch import nn
 
 from trainer.card import ModelCard
 from trainer.data import LabelledDataset, Split
-from trainer.heads import classification, forecasting, multilabel, regression
+from trainer.heads import (
+    classification,
+    forecasting,
+    multilabel,
+    regression,
+    token_classification,
+)
+from trainer.trunk import Trunk
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,12 @@ class TaskHead:
     # (the head's outputs) -> what predict answers: a classifier's probabilities, a
     # regressor's values
     serve: Callable[[torch.Tensor], torch.Tensor]
+    # (trunk, split) -> the split as the model reads it: its inputs, and its labels as the
+    # head's outputs line up with them (a token tagger's at each word's first piece)
+    inputs: Callable[[Trunk, Split], Split] = lambda trunk, split: Split(
+        split.y, trunk.inputs(split)
+    )
+    per_token: bool = False  # whether the head reads a feature vector per token (Network)
     # (model, validation split, batch_size, device) -> what it set, for the job's events: the
     # head's settings tuned on validation once training ends (multilabel's thresholds)
     calibrate: Callable[[nn.Module, Split, int, torch.device], str] | None = None
@@ -86,6 +99,24 @@ HEADS: dict[str, TaskHead] = {
             fit_description="a ridge regression",
             fit_score="R²",
             serve=regression.values,
+        ),
+        TaskHead(
+            "token_classification",
+            token_classification.build,
+            token_classification.from_card,
+            token_classification.loss,
+            token_classification.evaluate,
+            monitor="entity_f1",
+            mode="max",
+            validation_metrics=("loss", "entity_f1", "token_accuracy"),
+            card_fields=token_classification.card_fields,
+            identity=("labels",),
+            fit_to_features=token_classification.fit_to_features,
+            fit_description="a logistic regression of each word's tag",
+            fit_score="token accuracy",
+            serve=token_classification.probabilities,
+            inputs=token_classification.inputs,
+            per_token=True,
         ),
         TaskHead(
             "multilabel",

@@ -133,9 +133,9 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         head.load_state_dict({k.removeprefix("head."): v for k, v in base.state.items()
                               if k.startswith("head.")})  # fmt: skip
     lora.attach(trunk.backbone, params)
-    model = Network(trunk.normalize, trunk.backbone, head).to(device)
+    model = Network(trunk.normalize, trunk.backbone, head, task.per_token).to(device)
     frozen = freeze(trunk.backbone, params.freeze, params.trainable_blocks)
-    train, validation, test = (Split(s.y, trunk.inputs(s)) for s in (train, validation, test))
+    train, validation, test = (task.inputs(trunk, s) for s in (train, validation, test))
     for reason in reasons_to_doubt(ctx, params, head_reused):
         ctx.events.log(f"warning: this fine-tune may end no better than one from scratch: {reason}")
     if fits_head(ctx, params, head_reused):

@@ -48,7 +48,11 @@ __all__ = [
 ]
 
 # The formats that can carry each task's labels, where not all of them can.
-TASK_FORMATS = {"regression": ("csv", "parquet"), "multilabel": ("csv", "parquet", "jsonl")}
+TASK_FORMATS = {
+    "regression": ("csv", "parquet"),
+    "multilabel": ("csv", "parquet", "jsonl"),
+    "token_classification": ("jsonl",),
+}
 
 EXTENSIONS = {
     ".npz": "npz",

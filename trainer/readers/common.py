@@ -62,6 +62,8 @@ class ParsedDataset:
     split: np.ndarray | None  # per-example str in SPLIT_NAMES, when the file assigns splits
     feature_names: tuple[str, ...] | None  # tabular: names after encoding ("colour=red")
     examples: "tuple[Example, ...] | None" = None  # chat and preference only
+    # token tagging: each example's words; `y` is then int64 (N, longest), a tag per word
+    words: tuple[tuple[str, ...], ...] | None = None
     # regression: the numeric targets' names; `y` is then float32 (N, len(targets))
     targets: tuple[str, ...] = ()
     # what the labels are for (trainer.heads): multilabel's `y` is float32 (N, len(labels)),
@@ -112,6 +114,27 @@ def encode_label_sets(sets: list[list[str]], where: str) -> tuple[np.ndarray, tu
     for row, labels_of_row in enumerate(sets):
         y[row, [position[name] for name in labels_of_row]] = 1.0
     return y, tuple(labels)
+
+
+IGNORED_TAG = -100  # a tag's place past an example's words (cross-entropy's ignore_index)
+
+
+def encode_tag_sequences(
+    tags_of: list[list[str]], where: str, names: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """int64 (N, longest) tag indices, IGNORED_TAG past each example's words, and the tag
+    names (`O` first, then sorted, unless `names` gives them)."""
+    if names is None:
+        found = {tag for tags in tags_of for tag in tags}
+        names = tuple(["O"] * ("O" in found) + sorted(found - {"O"}))
+        check_storable(list(names), where, "a tag")
+        if len(names) < 2:
+            raise DatasetError(where, f"{len(names)} distinct tag(s); tagging needs at least two")
+    position = {name: i for i, name in enumerate(names)}
+    y = np.full((len(tags_of), max(map(len, tags_of))), IGNORED_TAG, dtype=np.int64)
+    for row, tags in enumerate(tags_of):
+        y[row, : len(tags)] = [position[t] for t in tags]
+    return y, names
 
 
 def check_storable(names: list[str], where: str, what: str) -> None:

@@ -16,12 +16,14 @@ from trainer.readers.common import (
     add_line_split,
     encode_label_sets,
     encode_labels,
+    encode_tag_sequences,
     json_safe,
 )
 
 JSONL_FIELDS = {
     "classification": ("text", "label", "split"),
     "multilabel": ("text", "labels", "split"),
+    "token_classification": ("tokens", "tags", "split"),
 }
 
 
@@ -34,6 +36,8 @@ def read(path: Path, labelled: bool, task: str = "classification") -> ParsedData
     kind = chat.kind_of(first[1])
     if kind is not None:
         return chat.read(lines, kind, labelled)
+    if task == "token_classification":
+        return _read_tagged(lines, labelled)
     return _read_texts(lines, labelled, task if labelled else "classification")
 
 
@@ -77,6 +81,46 @@ def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool, task: str) ->
         y, names = encode_labels(np.array([str(v) for v in labels]), "file")
     split = np.array(splits, dtype=str) if splits else None
     return ParsedDataset("text", None, tuple(texts), y, names, split, None, task=task)
+
+
+def _read_tagged(lines: Iterable[tuple[int, dict]], labelled: bool) -> ParsedDataset:
+    """Token tagging: each line's `tokens` (its words, a list of strings) and, labelled, its
+    `tags` (one per word)."""
+    fields_of_task = JSONL_FIELDS["token_classification"]
+    words_of, tags_of, splits = [], [], []
+    for number, fields in lines:
+        where = f"line {number}"
+        unknown = [name for name in fields if name not in fields_of_task]
+        if unknown:
+            message = f"unknown field; expected {', '.join(fields_of_task)}"
+            raise DatasetError(f"{where}, field '{unknown[0]}'", message)
+        words = fields.get("tokens")
+        if not _strings(words):
+            message = "must be a non-empty list of non-empty strings, the example's words"
+            raise DatasetError(f"{where}, field 'tokens'", message)
+        words_of.append(tuple(words))
+        if labelled:
+            tags = fields.get("tags")
+            if not _strings(tags) or len(tags) != len(words):
+                message = f"must be a list of {len(words)} tags, one per token"
+                raise DatasetError(f"{where}, field 'tags'", message)
+            tags_of.append(tags)
+        add_line_split(fields, where, splits, first=len(words_of) == 1)
+    y, names = encode_tag_sequences(tags_of, "file") if labelled else (None, ())
+    split = np.array(splits, dtype=str) if splits else None
+    texts = tuple(" ".join(words) for words in words_of)  # what a tokenizer trains on
+    return ParsedDataset(
+        "text", None, texts, y, names, split, None, task="token_classification" if labelled
+        else "classification", words=tuple(words_of),
+    )  # fmt: skip
+
+
+def _strings(values: object) -> bool:
+    return (
+        isinstance(values, list)
+        and len(values) > 0
+        and all(isinstance(v, str) and v.strip() for v in values)
+    )
 
 
 def _label(fields: dict, where: str) -> str | int:
