@@ -265,8 +265,10 @@ def test_a_two_process_job_succeeds_through_the_api_and_reports_its_metrics(stac
         points = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
         epochs = [p["epoch"] for p in points if (p["name"], p["split"]) == ("loss", "train")]
         assert epochs == [1, 2, 3]
-        tests = [p["value"] for p in points if p["split"] == "test"]
-        assert tests == [done["metrics"]["test_accuracy"]]
+        tests = {p["name"]: p["value"] for p in points if p["split"] == "test"}
+        metrics = done["metrics"]
+        assert tests == {"accuracy": metrics["test_accuracy"],
+                         "macro_f1": metrics["test_macro_f1"]}  # fmt: skip
         events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
         statuses = [e["status"] for e in events if e["type"] == "status"]
         assert statuses == ["queued", "running", "succeeded"]

@@ -121,8 +121,10 @@ def test_train_download_and_predict(stack, tmp_path):
         epochs = list(range(1, 11))
         assert series[("loss", "train")] == series[("loss", "validation")] == epochs
         assert series[("accuracy", "validation")] == epochs
-        test_points = [p for p in points if p["split"] == "test"]
-        assert [p["value"] for p in test_points] == [job["metrics"]["test_accuracy"]]
+        test_points = {p["name"]: p["value"] for p in points if p["split"] == "test"}
+        metrics = job["metrics"]
+        assert test_points == {"accuracy": metrics["test_accuracy"],
+                               "macro_f1": metrics["test_macro_f1"]}  # fmt: skip
 
         events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
         statuses = [e["status"] for e in events if e["type"] == "status"]
