@@ -153,6 +153,8 @@ def test_the_job_is_a_tunery_job(tunery, succeeded, created, training_file):
         "train": {"dataset": training_file, **whole},
         "validation": validation,
         "test": validation,
+        "context_length": None,  # forecasting's windows
+        "horizon": None,
     }
     assert job["metrics"]["train_examples"] == len(LOOKUP)
     hp = spec["hyperparameters"]
