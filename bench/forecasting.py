@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import torch
 
-from bench.jobs import Runner, bench_main, checks_and_specs, header, hp
+from bench.jobs import Runner, bench_main, cell, checks_and_specs, header, hp
 from trainer.data import load_dataset
 from trainer.series import mase_scale, seasonal_naive
 
@@ -102,11 +102,6 @@ def baselines() -> dict:
     return found
 
 
-def _cell(values: list[float], digits: int) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
-
-
 def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list[tuple[str, bool]]]:
     jobs, base = results["jobs"], results["baselines"]
     lines = header("forecasting", seeds, elapsed_s, "Forecasting: statsmodels' bundled series")
@@ -133,7 +128,7 @@ def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list
             metrics = [jobs[(dataset, architecture, s)]["metrics"] for s in seeds]
             mase, rmse = [m["test_mase"] for m in metrics], [m["test_rmse"] for m in metrics]
             means[label] = statistics.mean(mase)
-            lines.append(f"| {name} | {label} | {_cell(mase, 3)} | {_cell(rmse, 3)} | "
+            lines.append(f"| {name} | {label} | {cell(mase, 1.0, 3)} | {cell(rmse, 1.0, 3)} | "
                          f"{', '.join(f'{v:.3f}' for v in mase)} |")  # fmt: skip
         best = min(means, key=means.get)
         best_network[dataset] = (best, means[best])

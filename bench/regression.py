@@ -22,7 +22,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bench.jobs import Runner, bench_main, checks_and_specs, header, hp
+from bench.jobs import Runner, bench_main, cell, checks_and_specs, header, hp
 from trainer.data import load_dataset, select
 from trainer.spec import DatasetSelection
 
@@ -95,11 +95,6 @@ def baselines(seeds: list[int]) -> dict:
     return found
 
 
-def _cell(values: list[float], digits: int) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
-
-
 def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list[tuple[str, bool]]]:
     jobs, base = results["jobs"], results["baselines"]
 
@@ -135,7 +130,7 @@ def report(results: dict, seeds: list[int], elapsed_s: float) -> tuple[str, list
         "|---|---|---|---|---|",
     ]
     for name, targets, r2, rmse in rows:
-        lines.append(f"| {name} | {targets} | {_cell(r2, 3)} | {_cell(rmse, 1)} | "
+        lines.append(f"| {name} | {targets} | {cell(r2, 1.0, 3)} | {cell(rmse, 1.0, 1)} | "
                      f"{', '.join(f'{v:.3f}' for v in r2)} |")  # fmt: skip
     mean = statistics.mean
     checks = [

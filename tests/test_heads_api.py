@@ -107,6 +107,19 @@ def upload(client, path, **data):
         )
 
 
+def mlp_trained_on(client, dataset_id: str) -> dict:
+    """The succeeded job of a small MLP fine-tuned on an uploaded table."""
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "mlp", "params": {"hidden": [32], "dropout": 0.0}},
+        "data": {"train": dataset_id},
+        "hyperparameters": {"epochs": 30, "batch_size": 32, "learning_rate": 3e-3},
+    }
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
+    assert job["status"] == "succeeded", job
+    return job
+
+
 def test_a_table_with_numeric_targets_uploads_trains_and_predicts_each(client, tmp_path):
     table = regression_table(tmp_path / "prices.csv")
     uploaded = upload(client, table, task="regression", label_column="price, risk")
@@ -116,14 +129,7 @@ def test_a_table_with_numeric_targets_uploads_trains_and_predicts_each(client, t
         "regression", ["price", "risk"], []
     )  # fmt: skip
     assert dataset["input_shape"] == [5]  # a, b, c and the colour one-hot
-    spec = {
-        "kind": "finetune",
-        "model": {"architecture": "mlp", "params": {"hidden": [32], "dropout": 0.0}},
-        "data": {"train": dataset["id"]},
-        "hyperparameters": {"epochs": 30, "batch_size": 32, "learning_rate": 3e-3},
-    }
-    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
-    assert job["status"] == "succeeded", job
+    job = mlp_trained_on(client, dataset["id"])
     metrics = job["metrics"]
     assert metrics["test_r2_price"] > 0.9 and metrics["test_r2_risk"] > 0.7, metrics
     model_id = job["result_model_id"]
@@ -202,14 +208,7 @@ def test_a_multilabel_table_uploads_trains_and_predicts_label_sets(client, tmp_p
     assert uploaded.status_code == 201, uploaded.text
     dataset = uploaded.json()
     assert (dataset["task"], dataset["labels"]) == ("multilabel", ["hot", "wet"])
-    spec = {
-        "kind": "finetune",
-        "model": {"architecture": "mlp", "params": {"hidden": [32], "dropout": 0.0}},
-        "data": {"train": dataset["id"]},
-        "hyperparameters": {"epochs": 30, "batch_size": 32, "learning_rate": 3e-3},
-    }
-    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
-    assert job["status"] == "succeeded", job
+    job = mlp_trained_on(client, dataset["id"])
     metrics = job["metrics"]
     assert metrics["test_micro_f1"] > 0.9 and metrics["test_subset_accuracy"] > 0.8, metrics
     model_id = job["result_model_id"]

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from app.schemas import DatasetTask
 from tunery._core import (
     TRANSIENT,
     Close,
@@ -48,15 +49,6 @@ X = TypeVar("X")
 W = TypeVar("W", Job, Sweep)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 Kind = Literal["pretrain", "finetune", "adapt"]
-DatasetTask = Literal[
-    "classification",
-    "regression",
-    "multilabel",
-    "token_classification",
-    "forecasting",
-    "pretraining",
-    "chat",
-]
 ModelFormat = Literal["safetensors", "onnx", "archive", "hf"]
 
 PAGE_SIZE = 100
