@@ -25,7 +25,7 @@ TRANSFORMER = {
     "architecture": "transformer",
     "params": {"max_length": MAX_LENGTH, "vocab_size": 4000, "d_model": 128},
 }
-FINETUNE = {"epochs": 8, "batch_size": 32, "early_stopping_patience": 3}
+FINETUNE = {"epochs": 6, "batch_size": 32, "early_stopping_patience": 2}
 ROWS = {
     "MiniLM, full fine-tuning": (MINILM, {}, 1e-4),
     "MiniLM, LoRA rank 8": (MINILM, {"lora_rank": 8}, 1e-3),

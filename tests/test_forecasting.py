@@ -89,8 +89,12 @@ def test_an_mlp_forecasts_co2_better_than_the_seasonal_naive_forecast(co2_mlp):
     assert len(series(events, "mase", "validation")) == 25  # every epoch
     assert card.task == "forecasting" and card.targets == ["co2"] and card.modality == "series"
     assert (card.input_shape, card.horizon, card.season) == ([24, 1], 12, 12)
-    train_part = load_dataset("builtin:co2").series.values[:368, 0]
-    assert card.target_scaling.mean[0] == pytest.approx(float(train_part.mean()), abs=1e-3)
+    # It forecasts changes from the context's last week, and reads the context as such.
+    assert card.changes_from_last_row == 1
+    train = load_dataset("builtin:co2").splits["train"]
+    changes = train.y - train.x[:, -1:, :1]
+    assert card.target_scaling.mean[0] == pytest.approx(changes.mean().item(), abs=1e-3)
+    assert card.target_scaling.std[0] == pytest.approx(changes.std(correction=0).item(), rel=1e-3)
 
 
 def test_a_forecaster_reloads_and_exports_in_the_series_units(co2_mlp, tmp_path):

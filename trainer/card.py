@@ -69,6 +69,9 @@ class TrunkCard(BaseModel):
     columns: list[TableColumn] | None = None
     # audio: the front end inside the model; `input_shape` is then [samples] of one clip
     log_mel: LogMelSettings | None = None
+    # series: how many leading columns of a context (the series forecast) the model reads as
+    # their changes from the context's last row
+    changes_from_last_row: int | None = None
 
     def trunk(self) -> "TrunkCard":
         """These fields alone, as a card of their own (for a model that starts from them)."""
@@ -95,7 +98,8 @@ class ModelCard(TrunkCard):
     labels: list[str] = Field(default_factory=list)  # classification, multilabel: the labels
     # regression: the values it predicts; forecasting: the series it forecasts
     targets: list[str] = Field(default_factory=list)
-    # regression: the targets' mean and standard deviation on the training split; the model
+    # regression: the targets' mean and standard deviation on the training split; forecasting:
+    # those of the training windows' changes from their context's last values. The model
     # predicts in the targets' units
     target_scaling: Normalization | None = None
     # multilabel: each label's probability threshold, tuned on the validation split

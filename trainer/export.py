@@ -46,8 +46,8 @@ class _Served(nn.Module):
         self.network, self.serve = network, HEADS[task].serve
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.network.features(inputs)
-        return self.serve(self.network.head(features)), features
+        outputs, features = self.network.outputs_and_features(inputs)
+        return self.serve(outputs), features
 
 
 def example_input(card: TrunkCard, batch: int = 2) -> torch.Tensor:

@@ -11,7 +11,12 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from trainer.architectures import ARCHITECTURES, build_trunk, normalization_of
+from trainer.architectures import (
+    ARCHITECTURES,
+    ChangesFromLastRow,
+    build_trunk,
+    normalization_of,
+)
 from trainer.architectures.log_mel import log_mel_for, log_mel_spectrograms, spectrogram_shape
 from trainer.card import TrunkCard
 from trainer.chat_format import corpus
@@ -65,6 +70,7 @@ def trunk_from_card(card: TrunkCard) -> Trunk:
         normalization,
         card.vocab_size,
         card.log_mel,
+        card.changes_from_last_row,
     )
     tokenizer = Tokenizer.from_str(card.tokenizer) if card.tokenizer else None
     return Trunk(normalize, backbone, card.trunk(), tokenizer)
@@ -117,10 +123,15 @@ def fresh_trunk(spec: ModelSpec, dataset: LabelledDataset, train: Split) -> Trun
     else:
         log_mel = log_mel_for(dataset.modality)
         inputs = train.x if log_mel is None else log_mel_spectrograms(train.x, log_mel)
+        # Series: the forecast series' columns as their changes from the context's last row.
+        changes = len(dataset.series.series) if dataset.series is not None else None
+        if changes:
+            inputs = ChangesFromLastRow(changes)(inputs)
         card = TrunkCard(
             **architecture,
             input_shape=list(dataset.input_shape),
             log_mel=log_mel,
+            changes_from_last_row=changes,
             # Statistics of this job's training split only (audio: of its log-mel
             # spectrograms); the model applies them itself.
             normalization=normalization_of(inputs),

@@ -74,8 +74,9 @@ class MicroBatcher:
     def _run(self, waiting: list[tuple[torch.Tensor, Future]]) -> None:
         try:
             with torch.inference_mode():
-                features = self._network.features(torch.cat([x for x, _ in waiting]))
-                served = self._serve_outputs(self._network.head(features))
+                inputs = torch.cat([x for x, _ in waiting])
+                outputs, features = self._network.outputs_and_features(inputs)
+                served = self._serve_outputs(outputs)
         except Exception as error:  # every waiting request learns of it
             for _, done in waiting:
                 done.set_exception(error)

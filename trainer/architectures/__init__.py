@@ -134,9 +134,25 @@ def normalization_of(x: torch.Tensor) -> dict[str, list[float]]:
     return {"mean": x.mean(dim=dims).tolist(), "std": x.std(dim=dims).clamp_min(1e-6).tolist()}
 
 
+class ChangesFromLastRow(nn.Module):
+    """A context (N, L, columns) with its first `series` columns as their changes from the
+    context's last row: a forecaster's trunk reads a window's shape, not its level, so that a
+    series which trends past its training range looks to it as it did in training."""
+
+    def __init__(self, series: int) -> None:
+        super().__init__()
+        self.series = series
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        series = x[..., : self.series]
+        return torch.cat([series - series[:, -1:], x[..., self.series :]], dim=-1)
+
+
 class Network(nn.Module):
     """Normalisation, backbone and head. A `per_token` network's features are the backbone's
-    sequence, a vector per token (`forward_sequence`), for a head that tags each token."""
+    sequence, a vector per token (`forward_sequence`), for a head that tags each token. A head
+    with a `baseline` (a forecaster's: its context's last values) outputs the change from that
+    baseline of the input, and the network adds it back."""
 
     def __init__(
         self, normalize: nn.Module, backbone: nn.Module, head: nn.Module, per_token: bool = False
@@ -153,7 +169,17 @@ class Network(nn.Module):
         return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.outputs_and_features(x)[0]
+
+    def outputs_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs and the features they come from (predict answers both)."""
+        features = self.features(x)
+        return self.head(features) + self.baseline(x), features
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor | float:
+        """What the head's outputs are added to: its `baseline` of the input, or 0."""
+        baseline = getattr(self.head, "baseline", None)
+        return 0.0 if baseline is None else baseline(x)
 
 
 def build_trunk(
@@ -163,15 +189,20 @@ def build_trunk(
     normalization: dict[str, list[float]] | None,
     vocab_size: int | None = None,
     log_mel: LogMelSettings | None = None,
+    changes_from_last_row: int | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """The input stage (`Network.normalize`) and the backbone of a network. With `log_mel`
     (audio), the input stage is the log-mel front end, then the standardisation of its
     spectrograms, and the backbone reads spectrograms: the model takes waveforms of
-    `input_shape` ([samples])."""
+    `input_shape` ([samples]). With `changes_from_last_row` (forecasting), a context's first
+    that many columns are read as their changes from its last row (`ChangesFromLastRow`),
+    then standardised."""
     shape = input_shape if log_mel is None else spectrogram_shape(log_mel, input_shape)
     arch = ARCHITECTURES[architecture]
     backbone = arch.build_backbone(arch.params.model_validate(params), shape, vocab_size)
-    stages = [] if log_mel is None else [LogMel(log_mel)]
+    stages: list[nn.Module] = [] if log_mel is None else [LogMel(log_mel)]
+    if changes_from_last_row:
+        stages.append(ChangesFromLastRow(changes_from_last_row))
     if normalization is not None:
         stages.append(Normalize(normalization["mean"], normalization["std"], len(shape)))
     if len(stages) <= 1:

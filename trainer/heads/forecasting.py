@@ -1,8 +1,11 @@
 """Forecasting: the trunk's features of a context onto the next `horizon` values of each
-series, standardised per series by the training part's mean and standard deviation and put
+series, as the change from the context's last value of the series (the network adds that value
+back: `Network.baseline`), so that a series which trends past its training range is forecast
+from where it now is, not pulled back towards the levels it trained on. The changes are
+standardised per series by their mean and standard deviation over the training windows and put
 back in the series' units inside the model, as regression's targets are (so that predict and
-ONNX answer in them); the loss is the standardised mean squared error, each series weighing the
-same whatever its units.
+ONNX answer in the series' units); the loss is the standardised mean squared error, each series
+weighing the same whatever its units.
 
 Figures over every forecast step of a split's windows: `mae`, `rmse`, `r2` in the series'
 units (regression's), and `mase`, the MAE over MASE's scale (the training part's in-sample
@@ -26,7 +29,8 @@ from trainer.series import mase_scale
 
 
 class ForecastingHead(RegressionHead):
-    """A regression head onto horizon x series values, shaped (N, horizon, series)."""
+    """A regression head onto horizon x series changes from the context's last values, shaped
+    (N, horizon, series); `mean` and `std` are the changes' scaling."""
 
     def __init__(
         self,
@@ -42,19 +46,22 @@ class ForecastingHead(RegressionHead):
         self.register_buffer("mase_scale", torch.tensor(scale), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        values = self.linear(features).view(-1, self.horizon, len(self.targets))
-        return values * self.std + self.mean
+        changes = self.linear(features).view(-1, self.horizon, len(self.targets))
+        return changes * self.std + self.mean
+
+    def baseline(self, context: torch.Tensor) -> torch.Tensor:
+        """The last value of each series in contexts (N, L, columns), as (N, 1, series)."""
+        return context[:, -1:, : len(self.targets)]
 
 
-def build(feature_dim: int, dataset: LabelledDataset, _train: Split) -> ForecastingHead:
-    table = dataset.series
-    rows = table.part_rows()["train"]
-    train = torch.tensor(table.series_values()[rows.start : rows.stop], dtype=torch.float64)
-    std = train.std(0, correction=0)
+def build(feature_dim: int, dataset: LabelledDataset, train: Split) -> ForecastingHead:
+    series = len(dataset.series.series)
+    changes = (train.y - train.x[:, -1:, :series]).double().reshape(-1, series)
+    std = changes.std(0, correction=0)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant series: left as it is
     return ForecastingHead(
-        feature_dim, list(table.series), train.mean(0).tolist(), std.tolist(), dataset.horizon,
-        mase_scale(table),
+        feature_dim, list(dataset.series.series), changes.mean(0).tolist(), std.tolist(),
+        dataset.horizon, mase_scale(dataset.series),
     )  # fmt: skip
 
 

@@ -109,7 +109,9 @@ def fit_head(
         model.features(train.x[i : i + batch_size].to(device)).float()
         for i in range(0, len(train), batch_size)
     ])  # fmt: skip
-    return len(train), task.fit_to_features(model.head, features, train.y.to(device))
+    # The head's own outputs: the change from the network's baseline, if it has one.
+    targets = train.y.to(device) - model.baseline(train.x.to(device))
+    return len(train), task.fit_to_features(model.head, features, targets)
 
 
 def run(ctx: RunContext, params: Params) -> TrainResult:
