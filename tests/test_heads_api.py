@@ -221,6 +221,54 @@ def test_a_multilabel_table_uploads_trains_and_predicts_label_sets(client, tmp_p
     assert answer["predictions"] is None and np.asarray(answer["probabilities"]).shape == (3, 2)
 
 
+def lit_halves(path, count: int = 120):
+    """A zip of 8x8 grey images whose left and right halves are each lit or dark at random,
+    labelled in its labels.csv with the halves lit (possibly none)."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    index = ["file,labels"]
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(count):
+            lit = {"left": rng.random() > 0.5, "right": rng.random() > 0.5}
+            pixels = rng.integers(0, 60, size=(8, 8))
+            pixels[:, :4] += 180 * lit["left"]
+            pixels[:, 4:] += 180 * lit["right"]
+            buffer = io.BytesIO()
+            Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+            archive.writestr(f"images/{i}.png", buffer.getvalue())
+            index.append(f"images/{i}.png,{';'.join(half for half, on in lit.items() if on)}")
+        archive.writestr("labels.csv", "\n".join(index) + "\n")
+    return path
+
+
+def test_multilabel_images_upload_with_their_labels_table_train_and_predict(client, tmp_path):
+    uploaded = upload(client, lit_halves(tmp_path / "halves.zip"), task="multilabel")
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    assert (dataset["task"], dataset["labels"], dataset["modality"]) == (
+        "multilabel", ["left", "right"], "image"
+    )  # fmt: skip
+    spec = {
+        "kind": "finetune",
+        "model": {"architecture": "cnn", "params": {"channels": [4], "hidden": 16}},
+        "data": {"train": dataset["id"]},
+        "hyperparameters": {"epochs": 15, "batch_size": 16, "learning_rate": 1e-2},
+    }
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"], finished)
+    assert job["status"] == "succeeded", job
+    assert job["metrics"]["test_micro_f1"] > 0.9, job["metrics"]
+    lit, dark = np.full((1, 8, 8), 220.0), np.full((1, 8, 8), 20.0)
+    left = np.concatenate([lit[..., :4], dark[..., 4:]], axis=-1)
+    inputs = [x.tolist() for x in (lit, left, dark)]
+    body = client.post(f"/v1/models/{job['result_model_id']}/predict", json={"inputs": inputs})
+    assert body.status_code == 200, body.text
+    assert body.json()["label_sets"] == [["left", "right"], ["left"], []], body.json()
+
+
 def test_the_cli_shows_a_multilabel_models_label_sets():
     from rich.console import Console
 

@@ -680,9 +680,25 @@ def test_multilabel_jsonl_is_refused_where_it_is_wrong(tmp_path, lines, where, s
     assert error.where == where and said in error.message, error
 
 
-def test_multilabel_data_does_not_come_as_an_image_archive(tmp_path):
-    error = refused(write_zip(tmp_path / "a.zip", {"a/x.png": png()}), "zip", task="multilabel")
-    assert error.where == "file" and ".csv or .parquet or .jsonl" in error.message
+def test_multilabel_images_take_their_label_sets_from_the_archives_table(tmp_path):
+    index = (
+        "file,labels,split\nimgs/a.png,cat;dog,train\nimgs/b.png,,test\nimgs/c.png, dog ,train\n"
+    )
+    members = {"labels.csv": index.encode(), "imgs/a.png": png(10), "imgs/b.png": png(20),
+               "imgs/c.png": png(30), "notes.txt": b"not listed, not read"}  # fmt: skip
+    data = read_dataset(write_zip(tmp_path / "a.zip", members), "zip", True, task="multilabel")
+    assert data.modality == "image" and data.task == "multilabel" and data.x.shape == (3, 1, 6, 8)
+    assert data.labels == ("cat", "dog") and data.y.tolist() == [[1, 1], [0, 0], [0, 1]]
+    assert data.x[:, 0, 0, 0].tolist() == [10, 20, 30] and data.split.tolist()[1] == "test"
+    # Class folders say one label each: a multilabel archive needs its table.
+    error = refused(write_zip(tmp_path / "b.zip", {"a/x.png": png()}), "zip", task="multilabel")
+    assert error.where == "file" and "labels.csv" in error.message
+    members["labels.csv"] = b"file,label\nimgs/a.png,cat\n"  # a classifier's column
+    error = refused(write_zip(tmp_path / "c.zip", members), "zip", task="multilabel")
+    assert error.where == "labels.csv" and "no column 'labels'" in error.message
+    members["labels.csv"] = b"file,labels\nimgs/a.png,cat\nnotes.txt,dog\n"
+    error = refused(write_zip(tmp_path / "d.zip", members), "zip", task="multilabel")
+    assert error.where == "labels.csv, row 2, column 'file'" and "PNG or JPEG" in error.message
 
 
 # zip of audio clips

@@ -31,7 +31,8 @@ def upload_dataset(
             max_length=200,
             description="csv/parquet: the label's column; regression: the numeric target "
             "columns, comma-separated; multilabel: a column of `;`-separated labels (jsonl "
-            "gives each line's `labels` list); forecasting: the series columns, "
+            "gives each line's `labels` list; a zip of images or clips, the `labels` column "
+            "of its `labels.csv`); forecasting: the series columns, "
             "comma-separated",
         ),
     ] = "label",

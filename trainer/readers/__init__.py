@@ -50,7 +50,7 @@ __all__ = [
 # The formats that can carry each task's labels, where not all of them can.
 TASK_FORMATS = {
     "regression": ("csv", "parquet"),
-    "multilabel": ("csv", "parquet", "jsonl"),
+    "multilabel": ("csv", "parquet", "jsonl", "zip"),
     "token_classification": ("jsonl",),
 }
 
@@ -86,7 +86,7 @@ def read_dataset(
     """The whole dataset in `path`, checked; raises `DatasetError` naming where it is wrong.
     With `task: regression` the label column, or the comma-separated columns it names, are
     numeric targets; with `multilabel`, each example has a set of labels (`;`-separated in a
-    table's label column, a `labels` list in jsonl)."""
+    table's label column or a zip archive's `labels.csv`, a `labels` list in jsonl)."""
     path = Path(path)
     check_not_empty(path, fmt)
     if fmt not in TASK_FORMATS.get(task, FORMATS):
@@ -99,8 +99,8 @@ def read_dataset(
     if fmt == "jsonl":
         return jsonl.read(path, labelled, task)
     if audio.holds_audio(path, limits):
-        return audio.read(path, labelled, limits)
-    return images.read(path, labelled, limits)
+        return audio.read(path, labelled, limits, task)
+    return images.read(path, labelled, limits, task)
 
 
 def read_series(

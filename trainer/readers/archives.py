@@ -1,12 +1,35 @@
-"""zip archives of examples in class folders (or a flat list when unlabelled), what the image
-and audio readers share: the archive is checked from its central directory before anything is
-decompressed, and each member is read capped at its declared size."""
+"""zip archives of examples in class folders (or a flat list when unlabelled), or anywhere in
+the archive as its index table `labels.csv` lists them: what the image and audio readers share.
+The archive is checked from its central directory before anything is decompressed, and each
+member is read capped at its declared size.
 
+The index, at the archive's root, has a column `file` (an example's path in the archive), its
+label in `label` (for a multilabel dataset, its labels in `labels`, `;`-separated, empty for
+none) and optionally `split`; examples it does not list are not read."""
+
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.readers.common import DatasetError, ReadLimits, check_archive, member_where
+import numpy as np
+import pandas as pd
+
+from trainer.readers.common import (
+    DatasetError,
+    ReadLimits,
+    check_archive,
+    check_split,
+    encode_label_sets,
+    encode_labels,
+    label_set,
+    member_where,
+)
+
+INDEX = "labels.csv"
+# Each example's member and its label (class folder or index cell; a multilabel index's cell
+# holds the `;`-separated labels): None when unlabelled.
+Members = list[tuple[zipfile.ZipInfo, str | None]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,76 @@ def class_members(
         message = f"no class folders; a labelled {singular} dataset needs one folder per class"
         raise DatasetError("file", message)
     return members
+
+
+def labelled_members(
+    archive: zipfile.ZipFile, limits: ReadLimits, labelled: bool, kind: MemberKind, task: str
+) -> tuple[Members, np.ndarray | None]:
+    """The examples with their labels and splits: as the index lists them, else in name
+    order with their class folders (a multilabel dataset needs the index)."""
+    infos = {info.filename: info for info in member_names(archive, limits)}
+    if INDEX in infos:
+        return _indexed(archive, infos, limits, labelled, kind, task)
+    if labelled and task == "multilabel":
+        message = (
+            f"a multilabel archive lists each {kind.plural.removesuffix('s')}'s labels in a "
+            f"{INDEX} at its root (columns file and labels)"
+        )
+        raise DatasetError("file", message)
+    return class_members(archive, limits, labelled, kind), None
+
+
+def _indexed(
+    archive: zipfile.ZipFile,
+    infos: dict[str, zipfile.ZipInfo],
+    limits: ReadLimits,
+    labelled: bool,
+    kind: MemberKind,
+    task: str,
+) -> tuple[Members, np.ndarray | None]:
+    data = read_member(archive, infos[INDEX], limits.max_uncompressed_bytes)
+    try:
+        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DatasetError(INDEX, f"cannot parse the table: {error}") from None
+    label_column = "labels" if task == "multilabel" else "label"
+    needed = ("file", label_column) if labelled else ("file",)
+    missing = [column for column in needed if column not in table.columns]
+    if missing:
+        message = (
+            f"has no column '{missing[0]}': it names each {kind.plural.removesuffix('s')}'s "
+            f"`file` and its `{label_column}`"
+        )
+        raise DatasetError(INDEX, message)
+    if table.empty:
+        raise DatasetError(INDEX, f"lists no {kind.plural}")
+    labels = table[label_column] if labelled else [None] * len(table)
+    members = []
+    for row, (name, label) in enumerate(zip(table["file"], labels, strict=True), start=1):
+        info = infos.get(name)
+        if info is None or not name.lower().endswith(kind.suffixes):
+            message = f"'{name}' is not {kind.one} in the archive"
+            raise DatasetError(f"{INDEX}, row {row}, column 'file'", message)
+        if label == "" and task != "multilabel":  # a multilabel example may have no label
+            raise DatasetError(f"{INDEX}, row {row}, column 'label'", "is empty")
+        members.append((info, label))
+    split = None
+    if "split" in table.columns:
+        split = check_split(table["split"], lambda i: f"{INDEX}, row {i + 1}, column 'split'")
+    return members, split
+
+
+def labels_of(
+    members: Members, labelled: bool, task: str
+) -> tuple[np.ndarray | None, tuple[str, ...], str]:
+    """The examples' encoded labels (class indices, or a multilabel dataset's multi-hot rows),
+    the label names, and the task they are for."""
+    if not labelled:
+        return None, (), "classification"
+    if task == "multilabel":
+        sets = [label_set(cell or "") for _info, cell in members]
+        return (*encode_label_sets(sets, INDEX), task)
+    return (*encode_labels([label for _info, label in members], "file"), task)
 
 
 def _ignored(name: str) -> bool:

@@ -101,6 +101,14 @@ def encode_labels(values: Any, where: str) -> tuple[np.ndarray, tuple[str, ...]]
     return y.reshape(-1), tuple(labels)
 
 
+LABEL_SEPARATOR = ";"  # between the labels of a multilabel table cell
+
+
+def label_set(cell: str) -> list[str]:
+    """A multilabel cell's labels: `;`-separated, blanks around them dropped, each once."""
+    return list(dict.fromkeys(p.strip() for p in cell.split(LABEL_SEPARATOR) if p.strip()))
+
+
 def encode_label_sets(sets: list[list[str]], where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """Multi-hot float32 (N, L) rows and the label names, in `_class_order`, for a multilabel
     dataset: each example has a set of labels, possibly empty."""

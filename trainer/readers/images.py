@@ -1,6 +1,8 @@
-"""zip archives of PNG or JPEG images: one folder per class, or a flat list when unlabelled.
-The archive is checked from its central directory before anything is decompressed, and each
-image's size before its pixels are decoded."""
+"""zip archives of PNG or JPEG images: one folder per class, or a flat list when unlabelled, or
+images anywhere in the archive listed by a table at its root, `labels.csv` (a multilabel
+dataset's: columns `file` and `labels`; `trainer.readers.archives`). The archive is checked from
+its central directory before anything is decompressed, and each image's size before its pixels
+are decoded."""
 
 import io
 from pathlib import Path
@@ -8,12 +10,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.readers.archives import MemberKind, class_members, open_zip, read_member
+from trainer.readers.archives import (
+    MemberKind,
+    labelled_members,
+    labels_of,
+    open_zip,
+    read_member,
+)
 from trainer.readers.common import (
     DatasetError,
     ParsedDataset,
     ReadLimits,
-    encode_labels,
     member_where,
     png_base64,
 )
@@ -25,9 +32,9 @@ GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
-def read(path: Path, labelled: bool, limits: ReadLimits) -> ParsedDataset:
+def read(path: Path, labelled: bool, limits: ReadLimits, task: str) -> ParsedDataset:
     with open_zip(path) as archive:
-        members = class_members(archive, limits, labelled, IMAGES)
+        members, split = labelled_members(archive, limits, labelled, IMAGES, task)
         images, budget, decoded, size = [], limits.max_uncompressed_bytes, 0, None
         for info, _folder in members:
             where = member_where(info)
@@ -56,18 +63,16 @@ def read(path: Path, labelled: bool, limits: ReadLimits) -> ParsedDataset:
     x = np.empty((len(images), channels, height, width), dtype=np.float32)
     for i, pixels in enumerate(images):
         x[i] = pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels  # grey fills all three
-    if labelled:
-        y, labels = encode_labels([folder for _info, folder in members], "file")
-    else:
-        y, labels = None, ()
-    return ParsedDataset("image", x, None, y, labels, None, None)
+    y, labels, task = labels_of(members, labelled, task)
+    return ParsedDataset("image", x, None, y, labels, split, None, task=task)
 
 
 def preview(path: Path, count: int, limits: ReadLimits) -> dict:
     shown = []
     with open_zip(path) as archive:
         budget = limits.max_uncompressed_bytes
-        for info, folder in class_members(archive, limits, False, IMAGES)[:count]:
+        members, _split = labelled_members(archive, limits, False, IMAGES, "classification")
+        for info, folder in members[:count]:
             data = read_member(archive, info, budget)
             budget -= len(data)
             with _open_image(data, member_where(info), limits) as image:

@@ -20,10 +20,10 @@ from trainer.readers.common import (
     encode_label_sets,
     encode_labels,
     json_safe,
+    label_set,
 )
 
 SPLIT_COLUMN = "split"
-LABEL_SEPARATOR = ";"  # between a multilabel row's labels
 
 
 def read(
@@ -72,7 +72,7 @@ def read(
     if numeric and labelled:
         y, labels, targets = _targets(frame, label_columns), (), tuple(label_columns)
     elif task == "multilabel" and labelled:
-        sets = [_label_set(cell) for cell in frame[label_column]]
+        sets = [label_set(cell) for cell in frame[label_column]]
         y, labels = encode_label_sets(sets, f"column '{label_column}'")
     elif labelled:
         y, labels = encode_labels(frame[label_column].to_numpy(), f"column '{label_column}'")
@@ -89,11 +89,6 @@ def read(
         "tabular", x, None, y, labels, split, tuple(names), targets=targets, task=task,
         columns=tuple(columns),
     )  # fmt: skip
-
-
-def _label_set(cell: str) -> list[str]:
-    """A multilabel cell's labels: `;`-separated, blanks around them dropped, each once."""
-    return list(dict.fromkeys(p.strip() for p in cell.split(LABEL_SEPARATOR) if p.strip()))
 
 
 def _targets(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
