@@ -102,6 +102,19 @@ REFUSED = {
         "objective.metric",
         "reports loss, accuracy",
     ),
+    "a metric of another task": (
+        with_(
+            job={
+                "kind": "finetune",
+                "model": {"architecture": "mlp"},
+                "data": {"train": "builtin:diabetes"},
+            },
+            parameters={"hyperparameters.learning_rate": {"type": "float", "low": 1e-4, "high": 1}},
+            objective={"metric": "accuracy", "split": "validation"},
+        ),
+        "objective.metric",
+        "reports loss, mae, rmse, r2 on validation",
+    ),
     "a grid larger than max_trials": (
         with_(
             sampler={"name": "grid"},

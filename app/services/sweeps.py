@@ -39,10 +39,12 @@ from app.db import session_scope
 from app.models import Job, Sweep, Tenant, new_id, utcnow
 from app.problems import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.schemas import BestTrial, Page, SweepOut, TrialCounts, TrialOut
-from app.services import dispatch, job_state, jobs, pagination, tenants
+from app.services import datasets, dispatch, job_state, jobs, pagination, tenants
 from app.sweep_spec import SweepSpec
-from trainer.methods import METHODS
-from trainer.spec import JobSpec, SpecIssue
+from trainer.data import dataset_name
+from trainer.heads import HEADS
+from trainer.methods import METHODS, SUPERVISED_METRICS
+from trainer.spec import JobSpec, SpecIssue, TrainData
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -104,6 +106,21 @@ def _trials(sweep_id: str) -> list[optuna.trial.FrozenTrial]:
 # Submission
 
 
+def _reported(session: Session, tenant_id: str, job: JobSpec) -> tuple[str, ...]:
+    """What the job's method reports on the validation split after each epoch: of the task
+    heads' figures, only those of its dataset's task (a regressor reports no accuracy)."""
+    method = METHODS.get(job.method.name)
+    if method is None:
+        return ()
+    data = job.data
+    ref = data.train if isinstance(data, TrainData) else (data.source or data.target)
+    info = datasets.describer(session, tenant_id)(dataset_name(ref))
+    if info is None or info.task not in HEADS:
+        return method.validation_metrics
+    other_tasks = set(SUPERVISED_METRICS) - set(HEADS[info.task].validation_metrics)
+    return tuple(name for name in method.validation_metrics if name not in other_tasks)
+
+
 def check(session: Session, tenant_id: str, spec: SweepSpec) -> list[SpecIssue]:
     """What would make the sweep fail or its trials be refused, found before anything is
     queued: each parameter's path and extreme values against the job spec's own validation,
@@ -114,7 +131,7 @@ def check(session: Session, tenant_id: str, spec: SweepSpec) -> list[SpecIssue]:
     ]
     if issues:
         return issues
-    reported = METHODS[job.method.name].validation_metrics if job.method.name in METHODS else ()
+    reported = _reported(session, tenant_id, job)
     per_epoch = reported if spec.objective.split == "validation" else ("loss",)
     if spec.objective.metric not in per_epoch:
         message = (
