@@ -318,6 +318,13 @@ def zeros(shape: list[int]) -> list:
 
 
 def test_the_model_page_predicts_and_shows_each_answer_or_what_is_wrong(page, stack, tuned):
+    # A regressor too, trained meanwhile: one epoch of a small MLP takes seconds.
+    regression = submit(
+        stack,
+        {"kind": "finetune", "name": "diabetes", "data": {"train": "builtin:diabetes"},
+         "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+         "hyperparameters": {"epochs": 1, "batch_size": 64}},
+    )  # fmt: skip
     image = zeros(tuned["input_shape"])
     with stack.client() as client:
         answer = client.post(f"/v1/models/{tuned['id']}/predict", json={"inputs": [image]})
@@ -352,6 +359,20 @@ def test_the_model_page_predicts_and_shows_each_answer_or_what_is_wrong(page, st
     predict.click()
     wrong = f"inputs: has shape [1, 2]; this model takes {[1, *tuned['input_shape']]}"
     expect(shown.locator(".error")).to_contain_text(wrong)
+
+    # The regressor's inputs are prefilled with a row keyed by column name; its answer is a
+    # table of each input's targets.
+    regression = wait_for_job(stack, regression["id"])
+    assert regression["status"] == "succeeded", stack.logs()
+    with stack.client() as client:
+        regressor = client.get(f"/v1/models/{regression['result_model_id']}").json()
+    tab.goto(f"/ui/#/models/{regressor['id']}")
+    expect(tab.get_by_role("heading", name="diabetes", level=1)).to_be_visible()
+    expect(inputs).to_have_value(re.compile(f'"{regressor["columns"][0]["name"]}": 0'))
+    predict.click()
+    expect(shown.locator("thead th")).to_have_text(["Input", *regressor["targets"]])
+    expect(shown.locator("tbody tr")).to_have_count(1)
+    page.screenshot("model-regressor-predicted")
     page.check(allowed=("status of 422",))
 
 
