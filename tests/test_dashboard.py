@@ -252,7 +252,9 @@ def test_the_cancel_button_cancels_a_running_job(page, stack):
     page.check()
 
 
-def test_the_model_page_shows_the_lineage_and_downloads_the_weights(page, stack):
+@pytest.fixture(scope="module")
+def tuned(stack) -> dict:
+    """A digits classifier fine-tuned from a contrastive pretrain ("base"), as the API shows it."""
     few = {"epochs": 1, "batch_size": 32}
     pretrain = submit(
         stack,
@@ -272,8 +274,11 @@ def test_the_model_page_shows_the_lineage_and_downloads_the_weights(page, stack)
     finetune = wait_for_job(stack, finetune["id"])
     assert finetune["status"] == "succeeded", stack.logs()
     with stack.client() as client:
-        model = client.get(f"/v1/models/{finetune['result_model_id']}").json()
+        return client.get(f"/v1/models/{finetune['result_model_id']}").json()
 
+
+def test_the_model_page_shows_the_lineage_and_downloads_the_weights(page, tuned):
+    model = tuned
     tab = page.tab
     sign_in(page, at=f"/ui/#/models/{model['id']}")
     boxes = tab.locator("#lineage > li")
@@ -306,6 +311,69 @@ def test_the_model_page_shows_the_lineage_and_downloads_the_weights(page, stack)
     expect(tab.locator(f"tr[data-model-id='{model['id']}']")).to_contain_text("finetune")
     page.screenshot("models")
     page.check()
+
+
+def zeros(shape: list[int]) -> list:
+    return [zeros(shape[1:]) for _ in range(shape[0])] if shape else 0
+
+
+def test_the_model_page_predicts_and_shows_each_answer_or_what_is_wrong(page, stack, tuned):
+    # A regressor too, trained meanwhile: one epoch of a small MLP takes seconds.
+    regression = submit(
+        stack,
+        {"kind": "finetune", "name": "diabetes", "data": {"train": "builtin:diabetes"},
+         "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+         "hyperparameters": {"epochs": 1, "batch_size": 64}},
+    )  # fmt: skip
+    image = zeros(tuned["input_shape"])
+    with stack.client() as client:
+        answer = client.post(f"/v1/models/{tuned['id']}/predict", json={"inputs": [image]})
+        assert answer.status_code == 200, answer.text
+    label = answer.json()["predictions"][0]
+    tab = page.tab
+    sign_in(page, at=f"/ui/#/models/{tuned['id']}")
+    inputs = tab.get_by_role("textbox", name="Inputs (a JSON array)")
+    expect(inputs).to_have_value("")  # an image is too large to prefill: its shape is hinted
+    expect(tab.locator("#predict-hint")).to_contain_text(str(tuned["input_shape"]))
+    predict = tab.get_by_role("button", name="Predict", exact=True)
+    shown = tab.locator(".predict-answer")
+
+    inputs.fill(json.dumps([image, image]))
+    predict.click()
+    expect(shown.locator(".answer")).to_have_count(2)
+    expect(shown.locator(".predicted").first).to_have_text(f"Label: {label}")
+    top = shown.locator(".answer").first.locator("tbody tr")
+    expect(top).to_have_count(min(3, len(tuned["labels"])))
+    expect(top.nth(0).locator("th")).to_have_text(label)  # the most probable, marked chosen
+    expect(top.nth(0)).to_have_class("chosen")
+    assert set(top.locator("th").all_text_contents()) <= set(tuned["labels"])
+    page.screenshot("model-predicted")
+
+    predicted = len([r for r in page.requests if r.url.endswith("/predict")])
+    inputs.fill("[[0, 0]")
+    predict.click()
+    expect(shown.locator(".error")).to_contain_text("not valid JSON")
+    assert len([r for r in page.requests if r.url.endswith("/predict")]) == predicted
+
+    inputs.fill("[[0, 0]]")
+    predict.click()
+    wrong = f"inputs: has shape [1, 2]; this model takes {[1, *tuned['input_shape']]}"
+    expect(shown.locator(".error")).to_contain_text(wrong)
+
+    # The regressor's inputs are prefilled with a row keyed by column name; its answer is a
+    # table of each input's targets.
+    regression = wait_for_job(stack, regression["id"])
+    assert regression["status"] == "succeeded", stack.logs()
+    with stack.client() as client:
+        regressor = client.get(f"/v1/models/{regression['result_model_id']}").json()
+    tab.goto(f"/ui/#/models/{regressor['id']}")
+    expect(tab.get_by_role("heading", name="diabetes", level=1)).to_be_visible()
+    expect(inputs).to_have_value(re.compile(f'"{regressor["columns"][0]["name"]}": 0'))
+    predict.click()
+    expect(shown.locator("thead th")).to_have_text(["Input", *regressor["targets"]])
+    expect(shown.locator("tbody tr")).to_have_count(1)
+    page.screenshot("model-regressor-predicted")
+    page.check(allowed=("status of 422",))
 
 
 def test_the_jobs_list_filters_pages_and_refreshes(page, stack):

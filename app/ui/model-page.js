@@ -1,5 +1,6 @@
 // #/models/{id}: one model. Name, architecture, metrics, a summary of its card, its lineage,
-// the models made from it, and downloads of each format it has (fetched with the key).
+// the models made from it, downloads of each format it has (fetched with the key), and a
+// panel to predict with it where its task has a renderer of the answer (predictions.js).
 
 import { AuthRequired, apiJson, download, withQuery } from "./api.js";
 import {
@@ -17,6 +18,7 @@ import {
   time,
 } from "./dom.js";
 import { lineageChain } from "./lineage.js";
+import { RENDERERS, exampleInputs, inputShown } from "./predictions.js";
 
 /** The formats GET /v1/models/{id}/download serves for this model (app/services/exports.py). */
 export function formatsOf(model) {
@@ -93,6 +95,63 @@ function downloads(model) {
   return [h("div", { class: "downloads" }, buttons), status];
 }
 
+/** The textarea's inputs as an array, or an Error saying why they are not one. */
+function parsedInputs(text) {
+  let inputs;
+  try {
+    inputs = JSON.parse(text);
+  } catch (error) {
+    return new Error(`The inputs are not valid JSON: ${error.message}`);
+  }
+  if (!Array.isArray(inputs) || inputs.length === 0) {
+    return new Error("The inputs must be a JSON array with one entry per input.");
+  }
+  return inputs;
+}
+
+/** A textarea of inputs, a Predict button, and the answer drawn by `renderAnswer`. */
+function predictPanel(model, renderAnswer) {
+  const example = exampleInputs(model);
+  const inputs = h(
+    "textarea",
+    {
+      id: "predict-inputs",
+      rows: example.split("\n").length > 3 ? 8 : 3,
+      spellcheck: "false",
+      "aria-describedby": "predict-hint",
+      placeholder: example ? null : `[${inputShown(model)}, …]`,
+    },
+    example,
+  );
+  const answer = h("div", { class: "predict-answer", "aria-live": "polite" });
+  const predict = async (event) => {
+    const button = event.currentTarget;
+    const batch = parsedInputs(inputs.value);
+    if (batch instanceof Error) {
+      replace(answer, errorBox(batch));
+      return;
+    }
+    button.disabled = true;
+    replace(answer, h("p", { class: "muted" }, "Predicting…"));
+    try {
+      const path = `/v1/models/${encodeURIComponent(model.id)}/predict`;
+      const response = await apiJson(path, { method: "POST", json: { inputs: batch } });
+      replace(answer, renderAnswer(response, model));
+    } catch (error) {
+      replace(answer, error instanceof AuthRequired ? null : errorBox(error));
+    } finally {
+      button.disabled = false;
+    }
+  };
+  return [
+    h("label", { for: "predict-inputs" }, "Inputs (a JSON array)"),
+    h("p", { class: "hint", id: "predict-hint" }, `Each input: ${inputShown(model)}.`),
+    inputs,
+    h("div", { class: "predict-actions" }, h("button", { type: "button", onclick: predict }, "Predict")),
+    answer,
+  ];
+}
+
 async function children(model, into) {
   try {
     const page = await apiJson(withQuery("/v1/models", { parent_id: model.id, limit: 100 }));
@@ -135,6 +194,7 @@ export function render(view, { id }) {
     }
     if (disposed) return;
     document.title = `${model.name || model.id} · models · tunery`;
+    const renderAnswer = RENDERERS[model.task];
     const made = h("div", {}, h("p", { class: "muted" }, "Loading…"));
     replace(
       view,
@@ -158,6 +218,7 @@ export function render(view, { id }) {
         h("h3", {}, "Made from this model"),
         made,
       ),
+      renderAnswer && card("h-predict", "Predict", { wide: true }, predictPanel(model, renderAnswer)),
       card("h-download", "Download", { wide: true }, downloads(model)),
       card(
         "h-card",
