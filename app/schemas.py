@@ -99,6 +99,9 @@ class ModelOut(BaseModel):
     architecture: str
     params: dict[str, Any]
     task: str
+    modality: str | None = Field(
+        None, description="What it reads: text, image, tabular, series or audio (waveforms)."
+    )
     input_shape: list[int]
     feature_names: list[str] | None
     labels: list[str]

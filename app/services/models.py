@@ -114,6 +114,7 @@ def to_out(session: Session, model: Model) -> ModelOut:
         architecture=model.architecture,
         params=card.params,
         task=model.task,
+        modality=card.modality,
         input_shape=card.input_shape,
         feature_names=card.feature_names,
         labels=card.labels,

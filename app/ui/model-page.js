@@ -25,8 +25,8 @@ export function formatsOf(model) {
   const formats = [
     { format: "safetensors", label: "Weights (safetensors)", file: `${model.id}.safetensors` },
   ];
-  const heads = ["classification", "regression", "multilabel", "token_classification", "forecasting"];
-  if (heads.includes(model.task)) {
+  // Every task that predicts (has a renderer) exports its predict graph.
+  if (RENDERERS[model.task]) {
     formats.push({ format: "onnx", label: "ONNX", file: `${model.id}.onnx` });
     formats.push({ format: "archive", label: "Archive (zip with serve.py)", file: `${model.id}.zip` });
   }

@@ -8,13 +8,11 @@ import { h, number } from "./dom.js";
 const TOP_LABELS = 3;
 // Inputs of up to this many numbers are prefilled with zeros; larger ones (images) only hinted.
 const ZEROS_PREFILLED = 256;
-// The architectures that read text (trainer/architectures), where input_shape is [max_length].
-const TEXT_ARCHITECTURES = ["gru", "lstm", "transformer", "hf_encoder"];
 // The IOB tag of a word outside every entity (trainer/tagged_news.py).
 const OUTSIDE = "O";
 
 function takesText(model) {
-  return model.input_shape.length === 1 && TEXT_ARCHITECTURES.includes(model.architecture);
+  return model.modality === "text";
 }
 
 function zeros(shape) {
