@@ -402,9 +402,9 @@ class TransferabilityRequest(ScoredExamples):
 
 TransferabilityMetric = Literal["logme"]
 SCORE_DESCRIPTION = (
-    "LogME: the mean over classes of the maximum log evidence per example of a Bayesian linear "
-    "model from the features to the labels. Higher is better; comparable between models scored "
-    "on the same examples only."
+    "LogME: the mean over classes (or labels, or standardised targets) of the maximum log "
+    "evidence per example of a Bayesian linear model from the features to the labels. Higher "
+    "is better; comparable between models scored on the same examples only."
 )
 
 

@@ -17,7 +17,7 @@ from tests.test_registry import import_model, network, weights
 from trainer.architectures import Network, build_trunk
 from trainer.data import Split, load_dataset, select
 from trainer.spec import DatasetSelection, JobSpec
-from trainer.transferability import logme
+from trainer.transferability import logme, logme_of_targets, target_columns
 
 SMALL_CNN = {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}}
 FRACTION, SEED = 0.2, 3
@@ -300,6 +300,40 @@ def test_another_tenants_models_and_datasets_answer_as_unknown_ones_do(client, m
             )
         fields = [assert_problem(t, s).get("errors", [{}])[0].get("field") for t, _, s in pairs]
         assert fields == [None, None, "model_ids.0", "dataset"]
+
+
+def test_regression_and_multilabel_targets_score_as_the_features_predict_them():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8))
+    y = x[:, :2] @ np.array([[1.0], [2.0]]) + 0.3 * rng.normal(size=(200, 1))
+    in_units = target_columns(1000 * y + 5, "regression")  # a target's units do not matter
+    np.testing.assert_allclose(in_units, target_columns(y, "regression"), atol=1e-9)
+    informative = logme_of_targets(x, in_units)
+    assert informative > logme_of_targets(rng.normal(size=(200, 8)), in_units) + 0.5
+    # A label no example has is not scored (any features fit an all-zero target).
+    labels = (x[:, :2] > 0).astype(np.float64)
+    never = np.hstack([labels, np.zeros((200, 1))])
+    assert logme_of_targets(x, never) == pytest.approx(logme_of_targets(x, labels), rel=1e-12)
+    with pytest.raises(ValueError, match="no target varies"):
+        logme_of_targets(x, np.zeros((200, 2)))
+    with pytest.raises(ValueError, match="token_classification"):
+        target_columns(np.zeros((200, 5)), "token_classification")
+
+
+def test_a_regression_dataset_ranks_architectures_and_token_tagging_is_refused(client):
+    body = {"models": [{"architecture": "mlp"}, {"architecture": "mlp", "params": {"hidden": [8]}}]}
+    response = client.post("/v1/datasets/builtin:diabetes/rank-models", json=body)
+    assert response.status_code == 200, response.text
+    ranked = response.json()
+    assert ranked["examples"] == len(load_dataset("builtin:diabetes").splits["train"])
+    assert len(ranked["ranking"]) == 2
+    assert all(np.isfinite(entry["score"]) for entry in ranked["ranking"])
+    tagged = client.post("/v1/datasets/builtin:bbc-entities/rank-models",
+                         json={"models": [{"architecture": "transformer"}]})  # fmt: skip
+    errors = assert_problem(tagged, 422)["errors"]
+    assert [e["field"] for e in errors] == ["dataset_id"] and "token tagging" in errors[0][
+        "message"
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,13 @@
 one forward pass and no training, so that candidate bases can be ranked before any is tuned.
 
 The score is LogME (You, Liu, Wang and Long, "LogME: Practical Assessment of Pre-trained Models
-for Transfer Learning", ICML 2021): for each class, the log of the maximum evidence (marginal
-likelihood) of a Bayesian linear regression from the features to that class's one-hot target,
-per example; averaged over the classes. Higher is better. It compares models on the same
-examples; its value on different examples, or different datasets, means little.
+for Transfer Learning", ICML 2021): for each target, the log of the maximum evidence (marginal
+likelihood) of a Bayesian linear regression from the features to it, per example; averaged over
+the targets. A classifier's targets are its classes' one-hot indicators, a multilabel model's
+its labels' indicators, a regressor's its standardised targets and a forecaster's its
+standardised forecast values (the paper scores regression the same way). Higher is better. It
+compares models on the same examples; its value on different examples, or different datasets,
+means little. Token tagging has no score: its features are per token, its examples sentences.
 
 A port of the authors' reference code (github.com/thuml/LogME, `LogME.py`, `_fit_fixed_point`:
 the fixed-point updates of alpha and beta over the SVD of the features, from You et al.,
@@ -18,8 +21,8 @@ differences, each making the number the evidence it claims to be:
   features with dead (always zero) or duplicated units, which ReLU networks have.
 - It iterates until the ratio alpha/beta settles (relative change <= 1e-3, as the reference
   tests), up to 100 steps instead of 11, and evaluates the evidence at the final alpha and beta.
-- Only the classes present among the labels are averaged (the reference also scores an empty
-  class, whose all-zero target any features fit).
+- Only the targets that vary among the examples are averaged (the reference also scores an
+  empty class, whose all-zero target any features fit).
 """
 
 from dataclasses import dataclass
@@ -56,17 +59,42 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     """The LogME score of `features` (N, D) for class `labels` (N,): the mean over the classes
     of the maximum log evidence per example. ValueError for features that are not finite, or
     labels of fewer than two classes."""
-    f = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
-    if f.ndim != 2 or labels.shape != (len(f),):
-        raise ValueError(f"features {f.shape} and labels {labels.shape} do not pair up")
-    if not np.isfinite(f).all():
-        raise ValueError("the features hold NaN or infinite values")
+    if labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} are not one class per example")
     classes = np.unique(labels)
     if len(classes) < 2:
         raise ValueError("a score needs examples of at least two classes")
+    return logme_of_targets(features, (labels[:, None] == classes[None, :]).astype(np.float64))
+
+
+def target_columns(y: np.ndarray, task: str) -> np.ndarray:
+    """What LogME fits for a task's labels `y`: (N, T) target columns (see the module's
+    docstring); ValueError for a task it does not score."""
+    if task == "multilabel":
+        return np.asarray(y, dtype=np.float64)
+    if task in ("regression", "forecasting"):
+        flat = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        spread = flat.std(axis=0)
+        return (flat - flat.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    raise ValueError(f"no transferability score for {task} data")
+
+
+def logme_of_targets(features: np.ndarray, targets: np.ndarray) -> float:
+    """The LogME score of `features` (N, D) for `targets` (N, T): the mean over the targets
+    that vary of the maximum log evidence per example. ValueError for features or targets
+    that are not finite, or targets none of which varies."""
+    f, targets = np.asarray(features, dtype=np.float64), np.asarray(targets, dtype=np.float64)
+    if f.ndim != 2 or targets.ndim != 2 or len(targets) != len(f):
+        raise ValueError(f"features {f.shape} and targets {targets.shape} do not pair up")
+    if not np.isfinite(f).all():
+        raise ValueError("the features hold NaN or infinite values")
+    if not np.isfinite(targets).all():
+        raise ValueError("the targets hold NaN or infinite values")
+    targets = targets[:, targets.std(axis=0) > 0]
+    if targets.shape[1] == 0:
+        raise ValueError("no target varies among the examples scored")
     n, d = f.shape
-    targets = (labels[:, None] == classes[None, :]).astype(np.float64)  # (N, C), one-hot
     u, s, _vh = np.linalg.svd(f, full_matrices=False)
     # The numerical rank, as numpy.linalg.matrix_rank draws it.
     kept = s > s.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps
@@ -74,8 +102,8 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     x2 = (u.T @ targets) ** 2
     outside = np.clip((targets**2).sum(axis=0) - x2.sum(axis=0), 0.0, None)
 
-    alpha, beta = np.ones(len(classes)), np.ones(len(classes))
-    moving = np.ones(len(classes), dtype=bool)
+    alpha, beta = np.ones(targets.shape[1]), np.ones(targets.shape[1])
+    moving = np.ones(targets.shape[1], dtype=bool)
     for _ in range(MAX_STEPS):
         t = alpha / beta
         gamma, m2, res2 = _fit_terms(sigma, x2, outside, t)
@@ -125,7 +153,10 @@ class Score:
     feature_dim: int
 
 
-def score(trunk: Trunk, split: Split) -> Score:
-    """LogME of the trunk's features for the split's labels."""
+def score(trunk: Trunk, split: Split, task: str) -> Score:
+    """LogME of the trunk's features for the split's labels, as `task` reads them."""
     extracted = features(trunk, split)
-    return Score(logme(extracted, split.y.numpy()), extracted.shape[1])
+    if task == "classification":
+        return Score(logme(extracted, split.y.numpy()), extracted.shape[1])
+    return Score(logme_of_targets(extracted, target_columns(split.y.numpy(), task)),
+                 extracted.shape[1])  # fmt: skip

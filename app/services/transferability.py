@@ -80,6 +80,9 @@ def _target(session: Session, tenant_id: str, name: str, field: str, in_path: bo
     if not info.labelled:
         message = f"{name} has no labels; a transferability score needs labelled examples"
         raise InvalidInput([SpecIssue(field, message)])
+    if info.task == "token_classification":  # features per token, examples per sentence
+        message = f"{name} is token tagging data, which has no transferability score"
+        raise InvalidInput([SpecIssue(field, message)])
     if name in BUILTIN_DATASETS:
         return Target(info, partial(load_dataset, name))
     return Target(
@@ -144,14 +147,17 @@ def _scores(
     """Each candidate's score on the same examples, and how many they are."""
     dataset = target.load()
     examples = scoring_split(dataset, fraction, seed)
-    if len(examples.y.unique()) < 2:
+    if dataset.task == "classification" and len(examples.y.unique()) < 2:
         message = "the examples scored hold a single class; a score needs at least two"
+        raise InvalidInput([SpecIssue("fraction", message)])
+    if not bool((examples.y.double().reshape(len(examples), -1).std(0) > 0).any()):
+        message = "no label or target varies among the examples scored"
         raise InvalidInput([SpecIssue("fraction", message)])
     scores = []
     for candidate in candidates:
         trunk = _trunk(candidate, dataset, seed, examples)
         try:
-            scores.append(score(trunk, examples))
+            scores.append(score(trunk, examples, dataset.task))
         except ValueError as error:  # features that are not finite
             raise InvalidInput([SpecIssue(candidate.field, str(error))]) from None
     return len(examples), scores
