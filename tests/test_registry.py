@@ -24,6 +24,7 @@ from app.api.models import NPY
 from tests.servers import free_port
 from tests.test_api import assert_problem
 from trainer.architectures import Network, build_trunk
+from trainer.heads.regression import RegressionHead
 
 CARD = {
     "architecture": "cnn",
@@ -80,6 +81,35 @@ def test_an_imported_model_predicts_as_its_network_does(client):
         expected = torch.softmax(net(inputs), dim=1)
     assert torch.allclose(torch.tensor(answer["probabilities"]), expected, atol=1e-5)
     assert len(answer["embeddings"][0]) == 32
+
+
+def test_an_imported_regressor_predicts_in_its_targets_units_and_a_tagger_tags(client):
+    card = {"architecture": "mlp", "params": {"hidden": [16]}, "task": "regression",
+            "input_shape": [3], "targets": ["price", "risk"],
+            "target_scaling": {"mean": [100.0, 0.0], "std": [10.0, 1.0]}}  # fmt: skip
+    torch.manual_seed(0)
+    _normalize, backbone = build_trunk("mlp", card["params"], [3], None)
+    head = RegressionHead(backbone.feature_dim, card["targets"], [100.0, 0.0], [10.0, 1.0])
+    net = Network(nn.Identity(), backbone, head).eval()
+    response = import_model(client, weights(net), card)
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert (model["task"], model["targets"]) == ("regression", ["price", "risk"])
+    inputs = torch.rand(4, 3)
+    answer = client.post(f"/v1/models/{model['id']}/predict", json={"inputs": inputs.tolist()})
+    assert answer.status_code == 200, answer.text
+    with torch.no_grad():
+        expected = net(inputs)
+    assert torch.allclose(torch.tensor(answer.json()["values"]), expected, atol=1e-4)
+    assert 50 < expected[:, 0].mean() < 150  # in the price's units, not standardised
+    # The head is the task's: a classifier's weights do not fit a regressor's card.
+    classifier = Network(nn.Identity(), backbone, nn.Linear(backbone.feature_dim, 2))
+    error = assert_problem(import_model(client, weights(classifier), card), 422)
+    assert "missing weights: head.linear.weight" in error["errors"][0]["message"], error
+    for wrong, phrase in (({"targets": None}, "needs `targets`"),
+                          ({"task": "ranking"}, "unknown task 'ranking'")):  # fmt: skip
+        error = assert_problem(import_model(client, weights(net), card | wrong), 422)
+        assert phrase in error["errors"][0]["message"], error
 
 
 class RunsCode:
@@ -245,13 +275,10 @@ def test_concurrent_requests_run_as_one_batch_with_each_answer_its_own():
             super().__init__()
             self.inner = net
 
-        def features(self, x: torch.Tensor) -> torch.Tensor:
+        def outputs_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             calls.append(len(x))
             time.sleep(0.05)  # a busy model: requests queue meanwhile
-            return self.inner.features(x)
-
-        def head(self, features: torch.Tensor) -> torch.Tensor:
-            return self.inner.head(features)
+            return self.inner.outputs_and_features(x)
 
     batcher = MicroBatcher(Counted(), HEADS["classification"].serve)
     requests = [torch.rand(i + 1, 1, 8, 8) * 16 for i in range(12)]

@@ -50,7 +50,11 @@ def import_model(
     ] = None,
     card: Annotated[
         Text | None,
-        Form(description="JSON: architecture, params, task, input_shape, labels, normalization"),
+        Form(
+            description="JSON: architecture, params, task (features or a task head), "
+            "input_shape, normalization, and the head's fields (labels, targets, "
+            "target_scaling, thresholds, horizon)"
+        ),
     ] = None,
     name: Annotated[Text | None, Form(max_length=200)] = None,
 ) -> ModelOut:
