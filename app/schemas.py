@@ -466,6 +466,8 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
+# Every task head's (trainer.heads.HEADS, which imports torch: this module must not; a test
+# checks that the list holds them all), and the tasks of unlabelled data.
 DatasetTask = Literal[
     "classification",
     "regression",

@@ -210,3 +210,12 @@ def test_multilabel_data_is_selected_by_fraction_not_per_class():
     assert any(i.field == "data.train.per_class" and "label sets" in i.message for i in issues), (
         issues
     )
+
+
+def test_a_dataset_may_be_uploaded_for_every_task_head():
+    from typing import get_args
+
+    from app.schemas import DatasetTask
+    from trainer.heads import HEADS
+
+    assert set(HEADS) <= set(get_args(DatasetTask))

@@ -24,7 +24,7 @@ from trainer.readers.chat import Example
 from trainer.readers.common import IGNORED_TAG, encode_tag_sequences
 from trainer.series import SeriesTable, windows
 from trainer.spec import AdaptData, DatasetSelection, TrainData
-from trainer.spoken_digits import FEMALE_VOICES, MALE_VOICES, spoken_digits
+from trainer.spoken_digits import FEMALE_VOICES, MALE_VOICES, spoken_digits, telephone
 
 UNLABELLED = -1  # the label of every example of an unlabelled dataset
 IGNORED = IGNORED_TAG  # a token tag's place past an example's words
@@ -285,12 +285,15 @@ def _digits_scan() -> LabelledDataset:
     return _tensor_dataset("builtin:digits-scan", "image", out, y, DIGIT_LABELS)
 
 
-def _spoken_digits(name: str, voices: tuple[str, ...]) -> LabelledDataset:
-    """The clips of `voices` from `trainer.spoken_digits` (synthesised on first use), split
-    70/10/20 by digit."""
+def _spoken_digits(
+    name: str, voices: tuple[str, ...], channel: Callable[[np.ndarray], np.ndarray] | None = None
+) -> LabelledDataset:
+    """The clips of `voices` from `trainer.spoken_digits` (synthesised on first use), through
+    `channel` if one is given, split 70/10/20 by digit."""
     clips = spoken_digits()
     chosen = np.isin(clips["voice"], voices)
-    return _tensor_dataset(name, "audio", clips["x"][chosen], clips["digit"][chosen], DIGIT_LABELS)
+    x = clips["x"][chosen] if channel is None else channel(clips["x"][chosen])
+    return _tensor_dataset(name, "audio", x, clips["digit"][chosen], DIGIT_LABELS)
 
 
 def _breast_cancer() -> LabelledDataset:
@@ -480,6 +483,10 @@ BUILTIN_DATASETS: dict[str, Callable[[], LabelledDataset]] = {
     ),
     "builtin:spoken-digits-female": partial(
         _spoken_digits, "builtin:spoken-digits-female", FEMALE_VOICES
+    ),
+    # The harder shift: the female voices through a telephone line, from the male ones.
+    "builtin:spoken-digits-female-telephone": partial(
+        _spoken_digits, "builtin:spoken-digits-female-telephone", FEMALE_VOICES, telephone
     ),
     "builtin:breast-cancer": _breast_cancer,
     "builtin:digit-pairs": _digit_pairs,

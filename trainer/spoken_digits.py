@@ -4,7 +4,9 @@ each at 3 speaking styles (rate and pitch), 360 one-second clips at `SAMPLE_RATE
 
 The rule of the speaker shift (`builtin:spoken-digits-male` -> `builtin:spoken-digits-female`):
 the source is the male voice variants `en+m1` to `en+m6`, the target the female ones `en+f1` to
-`en+f5` and `en+steph`; both are said in the same styles, so voice is what differs.
+`en+f5` and `en+steph`; both are said in the same styles, so voice is what differs. The harder
+shift adds a channel: `builtin:spoken-digits-female-telephone` is the female clips as a
+telephone line carries them (`telephone`: the 300-3400 Hz band, 8-bit mu-law, line noise).
 
 espeak-ng is deterministic (the same text, voice, rate and pitch give the same samples), so the
 clips are made once, on first use, and kept in the cache directory (`TUNERY_CACHE_DIR`, the
@@ -89,3 +91,27 @@ def spoken_digits() -> dict[str, np.ndarray]:
         os.replace(partial, path)
     with np.load(path, allow_pickle=False) as stored:
         return {name: stored[name] for name in stored.files}
+
+
+TELEPHONE_BAND = (300.0, 3400.0)  # Hz: the voice band of a telephone line (ITU-T G.712)
+TELEPHONE_SNR_DB = 20.0  # the line's noise, below each clip's speech power
+MU = 255  # 8-bit mu-law companding (ITU-T G.711)
+
+
+def telephone(clips: np.ndarray, seed: int = 0) -> np.ndarray:
+    """`clips` (N, samples) as a telephone line carries them: band-passed to `TELEPHONE_BAND`
+    (a 4th-order Butterworth filter, forwards and backwards), quantised to 8-bit mu-law, with
+    white noise at `TELEPHONE_SNR_DB` below each clip's power (drawn by `seed`): a channel
+    shift that removes the low and high bands a model trained on clean speech reads."""
+    from scipy.signal import butter, sosfiltfilt
+
+    band = butter(4, TELEPHONE_BAND, btype="bandpass", fs=SAMPLE_RATE, output="sos")
+    passed = sosfiltfilt(band, clips, axis=1)
+    peak = np.abs(passed).max(axis=1, keepdims=True).clip(min=1e-9)
+    companded = np.sign(passed) * np.log1p(MU * np.abs(passed) / peak) / np.log1p(MU)
+    quantised = np.round(companded * 127) / 127
+    expanded = np.sign(quantised) * ((1 + MU) ** np.abs(quantised) - 1) / MU * peak
+    power = (expanded**2).mean(axis=1, keepdims=True)
+    noise = np.random.default_rng(seed).normal(size=clips.shape)
+    noisy = expanded + noise * np.sqrt(power / 10 ** (TELEPHONE_SNR_DB / 10))
+    return noisy.astype(np.float32)
