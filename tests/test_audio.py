@@ -169,3 +169,15 @@ def test_methods_that_read_no_audio_are_refused_naming_the_data():
     mlp = supervised_spec() | {"model": {"architecture": "mlp"}}
     issues = check_spec(TypeAdapter(JobSpec).validate_python(mlp))
     assert any(i.field == "model.architecture" and "audio" in i.message for i in issues), issues
+
+
+def test_the_telephone_line_keeps_the_voice_band_and_drops_the_rest():
+    from trainer.spoken_digits import telephone
+    from trainer.waveforms import SAMPLE_RATE
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tones = np.stack([0.5 * np.sin(2 * np.pi * hz * t) for hz in (100, 1000, 6000)])
+    line = telephone(tones)
+    assert line.dtype == np.float32 and np.array_equal(line, telephone(tones))  # its seed
+    power = (line**2).mean(axis=1) / (tones**2).mean(axis=1)
+    assert power[1] > 0.8 and power[0] < 0.05 and power[2] < 0.05, power
