@@ -171,7 +171,9 @@ def start_stack(
         "TUNERY_BROKER_URL": broker_url,
         "TUNERY_ARTIFACT_DIR": str(root / "artifacts"),
         "TUNERY_RUN_DIR": str(root / "runs"),
-        "TUNERY_CACHE_DIR": str(root / "cache"),
+        # The session's cache (tests/conftest.py): what is made once, such as the spoken
+        # digits, is made once for every stack.
+        "TUNERY_CACHE_DIR": os.environ.get("TUNERY_CACHE_DIR", str(root / "cache")),
         "TUNERY_QUEUE": queue,
         "TUNERY_RECONCILE_INTERVAL_SECONDS": "1",
         "TUNERY_HEARTBEAT_SECONDS": "0.5",
