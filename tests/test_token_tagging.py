@@ -16,6 +16,7 @@ from trainer.data import register_file
 from trainer.export import export_onnx
 from trainer.heads.token_classification import as_entities
 from trainer.readers import DatasetError, read_dataset
+from trainer.run import LoadedModel
 from trainer.text import encode_words, train_tokenizer
 
 NAMES = ["Smith", "Jones", "Brown", "Taylor", "Wilson", "Evans", "Thomas", "Roberts"]
@@ -123,3 +124,26 @@ def test_a_tagger_reloads_and_exports_a_tag_distribution_per_token(tagger, tmp_p
     probabilities, _features = session.run(None, {"inputs": ids.numpy()})
     assert probabilities.shape == (1, 24, 3)
     np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("freeze", ["none", "partial"])
+def test_a_causal_lm_pretrained_transformer_fine_tunes_into_a_tagger(tagger, freeze):
+    """The trunk a `causal_lm` pretrain learns on the sentences (no tags) starts a tagger:
+    its weights go on (the pretrain's vocabulary, its blocks), whole or its top block only."""
+    transformer = {"architecture": "transformer", "params": {
+        "vocab_size": 200, "max_length": 24, "d_model": 32, "layers": 2, "heads": 2}}  # fmt: skip
+    pretrain = {"kind": "pretrain", "model": transformer, "method": {"name": "causal_lm"},
+                "data": {"train": "ds_tagged"},
+                "hyperparameters": {"epochs": 3, "batch_size": 16, "seed": 0}}  # fmt: skip
+    pretrained, _ = run(pretrain)
+    base = LoadedModel(pretrained.model.state_dict(), pretrained.card)
+    hyperparameters = {"epochs": 6, "batch_size": 16, "learning_rate": 1e-2, "seed": 0}
+    spec = {"kind": "finetune", "base_model_id": "model_base", "data": {"train": "ds_tagged"},
+            "method": {"name": "supervised", "params": {"freeze": freeze}},
+            "hyperparameters": hyperparameters}  # fmt: skip
+    result, events = run(spec, base)
+    card = result.card
+    assert card.task == "token_classification" and card.tokenizer == pretrained.card.tokenizer
+    said = next(e["message"] for e in events if e.get("message", "").startswith("supervised:"))
+    assert ("; 0 frozen blocks" in said) == (freeze == "none"), said
+    assert card.metrics["test_entity_f1"] > 0.5, card.metrics

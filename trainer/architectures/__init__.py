@@ -174,12 +174,15 @@ class Network(nn.Module):
     def outputs_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The outputs and the features they come from (predict answers both)."""
         features = self.features(x)
-        return self.head(features) + self.baseline(x), features
-
-    def baseline(self, x: torch.Tensor) -> torch.Tensor | float:
-        """What the head's outputs are added to: its `baseline` of the input, or 0."""
+        outputs = self.head(features)
         baseline = getattr(self.head, "baseline", None)
-        return 0.0 if baseline is None else baseline(x)
+        return (outputs if baseline is None else outputs + baseline(x)), features
+
+    def head_targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the head itself must output for the targets `y` of inputs `x`: `y`, less the
+        head's baseline if it has one."""
+        baseline = getattr(self.head, "baseline", None)
+        return y if baseline is None else y - baseline(x)
 
 
 def build_trunk(

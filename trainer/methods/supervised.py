@@ -109,8 +109,7 @@ def fit_head(
         model.features(train.x[i : i + batch_size].to(device)).float()
         for i in range(0, len(train), batch_size)
     ])  # fmt: skip
-    # The head's own outputs: the change from the network's baseline, if it has one.
-    targets = train.y.to(device) - model.baseline(train.x.to(device))
+    targets = model.head_targets(train.x.to(device), train.y.to(device))
     return len(train), task.fit_to_features(model.head, features, targets)
 
 
