@@ -187,6 +187,8 @@ def test_the_cli_shows_a_regressors_values_by_target():
     shown = console.export_text()
     assert "price" in shown and "risk" in shown and "101.5" in shown and "-0.5" in shown
     assert _render._headline({"test_r2": 0.91, "train_loss": 0.1}).startswith("test_r2")
+    forecaster = {"test_r2": 0.9, "test_mase": 0.44, "train_loss": 0.1}
+    assert _render._headline(forecaster) == "test_mase 0.44"
 
 
 def tagged_table(path, rows: int = 400):

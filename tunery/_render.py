@@ -47,6 +47,8 @@ def _metrics(metrics: dict[str, float]) -> str:
 HEADLINE = (
     "test_accuracy",
     "validation_accuracy",
+    "test_mase",  # a forecaster's, before its r2
+    "validation_mase",
     "test_r2",
     "validation_r2",
     "test_micro_f1",
