@@ -5,15 +5,11 @@ values in its units, as its ONNX download does in a clean onnxruntime process; a
 unknown column refused naming it; a csv of monthly series uploaded with `task: forecasting`,
 trained on and predicted from."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from tests.test_e2e import finished, wait_for
-from tests.test_heads_api import ONNX_IN_CLEAN_PROCESS, client, upload  # noqa: F401 (fixture)
+from tests.test_heads_api import client, onnx_in_clean_process, upload  # noqa: F401 (fixture)
 from trainer.data import load_dataset
 
 pytestmark = pytest.mark.e2e
@@ -60,16 +56,9 @@ def test_a_forecaster_predicts_each_series_from_rows_keyed_by_column(client, tmp
     numeric = client.post(f"/v1/models/{model_id}/predict", json={"inputs": contexts})
     assert numeric.json()["forecasts"] == body["forecasts"]
 
-    onnx = client.get(f"/v1/models/{model_id}/download", params={"format": "onnx"})
-    assert onnx.status_code == 200, onnx.text
-    path = tmp_path / "model.onnx"
-    path.write_bytes(onnx.content)
-    done = subprocess.run(
-        [sys.executable, "-c", ONNX_IN_CLEAN_PROCESS, str(path), json.dumps(contexts)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
     expected = [[f[name] for name in body["targets"]] for f in body["forecasts"]]
-    onnx_values = np.asarray(json.loads(done.stdout)).transpose(0, 2, 1)  # (N, series, steps)
+    onnx_values = onnx_in_clean_process(client, model_id, contexts, tmp_path)
+    onnx_values = onnx_values.transpose(0, 2, 1)  # (N, series, steps)
     np.testing.assert_allclose(onnx_values, expected, rtol=1e-4, atol=1e-4)
 
     keyed[0][3].pop("tbilrate")

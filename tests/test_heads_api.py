@@ -26,6 +26,20 @@ print(json.dumps(values.tolist()))
 """
 
 
+def onnx_in_clean_process(client, model_id: str, inputs: list, tmp_path) -> np.ndarray:
+    """The model's ONNX download run on `inputs` by onnxruntime in a process of its own,
+    which imports nothing of tunery: its first output."""
+    onnx = client.get(f"/v1/models/{model_id}/download", params={"format": "onnx"})
+    assert onnx.status_code == 200, onnx.text
+    path = tmp_path / "model.onnx"
+    path.write_bytes(onnx.content)
+    done = subprocess.run(
+        [sys.executable, "-c", ONNX_IN_CLEAN_PROCESS, str(path), json.dumps(inputs)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return np.asarray(json.loads(done.stdout))
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("heads")
@@ -62,15 +76,8 @@ def test_a_regression_job_predicts_values_in_the_targets_units(client, tmp_path)
     values = np.asarray(body["values"])
     assert values.shape == (3, 1) and (values > 25).all() and (values < 350).all()
 
-    onnx = client.get(f"/v1/models/{model_id}/download", params={"format": "onnx"})
-    assert onnx.status_code == 200, onnx.text
-    path = tmp_path / "model.onnx"
-    path.write_bytes(onnx.content)
-    done = subprocess.run(
-        [sys.executable, "-c", ONNX_IN_CLEAN_PROCESS, str(path), json.dumps(rows)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    np.testing.assert_allclose(json.loads(done.stdout), values, rtol=1e-4, atol=1e-3)
+    onnx_values = onnx_in_clean_process(client, model_id, rows, tmp_path)
+    np.testing.assert_allclose(onnx_values, values, rtol=1e-4, atol=1e-3)
 
 
 def test_a_classification_method_on_regression_data_is_refused(client):
@@ -269,6 +276,8 @@ def test_multilabel_images_upload_with_their_labels_table_train_and_predict(clie
     body = client.post(f"/v1/models/{job['result_model_id']}/predict", json={"inputs": inputs})
     assert body.status_code == 200, body.text
     assert body.json()["label_sets"] == [["left", "right"], ["left"], []], body.json()
+    probabilities = onnx_in_clean_process(client, job["result_model_id"], inputs, tmp_path)
+    np.testing.assert_allclose(probabilities, body.json()["probabilities"], atol=1e-4)
 
 
 def test_the_cli_shows_a_multilabel_models_label_sets():
