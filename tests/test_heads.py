@@ -219,3 +219,20 @@ def test_a_dataset_may_be_uploaded_for_every_task_head():
     from trainer.heads import HEADS
 
     assert set(HEADS) <= set(get_args(DatasetTask))
+
+
+def test_an_npz_of_numeric_targets_trains_a_regressor(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    from trainer.data import register_file
+
+    x, y = load_diabetes(return_X_y=True)
+    path = tmp_path / "diabetes.npz"
+    np.savez(path, x=x.astype(np.float32), y=np.stack([y, y / 10], axis=1))
+    register_file("ds_npz_targets", path, "npz", True, "label", "regression")
+    spec = {"kind": "finetune", "model": MLP, "data": {"train": "ds_npz_targets"},
+            "hyperparameters": {"epochs": 30, "batch_size": 32, "learning_rate": 3e-3}}  # fmt: skip
+    result, _events = run(spec)
+    card = result.card
+    assert card.task == "regression" and card.targets == ["y0", "y1"]
+    assert card.metrics["test_r2_y0"] > 0.2 and card.metrics["test_r2_y1"] > 0.2, card.metrics

@@ -650,6 +650,22 @@ def test_preview_zip_checks_the_archive_first(tmp_path):
     assert caught.value.where == "archive member '../a.png'"
 
 
+def test_npz_regression_targets_are_numbers_named_y(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    one = read_dataset(write_npz(tmp_path / "a.npz", x=x, y=np.array([1.5, 2, 3, 4])), "npz",
+                       True, task="regression")  # fmt: skip
+    assert one.task == "regression" and one.targets == ("y",) and one.labels == ()
+    assert one.y.dtype == np.float32 and one.y.tolist() == [[1.5], [2], [3], [4]]
+    two = read_dataset(write_npz(tmp_path / "b.npz", x=x, y=np.ones((4, 2))), "npz", True,
+                       task="regression")  # fmt: skip
+    assert two.targets == ("y0", "y1") and two.y.shape == (4, 2)
+    for y, said in ((np.array(["a", "b", "c", "d"]), "targets are numbers"),
+                    (np.ones(3), "targets are (4,)"),
+                    (np.array([1.0, np.nan, 2, 3]), "target 0 of example 1 is nan")):  # fmt: skip
+        error = refused(write_npz(tmp_path / "c.npz", x=x, y=y), "npz", task="regression")
+        assert error.where == "array 'y'" and said in error.message, error
+
+
 def test_multilabel_tables_and_jsonl_read_label_sets(tmp_path):
     table = tmp_path / "tags.csv"
     table.write_text("x,tags\n1.0,red;blue\n2.0,\n3.0, blue ;blue\n4.0,green\n")

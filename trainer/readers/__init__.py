@@ -49,7 +49,7 @@ __all__ = [
 
 # The formats that can carry each task's labels, where not all of them can.
 TASK_FORMATS = {
-    "regression": ("csv", "parquet"),
+    "regression": ("csv", "parquet", "npz"),
     "multilabel": ("csv", "parquet", "jsonl", "zip"),
     "token_classification": ("jsonl",),
 }
@@ -93,7 +93,7 @@ def read_dataset(
         formats = " or ".join(f".{f}" for f in TASK_FORMATS[task])
         raise DatasetError("file", f"{task} data comes as a {formats} file")
     if fmt == "npz":
-        return arrays.read(path, labelled, limits)
+        return arrays.read(path, labelled, limits, task)
     if fmt in ("csv", "parquet"):
         return tables.read(path, fmt, labelled, label_column, limits, task)
     if fmt == "jsonl":

@@ -1,4 +1,5 @@
-"""npz files: arrays x (inputs), y (labels) and split, read without ever unpickling."""
+"""npz files: arrays x (inputs), y (labels; regression: numeric targets, one column each,
+named `y` or `y0`, `y1`, ...) and split, read without ever unpickling."""
 
 import math
 import zipfile
@@ -20,16 +21,23 @@ from trainer.readers.common import (
 NPZ_ARRAYS = ("x", "y", "split")
 
 
-def read(path: Path, labelled: bool, limits: ReadLimits) -> ParsedDataset:
+def read(path: Path, labelled: bool, limits: ReadLimits, task: str) -> ParsedDataset:
     with _open_npz(path, limits) as npz:
         if "x" not in npz.files:
             raise DatasetError("array 'x'", "not found; an npz dataset needs its inputs in `x`")
         modality, x = _npz_inputs(_npz_array(npz, "x"))
         x = _as_float32(x)
-        y, labels = _npz_labels(npz, len(x)) if labelled else (None, ())
+        regression = labelled and task == "regression"
+        if regression:
+            y, labels = _npz_targets(npz, len(x)), ()
+        else:
+            y, labels = _npz_labels(npz, len(x)) if labelled else (None, ())
         split = _npz_split(npz, len(x))
     names = tuple(f"x{i}" for i in range(x.shape[1])) if modality == "tabular" else None
-    return ParsedDataset(modality, x, None, y, labels, split, names)
+    if not regression:
+        return ParsedDataset(modality, x, None, y, labels, split, names)
+    targets = ("y",) if y.shape[1] == 1 else tuple(f"y{i}" for i in range(y.shape[1]))
+    return ParsedDataset(modality, x, None, y, labels, split, names, targets=targets, task=task)
 
 
 def preview(path: Path, count: int, limits: ReadLimits) -> dict:
@@ -169,6 +177,25 @@ def _npz_labels(npz: np.lib.npyio.NpzFile, count: int) -> tuple[np.ndarray, tupl
             raise DatasetError(where, message + " or strings")
         y = y.astype(np.int64)
     return encode_labels(_decoded(y), where)
+
+
+def _npz_targets(npz: np.lib.npyio.NpzFile, count: int) -> np.ndarray:
+    """A regression dataset's targets: float32 (N, T) from `y` of shape (N,) or (N, T)."""
+    where = "array 'y'"
+    if "y" not in npz.files:
+        raise DatasetError(where, "not found; a regression dataset needs its targets in `y`")
+    y = _npz_array(npz, "y")
+    if y.dtype.kind not in "iuf":
+        raise DatasetError(where, f"holds {y.dtype} values; regression targets are numbers")
+    if y.ndim not in (1, 2) or len(y) != count:
+        message = f"has shape {y.shape}; targets are ({count},) or ({count}, targets)"
+        raise DatasetError(where, message)
+    y = y.astype(np.float32).reshape(count, -1)
+    bad = np.argwhere(~np.isfinite(y))
+    if bad.size:
+        i, j = (int(k) for k in bad[0])
+        raise DatasetError(where, f"target {j} of example {i} is {y[i, j]}, not a number")
+    return y
 
 
 def _npz_split(npz: np.lib.npyio.NpzFile, count: int) -> np.ndarray | None:
