@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app import problems
+from app import docs, problems
 from app.api import (
     datasets,
     health,
@@ -57,6 +57,9 @@ def create_app() -> FastAPI:
         version="0.1.0",
         summary="Pretrain, fine-tune and domain-adapt PyTorch models over HTTP.",
         lifespan=lifespan,
+        # Ours instead, from assets served here: FastAPI's load them from a CDN (app/docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     app.state.metrics = metrics.Metrics(settings)
@@ -91,6 +94,7 @@ def create_app() -> FastAPI:
     app.include_router(metrics.router)
     # The dashboard: static files calling /v1 with the key the user gives it; no build step.
     app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+    docs.install(app)
     return app
 
 
