@@ -12,18 +12,23 @@ the chaos tests restart them: no test touches a server it did not start.
 import atexit
 import ctypes
 import glob
+import io
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psycopg
 import redis
 
@@ -185,3 +190,28 @@ def _clean_up(owner: int, root: Path) -> None:
     for server in STARTED.values():
         server.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def archive_server(archive: bytes, root: Path) -> Iterator[str]:
+    """A model archive's own `serve.py`, run from its unpacked files by a Python that imports
+    nothing of this checkout (`-I`, no TUNERY_ settings): its base URL once it answers."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        z.extractall(root)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNERY_")}
+    server = subprocess.Popen(
+        [sys.executable, "-I", str(root / "serve.py"), "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.kill()
+        server.wait()

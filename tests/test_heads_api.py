@@ -7,9 +7,11 @@ import subprocess
 import sys
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 
+from tests.servers import archive_server
 from tests.stack import start_stack
 from tests.test_e2e import finished, wait_for
 from trainer.data import load_dataset
@@ -321,6 +323,12 @@ def test_a_tagged_jsonl_uploads_trains_and_tags_each_word(client, tmp_path):
     tags = answer["tags"]
     assert len(tags[0]) == 7 and tags[0][:5] == ["O", "O", "O", "O", "B-PER"], answer
     assert tags[1] == ["O", "B-PER", "O"], answer
+    archive = client.get(f"/v1/models/{model_id}/download", params={"format": "archive"})
+    assert archive.status_code == 200, archive.text
+    with archive_server(archive.content, tmp_path / "archive") as served_url:
+        served = httpx.post(f"{served_url}/predict", json={"inputs": inputs})
+        assert served.status_code == 200, served.text
+        assert (served.json()["tags"], served.json()["words"]) == (tags, answer["words"])
     too_long = client.post(f"/v1/models/{model_id}/predict", json={"inputs": ["the " * 30]})
     assert too_long.status_code == 422, too_long.text
     errors = {e["field"]: e["message"] for e in too_long.json()["errors"]}

@@ -3,10 +3,7 @@ predict validation and micro-batching. Models come in through the import route."
 
 import io
 import json
-import os
 import pickle
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -21,7 +18,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from app.api.models import NPY
-from tests.servers import free_port
+from tests.servers import archive_server
 from tests.test_api import assert_problem
 from trainer.architectures import Network, build_trunk
 from trainer.heads.regression import RegressionHead
@@ -233,34 +230,19 @@ def test_the_archive_serves_the_model_with_onnxruntime_alone(client, tmp_path):
             "model_card.json",
             "serve.py",
         }
-        z.extractall(tmp_path)
     again = client.get(url, params={"format": "archive"}, headers={"Range": "bytes=10-19"})
     assert again.status_code == 206 and again.content == archive.content[10:20]
     assert again.headers["etag"] == archive.headers["etag"]
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNERY_")}
-    server = subprocess.Popen(
-        [sys.executable, "-I", str(tmp_path / "serve.py"), "--port", str(port)], env=env
-    )
-    try:
+    with archive_server(archive.content, tmp_path) as served_url:
         inputs = (torch.rand(3, 1, 8, 8) * 16).tolist()
-        served = None
-        for _ in range(100):
-            try:
-                served = httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": inputs})
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert served is not None and served.status_code == 200
+        served = httpx.post(f"{served_url}/predict", json={"inputs": inputs})
+        assert served.status_code == 200, served.text
         ours = client.post(f"/v1/models/{model['id']}/predict", json={"inputs": inputs}).json()
         assert served.json()["predictions"] == ours["predictions"]
         difference = (
             torch.tensor(served.json()["probabilities"]) - torch.tensor(ours["probabilities"])
         ).abs()
         assert difference.max() <= 1e-4
-    finally:
-        server.kill()
-        server.wait()
 
 
 def test_concurrent_requests_run_as_one_batch_with_each_answer_its_own():
