@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from tunery import _compare
 from tunery.types import Dataset, Event, Job, MetricPoint, Model, Prediction, Sweep, Trial
 
 SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
@@ -102,6 +103,53 @@ def job_details(job: Job) -> Table:
     for name, value in rows:
         table.add_row(f"[bold]{name}[/]", value)
     return table
+
+
+def _job_columns(table: Table, jobs: Iterable[Job]) -> None:
+    for job in jobs:
+        # folded rather than cut short, so that ten ids stay whole in a narrow terminal
+        table.add_column(f"{job.id}\n{escape(job.name or '')}", overflow="fold")
+
+
+def _best_value(values: list[float | None], lower: bool) -> float | None:
+    """The best of the values the jobs have; None where there is nothing to choose between."""
+    present = [value for value in values if value is not None]
+    if len(set(present)) < 2:
+        return None
+    return min(present) if lower else max(present)
+
+
+def _metric_cell(value: float | None, best: float | None) -> str:
+    if value is None:
+        return ""
+    return f"[bold]{value:.4g}[/]" if value == best else f"{value:.4g}"
+
+
+def metrics_comparison(jobs: list[Job]) -> Table:
+    """A row per metric, a column per job; the best value in a row in bold."""
+    table = Table("metric", box=None)
+    _job_columns(table, jobs)
+    for name, values in _compare.metrics(jobs).items():
+        best = _best_value(values, _compare.lower_is_better(name))
+        table.add_row(name, *(_metric_cell(value, best) for value in values))
+    return table
+
+
+def spec_differences(jobs: list[Job]) -> RenderableType:
+    """A row per spec field the jobs set differently, a column per job."""
+    rows = _compare.differences([job.spec for job in jobs])
+    if not rows:
+        return "The specs are identical."
+    table = Table("spec", box=None)
+    _job_columns(table, jobs)
+    for path, values in rows.items():
+        table.add_row(escape(path), *("—" if value is None else _number(value) for value in values))
+    return table
+
+
+def comparison(jobs: list[Job]) -> Group:
+    """`tunery jobs compare`: the metrics, then what the specs set differently."""
+    return Group(metrics_comparison(jobs), "", spec_differences(jobs))
 
 
 def event_line(event: Event) -> str:

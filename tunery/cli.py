@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from app.cli import admin
-from tunery import _render
+from tunery import _compare, _render
 from tunery._operations import DatasetTask, Kind, ModelFormat, Status
 from tunery.client import Client
 from tunery.errors import APIError, TuneryError
@@ -198,6 +198,26 @@ def jobs_show(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
     """A job: status, progress, metrics, error, model (--json: with its whole spec)."""
     job = _client(ctx).jobs.get(job_id)
     _show(as_json, job, lambda: _render.job_details(job))
+
+
+COMPARED = range(2, 11)  # enough jobs to compare, few enough for their columns to be read
+
+
+@jobs.command("compare")
+def jobs_compare(
+    ctx: typer.Context,
+    job_ids: Annotated[
+        list[str], typer.Argument(metavar="ID", help="2 to 10 job ids.", show_default=False)
+    ],
+    as_json: Json = False,
+) -> None:
+    """Jobs side by side: their final metrics (the best in bold), and the spec fields they
+    set differently."""
+    if len(job_ids) not in COMPARED:
+        raise typer.BadParameter(f"give 2 to 10 job ids, not {len(job_ids)}", param_hint="ID")
+    client = _client(ctx)
+    found = [client.jobs.get(job_id) for job_id in job_ids]
+    _show(as_json, _compare.comparison(found), lambda: _render.comparison(found))
 
 
 @jobs.command("cancel")

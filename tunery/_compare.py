@@ -1,0 +1,62 @@
+"""What `tunery jobs compare` puts side by side: the jobs' final metrics, and the fields their
+specs set differently. Plain data, shown as JSON or by `_render.comparison`."""
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tunery.types import Job
+
+# Substrings that name an error, where a smaller figure is the better one.
+LOWER_IS_BETTER = ("loss", "mae", "rmse", "mase", "perplexity")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of `metric` is the better one: a loss, an error (MAE, RMSE,
+    MASE) or a perplexity, by its name (`validation_loss`, `test_mae_sales`); any other figure
+    (accuracy, F1, R², ...) is better higher. The rule a sweep's objective defaults by."""
+    return any(word in metric for word in LOWER_IS_BETTER)
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    """`test_*` first, then `validation_*`, then the rest, each by name."""
+    split = 0 if name.startswith("test_") else 1 if name.startswith("validation_") else 2
+    return split, name
+
+
+def metrics(jobs: Sequence[Job]) -> dict[str, list[float | None]]:
+    """Each metric any of the jobs reported, with its value per job (None where one lacks it)."""
+    names = sorted({name for job in jobs for name in job.metrics}, key=_metric_order)
+    return {name: [job.metrics.get(name) for job in jobs] for name in names}
+
+
+def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A spec's leaves by dotted path (`hyperparameters.learning_rate`); a list is one leaf, as
+    JSON text, so that two lists compare (and show) as a whole."""
+    leaves: dict[str, Any] = {}
+    for key, value in spec.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            leaves.update(flatten(value, f"{path}."))
+        else:
+            leaves[path] = json.dumps(value) if isinstance(value, list) else value
+    return leaves
+
+
+def differences(specs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The dotted paths whose values are not the same in every spec, with each spec's value:
+    None where a spec lacks the path (as a field left unset is null)."""
+    flat = [flatten(spec) for spec in specs]
+    paths = sorted({path for leaves in flat for path in leaves})
+    rows = {path: [leaves.get(path) for leaves in flat] for path in paths}
+    return {path: values for path, values in rows.items() if any(v != values[0] for v in values)}
+
+
+def comparison(jobs: Sequence[Job]) -> dict[str, Any]:
+    """`--json`'s document: the job ids, and per metric and per differing path, a value per job
+    in the same order."""
+    return {
+        "jobs": [job.id for job in jobs],
+        "metrics": metrics(jobs),
+        "differences": differences([job.spec for job in jobs]),
+    }
