@@ -134,6 +134,29 @@ def test_json_on_list_show_logs(stack, pretrained):
     assert human.returncode == 0 and "succeeded" in human.stdout
 
 
+def test_compare_shows_metrics_and_spec_differences(stack, pretrained, finetuned):
+    assert finetuned.returncode == 0, finetuned.stdout + finetuned.stderr
+    finetuned_id = finetuned.stdout.splitlines()[-1].split()[0]  # `job_… succeeded: model …`
+    ids = [pretrained["id"], finetuned_id]
+
+    compared = as_json(tunery(stack, "jobs", "compare", *ids, "--json"))
+    assert compared["jobs"] == ids
+    assert compared["differences"]["method.name"] == ["autoencoder", "supervised"]
+    shared = [name for name, values in compared["metrics"].items() if None not in values]
+    assert "validation_loss" in shared
+
+    human = tunery(stack, "jobs", "compare", *ids)
+    assert human.returncode == 0, human.stderr
+    assert all(job_id in human.stdout for job_id in ids)
+    assert re.search(r"^ *validation_loss +[\d.]+ +[\d.]+", human.stdout, re.M), human.stdout
+    assert re.search(r"^ *method\.name +autoencoder +supervised", human.stdout, re.M)
+
+    alone = tunery(stack, "jobs", "compare", pretrained["id"])
+    assert alone.returncode == 2 and "Invalid value for ID: give 2 to 10" in alone.stderr
+    missing = tunery(stack, "jobs", "compare", pretrained["id"], "job_missing")
+    assert missing.returncode == 1 and "no job with id 'job_missing'" in missing.stderr
+
+
 def test_failed_and_cancelled_jobs_exit_non_zero(stack):
     failing = tunery(
         stack, "jobs", "submit", PRETRAIN, "--watch",
