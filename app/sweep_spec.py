@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 from pydantic import Field, field_validator, model_validator
 
-from trainer.spec import JobSpec, Storable, Text
+from trainer.spec import JobSpec, Storable, Text, lower_is_better
 
 MAX_TRIALS = 1000
 OBJECTIVE_SPLITS = ("validation", "train")
@@ -130,10 +130,7 @@ class Objective(_Strict):
     def study_direction(self) -> str:
         if self.direction is not None:
             return self.direction
-        errors = "loss" in self.metric or "perplexity" in self.metric
-        # a regressor's or forecaster's, per target (or series) too
-        errors |= self.metric.split("_")[0] in ("mae", "rmse", "mase")
-        return "minimize" if errors else "maximize"
+        return "minimize" if lower_is_better(self.metric) else "maximize"
 
     @property
     def final_key(self) -> str:

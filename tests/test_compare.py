@@ -1,6 +1,7 @@
 """What `tunery jobs compare` lines up, without a server: metrics in their order, the best of
 each, and the spec fields that differ."""
 
+from trainer.spec import lower_is_better
 from tunery import _compare
 from tunery.types import Job
 
@@ -59,6 +60,6 @@ def test_metrics_put_test_then_validation_first_with_a_value_or_null_per_job():
 
 def test_errors_are_better_lower_and_everything_else_higher():
     for name in ("validation_loss", "test_mae_sales", "test_rmse", "test_mase", "val_perplexity"):
-        assert _compare.lower_is_better(name), name
+        assert lower_is_better(name), name
     for name in ("test_accuracy", "validation_macro_f1", "test_r2", "validation_reward_accuracy"):
-        assert not _compare.lower_is_better(name), name
+        assert not lower_is_better(name), name

@@ -253,3 +253,14 @@ class AdaptSpec(_JobSpecBase):
 
 
 JobSpec = Annotated[PretrainSpec | FinetuneSpec | AdaptSpec, Field(discriminator="kind")]
+
+
+# Substrings that name an error, where a smaller figure is the better one.
+LOWER_IS_BETTER = ("loss", "mae", "rmse", "mase", "perplexity")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of `metric` is the better one: a loss, an error (MAE, RMSE,
+    MASE, per target too: `test_mae_sales`) or a perplexity, by its name; any other figure
+    (accuracy, F1, R², ...) is better higher. A sweep's objective defaults by it."""
+    return any(word in metric for word in LOWER_IS_BETTER)

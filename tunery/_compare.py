@@ -7,16 +7,6 @@ from typing import Any
 
 from tunery.types import Job
 
-# Substrings that name an error, where a smaller figure is the better one.
-LOWER_IS_BETTER = ("loss", "mae", "rmse", "mase", "perplexity")
-
-
-def lower_is_better(metric: str) -> bool:
-    """Whether a smaller value of `metric` is the better one: a loss, an error (MAE, RMSE,
-    MASE) or a perplexity, by its name (`validation_loss`, `test_mae_sales`); any other figure
-    (accuracy, F1, R², ...) is better higher. The rule a sweep's objective defaults by."""
-    return any(word in metric for word in LOWER_IS_BETTER)
-
 
 def _metric_order(name: str) -> tuple[int, str]:
     """`test_*` first, then `validation_*`, then the rest, each by name."""

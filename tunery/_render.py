@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from trainer.spec import lower_is_better
 from tunery import _compare
 from tunery.types import Dataset, Event, Job, MetricPoint, Model, Prediction, Sweep, Trial
 
@@ -130,7 +131,7 @@ def metrics_comparison(jobs: list[Job]) -> Table:
     table = Table("metric", box=None)
     _job_columns(table, jobs)
     for name, values in _compare.metrics(jobs).items():
-        best = _best_value(values, _compare.lower_is_better(name))
+        best = _best_value(values, lower_is_better(name))
         table.add_row(name, *(_metric_cell(value, best) for value in values))
     return table
 
