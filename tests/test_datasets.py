@@ -196,9 +196,9 @@ def test_form_fields_are_checked_by_name(client):
     assert assert_problem(response, 422)["errors"][0]["field"] == "task"
     response = upload(client, "d.npz", files.digits_npz(50), task="segmentation")
     assert assert_problem(response, 422)["errors"][0]["field"] == "task"
-    response = upload(client, "d.npz", files.digits_npz(50), task="regression")
+    response = upload(client, "d.npz", files.digits_npz(50), task="token_classification")
     (error,) = assert_problem(response, 422)["errors"]
-    assert error["field"] == "file" and ".csv or .parquet file" in error["message"]
+    assert error["field"] == "file" and "comes as a .jsonl file" in error["message"]
 
 
 def test_a_job_on_an_upload_is_checked_at_submission_and_pins_the_dataset(client):
