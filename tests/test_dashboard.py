@@ -660,6 +660,12 @@ def test_a_sweep_page_shows_its_trials_live_until_the_sweep_is_done(page, stack)
             .data.labels"""
     )
     assert sorted(labels) == sorted(done["importances"]) == sorted(SWEPT["parameters"])
+    best_first = sorted(
+        [t for t in trials if t["state"] == "completed"], key=lambda t: (-t["value"], t["number"])
+    )
+    expect(tab.locator("#compare-trials a")).to_have_attribute(
+        "href", "#/compare?jobs=" + ",".join(t["job_id"] for t in best_first)
+    )
     page.screenshot("sweep-succeeded")
 
     # A trial's job page links back to its sweep.
