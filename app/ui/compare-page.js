@@ -222,7 +222,8 @@ export function render(view, _params, query) {
   const controller = new AbortController();
   const charts = [];
   const message = h("div", { class: "message" });
-  const metrics = h("div", { id: "compare-metrics" }, h("p", { class: "muted" }, "Loading…"));
+  const loading = h("p", { class: "muted" }, "Loading…");
+  const metrics = h("div", { id: "compare-metrics" }, loading);
   const specs = h("div", { id: "compare-differences" });
   const curves = h("div", { class: "charts", id: "compare-charts" });
   const noCurves = h("p", { class: "muted", hidden: true }, "No per-epoch metric points.");
@@ -258,14 +259,14 @@ export function render(view, _params, query) {
       view.dataset.loaded = "true";
     } catch (error) {
       if (error.name === "AbortError" || error instanceof AuthRequired) return;
-      replace(metrics);
+      loading.remove(); // the tables, if drawn, stay
       replace(message, errorBox(error));
     }
   }
 
   const ids = jobIds(query);
   if (ids instanceof Error) {
-    replace(metrics);
+    loading.remove();
     replace(message, errorBox(ids));
   } else load(ids);
 
