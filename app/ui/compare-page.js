@@ -184,8 +184,8 @@ function differencesTable(jobs) {
   return table("differences", "Spec fields set differently, a column per job", "Spec", jobs, body);
 }
 
-/** One chart of a metric and split, a line per job that reports it. */
-function curveChart(key, jobs, curvesPerJob) {
+/** One chart of a metric and split, a line per job that reports it, added to `container`. */
+function curveChart(container, key, jobs, curvesPerJob) {
   const [name, split] = key.split("\u0000");
   const caption = `${name} · ${split}`;
   const { figure, canvas, summary } = chartFigure(caption, `${caption} by epoch, a line per job`, {
@@ -201,7 +201,8 @@ function curveChart(key, jobs, curvesPerJob) {
     return [{ label, data, borderColor: color, backgroundColor: color, borderDash: dash, pointRadius: 3 }];
   });
   summary.textContent = datasets.map((d) => `${d.label}: last ${number(d.data.at(-1)?.y)}`).join("; ");
-  const chart = new globalThis.Chart(canvas, {
+  container.append(figure); // before the chart is made, so that it takes its box's size
+  return new globalThis.Chart(canvas, {
     type: "line",
     data: { datasets },
     options: chartOptions({
@@ -215,7 +216,6 @@ function curveChart(key, jobs, curvesPerJob) {
       },
     }),
   });
-  return { figure, chart };
 }
 
 export function render(view, _params, query) {
@@ -250,11 +250,7 @@ export function render(view, _params, query) {
         jobs.map(async (job) => epochSeries(await allPoints(job.id, controller.signal))),
       );
       const keys = [...new Set(curvesPerJob.flatMap((c) => [...c.keys()]))].sort(seriesOrder);
-      for (const key of keys) {
-        const { figure, chart } = curveChart(key, jobs, curvesPerJob);
-        curves.append(figure);
-        charts.push(chart);
-      }
+      for (const key of keys) charts.push(curveChart(curves, key, jobs, curvesPerJob));
       noCurves.hidden = keys.length > 0;
       view.dataset.loaded = "true";
     } catch (error) {
