@@ -18,6 +18,7 @@ import pytest
 
 from tests.stack import postgres_redis_stack
 from tests.test_core import DIGITS_CNN
+from trainer.spec import lower_is_better
 
 pytestmark = pytest.mark.e2e
 
@@ -340,6 +341,50 @@ def test_the_model_page_shows_the_lineage_and_downloads_the_weights(page, tuned)
     page.check()
 
 
+def test_the_compare_page_puts_two_jobs_side_by_side(page, stack, tuned):
+    """The fine-tuned model's job and its contrastive base's job, already trained for `tuned`."""
+    with stack.client() as client:
+        base = client.get(f"/v1/models/{tuned['parent_model_id']}").json()
+        jobs = [client.get(f"/v1/jobs/{m['source_job_id']}").json() for m in (base, tuned)]
+    ids = [job["id"] for job in jobs]
+    shared = sorted(set(jobs[0]["metrics"]) & set(jobs[1]["metrics"]))
+    name = "validation_loss" if "validation_loss" in shared else shared[0]
+
+    tab = page.tab
+    sign_in(page, at="/ui/#/jobs?limit=100")
+    for job_id in ids:
+        tab.locator(f"tr[data-job-id='{job_id}'] input.pick").check()
+    tab.get_by_role("button", name="Compare").click()
+    expect(tab.get_by_role("heading", name="Compare jobs", level=1)).to_be_visible()
+    assert tab.url.endswith(f"#/compare?jobs={ids[0]},{ids[1]}")
+    expect(tab.locator("#view")).to_have_attribute("data-loaded", "true")
+
+    for table in ("table.metrics", "table.differences"):
+        headers = tab.locator(f"{table} thead th[data-job-id]")
+        assert headers.evaluate_all("hs => hs.map(h => h.dataset.jobId)") == ids
+        expect(headers.nth(0)).to_contain_text(ids[0])
+    row = tab.locator(f"table.metrics tr[data-metric='{name}'] td")
+    expect(row).to_have_count(2)
+    values = [jobs[0]["metrics"][name], jobs[1]["metrics"][name]]
+    if values[0] != values[1]:
+        best = values.index(min(values) if lower_is_better(name) else max(values))
+        expect(row.nth(best)).to_have_class(re.compile(r"\bbest\b"))
+        expect(row.nth(1 - best)).not_to_have_class(re.compile(r"\bbest\b"))
+    kinds = tab.locator("table.differences tr[data-path='kind'] td")
+    expect(kinds).to_have_text(["pretrain", "finetune"])
+    expect(tab.locator("table.differences tr[data-path='hyperparameters.epochs']")).to_have_count(0)
+
+    figure = tab.locator("#compare-charts figure").first
+    expect(figure).to_be_visible()
+    lines = figure.locator("canvas").evaluate("c => Chart.getChart(c).data.datasets.length")
+    assert lines >= 1
+    page.screenshot("compare")
+
+    tab.goto(f"/ui/#/compare?jobs={ids[0]},job_missing")
+    expect(tab.get_by_role("alert")).to_contain_text("job_missing")
+    page.check(allowed=("status of 404",))
+
+
 def zeros(shape: list[int]) -> list:
     return [zeros(shape[1:]) for _ in range(shape[0])] if shape else 0
 
@@ -615,6 +660,12 @@ def test_a_sweep_page_shows_its_trials_live_until_the_sweep_is_done(page, stack)
             .data.labels"""
     )
     assert sorted(labels) == sorted(done["importances"]) == sorted(SWEPT["parameters"])
+    best_first = sorted(
+        [t for t in trials if t["state"] == "completed"], key=lambda t: (-t["value"], t["number"])
+    )
+    expect(tab.locator("#compare-trials a")).to_have_attribute(
+        "href", "#/compare?jobs=" + ",".join(t["job_id"] for t in best_first)
+    )
     page.screenshot("sweep-succeeded")
 
     # A trial's job page links back to its sweep.

@@ -1,9 +1,10 @@
-// The dashboard's entry point: the hash router (#/jobs, #/jobs/{id}, #/sweeps, #/sweeps/{id},
-// #/models, #/models/{id}) and the API key form, shown when there is no key and whenever the
-// server refuses one.
+// The dashboard's entry point: the hash router (#/jobs, #/jobs/{id}, #/compare?jobs=…, #/sweeps,
+// #/sweeps/{id}, #/models, #/models/{id}) and the API key form, shown when there is no key and
+// whenever the server refuses one.
 
 import { AuthRequired, apiJson, forgetKey, getKey, onAuthRequired, setKey } from "./api.js";
 import { h, heading, replace } from "./dom.js";
+import * as comparePage from "./compare-page.js";
 import * as jobPage from "./job-page.js";
 import * as jobsPage from "./jobs-page.js";
 import * as modelPage from "./model-page.js";
@@ -14,6 +15,7 @@ import * as sweepsPage from "./sweeps-page.js";
 const ROUTES = [
   { pattern: /^\/jobs\/?$/, page: jobsPage, section: "jobs" },
   { pattern: /^\/jobs\/([^/]+)$/, page: jobPage, section: "jobs" },
+  { pattern: /^\/compare\/?$/, page: comparePage, section: "jobs" },
   { pattern: /^\/sweeps\/?$/, page: sweepsPage, section: "sweeps" },
   { pattern: /^\/sweeps\/([^/]+)$/, page: sweepPage, section: "sweeps" },
   { pattern: /^\/models\/?$/, page: modelsPage, section: "models" },

@@ -1,7 +1,9 @@
 // #/jobs: the job list, newest first. Filters by status and kind (both GET /v1/jobs query
-// parameters, so the server filters), cursor paging, and a refresh every few seconds.
+// parameters, so the server filters), cursor paging, and a refresh every few seconds. A checkbox
+// per row picks jobs to compare (#/compare?jobs=…); the picks outlive refreshes and pages.
 
 import { AuthRequired, apiJson, withQuery } from "./api.js";
+import { MAX_JOBS, MIN_JOBS } from "./compare-page.js";
 import { errorBox, h, heading, jobLink, progress, replace, statusBadge, time } from "./dom.js";
 import { CursorPager } from "./paging.js";
 
@@ -23,10 +25,26 @@ function choice(id, label, values, selected, onchange) {
   );
 }
 
-function row(job) {
+/** A row's checkbox: adds the job to `picked` (or takes it out), then calls `onPick`. */
+function pickBox(job, picked, onPick) {
+  return h("input", {
+    type: "checkbox",
+    class: "pick",
+    "aria-label": `Compare ${job.name || job.id}`,
+    checked: picked.has(job.id),
+    onchange: (event) => {
+      if (event.target.checked) picked.add(job.id);
+      else picked.delete(job.id);
+      onPick();
+    },
+  });
+}
+
+function row(job, picked, onPick) {
   return h(
     "tr",
     { dataset: { jobId: job.id } },
+    h("td", {}, pickBox(job, picked, onPick)),
     h(
       "td",
       {},
@@ -52,6 +70,20 @@ export function render(view, _params, query) {
   const message = h("div", { class: "message" });
   const updated = h("span", { class: "muted", role: "status" });
   const auto = h("input", { type: "checkbox", id: "auto-refresh", checked: true, onchange: schedule });
+  const compare = h("button", { type: "button", id: "compare-jobs", onclick: openCompare }, "Compare");
+  const pickedCount = h("span", { class: "muted", role: "status" });
+  const picked = new Set(); // job ids, in the order they were picked
+
+  function showPicked() {
+    compare.disabled = picked.size < MIN_JOBS || picked.size > MAX_JOBS;
+    pickedCount.textContent = picked.size
+      ? `${picked.size} picked (compare ${MIN_JOBS} to ${MAX_JOBS})`
+      : `Pick ${MIN_JOBS} to ${MAX_JOBS} jobs to compare.`;
+  }
+
+  function openCompare() {
+    location.hash = `#/compare?jobs=${[...picked].map(encodeURIComponent).join(",")}`;
+  }
 
   function setFilter(name) {
     return (event) => {
@@ -79,8 +111,8 @@ export function render(view, _params, query) {
       replace(
         rows,
         page.data.length
-          ? page.data.map(row)
-          : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No jobs match these filters.")),
+          ? page.data.map((job) => row(job, picked, showPicked))
+          : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No jobs match these filters.")),
       );
       pager.update(page, page.data.length);
       message.replaceChildren();
@@ -118,6 +150,7 @@ export function render(view, _params, query) {
       updated,
     ),
     message,
+    h("div", { class: "compare-bar" }, compare, pickedCount),
     h(
       "div",
       { class: "table-wrap" },
@@ -131,6 +164,7 @@ export function render(view, _params, query) {
           h(
             "tr",
             {},
+            h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Compare")),
             ["Job", "Status", "Kind", "Created", "Progress"].map((t) => h("th", { scope: "col" }, t)),
           ),
         ),
@@ -139,6 +173,7 @@ export function render(view, _params, query) {
     ),
     pager.nav,
   );
+  showPicked();
   load();
 
   return () => {

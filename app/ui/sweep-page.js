@@ -1,10 +1,12 @@
 // #/sweeps/{id}: one sweep. Its status, objective, sampler, pruner and counts; the best trial;
 // the trials, sortable; every trial's objective by epoch, the objective by trial with the best
-// so far, the parameters against the objective, their importances; Cancel while it is active.
+// so far, the parameters against the objective, their importances; Cancel while it is active;
+// a link comparing the best completed trials' jobs (#/compare).
 // Live from GET /v1/sweeps/{id}/stream until its `end`: a `status` event redraws the sweep, a
 // `trial` event (a trial started, reported an epoch or ended) reloads the trials.
 
 import { apiJson } from "./api.js";
+import { MAX_JOBS, MIN_JOBS } from "./compare-page.js";
 import {
   card,
   facts,
@@ -81,6 +83,16 @@ function bestTrial(sweep, objective) {
   ];
 }
 
+/** #/compare of the completed trials' jobs, best first, ten at most; null for fewer than two. */
+function compareHref(trials, objective) {
+  const ids = trials
+    .filter((t) => t.state === "completed" && t.job_id && typeof t.value === "number")
+    .sort((a, b) => (objective.maximize ? b.value - a.value : a.value - b.value))
+    .slice(0, MAX_JOBS)
+    .map((t) => encodeURIComponent(t.job_id));
+  return ids.length < MIN_JOBS ? null : `#/compare?jobs=${ids.join(",")}`;
+}
+
 export function render(view, { id }) {
   const sweepPath = `/v1/sweeps/${encodeURIComponent(id)}`;
   let disposed = false;
@@ -95,6 +107,7 @@ export function render(view, { id }) {
   const finished = h("span");
   const best = h("div", { id: "best-trial" });
   const trialsArea = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  const compareTrials = h("p", { id: "compare-trials" });
   const curvesArea = h("div");
   const objectiveArea = h("div");
   const parallel = h("div");
@@ -153,6 +166,12 @@ export function render(view, { id }) {
     parts.curves.update(trials);
     parts.byTrial.update(trials);
     replace(parallel, parallelCoordinates(parts.spec, parts.objective, trials));
+    const href = compareHref(trials, parts.objective);
+    // Redrawn only when it changes: the link may have the keyboard focus.
+    if (compareTrials.firstElementChild?.getAttribute("href") !== href) {
+      const count = href ? href.split(",").length : 0;
+      replace(compareTrials, href && h("a", { href }, `Compare the ${count} best completed trials`));
+    }
   }
 
   // Only GET /v1/sweeps/{id} has the importances (the stream leaves them out: they take a
@@ -195,7 +214,7 @@ export function render(view, { id }) {
     line.message,
     card("h-summary", "Summary", {}, summary),
     card("h-best", "Best trial", {}, best),
-    card("h-trials", "Trials", { wide: true }, trialsArea),
+    card("h-trials", "Trials", { wide: true }, trialsArea, compareTrials),
     card("h-curves", "Objective by epoch", {}, curvesArea),
     card("h-objective", "Objective by trial", {}, objectiveArea),
     card(
