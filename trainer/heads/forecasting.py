@@ -1,11 +1,11 @@
 """Forecasting: the trunk's features of a context onto the next `horizon` values of each
-series, as the change from the context's last value of the series (the network adds that value
-back: `Network.baseline`), so that a series which trends past its training range is forecast
-from where it now is, not pulled back towards the levels it trained on. The changes are
-standardised per series by their mean and standard deviation over the training windows and put
-back in the series' units inside the model, as regression's targets are (so that predict and
-ONNX answer in the series' units); the loss is the standardised mean squared error, each series
-weighing the same whatever its units.
+series, as the change from the context's last value of the series (`ForecastingHead.baseline`,
+which `Network.outputs_and_features` adds back), so that a series which trends past its
+training range is forecast from where it now is, not pulled back towards the levels it trained
+on. The changes are standardised per series by their mean and standard deviation over the
+training windows and put back in the series' units inside the model, as regression's targets
+are (so that predict and ONNX answer in the series' units); the loss is the standardised mean
+squared error, each series weighing the same whatever its units.
 
 Figures over every forecast step of a split's windows: `mae`, `rmse`, `r2` in the series'
 units (regression's), and `mase`, the MAE over MASE's scale (the training part's in-sample
