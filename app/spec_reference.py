@@ -10,7 +10,15 @@ from pydantic.fields import FieldInfo
 
 from trainer.architectures import ARCHITECTURES
 from trainer.methods import METHODS
-from trainer.spec import AdaptData, DatasetSelection, Hyperparameters, Resources, TrainData
+from trainer.spec import (
+    AdaptData,
+    CheckpointRetention,
+    DatasetSelection,
+    FinetuneSpec,
+    Hyperparameters,
+    Resources,
+    TrainData,
+)
 
 KINDS = ("pretrain", "finetune", "adapt")
 
@@ -76,6 +84,12 @@ def reference() -> str:
         fields_table(Hyperparameters),
         "## `resources`\n",
         fields_table(Resources),
+        "## `checkpoints` (every kind)\n",
+        CheckpointRetention.__doc__.replace("\n    ", " ").strip() + "\n",
+        fields_table(CheckpointRetention),
+        "`base_checkpoint_id` (every kind): "
+        + FinetuneSpec.model_fields["base_checkpoint_id"].description
+        + "\n",
         "## Methods (`method.name`, `method.params`)\n",
     ]
     for kind in KINDS:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,28 @@ def test_failed_and_cancelled_jobs_exit_non_zero(stack):
             "cancelled"
         )
         assert watching.wait(timeout=60) == 4
+
+
+def test_a_job_paused_lists_its_checkpoint_and_resumes(stack):
+    job = as_json(
+        tunery(stack, "jobs", "submit", PRETRAIN, "--json", "--set", "hyperparameters.epochs=200")
+    )
+    show = lambda: as_json(tunery(stack, "jobs", "show", job["id"], "--json"))  # noqa: E731
+    deadline = time.monotonic() + 120
+    while show()["progress"]["epoch"] < 2:  # an epoch's end has been checkpointed
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    paused = as_json(tunery(stack, "jobs", "pause", job["id"], "--json"))
+    assert paused["status"] == "paused" or paused["pause_requested"], paused
+    while show()["status"] != "paused":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    [checkpoint] = as_json(tunery(stack, "jobs", "checkpoints", job["id"], "--json"))
+    assert checkpoint["job_id"] == job["id"] and checkpoint["epoch"] >= 1
+    listed = tunery(stack, "jobs", "checkpoints", job["id"])
+    assert checkpoint["id"] in listed.stdout, listed.stdout
+    assert as_json(tunery(stack, "jobs", "resume", job["id"], "--json"))["status"] == "queued"
+    assert as_json(tunery(stack, "jobs", "cancel", job["id"], "--json"))["status"] == "cancelled"
 
 
 def test_bad_spec_prints_the_field_and_fails(stack, tmp_path):

@@ -299,7 +299,8 @@ def test_a_decompression_bomb_is_refused_with_flat_memory(stack, tmp_path, kind)
 
 
 def test_a_checkpoint_follows_its_job_to_another_machine(stack, s3):
-    """The worker dies with its disk: the next worker finds the checkpoint in the bucket."""
+    """The worker dies with its disk: the next worker finds the checkpoint in the bucket,
+    which keeps it once the job is over."""
     import shutil
     import signal
 
@@ -309,7 +310,7 @@ def test_a_checkpoint_follows_its_job_to_another_machine(stack, s3):
     with stack.client() as api:
         job_id = api.post("/v1/jobs", json=LONG_JOB).json()["id"]
         running_past_a_checkpoint(api, job_id)
-        key = f"tunery/checkpoints/{job_id}"
+        key = f"tunery/checkpoints/{job_id}/"
         deadline = time.monotonic() + 30
         while "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=key):
             assert time.monotonic() < deadline, "no checkpoint reached the bucket"
@@ -324,4 +325,7 @@ def test_a_checkpoint_follows_its_job_to_another_machine(stack, s3):
         events = api.get(f"/v1/jobs/{job_id}/events").json()["data"]
         resumed = [e for e in events if e["message"].startswith("resumed from the checkpoint")]
         assert len(resumed) == 1, events
-        assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=key)  # cleaned up
+        # What the retention policy keeps stays in the bucket (by default the last), no more.
+        [kept] = api.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"]
+        stored = client.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]
+        assert [o["Key"] for o in stored] == [f"{key}step-{kept['step']:09d}.pt"]

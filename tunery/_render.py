@@ -19,7 +19,17 @@ from rich.table import Table
 
 from trainer.spec import lower_is_better
 from tunery import _compare
-from tunery.types import Dataset, Event, Job, MetricPoint, Model, Prediction, Sweep, Trial
+from tunery.types import (
+    Checkpoint,
+    Dataset,
+    Event,
+    Job,
+    MetricPoint,
+    Model,
+    Prediction,
+    Sweep,
+    Trial,
+)
 
 SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 STATUS_STYLE = {
@@ -79,6 +89,22 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
             _status(job.status),
             _time(job.created_at),
             job.result_model_id or "",
+        )
+    return table
+
+
+def checkpoints_table(checkpoints: Iterable[Checkpoint]) -> Table:
+    table = Table("id", "step", "epoch", "metrics", "size", "created", box=None)
+    for checkpoint in checkpoints:
+        figures = ", ".join(f"{name} {value:.4g}" for name, value in checkpoint.metrics.items())
+        size = f"{checkpoint.size_bytes / 2**20:.1f} MiB"
+        table.add_row(
+            checkpoint.id,
+            str(checkpoint.step),
+            str(checkpoint.epoch),
+            escape(figures),
+            size,
+            _time(checkpoint.created_at),
         )
     return table
 

@@ -227,6 +227,29 @@ def jobs_cancel(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
     _show(as_json, job, lambda: f"{job.id} {job.status}")
 
 
+@jobs.command("pause")
+def jobs_pause(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
+    """Pause a queued job, or have a running one checkpoint and stop; `resume` goes on."""
+    job = _client(ctx).jobs.pause(job_id)
+    asked = " (pausing at its next checkpoint)" if job.pause_requested else ""
+    _show(as_json, job, lambda: f"{job.id} {job.status}{asked}")
+
+
+@jobs.command("resume")
+def jobs_resume(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
+    """Queue a paused job again, to go on from its last checkpoint."""
+    job = _client(ctx).jobs.resume(job_id)
+    _show(as_json, job, lambda: f"{job.id} {job.status}")
+
+
+@jobs.command("checkpoints")
+def jobs_checkpoints(ctx: typer.Context, job_id: str, as_json: Json = False) -> None:
+    """The checkpoints a job's retention policy keeps: a new job may start from one
+    (`base_checkpoint_id` in its spec)."""
+    found = list(_client(ctx).jobs.checkpoints(job_id))
+    _show(as_json, found, lambda: _render.checkpoints_table(found))
+
+
 @jobs.command("logs")
 def jobs_logs(
     ctx: typer.Context,

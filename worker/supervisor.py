@@ -34,7 +34,7 @@ from app.storage import ArtifactStore, get_store
 from trainer.card import ModelCard
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.run_request import RunRequest
-from trainer.spec import JobSpec
+from trainer.spec import CheckpointRetention, JobSpec
 from worker import trainer_process
 from worker.trainer_process import TrainerProcess
 
@@ -55,6 +55,23 @@ class CheckpointSync:
     job_id: str
     directory: Path  # the trainer's: it outlives attempts on this machine
     store: ArtifactStore
+
+    def keep(self, reported: list[dict], retention: CheckpointRetention) -> list[dict]:
+        """Put the checkpoints the trainer reported since the last heartbeat in the store; the
+        events of those stored. One saved again at its step (at an epoch's end) counts once;
+        those the retention policy would drop at once (older than the last `keep_last`, and
+        without figures or with no `keep_best`) are not stored: their files go."""
+        by_file = {event["file"]: event for event in reported}  # the later save of a step
+        events = sorted(by_file.values(), key=lambda event: event["step"])
+        recent = events[-retention.keep_last :]
+        ranked = (
+            [e for e in events if e["metrics"] and e not in recent] if retention.keep_best else []
+        )
+        for event in events:
+            if event not in recent and event not in ranked:
+                (self.directory / event["file"]).unlink(missing_ok=True)
+        return [event for event in events if (event in recent or event in ranked)
+                and self.put(event["file"])]  # fmt: skip
 
     def put(self, file: str) -> bool:
         """Put a checkpoint the trainer reported in the store; False if it could not be."""
@@ -127,14 +144,18 @@ class Attempt:
 
         A database that cannot be reached keeps the events for the next heartbeat; once it has
         been unreachable for a whole lease, the job may be another attempt's: lost."""
+        saved = []
         while not self.events.empty():
             event = self.events.get_nowait()
             if event["type"] == "result":
                 self.card = ModelCard.model_validate(event["card"])
             elif event["type"] == "error":
                 self.error = (event["error_type"], event["message"])
-            elif event["type"] != "checkpoint" or self.checkpoints.put(event["file"]):
+            elif event["type"] == "checkpoint":
+                saved.append(event)
+            else:
                 self.pending.append(event)
+        self.pending += self.checkpoints.keep(saved, self.spec.checkpoints)
         try:
             with session_scope() as session:
                 heartbeat = attempts.record_heartbeat(

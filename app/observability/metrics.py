@@ -44,7 +44,7 @@ from app.services.sweeps import STATE_NAMES
 
 log = logging.getLogger(__name__)
 
-JOB_STATUSES = (*ACTIVE, *TERMINAL)
+JOB_STATUSES = (*ACTIVE, "paused", *TERMINAL)
 # From a second to a day: a job is a quick fine-tune or a long pretraining.
 JOB_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 # prometheus_client's defaults, plus the slow ends of uploads and first predictions.

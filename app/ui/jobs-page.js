@@ -7,7 +7,7 @@ import { MAX_JOBS, MIN_JOBS } from "./compare-page.js";
 import { errorBox, h, heading, jobLink, progress, replace, statusBadge, time } from "./dom.js";
 import { CursorPager } from "./paging.js";
 
-const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "pruned"];
+const STATUSES = ["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"];
 const KINDS = ["pretrain", "finetune", "adapt"];
 export const REFRESH_MS = 5000;
 
