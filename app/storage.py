@@ -5,8 +5,9 @@ Keys are made by the server (`datasets/sha256/<hex>`, `models/<model id>/<file>`
 from a user. A stored file becomes visible whole or not at all: the local store writes a
 temporary name and renames it; an S3 object appears only when its upload completes.
 
-Every key but a checkpoint's is written once and never changes (`put_new` refuses to replace
-one), so a machine's cached copy of it never goes stale. The cache is never trimmed here: a
+Every key but a checkpoint's names bytes that never change (a dataset's key is their hash; a
+model's files are stored with `put_new`, which refuses to replace a key), so a machine's
+cached copy never goes stale. The cache is never trimmed here: a
 file in it may be deleted at any time it is not being read (docs/WORKER.md, Several machines).
 """
 
