@@ -226,6 +226,7 @@ class Model(Base):
     architecture: Mapped[str] = mapped_column(String(100))
     task: Mapped[str] = mapped_column(String(32))
     card: Mapped[ModelCard] = mapped_column(CardJSON)
+    # The weights' key in the artifact store: `models/<id>/model.safetensors`.
     path: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)

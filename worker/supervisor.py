@@ -29,7 +29,7 @@ from app.db import session_scope
 from app.models import Model, new_id
 from app.problems import is_unreachable
 from app.services import attempts, checkpoints, dispatch, job_state, sweeps
-from app.services.model_files import MODEL_FILE, model_from_card
+from app.services.model_files import MODEL_FILE, delete_model_files, model_from_card
 from app.storage import ArtifactStore, get_store
 from trainer.card import ModelCard
 from trainer.checkpoint import INTERRUPTED_EXIT
@@ -284,14 +284,14 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
     job_id, n = attempt.job_id, attempt.attempt
     about = {"job_id": job_id, "attempt": n}
     if returncode == 0 and attempt.card is not None and (attempt.run_dir / MODEL_FILE).exists():
-        model = model_from_card(
-            attempt.card,
-            attempt.run_dir / MODEL_FILE,
-            attempt.tenant_id,
-            attempt.job_id,
-            attempt.datasets,
-        )
-        model_dir = attempt.settings.artifact_dir / Path(model.path).parent
+        with _lease_kept(attempt):  # uploading a large model to a remote store takes a while
+            model = model_from_card(
+                attempt.card,
+                attempt.run_dir / MODEL_FILE,
+                attempt.tenant_id,
+                attempt.job_id,
+                attempt.datasets,
+            )
 
         def record() -> bool:
             with session_scope() as session:
@@ -304,7 +304,7 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
         try:
             committed = _despite_outages(attempt, record)
         except DBAPIError:  # the job's lease runs out and another attempt resumes it
-            shutil.rmtree(model_dir, ignore_errors=True)
+            delete_model_files(model.id)
             raise
         if committed:
             log.info("job %s attempt %d succeeded: model %s", job_id, n, model.id, extra=about)
@@ -315,7 +315,7 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
                 n,
                 extra=about,
             )
-            shutil.rmtree(model_dir)
+            delete_model_files(model.id)
         return
     if returncode == INTERRUPTED_EXIT:
         error_type, message = "interrupted", "the trainer stopped at a checkpoint on SIGTERM"
@@ -392,7 +392,7 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
             return None
     try:  # the claim stands even if this fails: the job is reaped
         with session_scope() as session:
-            inputs = attempts.attempt_inputs(session, job_id, settings)
+            inputs = attempts.attempt_inputs(session, job_id)
     except attempts.CheckpointGone as gone:  # no attempt could run it
         with session_scope() as session:
             job_state.fail(session, job_id, n, "checkpoint_gone", str(gone), retryable=False)

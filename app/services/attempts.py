@@ -10,10 +10,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.models import Dataset, Job, JobDataset, MetricPoint, Model, Sweep
 from app.services import checkpoints, job_state
 from app.services.datasets import LABELLED_TASKS, head_task, storage_key
+from app.services.model_files import model_file
 from app.storage import get_store
 from app.sweep_spec import SweepSpec
 from trainer.data import dataset_names
@@ -47,7 +47,7 @@ class Heartbeat:
     dropped_checkpoint_keys: list[str]  # the files to delete, now that their rows are gone
 
 
-def attempt_inputs(session: Session, job_id: str, settings: Settings) -> AttemptInputs:
+def attempt_inputs(session: Session, job_id: str) -> AttemptInputs:
     """The job's spec, base model and datasets, each looked up within the job's tenant."""
     job = session.get(Job, job_id)
     tenant_id = job.tenant_id
@@ -61,7 +61,7 @@ def attempt_inputs(session: Session, job_id: str, settings: Settings) -> Attempt
         select(Dataset).join(JobDataset, JobDataset.dataset_id == Dataset.id)
         .where(JobDataset.job_id == job_id, Dataset.tenant_id == tenant_id)
     ).all()  # fmt: skip
-    # The trainer reads each file from a local copy (fetched once per content hash).
+    # The trainer reads each file, and the base model's, from a local copy (fetched once).
     datasets = {
         row.id: DatasetFile(
             path=get_store().local_path(storage_key(row.sha256)).resolve(),
@@ -77,7 +77,7 @@ def attempt_inputs(session: Session, job_id: str, settings: Settings) -> Attempt
     return AttemptInputs(
         tenant_id=tenant_id,
         spec=spec,
-        base_model_path=(settings.artifact_dir / base.path).resolve() if base else None,
+        base_model_path=model_file(base).resolve() if base else None,
         datasets=datasets,
         trained_on={name: sha256_of.get(name) for name in sorted(dataset_names(spec.data))},
         sweep_id=job.sweep_id,

@@ -1,33 +1,45 @@
-"""Where model files live: `<artifact_dir>/models/<id>/model.safetensors`, with their exports
-beside them. A file is copied in under a temporary name and renamed, so it appears whole."""
+"""Where model files live: in the artifact store (`app.storage`) under `models/<id>/`, the
+weights as `model.safetensors` and their exports beside them. With the default local store
+that is `<artifact_dir>/models/<id>/`; with an S3 store every machine reads them through its
+cache, so the API serves models that workers on other machines trained.
+
+A model's keys are made from its id, which is new for every model, and are written once
+(`put_new`): a cached copy never goes stale. The weights' sha256 is recorded when they are
+stored and checked whenever they are fetched onto another machine."""
 
 import hashlib
-import os
-import shutil
 from pathlib import Path
 
-from app.config import get_settings
 from app.models import Model
+from app.storage import get_store
 from trainer.card import ModelCard
 
 MODEL_FILE = "model.safetensors"
 
 
+def model_key(model_id: str, name: str = MODEL_FILE) -> str:
+    """The key of model `model_id`'s weights, or of the export called `name` beside them."""
+    return f"models/{model_id}/{name}"
+
+
 def model_file(model: Model) -> Path:
-    return get_settings().artifact_dir / model.path
+    """A local copy of the model's weights (fetched once, and checked, from a remote store)."""
+    return get_store().local_path(model.path, model.sha256)
 
 
 def store_model_file(source: Path, model_id: str) -> tuple[str, str, int]:
-    """Copy `source` in as model `model_id`'s file: its relative path, sha256 and size."""
-    relative = Path("models") / model_id / MODEL_FILE
-    target = get_settings().artifact_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
-    with open(target, "rb") as f:
+    """Store `source` as model `model_id`'s weights: their key, sha256 and size."""
+    with open(source, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: models can be large
-    return str(relative), sha256, target.stat().st_size
+    key = model_key(model_id)
+    if not get_store().put_new(key, source):  # ids are new: a stored model is never replaced
+        raise FileExistsError(f"{key} is stored already")
+    return key, sha256, source.stat().st_size
+
+
+def delete_model_files(model_id: str) -> None:
+    """The model's weights and exports, from the store and this machine's cache."""
+    get_store().delete_tree(f"models/{model_id}")
 
 
 def model_from_card(
@@ -37,7 +49,7 @@ def model_from_card(
     source_job_id: str | None = None,
     datasets: dict[str, str | None] | None = None,
 ) -> Model:
-    """Copy `file` in as the model its card names (`model_id`) and make the model's row, not
+    """Store `file` as the model its card names (`model_id`) and make the model's row, not
     yet added to a session: a trained model (its job, the datasets it was trained on) or an
     imported one."""
     model_id = card.model_id

@@ -3,7 +3,6 @@ rows and loaded weights of the models served."""
 
 import asyncio
 import io
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from app.models import Job, Model, utcnow
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
 from app.services.inference import Batch, L, ModelCache, Predictor
-from app.services.model_files import model_file
+from app.services.model_files import delete_model_files, model_file
 from app.services.pagination import newest_first
 from trainer.card import ModelCard
 from trainer.heads import HEADS
@@ -102,7 +101,7 @@ def delete_model(session: Session, tenant_id: str, model_id: str) -> None:
     with _rows_lock:
         _rows.pop((tenant_id, model_id), None)
     _cache.drop(model_id)
-    shutil.rmtree(model_file(model).parent, ignore_errors=True)
+    delete_model_files(model.id)
 
 
 def to_out(session: Session, model: Model) -> ModelOut:
@@ -168,9 +167,10 @@ async def served_row(tenant_id: str, model_id: str) -> Model:
 
 async def loaded(model: Model, load: Callable[[Path], L]) -> L:
     """The model as `load` makes it from its file: cached, with no thread hop, or loaded (in a
-    worker thread) into the cache that predictors and language models share."""
+    worker thread, which also fetches the file from a remote store) into the cache that
+    predictors and language models share."""
     return _cache.peek(model.id) or await to_thread.run_sync(
-        _cache.get, model.id, model_file(model), load
+        lambda: _cache.get(model.id, model_file(model), load)
     )
 
 

@@ -12,7 +12,6 @@ share the cores.
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 from anyio import CapacityLimiter, to_thread
@@ -46,14 +45,14 @@ SCANNED_MODELS = 500
 
 @dataclass(frozen=True)
 class Candidate:
-    """A stored model (`path`) or a fresh architecture (`spec`), and the request field that
+    """A stored model (`stored`) or a fresh architecture (`spec`), and the request field that
     names it."""
 
     field: str
     model_id: str | None = None
     name: str | None = None
     architecture: str = ""
-    path: Path | None = None
+    stored: Model | None = None
     spec: ModelSpec | None = None
 
 
@@ -91,7 +90,7 @@ def _target(session: Session, tenant_id: str, name: str, field: str, in_path: bo
 
 
 def _stored(model: Model, field: str) -> Candidate:
-    return Candidate(field, model.id, model.name, model.architecture, path=model_file(model))
+    return Candidate(field, model.id, model.name, model.architecture, stored=model)
 
 
 def _candidates(
@@ -134,8 +133,8 @@ def _candidates(
 
 
 def _trunk(candidate: Candidate, dataset: LabelledDataset, seed: int, examples: Split) -> Trunk:
-    if candidate.path is not None:
-        return stored_trunk(load_weights(candidate.path))
+    if candidate.stored is not None:  # fetched here, while scoring, from a remote store
+        return stored_trunk(load_weights(model_file(candidate.stored)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return fresh_trunk(candidate.spec, dataset, examples)
