@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
 from app.models import Job, JobEvent, Model, Tenant, utcnow
+from app.services import webhooks
 
 TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
 ACTIVE = ("queued", "running")
@@ -147,6 +148,8 @@ def succeed(
         else f"pruned after epoch {pruned_after}: model {model.id} kept"
     )
     add_event(session, job_id, attempt, "status", message, status)
+    if pruned_after is None:
+        webhooks.emit_job(session, job_id)
     return True
 
 
@@ -173,6 +176,8 @@ def fail(
     add_event(
         session, job_id, attempt, "status", f"{job.status}: {error_type}: {message}", job.status
     )
+    if not requeue:
+        webhooks.emit_job(session, job_id)
     return job.status
 
 
@@ -189,6 +194,7 @@ def cancel(session: Session, job: Job) -> bool:
     if result.rowcount != 1:
         return False
     add_event(session, job.id, job.attempt, "status", "cancelled", "cancelled")
+    webhooks.emit_job(session, job.id)
     return True
 
 
