@@ -306,10 +306,10 @@ class WebhookDelivery(Base):
     """One event to one endpoint: `pending` until an attempt is answered 2xx (`succeeded`) or
     `retry_until` passes (`failed`).
 
-    `next_attempt_at` is when a sender may claim it next. A claim moves it a lease ahead and
-    counts an attempt (`attempts`, the fencing token: only the claim of that number may record
-    its outcome), so no two senders make the same attempt, and a killed sender's claim is due
-    again once its lease runs out."""
+    A sender claims it once `next_attempt_at` has come, unless another's claim holds it
+    (`lease_expires_at`): a claim counts an attempt (`attempts`, the fencing token: only the
+    claim of that number may record its outcome), so no two senders make an attempt at once,
+    and a killed sender's claim lapses with its lease."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -324,6 +324,7 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
     retry_until: Mapped[datetime]
     last_response_status: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(String(1000))

@@ -81,5 +81,5 @@ def list_deliveries(
 def redeliver(
     webhook_id: str, delivery_id: str, session: SessionDep, caller: CallerDep
 ) -> WebhookDeliveryOut:
-    """Send a finished delivery again, with the same `webhook-id`; 409 while it is pending."""
+    """Send a delivery again now, with the same `webhook-id` (docs/WEBHOOKS.md)."""
     return webhooks.redeliver(session, caller.tenant_id, webhook_id, delivery_id)

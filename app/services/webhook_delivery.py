@@ -5,12 +5,12 @@ rather than the Celery worker: every deployment runs an API process, with outbou
 its tenants' pipelines, while workers may be GPU machines fenced off from it, and are busy
 supervising trainers; a worker that dies holds back no webhook, since the API sends them.
 
-A claim (`claim_due`) moves a delivery's `next_attempt_at` a lease ahead and counts the
-attempt, in one transaction that skips rows another process has locked: no two processes send
-the same attempt, and a process killed mid-send leaves a claim that is due again once its
-lease runs out. Only the claim of the current attempt may record the outcome. A receiver may
-then see a message twice (its sender died after sending, before recording): each time with the
-same `webhook-id`, by which it knows.
+A claim (`claim_due`) takes a lease on a due delivery and counts the attempt, in one
+transaction that skips rows another process has locked: no two processes send at once, and a
+process killed mid-send leaves a claim that lapses with its lease. Only the claim of the
+current attempt may record its outcome. A receiver may then see a message twice (its sender
+died after sending, before recording): each time with the same `webhook-id`, by which it
+knows.
 
 Each request: the URL's host resolved and checked (`webhook_addresses`), then the request made
 to that very address, with the name in the Host header and in TLS (SNI and the certificate
@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
@@ -43,9 +43,9 @@ from app.services import webhook_addresses
 log = logging.getLogger(__name__)
 
 BATCH = 32  # deliveries claimed, and sent concurrently, at a time
-# Longer than a batch takes (each request is cut off at the timeout): a claim outlives its
-# sender only when the sender died.
-LEASE_SECONDS = 60.0
+# A claim's lease, in request timeouts: a batch's requests run together, each cut off at the
+# timeout, so a claim outlives its sender only when the sender died.
+LEASE_TIMEOUTS = 4
 USER_AGENT = "tunery-webhooks"
 # One TLS context for every request: making one reads the CA bundle (milliseconds).
 _TLS = ssl.create_default_context()
@@ -76,12 +76,14 @@ class Outcome:
 
 def claim_due(session: Session, now: datetime, limit: int = BATCH) -> list[Claim]:
     """Take up to `limit` due deliveries of enabled endpoints for one attempt each."""
+    lease = timedelta(seconds=LEASE_TIMEOUTS * get_settings().webhook_timeout_seconds)
     due = session.scalars(
         select(WebhookDelivery.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(
             WebhookDelivery.status == "pending",
             WebhookDelivery.next_attempt_at <= now,
+            or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
             WebhookEndpoint.enabled,
         )
         .order_by(WebhookDelivery.next_attempt_at)
@@ -95,7 +97,7 @@ def claim_due(session: Session, now: datetime, limit: int = BATCH) -> list[Claim
         .where(WebhookDelivery.id.in_(due))
         .values(
             attempts=WebhookDelivery.attempts + 1,
-            next_attempt_at=now + timedelta(seconds=LEASE_SECONDS),
+            lease_expires_at=now + lease,
         )
     )
     rows = session.execute(
@@ -149,6 +151,7 @@ def record(session: Session, outcome: Outcome) -> None:
         )
     )
     delivery.last_response_status, delivery.last_error = outcome.response_status, outcome.error
+    delivery.lease_expires_at = None
     now = utcnow()
     next_attempt_at = now + timedelta(seconds=retry_delay(claim.attempt))
     if outcome.succeeded or next_attempt_at > delivery.retry_until:
@@ -168,10 +171,11 @@ def signed_headers(claim: Claim, body: bytes, now: datetime) -> dict[str, str]:
 
 
 async def _request(client: httpx.AsyncClient, claim: Claim) -> int:
-    """POST the event to the address the checked name resolved to; the answer's status."""
+    """POST the event to an address the checked name resolved to, each in turn until one takes
+    the connection; the answer's status."""
     url = webhook_addresses.parse(claim.url)
     allow = get_settings().webhook_allow
-    address = (await asyncio.to_thread(webhook_addresses.resolve, url, allow))[0]
+    addresses = await asyncio.to_thread(webhook_addresses.resolve, url, allow)
     body = json.dumps(claim.payload, separators=(",", ":")).encode()
     headers = {
         **signed_headers(claim, body, utcnow()),
@@ -179,6 +183,21 @@ async def _request(client: httpx.AsyncClient, claim: Claim) -> int:
         "user-agent": USER_AGENT,
         "host": url.netloc.decode("ascii"),
     }
+    for address in addresses[:-1]:
+        try:
+            return await _post(client, url, address, headers, body)
+        except httpx.ConnectError:
+            continue
+    return await _post(client, url, addresses[-1], headers, body)
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    address: webhook_addresses.IPAddress,
+    headers: dict[str, str],
+    body: bytes,
+) -> int:
     request = client.build_request(
         "POST",
         url.copy_with(host=str(address)),
@@ -187,7 +206,7 @@ async def _request(client: httpx.AsyncClient, claim: Claim) -> int:
         # TLS to the name, not the address: the certificate is checked against the name.
         extensions={"sni_hostname": url.host} if url.scheme == "https" else {},
     )
-    response = await client.send(request, stream=True)  # the status line is all we read
+    response = await client.send(request, stream=True)  # its status is all we read
     await response.aclose()
     return response.status_code
 
@@ -211,7 +230,7 @@ async def attempt(client: httpx.AsyncClient, claim: Claim) -> Outcome:
     return Outcome(claim, started_at, (time.monotonic() - clock) * 1000, status, error)
 
 
-def _client() -> httpx.AsyncClient:
+def new_client() -> httpx.AsyncClient:
     # No kept connections: one to an address is not reused for another name (SNI, Host).
     return httpx.AsyncClient(
         verify=_TLS,
@@ -231,7 +250,7 @@ async def deliver_once() -> int:
     claims = await asyncio.to_thread(claim)
     if not claims:
         return 0
-    async with _client() as client:
+    async with new_client() as client:
         outcomes = await asyncio.gather(*(attempt(client, c) for c in claims))
 
     def record_all() -> None:

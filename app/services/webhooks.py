@@ -15,7 +15,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -29,7 +29,7 @@ from app.models import (
     new_id,
     utcnow,
 )
-from app.problems import Conflict, InvalidInput, NotFound
+from app.problems import InvalidInput, NotFound
 from app.schemas import (
     Page,
     WebhookAttemptOut,
@@ -149,6 +149,7 @@ def _write(
         for endpoint_id in endpoint_ids
     ]
     session.add(event)
+    session.flush()  # the event before the rows that reference it
     session.add_all(deliveries)
     return event, deliveries
 
@@ -279,30 +280,23 @@ def list_deliveries(
 def redeliver(
     session: Session, tenant_id: str, endpoint_id: str, delivery_id: str
 ) -> WebhookDeliveryOut:
-    """Send a finished delivery again, at once, with the same `webhook-id`, retried as a new
-    one is. One still pending is being sent already: a 409."""
+    """Send a delivery again at once, with the same `webhook-id`: a finished one is retried as
+    a new one is; a pending one is not kept waiting for its next retry (an attempt under way
+    ends first)."""
     get_endpoint(session, tenant_id, endpoint_id)
     delivery = session.scalar(
-        select(WebhookDelivery).where(
-            WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint_id
-        )
+        select(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint_id)
+        .with_for_update()
     )
     if delivery is None:
         raise NotFound("delivery", delivery_id)
     now = utcnow()
-    restarted = session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status != "pending")
-        .values(
-            status="pending",
-            next_attempt_at=now,
-            retry_until=_retry_until(now),
-            finished_at=None,
-        )
-    )
-    if restarted.rowcount != 1:
-        raise Conflict(f"delivery {delivery_id} is still pending: it is being sent")
-    session.refresh(delivery)
+    if delivery.status != "pending":
+        delivery.status, delivery.finished_at = "pending", None
+        delivery.retry_until = _retry_until(now)
+    delivery.next_attempt_at = now
+    session.flush()
     return _deliveries_out(session, [delivery])[0]
 
 

@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("next_attempt_at", TIME),
+        sa.Column("lease_expires_at", TIME),
         sa.Column("retry_until", TIME, nullable=False),
         sa.Column("last_response_status", sa.Integer),
         sa.Column("last_error", sa.String(1000)),

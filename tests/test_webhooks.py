@@ -1,0 +1,358 @@
+"""Webhooks in-process, on Postgres: the address guard, the routes, the outbox written with the
+change it tells of, and single attempts against a real receiver process (tests/webhook_receiver.py).
+Delivery from the outbox while processes are killed: tests/test_webhooks_e2e.py."""
+
+import asyncio
+import ipaddress
+from datetime import datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from app.config import get_settings
+from app.db import session_scope
+from app.models import WebhookDelivery, WebhookEvent, utcnow
+from app.services import webhook_addresses, webhook_delivery
+from tests.conftest import new_tenant
+from tests.test_api import assert_problem
+from tests.test_core import DIGITS_CNN
+from tests.webhook_receiver import receiver
+
+PUBLIC_URL = "https://93.184.215.14/hooks"  # a public address: made, never sent to in-process
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
+
+
+@pytest.fixture(scope="module")
+def app(api_database):
+    from app.main import app
+
+    return app
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app, headers=new_tenant().headers) as test_client:
+        yield test_client
+
+
+# The guard
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "::1",
+        "0.0.0.0",
+        "::",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",  # shared address space (carrier NAT)
+        "169.254.169.254",  # AWS, GCP, Azure metadata
+        "100.100.100.200",  # Alibaba Cloud metadata
+        "fd00:ec2::254",  # AWS metadata over IPv6 (unique-local)
+        "fe80::1",
+        "fc00::1",
+        "224.0.0.1",
+        "239.255.255.250",
+        "ff02::1",
+        "192.0.2.1",  # documentation
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
+        "2002:7f00:1::1",  # 6to4 of loopback
+    ],
+)
+def test_addresses_that_are_not_public_are_refused(address):
+    assert not webhook_addresses.is_allowed(ipaddress.ip_address(address), [])
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.215.14", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address):
+    assert webhook_addresses.is_allowed(ipaddress.ip_address(address), [])
+
+
+def test_a_range_the_operator_allows_is_reached_by_http_too():
+    loopback = ipaddress.ip_address("127.0.0.1")
+    assert webhook_addresses.is_allowed(loopback, LOOPBACK)
+    assert not webhook_addresses.is_allowed(ipaddress.ip_address("10.0.0.1"), LOOPBACK)
+    webhook_addresses.check_addresses("localhost", [loopback], https=False, allow=LOOPBACK)
+    public = ipaddress.ip_address("8.8.8.8")
+    webhook_addresses.check_addresses("example.com", [public], https=True, allow=[])
+    with pytest.raises(webhook_addresses.ForbiddenAddress, match="https"):
+        webhook_addresses.check_addresses("example.com", [public], https=False, allow=LOOPBACK)
+
+
+def test_a_name_is_refused_if_any_of_its_addresses_is():
+    public, private = ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("10.0.0.1")
+    with pytest.raises(webhook_addresses.ForbiddenAddress, match=r"10\.0\.0\.1"):
+        webhook_addresses.check_addresses("mixed.example", [public, private], True, [])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/x", "https"),
+        ("/relative/path", "https"),
+        ("https://user:password@8.8.8.8/", "credentials"),
+        ("https://[::1", "not a URL"),
+    ],
+)
+def test_urls_that_cannot_be_webhooks_are_refused(url, message):
+    with pytest.raises(webhook_addresses.ForbiddenAddress, match=message):
+        webhook_addresses.parse(url)
+
+
+def test_names_are_resolved_and_every_address_checked():
+    with pytest.raises(webhook_addresses.ForbiddenAddress, match="not a public address"):
+        webhook_addresses.resolve(webhook_addresses.parse("https://localhost/hooks"), [])
+    with pytest.raises(webhook_addresses.ForbiddenAddress, match="does not resolve"):
+        webhook_addresses.resolve(webhook_addresses.parse("https://no-such-host.invalid/"), [])
+    url = webhook_addresses.parse("https://8.8.8.8:8443/hooks")
+    assert webhook_addresses.resolve(url, []) == [ipaddress.ip_address("8.8.8.8")]
+
+
+def test_retries_double_from_the_first_delay_up_to_the_longest():
+    settings = get_settings()
+    first, longest = settings.webhook_retry_first_seconds, settings.webhook_retry_longest_seconds
+    for attempt in range(1, 30):
+        expected = min(first * 2 ** (attempt - 1), longest)
+        assert 0.8 * expected <= webhook_delivery.retry_delay(attempt) <= 1.2 * expected
+    # A day of retries, as the specification's schedules have: a dozen or more attempts.
+    elapsed, attempts = 0.0, 0
+    while elapsed < settings.webhook_retry_for_seconds:
+        attempts += 1
+        elapsed += min(first * 2 ** (attempts - 1), longest)
+    assert 12 <= attempts <= 20
+
+
+# The routes
+
+
+def test_a_webhook_is_made_read_changed_and_deleted_its_secret_shown_once(client):
+    made = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.succeeded"]})
+    assert made.status_code == 201, made.text
+    webhook = made.json()
+    assert webhook["secret"].startswith("whsec_")
+    Webhook(webhook["secret"])  # the library reads it
+    assert (webhook["url"], webhook["events"], webhook["enabled"]) == (
+        PUBLIC_URL,
+        ["job.succeeded"],
+        True,
+    )
+    read = client.get(f"/v1/webhooks/{webhook['id']}").json()
+    assert "secret" not in read and read["id"] == webhook["id"]
+    listed = client.get("/v1/webhooks").json()
+    assert [w["id"] for w in listed["data"]] == [webhook["id"]]
+    assert "secret" not in listed["data"][0]
+    changed = client.patch(
+        f"/v1/webhooks/{webhook['id']}",
+        json={"events": ["job.failed", "job.failed", "sweep.succeeded"], "enabled": False},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["events"] == ["job.failed", "sweep.succeeded"]
+    assert changed.json()["enabled"] is False
+    assert client.delete(f"/v1/webhooks/{webhook['id']}").status_code == 204
+    assert_problem(client.get(f"/v1/webhooks/{webhook['id']}"), 404)
+    assert client.get("/v1/webhooks").json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://93.184.215.14/hooks", "must be https"),
+        ("https://127.0.0.1/hooks", "not a public address"),
+        ("https://localhost:8443/hooks", "not a public address"),
+        ("https://[::1]/hooks", "not a public address"),
+        ("https://169.254.169.254/latest/meta-data/", "not a public address"),
+        ("https://10.0.0.8/hooks", "not a public address"),
+        ("https://[fd00:ec2::254]/", "not a public address"),
+        ("https://no-such-host.invalid/hooks", "does not resolve"),
+        ("ftp://93.184.215.14/hooks", "https"),
+        ("https://user:pw@93.184.215.14/hooks", "credentials"),
+        ("not a url", "https"),
+    ],
+)
+def test_a_webhook_url_that_may_not_be_reached_is_a_422_on_url(client, url, message):
+    made = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.failed"]}).json()
+    for response in (
+        client.post("/v1/webhooks", json={"url": url, "events": ["job.failed"]}),
+        client.patch(f"/v1/webhooks/{made['id']}", json={"url": url}),
+    ):
+        problem = assert_problem(response, 422)
+        assert [e["field"] for e in problem["errors"]] == ["url"], problem
+        assert message in problem["errors"][0]["message"], problem
+    assert {w["url"] for w in client.get("/v1/webhooks").json()["data"]} == {PUBLIC_URL}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": PUBLIC_URL, "events": ["job.exploded"]}, "events.0"),
+        ({"url": PUBLIC_URL, "events": []}, "events"),
+        ({"url": PUBLIC_URL}, "events"),
+        ({"events": ["job.failed"]}, "url"),
+        ({"url": PUBLIC_URL + "\x00", "events": ["job.failed"]}, "url"),
+        ({"url": PUBLIC_URL, "events": ["job.failed"], "secret": "whsec_mine"}, "secret"),
+    ],
+)
+def test_a_malformed_webhook_is_a_422_naming_the_field(client, body, field):
+    problem = assert_problem(client.post("/v1/webhooks", json=body), 422)
+    assert [e["field"] for e in problem["errors"]] == [field], problem
+
+
+# The outbox
+
+
+def _deliveries(client, webhook_id: str) -> list[dict]:
+    return client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["data"]
+
+
+def test_an_event_is_written_with_its_change_for_each_subscribed_enabled_endpoint(app, client):
+    def make(events: list[str]) -> str:
+        return client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": events}).json()["id"]
+
+    wants_cancels, wants_successes, disabled = (
+        make(["job.cancelled", "job.failed"]),
+        make(["job.succeeded"]),
+        make(["job.cancelled"]),
+    )
+    client.patch(f"/v1/webhooks/{disabled}", json={"enabled": False})
+    with TestClient(app, headers=new_tenant().headers) as stranger:
+        theirs = stranger.post(
+            "/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.cancelled"]}
+        )
+        job = client.post("/v1/jobs", json=DIGITS_CNN).json()
+        cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert _deliveries(stranger, theirs.json()["id"]) == []
+    (delivery,) = _deliveries(client, wants_cancels)
+    assert (delivery["event_type"], delivery["status"], delivery["attempts"]) == (
+        "job.cancelled",
+        "pending",
+        0,
+    )
+    assert delivery["attempt_log"] == [] and delivery["next_attempt_at"] is not None
+    assert _deliveries(client, wants_successes) == _deliveries(client, disabled) == []
+    with session_scope() as session:
+        event = session.get(WebhookEvent, delivery["event_id"])
+        assert event.payload["type"] == "job.cancelled"
+        assert event.payload["data"]["id"] == job["id"]
+        assert event.payload["data"]["status"] == "cancelled"
+        assert datetime.fromisoformat(event.payload["timestamp"]) == event.created_at
+
+
+def test_a_ping_is_logged_and_a_redelivery_brings_it_forward(client):
+    webhook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.failed"]}).json()
+    pinged = client.post(f"/v1/webhooks/{webhook['id']}/ping")
+    assert pinged.status_code == 202, pinged.text
+    delivery = pinged.json()
+    assert (delivery["event_type"], delivery["status"], delivery["webhook_id"]) == (
+        "webhook.ping",
+        "pending",
+        webhook["id"],
+    )
+    assert _deliveries(client, webhook["id"]) == [delivery]
+    with session_scope() as session:  # as if it waited for a retry hours away
+        row = session.get(WebhookDelivery, delivery["id"])
+        row.next_attempt_at = utcnow() + timedelta(hours=3)
+    before = utcnow()
+    again = client.post(f"/v1/webhooks/{webhook['id']}/deliveries/{delivery['id']}/redeliver")
+    assert again.status_code == 202, again.text
+    assert datetime.fromisoformat(again.json()["next_attempt_at"]) <= utcnow()
+    assert datetime.fromisoformat(again.json()["next_attempt_at"]) >= before
+    assert again.json()["event_id"] == delivery["event_id"]
+    # Another endpoint's delivery, or none, through this endpoint: not found.
+    other = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.failed"]}).json()
+    assert_problem(
+        client.post(f"/v1/webhooks/{other['id']}/deliveries/{delivery['id']}/redeliver"), 404
+    )
+    with session_scope() as session:
+        assert (
+            session.scalars(
+                select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == other["id"])
+            ).all()
+            == []
+        )
+
+
+# Single attempts against a real receiver
+
+
+@pytest.fixture
+def configured(monkeypatch):
+    """Settings from these variables for the test (they are read once, then cached)."""
+
+    def configure(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield configure
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _claim(url: str) -> webhook_delivery.Claim:
+    payload = {"type": "webhook.ping", "timestamp": utcnow().isoformat(), "data": {"n": 1}}
+    return webhook_delivery.Claim("whd_test", 1, url, SECRET, "msg_test", payload)
+
+
+def _attempt(url: str) -> webhook_delivery.Outcome:
+    async def run() -> webhook_delivery.Outcome:
+        async with webhook_delivery.new_client() as client:
+            return await webhook_delivery.attempt(client, _claim(url))
+
+    return asyncio.run(run())
+
+
+def test_an_attempt_is_signed_and_sent_to_the_checked_address_named_as_the_url_does(
+    tmp_path, configured
+):
+    configured(TUNERY_WEBHOOK_ALLOW="127.0.0.0/8,::1/128")
+    with receiver(tmp_path) as running:
+        running.secret_file.write_text(SECRET)
+        for host in ("127.0.0.1", "localhost"):
+            outcome = _attempt(running.url(host=host))
+            assert (outcome.response_status, outcome.error) == (204, None)
+            assert outcome.duration_ms > 0
+        by_ip, by_name = running.received()
+    assert by_ip["verified"] and by_name["verified"]
+    assert by_ip["id"] == by_name["id"] == "msg_test"
+    assert by_ip["payload"]["data"] == {"n": 1}
+    assert by_ip["host"] == f"127.0.0.1:{running.port}"
+    assert by_name["host"] == f"localhost:{running.port}"  # the name, not the address
+
+
+def test_an_attempt_follows_no_redirect_and_gives_up_at_the_timeout(tmp_path, configured):
+    configured(TUNERY_WEBHOOK_ALLOW="127.0.0.0/8", TUNERY_WEBHOOK_TIMEOUT_SECONDS="1")
+    with receiver(tmp_path) as running:
+        running.secret_file.write_text(SECRET)
+        redirected = _attempt(running.url("/redirect"))
+        assert (redirected.response_status, redirected.error) == (307, "answered 307")
+        slow = _attempt(running.url("/slow"))
+        assert (slow.response_status, slow.error) == (None, "no answer within 1 s")
+        assert 900 < slow.duration_ms < 2500
+        assert [r["path"] for r in running.received()] == ["/redirect", "/slow"]  # no /landing
+
+
+def test_an_attempt_to_a_name_that_now_resolves_to_a_private_address_sends_nothing(
+    tmp_path, configured
+):
+    """The webhook was made for a public address; its name now resolves to loopback (DNS
+    rebinding, or a changed record): checked again at the attempt, it is refused."""
+    configured(TUNERY_WEBHOOK_ALLOW="")
+    with receiver(tmp_path) as running:
+        running.secret_file.write_text(SECRET)
+        for url in (running.url(host="localhost"), running.url(host="127.0.0.1")):
+            outcome = _attempt(url)
+            assert outcome.response_status is None
+            assert outcome.error.startswith("refused: ") and "not a public address" in outcome.error
+        assert running.received() == []
