@@ -18,6 +18,7 @@ from app.services import webhook_addresses, webhook_delivery
 from tests.conftest import new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
+from tests.test_sweeps import SWEEP
 from tests.webhook_receiver import receiver
 
 PUBLIC_URL = "https://93.184.215.14/hooks"  # a public address: made, never sent to in-process
@@ -244,6 +245,28 @@ def test_an_event_is_written_with_its_change_for_each_subscribed_enabled_endpoin
         assert event.payload["data"]["id"] == job["id"]
         assert event.payload["data"]["status"] == "cancelled"
         assert datetime.fromisoformat(event.payload["timestamp"]) == event.created_at
+
+
+def test_a_cancelled_sweep_tells_of_itself_and_of_its_trials(client):
+    events = ["sweep.cancelled", "job.cancelled"]
+    webhook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": events}).json()
+    sweep = client.post("/v1/sweeps", json=SWEEP)
+    assert sweep.status_code == 201, sweep.text
+    assert client.post(f"/v1/sweeps/{sweep.json()['id']}/cancel").status_code == 200
+    trials = client.get(f"/v1/sweeps/{sweep.json()['id']}/trials").json()["data"]
+    with session_scope() as session:
+        told = {
+            (event.type, event.payload["data"]["id"])
+            for event in session.scalars(
+                select(WebhookEvent)
+                .join(WebhookDelivery, WebhookDelivery.event_id == WebhookEvent.id)
+                .where(WebhookDelivery.endpoint_id == webhook["id"])
+            )
+        }
+    assert told == {("sweep.cancelled", sweep.json()["id"])} | {
+        ("job.cancelled", trial["job_id"]) for trial in trials if trial["job_id"]
+    }
+    assert len(told) > 1, "the sweep had started trials"
 
 
 def test_a_ping_is_logged_and_a_redelivery_brings_it_forward(client):

@@ -213,7 +213,7 @@ def emit_sweep(session: Session, sweep_id: str) -> str | None:
 
 
 def ping(session: Session, tenant_id: str, endpoint_id: str) -> WebhookDeliveryOut:
-    """A `webhook.ping` event to this endpoint alone, enabled or not, to try it."""
+    """A `webhook.ping` event to this endpoint alone, whatever it subscribes to, to try it."""
     endpoint = get_endpoint(session, tenant_id, endpoint_id)
     _, deliveries = _write(session, tenant_id, PING, {"webhook_id": endpoint.id}, [endpoint.id])
     session.flush()
