@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     webhook_retry_first_seconds: float = 5.0
     webhook_retry_longest_seconds: float = 6 * 3600.0
     webhook_retry_for_seconds: float = 24 * 3600.0
+    # Events, with their deliveries and attempts, are forgotten this long after they happened
+    # (none still being retried).
+    webhook_log_days: float = 30.0
 
     @field_validator("webhook_allow", mode="before")
     @classmethod

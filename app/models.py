@@ -299,7 +299,7 @@ class WebhookEvent(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]  # the body sent: {type, timestamp, data}
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # for forgetting
 
 
 class WebhookDelivery(Base):

@@ -13,8 +13,8 @@ from standardwebhooks import Webhook
 
 from app.config import get_settings
 from app.db import session_scope
-from app.models import WebhookDelivery, WebhookEvent, utcnow
-from app.services import webhook_addresses, webhook_delivery
+from app.models import WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
+from app.services import webhook_addresses, webhook_delivery, webhooks
 from tests.conftest import new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
@@ -301,6 +301,36 @@ def test_a_ping_is_logged_and_a_redelivery_brings_it_forward(client):
             ).all()
             == []
         )
+
+
+def test_events_past_the_logs_retention_are_forgotten_unless_still_retried(client):
+    webhook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.failed"]}).json()
+    old_done, old_pending, recent_done = (
+        client.post(f"/v1/webhooks/{webhook['id']}/ping").json() for _ in range(3)
+    )
+    long_ago = utcnow() - timedelta(days=get_settings().webhook_log_days, minutes=1)
+    with session_scope() as session:
+        for delivery, created_at, status in (
+            (old_done, long_ago, "succeeded"),
+            (old_pending, long_ago, "pending"),
+            (recent_done, utcnow(), "failed"),
+        ):
+            session.get(WebhookEvent, delivery["event_id"]).created_at = created_at
+            session.get(WebhookDelivery, delivery["id"]).status = status
+            session.add(
+                WebhookAttempt(
+                    delivery_id=delivery["id"], number=1, response_status=500,
+                    error="answered 500", duration_ms=1.0, time=created_at,
+                )
+            )  # fmt: skip
+    with session_scope() as session:
+        assert webhooks.forget_old(session, utcnow()) == 1
+    kept = {d["id"] for d in _deliveries(client, webhook["id"])}
+    assert kept == {old_pending["id"], recent_done["id"]}
+    with session_scope() as session:
+        assert session.get(WebhookEvent, old_done["event_id"]) is None
+        attempts = select(WebhookAttempt).where(WebhookAttempt.delivery_id == old_done["id"])
+        assert session.scalars(attempts).all() == []
 
 
 # Single attempts against a real receiver

@@ -47,6 +47,7 @@ BATCH = 32  # deliveries claimed, and sent concurrently, at a time
 # timeout, so a claim outlives its sender only when the sender died.
 LEASE_TIMEOUTS = 4
 USER_AGENT = "tunery-webhooks"
+ERROR_CHARS = 1000  # as long as the log's `error` columns
 # One TLS context for every request: making one reads the CA bundle (milliseconds).
 _TLS = ssl.create_default_context()
 
@@ -226,8 +227,9 @@ async def attempt(client: httpx.AsyncClient, claim: Claim) -> Outcome:
     except TimeoutError:
         error = f"no answer within {timeout:g} s"
     except httpx.HTTPError as failed:
-        error = f"{type(failed).__name__}: {failed}"[:1000]
-    return Outcome(claim, started_at, (time.monotonic() - clock) * 1000, status, error)
+        error = f"{type(failed).__name__}: {failed}"
+    duration_ms = (time.monotonic() - clock) * 1000
+    return Outcome(claim, started_at, duration_ms, status, error and error[:ERROR_CHARS])
 
 
 def new_client() -> httpx.AsyncClient:

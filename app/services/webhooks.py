@@ -15,7 +15,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -298,6 +298,18 @@ def redeliver(
     delivery.next_attempt_at = now
     session.flush()
     return _deliveries_out(session, [delivery])[0]
+
+
+def forget_old(session: Session, now: datetime) -> int:
+    """Delete the events older than `webhook_log_days`, with their deliveries and attempts,
+    but for those still being retried; how many."""
+    before = now - timedelta(days=get_settings().webhook_log_days)
+    pending = select(WebhookDelivery.id).where(
+        WebhookDelivery.event_id == WebhookEvent.id, WebhookDelivery.status == "pending"
+    )
+    return session.execute(
+        delete(WebhookEvent).where(WebhookEvent.created_at < before, ~pending.exists())
+    ).rowcount
 
 
 def _retry_until(now: datetime) -> datetime:
