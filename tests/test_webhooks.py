@@ -8,17 +8,17 @@ from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
 from app.config import get_settings
 from app.db import session_scope
-from app.models import WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
-from app.services import webhook_addresses, webhook_delivery, webhooks
+from app.models import Job, WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
+from app.services import sweeps, webhook_addresses, webhook_delivery, webhooks
 from tests.conftest import new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
-from tests.test_sweeps import SWEEP
+from tests.test_sweeps import SWEEP, with_
 from tests.webhook_receiver import receiver
 
 PUBLIC_URL = "https://93.184.215.14/hooks"  # a public address: made, never sent to in-process
@@ -267,6 +267,31 @@ def test_a_cancelled_sweep_tells_of_itself_and_of_its_trials(client):
         ("job.cancelled", trial["job_id"]) for trial in trials if trial["job_id"]
     }
     assert len(told) > 1, "the sweep had started trials"
+
+
+def test_a_sweep_that_ran_its_trials_tells_of_its_end(client):
+    webhook = client.post(
+        "/v1/webhooks", json={"url": PUBLIC_URL, "events": ["sweep.succeeded"]}
+    ).json()
+    body = with_(sampler={"name": "random", "seed": 0}, max_trials=1, max_parallel_trials=1)
+    sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
+    (trial,) = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"]
+    with session_scope() as session:  # as a worker records a success
+        session.execute(
+            update(Job)
+            .where(Job.id == trial["job_id"])
+            .values(status="succeeded", metrics={"validation_accuracy": 0.8})
+        )
+    assert _deliveries(client, webhook["id"]) == []
+    sweeps.advance(sweep_id)
+    assert client.get(f"/v1/sweeps/{sweep_id}").json()["status"] == "succeeded"
+    (delivery,) = _deliveries(client, webhook["id"])
+    assert delivery["event_type"] == "sweep.succeeded"
+    with session_scope() as session:
+        data = session.get(WebhookEvent, delivery["event_id"]).payload["data"]
+    assert data == {"id": sweep_id, "name": SWEEP["name"], "status": "succeeded"}
+    sweeps.advance(sweep_id)  # another pass over the ended sweep tells nothing more
+    assert len(_deliveries(client, webhook["id"])) == 1
 
 
 def test_a_ping_is_logged_and_a_redelivery_brings_it_forward(client):
