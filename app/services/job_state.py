@@ -8,6 +8,9 @@
 `attempt` is the fencing token: a worker claims a job by incrementing it, and only the attempt
 holding the lease may extend the lease or record an outcome.
 
+A job's end (succeeded, failed with no attempt left, cancelled) writes its webhook event in the
+transaction of the transition (`webhooks.emit_job`): both are committed or neither is.
+
 A claim also takes one of the tenant's running-job slots (its `max_running_jobs` quota). A job
 refused for want of a slot stays queued, undispatched, and is sent again when a slot frees.
 """
