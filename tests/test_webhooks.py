@@ -328,6 +328,45 @@ def test_a_ping_is_logged_and_a_redelivery_brings_it_forward(client):
         )
 
 
+def test_an_outcome_is_recorded_only_by_its_claim_and_retried_until_the_day_is_over(client):
+    webhook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.failed"]}).json()
+    soon, late = (client.post(f"/v1/webhooks/{webhook['id']}/ping").json() for _ in range(2))
+    now = utcnow()
+    with session_scope() as session:  # as claim_due leaves them: attempt 1 under way
+        for delivery, retry_until in ((soon, now + timedelta(hours=1)), (late, now)):
+            row = session.get(WebhookDelivery, delivery["id"])
+            row.attempts, row.retry_until = 1, retry_until
+            row.lease_expires_at = now + timedelta(seconds=20)
+
+    def outcome(delivery: dict, attempt: int) -> webhook_delivery.Outcome:
+        claim = webhook_delivery.Claim(
+            delivery["id"], attempt, PUBLIC_URL, SECRET, delivery["event_id"], {}
+        )
+        return webhook_delivery.Outcome(claim, now, 12.5, 500, "answered 500")
+
+    with session_scope() as session:
+        webhook_delivery.record(session, outcome(soon, attempt=0))  # a lapsed claim's: ignored
+    assert [d["attempt_log"] for d in _deliveries(client, webhook["id"])] == [[], []]
+    with session_scope() as session:
+        for delivery in (soon, late):
+            webhook_delivery.record(session, outcome(delivery, attempt=1))
+    by_id = {d["id"]: d for d in _deliveries(client, webhook["id"])}
+    retried, failed = by_id[soon["id"]], by_id[late["id"]]
+    first = get_settings().webhook_retry_first_seconds
+    wait = datetime.fromisoformat(retried["next_attempt_at"]) - now
+    assert retried["status"] == "pending"
+    assert timedelta(seconds=0.8 * first) <= wait <= timedelta(seconds=1.2 * first + 5)
+    assert (failed["status"], failed["next_attempt_at"]) == ("failed", None)
+    assert failed["finished_at"] is not None
+    for delivery in (retried, failed):
+        assert (delivery["last_response_status"], delivery["last_error"]) == (500, "answered 500")
+        (logged,) = delivery["attempt_log"]
+        assert (logged["number"], logged["response_status"]) == (1, 500)
+        assert logged["duration_ms"] == 12.5
+    with session_scope() as session:
+        assert session.get(WebhookDelivery, soon["id"]).lease_expires_at is None
+
+
 def test_events_past_the_logs_retention_are_forgotten_unless_still_retried(client):
     webhook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.failed"]}).json()
     old_done, old_pending, recent_done = (
