@@ -4,6 +4,10 @@ Delivery from the outbox while processes are killed: tests/test_webhooks_e2e.py.
 
 import asyncio
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,7 +23,7 @@ from tests.conftest import new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
 from tests.test_sweeps import SWEEP, with_
-from tests.webhook_receiver import receiver
+from tests.webhook_receiver import receiver, self_signed
 
 PUBLIC_URL = "https://93.184.215.14/hooks"  # a public address: made, never sent to in-process
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
@@ -473,3 +477,44 @@ def test_an_attempt_to_a_name_that_now_resolves_to_a_private_address_sends_nothi
             assert outcome.response_status is None
             assert outcome.error.startswith("refused: ") and "not a public address" in outcome.error
         assert running.received() == []
+
+
+# An attempt in a process of its own: the system's certificate authorities are read once, when
+# the sending module is imported, and this one has its own (SSL_CERT_FILE).
+ATTEMPT = """
+import asyncio, json, sys
+from app.services import webhook_delivery
+
+payload = {"type": "webhook.ping", "data": {}}
+claim = webhook_delivery.Claim("whd_test", 1, sys.argv[1], sys.argv[2], "msg_tls", payload)
+
+async def attempt():
+    async with webhook_delivery.new_client() as client:
+        return await webhook_delivery.attempt(client, claim)
+
+outcome = asyncio.run(attempt())
+print(json.dumps([outcome.response_status, outcome.error]))
+"""
+
+
+def test_an_https_attempt_connects_to_the_address_with_tls_to_the_name(tmp_path):
+    certificate, key = self_signed(tmp_path, "localhost")
+    env = {**os.environ, "SSL_CERT_FILE": str(certificate), "TUNERY_WEBHOOK_ALLOW": "127.0.0.0/8"}
+
+    def attempt(url: str) -> list:
+        done = subprocess.run(
+            [sys.executable, "-c", ATTEMPT, url, SECRET], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1])
+
+    with receiver(tmp_path, tls=(certificate, key)) as running:
+        running.secret_file.write_text(SECRET)
+        # Sent to 127.0.0.1, the certificate checked against the name: it is localhost's.
+        assert attempt(running.url(host="localhost")) == [204, None]
+        (received,) = running.received()
+        assert received["verified"] and received["host"] == f"localhost:{running.port}"
+        # By the address, the same certificate does not do: it names localhost, not 127.0.0.1.
+        status, error = attempt(running.url(host="127.0.0.1"))
+        assert status is None and "CERTIFICATE_VERIFY_FAILED" in error, error
+        assert len(running.received()) == 1

@@ -8,11 +8,14 @@ verified, the body), then answers.
 those types is answered 500. `RECEIVER_HOLD_FIRST` (the same): the first request of each such
 message is logged at once, then answered only after `RECEIVER_HOLD_SECONDS`, so that a test can
 kill the sender in the middle. Whatever the message, `POST /redirect` is answered with a
-redirect to `/landing`, and `POST /slow` only after `SLOW_SECONDS`."""
+redirect to `/landing`, and `POST /slow` only after `SLOW_SECONDS`. Given a certificate and its
+key (`self_signed`), it speaks https."""
 
+import datetime
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -82,9 +85,10 @@ class Running:
     port: int
     secret_file: Path
     log_file: Path
+    scheme: str = "http"
 
     def url(self, path: str = "/hooks", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def received(self) -> list[dict]:
         if not self.log_file.exists():
@@ -100,16 +104,55 @@ class Running:
         return received
 
 
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name`, its own authority (for SSL_CERT_FILE), and its key."""
+    # cryptography comes with moto, of the dev extra.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 @contextmanager
-def receiver(directory: Path, env: dict[str, str] | None = None) -> Iterator[Running]:
-    """A receiver process listening on 127.0.0.1, killed afterwards."""
+def receiver(
+    directory: Path, env: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[Running]:
+    """A receiver process listening on 127.0.0.1 (https with `tls`), killed afterwards."""
     from tests.servers import free_port
 
     port = free_port()
-    running = Running(port, directory / "secret", directory / "received.jsonl")
+    running = Running(
+        port, directory / "secret", directory / "received.jsonl", "https" if tls else "http"
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.webhook_receiver", str(port), str(running.secret_file),
-         str(running.log_file)],
+         str(running.log_file), *(str(path) for path in tls or ())],
         env={**os.environ, **(env or {})},
     )  # fmt: skip
     try:
@@ -131,7 +174,12 @@ def receiver(directory: Path, env: dict[str, str] | None = None) -> Iterator[Run
 def main() -> None:
     port, secret_file, log_file = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     Receiver.secret_file, Receiver.log_file = secret_file, log_file
-    ThreadingHTTPServer(("127.0.0.1", port), Receiver).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+    if len(sys.argv) > 4:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[4], sys.argv[5])
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":
