@@ -2,10 +2,10 @@
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trainer.spec import MAX_RUNTIME_SECONDS
 
@@ -88,6 +88,31 @@ class Settings(BaseSettings):
     redispatch_after_seconds: float = 300.0
     # Longer than any job may run, so the broker never redelivers a message while its job runs.
     broker_visibility_timeout_seconds: int = MAX_RUNTIME_SECONDS + 6 * 3600
+
+    # Webhooks (docs/WEBHOOKS.md). Address ranges a webhook may reach though they are not public
+    # (loopback, private, link-local, ...): comma-separated CIDRs, such as `10.20.0.0/16`; in
+    # them plain `http` is allowed too. None by default: webhooks reach only public addresses.
+    webhook_allow: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    # How often each API process looks for due deliveries; 0 sends none (API-only test
+    # processes).
+    webhook_poll_seconds: float = 1.0
+    # A request's whole time (connect, TLS, answer's status line) is bounded by this.
+    webhook_timeout_seconds: float = 5.0
+    # Retries wait twice as long each time from the first (plus or minus a fifth, at random),
+    # at most the longest, until the delivery is this old; then it has failed.
+    webhook_retry_first_seconds: float = 5.0
+    webhook_retry_longest_seconds: float = 6 * 3600.0
+    webhook_retry_for_seconds: float = 24 * 3600.0
+    # Events, with their deliveries and attempts, are forgotten this long after they happened
+    # (none still being retried).
+    webhook_log_days: float = 30.0
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 @cache

@@ -20,6 +20,7 @@ from app.api import (
     openai_files,
     openai_fine_tuning,
     sweeps,
+    webhooks,
 )
 from app.config import get_settings
 from app.db import make_read_engine
@@ -28,6 +29,7 @@ from app.observability import metrics
 from app.observability.logs import configure_logging
 from app.security import ApiKeyAuth, SecurityHeaders
 from app.services.reconciler import reconcile_forever
+from app.services.webhook_delivery import deliver_forever
 
 UI_DIR = Path(__file__).parent / "ui"
 
@@ -37,13 +39,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     # Made here, on the server's event loop, which its connections belong to.
     app.state.read_engine = make_read_engine(settings.database_url)
-    interval = settings.reconcile_interval_seconds
-    reconciler = asyncio.create_task(reconcile_forever(interval)) if interval > 0 else None
+    loops = [
+        asyncio.create_task(loop(interval))
+        for loop, interval in (
+            (reconcile_forever, settings.reconcile_interval_seconds),
+            (deliver_forever, settings.webhook_poll_seconds),  # webhooks: why here, in its doc
+        )
+        if interval > 0
+    ]
     yield
-    if reconciler is not None:
-        reconciler.cancel()
+    for loop in loops:
+        loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await reconciler
+            await loop
     await app.state.read_engine.dispose()
 
 
@@ -87,6 +95,7 @@ def create_app() -> FastAPI:
     app.include_router(models.router)
     app.include_router(datasets.router)
     app.include_router(sweeps.router)
+    app.include_router(webhooks.router)
     app.include_router(openai_chat.router)
     app.include_router(openai_files.router)
     app.include_router(openai_fine_tuning.router)

@@ -290,3 +290,82 @@ class IdempotencyKey(Base):
     status_code: Mapped[int]
     response: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """Where a tenant's events are sent, signed with `secret` (Standard Webhooks: `whsec_`
+    and base64). The secret is kept as it is, since each delivery is signed with it; the API
+    shows it once, at creation."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        Index("ix_webhook_endpoints_tenant_created_at_id", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEvent(Base):
+    """The outbox: an event, written in the transaction of the change it tells of. Its id is
+    the `webhook-id` of every delivery of it, retries and redeliveries alike, by which a
+    receiver knows a message it has already handled."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]  # the body sent: {type, timestamp, data}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # for forgetting
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: `pending` until an attempt is answered 2xx (`succeeded`) or
+    `retry_until` passes (`failed`).
+
+    A sender claims it once `next_attempt_at` has come, unless another's claim holds it
+    (`lease_expires_at`): a claim counts an attempt (`attempts`, the fencing token: only the
+    claim of that number may record its outcome), so no two senders make an attempt at once,
+    and a killed sender's claim lapses with its lease."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_endpoint_created_at_id", "endpoint_id", "created_at", "id"),
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    retry_until: Mapped[datetime]
+    last_response_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """One request of a delivery, as it went: the answer's status, or why there was none."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int]
+    response_status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(String(1000))
+    duration_ms: Mapped[float] = mapped_column(Float)
+    time: Mapped[datetime]

@@ -1,9 +1,10 @@
 """The API's response and request bodies (job specs themselves are in `trainer.spec`)."""
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -627,3 +628,80 @@ class TrialOut(BaseModel):
     state: TrialState
     value: float | None
     intermediate_values: dict[int, float] = Field(description="The objective after each epoch.")
+
+
+WebhookEventType = Literal[
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.paused",
+    "sweep.succeeded",
+    "sweep.failed",
+    "sweep.cancelled",
+    "model.alias_moved",
+]
+WebhookEvents = Annotated[
+    list[WebhookEventType],
+    Field(min_length=1, max_length=len(get_args(WebhookEventType))),
+    AfterValidator(lambda events: list(dict.fromkeys(events))),  # each once, in the given order
+]
+WebhookUrl = Annotated[
+    Text,
+    Field(
+        max_length=2000,
+        description="Where events are POSTed: https, at a public address (docs/WEBHOOKS.md).",
+        examples=["https://example.com/hooks/tunery"],
+    ),
+]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl
+    events: WebhookEvents
+
+
+class WebhookUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl | None = None
+    events: WebhookEvents | None = None
+    enabled: bool | None = Field(None, description="A disabled webhook is sent nothing.")
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[WebhookEventType]
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="`whsec_…`: verifies the signature of each delivery. Shown only now."
+    )
+
+
+class WebhookAttemptOut(BaseModel):
+    number: int
+    time: datetime
+    response_status: int | None = Field(description="The receiver's answer; null if none came.")
+    error: str | None
+    duration_ms: float
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    webhook_id: str
+    event_id: str = Field(description="The `webhook-id` header, the same on every attempt.")
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_response_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempt_log: list[WebhookAttemptOut] = Field(description="Each request made, oldest first.")

@@ -29,6 +29,7 @@ os.environ.update(
     TUNERY_BROKER_URL=REDIS_URL,
     TUNERY_QUEUE=f"tunery-test-{SESSION_TAG}",
     TUNERY_RECONCILE_INTERVAL_SECONDS="0",
+    TUNERY_WEBHOOK_POLL_SECONDS="0",  # in-process apps send no webhook (tests/test_webhooks.py)
     TUNERY_ARTIFACT_DIR=tempfile.mkdtemp(prefix="tunery-api-artifacts-"),
     TUNERY_CACHE_DIR=tempfile.mkdtemp(prefix="tunery-api-cache-"),
     TUNERY_AUTH_CACHE_SECONDS="0.5",

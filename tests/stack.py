@@ -176,6 +176,7 @@ def start_stack(
         "TUNERY_CACHE_DIR": os.environ.get("TUNERY_CACHE_DIR", str(root / "cache")),
         "TUNERY_QUEUE": queue,
         "TUNERY_RECONCILE_INTERVAL_SECONDS": "1",
+        "TUNERY_WEBHOOK_POLL_SECONDS": "0.5",
         "TUNERY_HEARTBEAT_SECONDS": "0.5",
         "TUNERY_STOP_GRACE_SECONDS": "5",
         **(extra_env or {}),

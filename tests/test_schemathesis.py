@@ -18,6 +18,7 @@ from schemathesis.core.transport import Response
 from schemathesis.generation.stateful.state_machine import StepOutput
 
 from app.main import app
+from app.services import webhook_addresses
 from tests import files
 from tests.conftest import new_tenant
 from tests.test_core import DIGITS_CNN
@@ -43,12 +44,27 @@ def test_no_request_gets_a_server_error(case, api_key):
     assert_no_server_error(case.call(), case, api_key.headers["Authorization"])
 
 
+@pytest.mark.filterwarnings("ignore:Skipped test cases with unsupported payload")
+@schema.include(path="/v1/webhooks", method="POST").parametrize()
+@settings(max_examples=100, deadline=None)
+def test_a_generated_webhook_url_is_kept_only_if_public_https(case, api_key):
+    """Whatever URL is generated, a webhook is made only for https at public addresses (and
+    nothing is sent to it here: in-process apps send no webhook, tests/conftest.py)."""
+    case.headers = {**(case.headers or {}), **api_key.headers}
+    response = case.call()
+    assert_no_server_error(response, case, api_key.headers["Authorization"])
+    if response.status_code == 201:
+        url = webhook_addresses.parse(response.json()["url"])
+        assert url.scheme == "https"
+        webhook_addresses.resolve(url, [])  # raises ForbiddenAddress for any non-public one
+
+
 # A job's event stream stays open while the job is queued: no worker runs in this test. The
-# sweep routes and OpenAI's files and fine-tuning routes (their own tests have a worker) would
-# only dilute the links' rules with 404s: with the sweeps', some sequences of 50 never reached a
-# dataset's preview or a model.
+# sweep routes, OpenAI's files and fine-tuning routes (their own tests have a worker) and the
+# webhooks' (tests/test_webhooks.py, tests/test_security.py) would only dilute the links' rules
+# with 404s: with the sweeps', some sequences of 50 never reached a dataset's preview or a model.
 stateful = schema.exclude(path="/v1/jobs/{job_id}/stream").exclude(
-    path_regex="^/v1/(sweeps|files|fine_tuning)"
+    path_regex="^/v1/(sweeps|files|fine_tuning|webhooks)"
 )
 CATCH_ALL = Bundle("catch_all")  # where schemathesis' machine takes every step's output
 

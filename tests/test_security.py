@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Dataset, Job, Model, Sweep
+from app.models import Dataset, Job, Model, Sweep, WebhookDelivery, WebhookEndpoint
 from app.problems import is_openai_path
 from app.services import tenants
 from tests import files
@@ -37,6 +37,8 @@ UNKNOWN = {
     "lm": "model_" + "1" * 32,
     "file": "ds_" + "2" * 32,
     "fine_tuning_job": "job_" + "2" * 32,
+    "webhook": "wh_" + "0" * 32,
+    "delivery": "whd_" + "0" * 32,
 }
 
 
@@ -55,7 +57,8 @@ def client_for(app, key: Key | None) -> TestClient:
 class Owned:
     """What tenant `owner` made: a queued job, an uploaded dataset, an imported model, a sweep,
     images the model reads (to score it on), a language model (to generate with), and by
-    OpenAI's routes a file and a queued fine-tuning job on it."""
+    OpenAI's routes a file and a queued fine-tuning job on it; a webhook, and the delivery of
+    its ping."""
 
     owner: Key
     job: str
@@ -66,6 +69,8 @@ class Owned:
     lm: str
     file: str
     fine_tuning_job: str
+    webhook: str
+    delivery: str
 
     @property
     def ids(self) -> dict[str, str]:
@@ -78,6 +83,8 @@ class Owned:
             "lm": self.lm,
             "file": self.file,
             "fine_tuning_job": self.fine_tuning_job,
+            "webhook": self.webhook,
+            "delivery": self.delivery,
         }
 
 
@@ -113,11 +120,19 @@ def owned(app, tiny_llama, monkeypatch, tmp_path) -> Owned:
         fine_tuning = {"model": "tiny-llama", "training_file": file.json()["id"]}
         fine_tuning_job = client.post("/v1/fine_tuning/jobs", json=fine_tuning)
         assert fine_tuning_job.status_code == 200, fine_tuning_job.text
-    made = (r.json()["id"] for r in (job, dataset, model, sweep, images, lm, file, fine_tuning_job))
+        webhook = client.post("/v1/webhooks", json={"url": WEBHOOK_URL, "events": ["job.failed"]})
+        assert webhook.status_code == 201, webhook.text
+        delivery = client.post(f"/v1/webhooks/{webhook.json()['id']}/ping")
+        assert delivery.status_code == 202, delivery.text
+    made = (
+        r.json()["id"]
+        for r in (job, dataset, model, sweep, images, lm, file, fine_tuning_job, webhook, delivery)
+    )
     return Owned(owner, *made)
 
 
 PREDICT = {"json": {"inputs": torch.rand(1, 1, 8, 8).tolist()}}
+WEBHOOK_URL = "https://93.184.215.14/hooks"  # public: accepted; no process here sends webhooks
 # Every route that takes an id, with a request that succeeds for the owner (its arguments, or a
 # function of the ids that makes them). Mutating ones last; the stream after the cancel, so that
 # it ends. `{lm}` is a model too: the language model, for the route only it answers.
@@ -136,6 +151,8 @@ ID_ROUTES = [
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job}", {}),
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job}/events", {}),
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job}/checkpoints", {}),
+    ("GET", "/v1/webhooks/{webhook}", {}),
+    ("GET", "/v1/webhooks/{webhook}/deliveries", {}),
     ("POST", "/v1/models/{model}/predict", PREDICT),
     ("POST", "/v1/models/{lm}/generate", {"json": {"prompt": "the", "max_tokens": 2}}),
     (
@@ -155,6 +172,10 @@ ID_ROUTES = [
     ("DELETE", "/v1/datasets/{dataset}", {}),
     ("DELETE", "/v1/models/{model}", {}),
     ("DELETE", "/v1/files/{file}", {}),  # once the cancel left no job reading it
+    ("PATCH", "/v1/webhooks/{webhook}", {"json": {"events": ["job.succeeded"]}}),
+    ("POST", "/v1/webhooks/{webhook}/ping", {}),
+    ("POST", "/v1/webhooks/{webhook}/deliveries/{delivery}/redeliver", {}),
+    ("DELETE", "/v1/webhooks/{webhook}", {}),
 ]
 
 
@@ -241,6 +262,7 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
             "/v1/sweeps",
             "/v1/files",
             "/v1/fine_tuning/jobs",
+            "/v1/webhooks",
         ):
             assert stranger.get(path).json()["data"] == [], path
         # Naming another tenant's dataset or model in a spec is the same as naming none.
@@ -274,6 +296,10 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
         assert session.get(Sweep, owned.sweep).status == "running"  # the stranger's cancel
         assert session.get(Job, owned.fine_tuning_job).status == "queued"
         assert session.get(Dataset, owned.file) is not None
+        # The stranger's PATCH, ping and DELETE left the webhook as it was, with one delivery.
+        assert session.get(WebhookEndpoint, owned.webhook).events == ["job.failed"]
+        deliveries = select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == owned.webhook)
+        assert session.scalars(deliveries).all() == [owned.delivery]
 
 
 def test_the_owner_reaches_everything_it_made(app, owned):
@@ -281,7 +307,7 @@ def test_the_owner_reaches_everything_it_made(app, owned):
     with client_for(app, owned.owner) as client:
         for path, id_ in (("/v1/jobs", owned.job), ("/v1/datasets", owned.dataset),
                           ("/v1/models", owned.model), ("/v1/sweeps", owned.sweep),
-                          ("/v1/files", owned.file),
+                          ("/v1/files", owned.file), ("/v1/webhooks", owned.webhook),
                           ("/v1/fine_tuning/jobs", owned.fine_tuning_job)):  # fmt: skip
             assert id_ in [item["id"] for item in client.get(path).json()["data"]]
         for method, template, kwargs in ID_ROUTES:
@@ -320,6 +346,8 @@ def test_a_read_only_key_reads_and_predicts_but_changes_nothing(app, owned):
             ("PATCH", f"/v1/models/{owned.model}", {"json": {"name": "x"}}),
             ("DELETE", f"/v1/models/{owned.model}", {}),
             ("POST", "/v1/models/import", {"files": {"file": ("m.safetensors", b"x")}}),
+            ("POST", "/v1/webhooks", {"json": {"url": WEBHOOK_URL, "events": ["job.failed"]}}),
+            ("POST", f"/v1/webhooks/{owned.webhook}/ping", {}),
         ]:
             assert (
                 "read-only" in assert_problem(client.request(method, path, **kwargs), 403)["detail"]

@@ -10,6 +10,9 @@
 `attempt` is the fencing token: a worker claims a job by incrementing it, and only the attempt
 holding the lease may extend the lease or record an outcome.
 
+A job's end (succeeded, failed with no attempt left, cancelled) writes its webhook event in the
+transaction of the transition (`webhooks.emit_job`): both are committed or neither is.
+
 A claim also takes one of the tenant's running-job slots (its `max_running_jobs` quota). A job
 refused for want of a slot stays queued, undispatched, and is sent again when a slot frees.
 """
@@ -23,6 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
 from app.models import Job, JobEvent, Model, Tenant, utcnow
+from app.services import webhooks
 
 TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
 ACTIVE = ("queued", "running")
@@ -165,6 +169,8 @@ def succeed(
         else f"pruned after epoch {pruned_after}: model {model.id} kept"
     )
     add_event(session, job_id, attempt, "status", message, status)
+    if pruned_after is None:
+        webhooks.emit_job(session, job_id)
     return True
 
 
@@ -197,6 +203,8 @@ def fail(
     add_event(
         session, job_id, attempt, "status", f"{job.status}: {error_type}: {message}", job.status
     )
+    if not requeue:
+        webhooks.emit_job(session, job_id)
     return job.status
 
 
@@ -218,6 +226,7 @@ def cancel(session: Session, job: Job) -> bool:
     if result.rowcount != 1:
         return False
     add_event(session, job.id, job.attempt, "status", "cancelled", "cancelled")
+    webhooks.emit_job(session, job.id)
     return True
 
 

@@ -1,7 +1,8 @@
 """The reconciler: every few seconds, in each API process, it brings the broker and the sweeps
 in line with the database. It re-queues running jobs whose worker stopped renewing its lease,
 re-sends queued jobs that were never sent or were sent long ago (their message may be lost),
-and advances every sweep not yet over (its driver may have died, or a trial ended unseen)."""
+and advances every sweep not yet over (its driver may have died, or a trial ended unseen). It
+also forgets webhook events past their log's retention (`app.services.webhooks`)."""
 
 import asyncio
 import logging
@@ -10,7 +11,7 @@ from datetime import timedelta
 from app.config import get_settings
 from app.db import session_scope
 from app.models import utcnow
-from app.services import dispatch, job_state, sweeps
+from app.services import dispatch, job_state, sweeps, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ def reconcile_once() -> None:
     if job_ids:
         dispatch.send(job_ids)
     sweeps.advance_all()  # a sweep whose driver died, or whose trial ended unseen
+    with session_scope() as session:
+        webhooks.forget_old(session, now)
 
 
 async def reconcile_forever(interval_seconds: float) -> None:

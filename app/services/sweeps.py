@@ -39,7 +39,7 @@ from app.db import session_scope
 from app.models import Job, Sweep, Tenant, new_id, utcnow
 from app.problems import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.schemas import BestTrial, Page, SweepOut, TrialCounts, TrialOut
-from app.services import datasets, dispatch, job_state, jobs, pagination, tenants
+from app.services import datasets, dispatch, job_state, jobs, pagination, tenants, webhooks
 from app.sweep_spec import SweepSpec
 from trainer.data import dataset_name
 from trainer.heads import HEADS
@@ -221,6 +221,7 @@ def cancel_sweep(session: Session, tenant_id: str, sweep_id: str) -> Sweep:
     )
     if stopped.rowcount != 1:
         raise Conflict(f"sweep {sweep_id} is already {sweep.status}")
+    webhooks.emit_sweep(session, sweep_id)
     for job in session.scalars(
         select(Job).where(Job.sweep_id == sweep_id, Job.status.in_(job_state.CANCELLABLE))
     ):
@@ -388,11 +389,13 @@ def _update_status(sweep_id: str, spec: SweepSpec, study: optuna.Study) -> None:
     else:
         status, done = ("running" if trials else "queued"), False
     with session_scope() as session:
-        session.execute(
+        changed = session.execute(
             update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.status.in_(ACTIVE))
             .values(status=status, finished_at=utcnow() if done else None)
         )
+        if done and changed.rowcount == 1:
+            webhooks.emit_sweep(session, sweep_id)
 
 
 class Verdict(enum.Enum):
