@@ -251,6 +251,18 @@ def test_an_event_is_written_with_its_change_for_each_subscribed_enabled_endpoin
         assert datetime.fromisoformat(event.payload["timestamp"]) == event.created_at
 
 
+def test_a_paused_job_tells_of_its_pause_once_and_its_resume_does_not(client):
+    hook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["job.paused"]})
+    job = client.post("/v1/jobs", json=DIGITS_CNN).json()
+    assert client.post(f"/v1/jobs/{job['id']}/pause").json()["status"] == "paused"
+    assert client.post(f"/v1/jobs/{job['id']}/pause").json()["status"] == "paused"  # as it was
+    assert client.post(f"/v1/jobs/{job['id']}/resume").json()["status"] == "queued"
+    (delivery,) = _deliveries(client, hook.json()["id"])
+    assert delivery["event_type"] == "job.paused"
+    with session_scope() as session:
+        assert session.get(WebhookEvent, delivery["event_id"]).payload["data"]["id"] == job["id"]
+
+
 def test_a_cancelled_sweep_tells_of_itself_and_of_its_trials(client):
     events = ["sweep.cancelled", "job.cancelled"]
     webhook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": events}).json()

@@ -10,8 +10,8 @@
 `attempt` is the fencing token: a worker claims a job by incrementing it, and only the attempt
 holding the lease may extend the lease or record an outcome.
 
-A job's end (succeeded, failed with no attempt left, cancelled) writes its webhook event in the
-transaction of the transition (`webhooks.emit_job`): both are committed or neither is.
+A job's end (succeeded, failed with no attempt left, cancelled) and its pause write its webhook
+event in the transaction of the transition (`webhooks.emit_job`): both are committed or neither.
 
 A claim also takes one of the tenant's running-job slots (its `max_running_jobs` quota). A job
 refused for want of a slot stays queued, undispatched, and is sent again when a slot frees.
@@ -192,6 +192,7 @@ def fail(
         job.status, job.pause_requested_at = "paused", None
         job.max_attempts += 1
         add_event(session, job_id, attempt, "status", "paused at its last checkpoint", "paused")
+        webhooks.emit_job(session, job_id)
         return job.status
     requeue = retryable and job.attempt < job.max_attempts
     job.status = "queued" if requeue else "failed"
@@ -239,6 +240,7 @@ def pause(session: Session, job: Job) -> bool:
     )
     if queued.rowcount == 1:
         add_event(session, job.id, job.attempt, "status", "paused before it ran", "paused")
+        webhooks.emit_job(session, job.id)
         return True
     running = session.execute(
         update(Job)

@@ -1,8 +1,8 @@
 """webhooks: tenants' endpoints, the outbox of events, their deliveries and attempts
 
-Revision ID: 0012_webhooks
-Revises: 0011
-Create Date: 2027-01-10 09:00:00
+Revision ID: 0013
+Revises: 0012
+Create Date: 2027-01-17 09:00:00
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012_webhooks"
-down_revision: str | None = "0011"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
