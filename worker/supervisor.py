@@ -35,7 +35,8 @@ from trainer.card import ModelCard
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.run_request import RunRequest
 from trainer.spec import JobSpec
-from worker import trainer_process
+from worker import mlflow_logging, trainer_process
+from worker.mlflow_logging import JobTracking
 from worker.trainer_process import TrainerProcess
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Attempt:
     # The epoch its pruner stopped it after, when its sweep keeps pruned trials' models: the
     # trainer is asked to finish, and the job ends `pruned` with the model it saves.
     pruned_after: int | None = None
+    tracking: JobTracking = field(default_factory=JobTracking)  # to MLflow, where it says
 
     @property
     def job_dir(self) -> Path:
@@ -103,6 +105,7 @@ class Attempt:
             )
             return unreachable_for < self.settings.lease_seconds
         written, self.pending = self.pending, []
+        self.tracking.metrics(written)
         self.renewed_at = time.monotonic()
         if held and self.objective is not None and self.pruned_after is None:
             epochs = [e for e in written if e["type"] == "metric" and _of(e) == self.objective]
@@ -445,6 +448,7 @@ def _run(attempt: Attempt, checkpoint: CheckpointSync) -> None:
 
 def _finish(attempt: Attempt, checkpoint: CheckpointSync) -> None:
     """Clean up after the attempt, and after the job once no attempt will resume it."""
+    attempt.tracking.finish(attempt.card, attempt.run_dir / MODEL_FILE)
     shutil.rmtree(attempt.run_dir, ignore_errors=True)
 
     def is_over() -> bool:
@@ -469,6 +473,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     attempt = _prepare(job_id, settings, owner)
     if attempt is None:
         return
+    attempt.tracking = mlflow_logging.start(attempt)
     checkpoint = CheckpointSync(job_id, attempt.job_dir / CHECKPOINT_FILE, get_store())
     try:
         _run(attempt, checkpoint)
