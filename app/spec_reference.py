@@ -10,7 +10,15 @@ from pydantic.fields import FieldInfo
 
 from trainer.architectures import ARCHITECTURES
 from trainer.methods import METHODS
-from trainer.spec import AdaptData, DatasetSelection, Hyperparameters, Resources, TrainData
+from trainer.spec import (
+    MAX_INTEGRATIONS,
+    AdaptData,
+    DatasetSelection,
+    Hyperparameters,
+    MlflowIntegration,
+    Resources,
+    TrainData,
+)
 
 KINDS = ("pretrain", "finetune", "adapt")
 
@@ -76,6 +84,11 @@ def reference() -> str:
         fields_table(Hyperparameters),
         "## `resources`\n",
         fields_table(Resources),
+        "## `integrations` (every kind)\n",
+        f"Where else the job is logged: a list of at most {MAX_INTEGRATIONS}, each told apart by "
+        "its `type` (docs/INTEGRATIONS.md says what is logged, and what happens when the "
+        "server is down). A sweep's trials inherit its job's. `mlflow`:\n",
+        fields_table(MlflowIntegration),
         "## Methods (`method.name`, `method.params`)\n",
     ]
     for kind in KINDS:

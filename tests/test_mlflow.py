@@ -111,6 +111,18 @@ def assert_metrics_are_tunerys(client, mlflow, run) -> None:
     assert logged == expected
 
 
+def mlflow_warnings(client, job_id: str, timeout: float = 30) -> list[str]:
+    """The job's events about MLflow, once there is one (the worker's logging thread writes
+    them, maybe after the job's end)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
+        found = [e["message"] for e in events if e["message"].startswith("MLflow at ")]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def test_a_job_is_logged_to_mlflow_params_metrics_tags_and_model(stack, mlflow_server, tmp_path):
     hyperparameters = {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}
     spec = {
@@ -169,15 +181,14 @@ def test_a_job_is_logged_to_mlflow_params_metrics_tags_and_model(stack, mlflow_s
         assert json.loads((local / "card.json").read_text()) == card
         assert card["model_id"] == job["result_model_id"]
 
-        events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
-        assert not [e for e in events if "MLflow" in e["message"]], events
+        assert mlflow_warnings(client, job["id"], timeout=0) == []
 
 
 def test_a_resumed_job_goes_on_logging_to_its_run(stack, mlflow_server):
     spec = {
         **DIGITS_CNN,
         "model": SMALL_CNN,
-        "hyperparameters": {"epochs": 30, "batch_size": 32},
+        "hyperparameters": {"epochs": 6, "batch_size": 32},
         "integrations": [{"type": "mlflow", "tracking_uri": mlflow_server}],
     }
     with stack.client() as client:
@@ -210,16 +221,33 @@ def test_a_tracking_server_that_cannot_be_reached_costs_the_job_nothing_but_an_e
         job = wait_for(client, job_id, finished)
         assert job["status"] == "succeeded", stack.logs()
         assert job["result_model_id"]
-        deadline = time.monotonic() + 30
-        while True:
-            events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
-            warnings = [e for e in events if e["message"].startswith(f"MLflow at {dead} ")]
-            if warnings or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert len(warnings) == 1, events
-        assert "could not be reached" in warnings[0]["message"]
-        assert "Connection refused" in warnings[0]["message"]
+        warnings = mlflow_warnings(client, job_id)
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith(f"MLflow at {dead} could not be reached"), warnings
+        assert "Connection refused" in warnings[0]
+
+
+def test_a_worker_holding_mlflow_credentials_sends_them_nowhere(stack, mlflow_server):
+    """The client would send a token in the environment to whichever server a job names."""
+    os.killpg(stack.processes[1].pid, signal.SIGKILL)  # the stack's worker: jobs go to this one
+    stack.processes[1].wait()
+    stack.start_worker(extra_env={"MLFLOW_TRACKING_TOKEN": "the-operators-token"})
+    spec = {
+        **DIGITS_CNN,
+        "model": SMALL_CNN,
+        "data": {"train": {"dataset": "builtin:digits", "fraction": 0.3}},
+        "hyperparameters": {"epochs": 1},
+        "integrations": [{"type": "mlflow", "tracking_uri": mlflow_server, "experiment": "held"}],
+    }
+    with stack.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        job = wait_for(client, job_id, finished)
+        assert job["status"] == "succeeded", stack.logs()
+        assert mlflow_warnings(client, job_id) == [
+            f"MLflow at {mlflow_server} is not logged to: this worker holds MLflow credentials "
+            "(MLFLOW_TRACKING_TOKEN), which the client would send to any server a job names"
+        ]
+    assert MlflowClient(tracking_uri=mlflow_server).get_experiment_by_name("held") is None
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,12 +42,22 @@ CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
+# What the client would send with every request, read from the environment: a job names the
+# server, so a worker that holds any of these logs nowhere rather than hand them to it.
+CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_AWS_SIGV4",
+    "MLFLOW_TRACKING_AUTH",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+)
 JOB_TAG = "tunery.job_id"
 # Batches of metric points waiting for a slow server; further batches are dropped (and counted).
 QUEUE_BATCHES = 1000
 # How long an attempt's end waits for a server to take the rest, the model included; past
 # that, the logging goes on in its thread while the worker takes its next job.
-FINISH_SECONDS = 300.0
+FINISH_SECONDS = 60.0
 # MLflow's limits on one log_batch request.
 METRICS_PER_REQUEST = 1000
 PARAMS_PER_REQUEST = 100
@@ -83,6 +94,11 @@ def spec_params(spec: JobSpec) -> dict[str, str]:
 
     walk("", spec.model_dump(mode="json", exclude={"integrations"}))
     return params
+
+
+def credentials_in(environ: Mapping[str, str]) -> list[str]:
+    """The MLflow credential variables set in `environ`."""
+    return [name for name in CREDENTIAL_VARIABLES if environ.get(name)]
 
 
 def run_tags(facts: AttemptFacts) -> dict[str, str]:
@@ -139,6 +155,14 @@ class MlflowRun:
             self.batches.put(finish, timeout=max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
+        uri = self.integration.tracking_uri
+        if held := credentials_in(os.environ):
+            self.failed.set()
+            self._warn(
+                f"MLflow at {uri} is not logged to: this worker holds MLflow credentials "
+                f"({', '.join(held)}), which the client would send to any server a job names"
+            )
+            return
         item: Any = None
         try:
             client, run_id = self._open_run()
@@ -150,7 +174,6 @@ class MlflowRun:
                 self._log_metrics(client, run_id, item)
         except Exception as error:  # any failure of the server, the network or the client
             self.failed.set()
-            uri = self.integration.tracking_uri
             self._warn(
                 f"MLflow at {uri} could not be reached or refused the run: {error}; nothing "
                 "more is logged there by this attempt, and the job goes on without it"
