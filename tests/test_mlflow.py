@@ -25,6 +25,7 @@ from tests.servers import free_port
 from tests.stack import postgres_redis_stack, trainer_pids
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
+from tests.test_sweeps_e2e import sweep_over, trial_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -225,6 +226,41 @@ def test_a_tracking_server_that_cannot_be_reached_costs_the_job_nothing_but_an_e
         assert len(warnings) == 1, warnings
         assert warnings[0].startswith(f"MLflow at {dead} could not be reached"), warnings
         assert "Connection refused" in warnings[0]
+
+
+def test_a_sweeps_trials_inherit_its_integration_each_a_run_tagged_with_the_sweep(
+    stack, mlflow_server
+):
+    job = {
+        **DIGITS_CNN,
+        "model": SMALL_CNN,
+        "data": {"train": {"dataset": "builtin:digits", "fraction": 0.3}},
+        "hyperparameters": {"epochs": 1},
+        "integrations": [{"type": "mlflow", "tracking_uri": mlflow_server, "experiment": "lr"}],
+    }
+    rates = [0.001, 0.01]
+    body = {
+        "job": job,
+        "parameters": {"hyperparameters.learning_rate": {"type": "categorical", "choices": rates}},
+        "sampler": {"name": "grid"},
+        "max_trials": 2,
+    }
+    with stack.client() as client:
+        sweep = client.post("/v1/sweeps", json=body).json()
+        assert sweep_over(client, sweep["id"])["status"] == "succeeded", stack.logs()
+        trials = trial_jobs(client, sweep["id"])
+    assert len(trials) == 2
+    for trial in trials:
+        _, run = the_run(mlflow_server, "lr", trial["id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["tunery.sweep_id"] == sweep["id"]
+        rate = trial["spec"]["hyperparameters"]["learning_rate"]
+        assert run.data.params["hyperparameters.learning_rate"] == str(rate)
+    mlflow = MlflowClient(tracking_uri=mlflow_server)
+    experiment_id = mlflow.get_experiment_by_name("lr").experiment_id
+    tagged = mlflow.search_runs([experiment_id], f"tags.`tunery.sweep_id` = '{sweep['id']}'")
+    assert sorted(r.data.tags["tunery.job_id"] for r in tagged) == sorted(t["id"] for t in trials)
+    assert sorted(float(r.data.params["hyperparameters.learning_rate"]) for r in tagged) == rates
 
 
 def test_a_worker_holding_mlflow_credentials_sends_them_nowhere(stack, mlflow_server):

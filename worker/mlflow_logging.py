@@ -11,7 +11,6 @@ A job has one MLflow run: each attempt finds the run its earlier attempts made b
 tag (JOB_TAG) and goes on logging to it; the run ends with the job.
 """
 
-import contextlib
 import json
 import logging
 import os
@@ -134,6 +133,9 @@ class MlflowRun:
     batches: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_BATCHES))
     dropped: int = 0  # metric points dropped while the server was slow
     failed: threading.Event = field(default_factory=threading.Event)
+    # Set once the attempt has ended: the thread logs what is queued, then `last`.
+    ending: threading.Event = field(default_factory=threading.Event)
+    last: _Finish | None = None
     thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -149,10 +151,9 @@ class MlflowRun:
         except queue.Full:
             self.dropped += len(points)
 
-    def finish(self, finish: _Finish, deadline: float) -> None:
-        """Queue the last item, waiting until `deadline` while the queue is full."""
-        with contextlib.suppress(queue.Full):
-            self.batches.put(finish, timeout=max(0.0, deadline - time.monotonic()))
+    def finish(self, last: _Finish) -> None:
+        self.last = last
+        self.ending.set()
 
     def _work(self) -> None:
         uri = self.integration.tracking_uri
@@ -163,26 +164,26 @@ class MlflowRun:
                 f"({', '.join(held)}), which the client would send to any server a job names"
             )
             return
-        item: Any = None
         try:
             client, run_id = self._open_run()
             while True:
-                item = self.batches.get()
-                if isinstance(item, _Finish):
-                    self._close_run(client, run_id, item)
-                    return
-                self._log_metrics(client, run_id, item)
+                try:
+                    points = self.batches.get(timeout=0.2)
+                except queue.Empty:
+                    if self.ending.is_set():  # and every point queued before it is logged
+                        self._close_run(client, run_id, self.last)
+                        return
+                    continue
+                self._log_metrics(client, run_id, points)
         except Exception as error:  # any failure of the server, the network or the client
             self.failed.set()
             self._warn(
                 f"MLflow at {uri} could not be reached or refused the run: {error}; nothing "
                 "more is logged there by this attempt, and the job goes on without it"
             )
-            while not self.batches.empty():
-                item = self.batches.get_nowait()
         finally:
-            if isinstance(item, _Finish):
-                _remove_staging(item)
+            if self.ending.is_set():
+                _remove_staging(self.last)
 
     def _open_run(self) -> tuple[Any, str]:
         """The job's run, found by its tag or made; its params and tags logged."""
@@ -294,18 +295,15 @@ class JobTracking:
             log.exception("job %s: could not read its status for MLflow", self.facts.job_id)
             status, result_model_id = None, None
         made_model = card is not None and result_model_id == card.model_id
-        deadline = time.monotonic() + FINISH_SECONDS
-        finishes = []
         for run in self.runs:
             going = not run.failed.is_set()
             staged = _stage(model_file, self.facts.settings) if made_model and going else None
-            finishes.append(_Finish(RUN_STATUS.get(status), card, staged))
-            if going:
-                run.finish(finishes[-1], deadline)
-        for run, finish in zip(self.runs, finishes, strict=True):
+            run.finish(_Finish(RUN_STATUS.get(status), card, staged))
+        deadline = time.monotonic() + FINISH_SECONDS
+        for run in self.runs:
             run.thread.join(max(0.0, deadline - time.monotonic()))
             if not run.thread.is_alive():  # else the thread removes it once done with it
-                _remove_staging(finish)
+                _remove_staging(run.last)
 
 
 def start(facts: AttemptFacts) -> JobTracking:
