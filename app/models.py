@@ -136,6 +136,8 @@ class Job(Base):
     # keep that name for themselves) and its `suffix`, part of the result model's name.
     user_metadata: Mapped[dict[str, str] | None] = mapped_column(JSON)
     suffix: Mapped[str | None] = mapped_column(String(64))
+    # Set when a running job is asked to pause: its attempt checkpoints, stops and pauses it.
+    pause_requested_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -186,6 +188,26 @@ class MetricPoint(Base):
     split: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float)
     time: Mapped[datetime]
+
+
+class Checkpoint(Base):
+    """A checkpoint of a job that its retention policy keeps, in the artifact store at `key`.
+    The latest is the one a retry or a resume starts from; any may start a new job
+    (`base_checkpoint_id`). `metrics`: the epoch's validation figures, for one taken at an
+    epoch's end; empty for one taken between."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_checkpoints_job_step"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    step: Mapped[int]
+    epoch: Mapped[int]
+    metrics: Mapped[dict[str, Any]]
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Model(Base):

@@ -39,7 +39,7 @@ class Progress(BaseModel):
     total_steps: int | None
 
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
+JobStatus = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"]
 
 
 class JobOut(BaseModel):
@@ -58,6 +58,24 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     sweep_id: str | None = None  # a sweep's trial: its sweep and trial number
     trial_number: int | None = None
+    # Running, and asked to pause: its trainer checkpoints and stops at its next heartbeat.
+    pause_requested: bool = False
+
+
+class CheckpointOut(BaseModel):
+    """A checkpoint of a job, kept by its retention policy (`checkpoints` in its spec)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    job_id: str
+    step: int
+    epoch: int = Field(description="The epoch it was taken in (at its end, with `metrics`).")
+    metrics: dict[str, float] = Field(
+        description="The epoch's validation figures, for a checkpoint taken at an epoch's end."
+    )
+    size_bytes: int
+    created_at: datetime
 
 
 class MetricPointOut(BaseModel):

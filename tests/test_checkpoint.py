@@ -35,7 +35,7 @@ def start(run_dir: Path, every: int | None) -> subprocess.Popen:
         "output_path": str(run_dir / "model.safetensors"),
     }
     if every is not None:
-        run |= {"checkpoint_path": str(run_dir / "checkpoint.pt"), "checkpoint_every_steps": every}
+        run |= {"checkpoint_dir": str(run_dir / "checkpoints"), "checkpoint_every_steps": every}
     (run_dir / "run.json").write_text(json.dumps(run))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -57,29 +57,39 @@ def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
     return weights(run_dir)
 
 
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    files = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    return files[-1] if files else None
+
+
 def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoint.pt").exists():
+    while latest_checkpoint(run_dir) is None:
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
-def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, uninterrupted, stop):
+# Every 7 steps and at each epoch's end, or at each epoch's end alone: a run resumes from
+# the middle of an epoch or from its end.
+@pytest.mark.parametrize(
+    ("stop", "every"), [(signal.SIGTERM, 7), (signal.SIGKILL, 7), (signal.SIGKILL, 10**6)]
+)
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, uninterrupted, stop, every):
     run_dir = tmp_path / "run"
-    first = start(run_dir, every=7)
+    first = start(run_dir, every)
     wait_for_checkpoint(run_dir, first)
-    time.sleep(0.3)  # mid-epoch, some steps past the checkpoint
+    time.sleep(0.3)  # some steps past the checkpoint
     first.send_signal(stop)
     code = first.wait(timeout=60)
     assert code == (INTERRUPTED_EXIT if stop == signal.SIGTERM else -signal.SIGKILL)
     assert not (run_dir / "model.safetensors").exists()
-    saved_step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["run"]["step"]
+    latest = latest_checkpoint(run_dir)
+    saved_step = torch.load(latest, weights_only=True)["run"]["step"]
     assert 0 < saved_step < 6 * 40
 
     # A kill in the middle of writing the next checkpoint leaves only its temporary file.
-    (run_dir / "checkpoint.pt.partial").write_bytes(b"a torn write")
-    second = start(run_dir, every=7)
+    latest.with_name(latest.name + ".partial").write_bytes(b"a torn write")
+    second = start(run_dir, every)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0
     events = [json.loads(line) for line in output.splitlines()]

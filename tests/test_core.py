@@ -327,7 +327,7 @@ def test_a_trainer_stopped_by_sigterm_exits_75_with_every_point_it_reported(tmp_
         "model_id": "model_x",
         "base_model_path": None,
         "output_path": str(tmp_path / "m.safetensors"),
-        "checkpoint_path": str(tmp_path / "checkpoint.pt"),
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
         "checkpoint_every_steps": 1_000_000,
         "spec": spec,
     }

@@ -60,7 +60,7 @@ def start(run_dir: Path, spec: dict, processes: int, every: int | None = None) -
         "output_path": str(run_dir / "model.safetensors"),
     }
     if every is not None:
-        run |= {"checkpoint_path": str(run_dir / "checkpoint.pt"), "checkpoint_every_steps": every}
+        run |= {"checkpoint_dir": str(run_dir / "checkpoints"), "checkpoint_every_steps": every}
     (run_dir / "run.json").write_text(json.dumps(run))
     trainer = ["-m", "trainer.main", str(run_dir)]
     launch = ["-m", "trainer.launch", "--nproc-per-node", str(processes)]
@@ -140,7 +140,7 @@ def test_sigterm_stops_every_rank_at_one_checkpoint_and_the_run_resumes(tmp_path
     run_dir = tmp_path / "stopped"
     first = start(run_dir, SEVERAL_STEP_EPOCHS, 2, every=5)
     deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoint.pt").exists():
+    while not list((run_dir / "checkpoints").glob("step-*.pt")):
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.3)  # some steps past the checkpoint
@@ -149,7 +149,7 @@ def test_sigterm_stops_every_rank_at_one_checkpoint_and_the_run_resumes(tmp_path
     assert first.returncode == INTERRUPTED_EXIT, (run_dir / "stderr.log").read_text()
     assert not processes_running(run_dir), "a rank outlived its launcher"
     assert [e["message"] for e in of_type(events, "log")][-1].startswith("stopped at a checkpoint")
-    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    saved = torch.load(max((run_dir / "checkpoints").glob("step-*.pt")), weights_only=True)
     assert 0 < saved["run"]["step"] < 12 * 4
     assert saved["torch_rng"].shape[0] == 2  # each rank's dropout stream
     assert not (run_dir / "model.safetensors").exists()

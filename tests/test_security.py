@@ -125,6 +125,7 @@ ID_ROUTES = [
     ("GET", "/v1/jobs/{job}", {}),
     ("GET", "/v1/jobs/{job}/metrics", {}),
     ("GET", "/v1/jobs/{job}/events", {}),
+    ("GET", "/v1/jobs/{job}/checkpoints", {}),
     ("GET", "/v1/datasets/{dataset}", {}),
     ("GET", "/v1/datasets/{dataset}/preview", {}),
     ("GET", "/v1/models/{model}", {}),
@@ -144,6 +145,8 @@ ID_ROUTES = [
     ),
     ("POST", "/v1/datasets/{dataset}/rank-models", {"json": {}}),
     ("PATCH", "/v1/models/{model}", {"json": {"tags": ["mine"]}}),
+    ("POST", "/v1/jobs/{job}/pause", {}),  # queued: paused at once
+    ("POST", "/v1/jobs/{job}/resume", {}),
     ("POST", "/v1/jobs/{job}/cancel", {}),
     ("GET", "/v1/jobs/{job}/stream", {}),
     ("POST", "/v1/sweeps/{sweep}/cancel", {}),

@@ -37,7 +37,7 @@ def prepare(run_dir: Path, spec: dict, checkpoint: bool = False) -> Path:
         "output_path": str(run_dir / "model.safetensors"),
     }
     if checkpoint:
-        run |= {"checkpoint_path": str(run_dir / "checkpoint.pt"), "checkpoint_every_steps": 1000}
+        run |= {"checkpoint_dir": str(run_dir / "checkpoints"), "checkpoint_every_steps": 1000}
     (run_dir / "run.json").write_text(json.dumps(run))
     return run_dir
 

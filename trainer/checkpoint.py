@@ -30,26 +30,49 @@ class Interrupted(Exception):
 
 @dataclass
 class Checkpointing:
-    path: Path
+    """A run's checkpoints: one file per save, `step-<step>.pt` in `directory`, the latest of
+    which a resumed run starts from. Which others are kept is the supervisor's to decide (the
+    job's retention policy); the trainer only ever reads the latest."""
+
+    directory: Path
     every_steps: int
+    # Another job's checkpoint whose weights a run starts from when it has none of its own.
+    start_from: Path | None = None
     stop: threading.Event = field(default_factory=threading.Event)  # checkpoint and exit 75
     # End training after this step and keep the model as it is (a pruned trial whose sweep
     # keeps its models): the run goes on to its test figures and saves it, exit 0.
     finish: threading.Event = field(default_factory=threading.Event)
 
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        # On the CPU: each rank moves what it loads onto its own device.
-        return torch.load(self.path, map_location="cpu", weights_only=True)
+    def latest(self) -> Path | None:
+        files = sorted(self.directory.glob("step-*.pt")) if self.directory.is_dir() else []
+        return files[-1] if files else None  # the step is zero-padded: names sort by step
 
-    def save(self, state: dict[str, Any]) -> None:
+    def load(self) -> dict[str, Any] | None:
+        path = self.latest()
+        # On the CPU: each rank moves what it loads onto its own device.
+        return None if path is None else _read(path)
+
+    def start_weights(self) -> dict[str, Any] | None:
+        return None if self.start_from is None else _read(self.start_from)["model"]
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        """Write the checkpoint of `step` whole (temporary name, sync, rename); its path."""
+        path = self.directory / checkpoint_name(step)
         if distributed.WORLD.main:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(self.path.name + ".partial")
+            self.directory.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
             with open(partial, "wb") as f:
                 torch.save(state, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(partial, self.path)
+            os.replace(partial, path)
         distributed.barrier()
+        return path
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:09d}.pt"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)

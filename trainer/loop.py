@@ -19,7 +19,13 @@ from torch import nn
 from trainer import distributed
 from trainer.checkpoint import Interrupted
 from trainer.run import RunContext
-from trainer.training import build_optimizer, compile_modules, lr_factor, to_device
+from trainer.training import (
+    TrainerError,
+    build_optimizer,
+    compile_modules,
+    lr_factor,
+    to_device,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,7 +162,7 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
             # checkpoint
             if checkpointing and (progress.step % checkpointing.every_steps == 0 or stop):
                 run = vars(progress) | stopper.state_dict()
-                _save_checkpoint(ctx, recipe, optimizer, schedule, run)
+                _save_checkpoint(ctx, recipe, optimizer, schedule, run, epoch, {})
                 if stop:
                     events.log(f"stopped at a checkpoint at step {progress.step}")
                     raise Interrupted(f"stopped at step {progress.step}")
@@ -178,7 +184,11 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
                 events.metric(name, split, value, progress.step, epoch)
         events.progress(progress.step, epoch, total_steps, force=True)
         # stop
-        if stopper.should_stop(epoch, validation, model):
+        stopping = stopper.should_stop(epoch, validation, model)
+        if checkpointing:  # the epoch's checkpoint, with its figures: one a user may start from
+            run = vars(progress) | {"epoch": epoch + 1} | stopper.state_dict()
+            _save_checkpoint(ctx, recipe, optimizer, schedule, run, epoch, validation)
+        if stopping:
             best = stopper.best_epoch
             events.log(f"early stopping after epoch {epoch}: best {recipe.monitor} at epoch {best}")
             break
@@ -199,18 +209,32 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     run: dict[str, Any],
+    epoch: int,
+    validation: dict[str, float],
 ) -> None:
-    """What `_resume` needs to go on from this step; `run`: progress and early stopping."""
-    ctx.checkpointing.save(
-        {
-            "model": recipe.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "torch_rng": distributed.rng_states(),
-            "generator": recipe.generator.get_state(),
-            "run": run,
-        }
-    )
+    """What `_resume` needs to go on from this step; `run`: progress and early stopping. The
+    supervisor hears of it with the epoch it was taken in and, at an epoch's end, its
+    validation figures: what the job's retention policy keeps checkpoints by."""
+    state = {
+        "model": recipe.model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "torch_rng": distributed.rng_states(),
+        "generator": recipe.generator.get_state(),
+        "run": run,
+    }
+    path = ctx.checkpointing.save(state, run["step"])
+    if distributed.WORLD.main:
+        ctx.events.emit(
+            "checkpoint",
+            step=run["step"],
+            epoch=epoch,
+            file=path.name,
+            size_bytes=path.stat().st_size,
+            metrics=validation,
+            monitor=recipe.monitor,
+            mode=recipe.mode,
+        )
 
 
 def _new_epoch(recipe: Recipe, progress: Progress) -> Iterator[Any]:
@@ -228,11 +252,16 @@ def _resume(
     stopper: EarlyStopping,
 ) -> tuple[Progress, Iterator[Any] | None]:
     """Where to start: the beginning, or the job's checkpoint. From a checkpoint: its weights,
-    optimiser, schedule and early-stopping state, and, when it was taken mid-epoch, the rest
-    of that epoch (its order drawn again from the generator as the epoch began, the batches
-    done skipped, then the generators as they were at the checkpoint)."""
+    optimiser, schedule, early-stopping state and generators, and, when it was taken
+    mid-epoch, the rest of that epoch (its order drawn again from the generator as the epoch
+    began, the batches done skipped). A job started from another job's checkpoint
+    (`base_checkpoint_id`) takes its weights alone: its own spec decides the rest."""
     saved = ctx.checkpointing.load() if ctx.checkpointing else None
     if saved is None:
+        weights = ctx.checkpointing.start_weights() if ctx.checkpointing else None
+        if weights is not None:
+            _load_start_weights(recipe.model, weights)
+            ctx.events.log("started from the weights of its base_checkpoint_id")
         return Progress(), None
     recipe.model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -242,12 +271,22 @@ def _resume(
     progress = Progress(**run)
     ctx.events.log(f"resumed from the checkpoint at step {progress.step} (epoch {progress.epoch})")
     ctx.events.emit("resumed", step=progress.step, epoch=progress.epoch)
-    if progress.batches_done == 0:
-        return progress, None
-    recipe.generator.set_state(progress.epoch_generator)
-    batches = iter(recipe.epoch_batches(recipe.generator))
-    for _ in range(progress.batches_done):
-        next(batches)
+    batches = None
+    if progress.batches_done > 0:
+        recipe.generator.set_state(progress.epoch_generator)
+        batches = iter(recipe.epoch_batches(recipe.generator))
+        for _ in range(progress.batches_done):
+            next(batches)
     recipe.generator.set_state(saved["generator"])
     distributed.set_rng_states(saved["torch_rng"])
     return progress, batches
+
+
+def _load_start_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:  # another shape or other layers: the spec built another model
+        raise TrainerError(
+            "incompatible_checkpoint",
+            f"the weights of base_checkpoint_id do not fit this job's model: {error}",
+        ) from error

@@ -48,8 +48,10 @@ def train(run_dir: Path, events: EventSink) -> None:
     method = METHODS[spec.method.name]
     checkpointing = None
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # no run to end early without checkpointing
-    if run.checkpoint_path:
-        checkpointing = Checkpointing(run.checkpoint_path, run.checkpoint_every_steps)
+    if run.checkpoint_dir:
+        checkpointing = Checkpointing(
+            run.checkpoint_dir, run.checkpoint_every_steps, run.start_checkpoint_path
+        )
         # SIGTERM (a cancel, a deadline, a worker shutting down) stops at the next step,
         # after a checkpoint.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: checkpointing.stop.set())

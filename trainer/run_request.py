@@ -43,11 +43,15 @@ class RunRequest(_Strict):
     base_model_path: Path | None = None
     datasets: dict[str, DatasetFile] = Field(default_factory=dict)  # uploads, by dataset name
     output_path: Path  # where the model file goes
-    checkpoint_path: Path | None = None  # None: no checkpoints
+    checkpoint_dir: Path | None = None  # None: no checkpoints
     checkpoint_every_steps: int | None = Field(None, ge=1)
+    # Another job's checkpoint, whose weights the run starts from (`base_checkpoint_id`).
+    start_checkpoint_path: Path | None = None
 
     @model_validator(mode="after")
     def _checkpoint_interval(self) -> "RunRequest":
-        if self.checkpoint_path is not None and self.checkpoint_every_steps is None:
-            raise ValueError("a `checkpoint_path` needs its `checkpoint_every_steps`")
+        if self.checkpoint_dir is not None and self.checkpoint_every_steps is None:
+            raise ValueError("a `checkpoint_dir` needs its `checkpoint_every_steps`")
+        if self.start_checkpoint_path is not None and self.checkpoint_dir is None:
+            raise ValueError("a `start_checkpoint_path` needs a `checkpoint_dir`")
         return self

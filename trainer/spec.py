@@ -264,10 +264,38 @@ class MlflowIntegration(_Strict):
 Integration = Annotated[MlflowIntegration, Field(discriminator="type")]
 
 
+class CheckpointRetention(_Strict):
+    """Which of a job's checkpoints are kept, while it runs and once it is over: the last
+    `keep_last` (resume needs the last one, so at least that) and the best `keep_best` by a
+    validation metric. A checkpoint is taken every `checkpoint_every_steps` steps (the
+    server's setting) and at the end of each epoch, with that epoch's validation figures."""
+
+    keep_last: int = Field(
+        1, ge=1, le=1000, description="The latest checkpoints kept; resume needs the last one."
+    )
+    keep_best: int = Field(
+        0, ge=0, le=1000, description="The best epoch-end checkpoints kept, by `metric`."
+    )
+    metric: str | None = Field(
+        None,
+        max_length=100,
+        description="The validation metric `keep_best` ranks by; by default the one the job "
+        "monitors for early stopping. Lower is better for losses and errors.",
+    )
+
+
 class _JobSpecBase(_Strict):
     name: str | None = Field(None, max_length=200)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resources: Resources = Field(default_factory=Resources)
+    checkpoints: CheckpointRetention = Field(default_factory=CheckpointRetention)
+    base_checkpoint_id: str | None = Field(
+        None,
+        max_length=100,
+        description="Start from the weights of another job's checkpoint (`GET "
+        "/v1/jobs/{id}/checkpoints`). That job's kind, model, base model and method are kept; "
+        "this spec decides the rest (epochs, learning rate, data).",
+    )
     integrations: list[Integration] = Field(
         default_factory=list,
         max_length=MAX_INTEGRATIONS,

@@ -32,6 +32,7 @@ from tunery.errors import APIConnectionError, TuneryError, WaitTimeout
 from tunery.types import (
     FINAL_STATUSES,
     SWEEP_FINAL_STATUSES,
+    Checkpoint,
     Dataset,
     Event,
     Job,
@@ -47,7 +48,7 @@ from tunery.types import (
 
 X = TypeVar("X")
 W = TypeVar("W", Job, Sweep)
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
+Status = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"]
 Kind = Literal["pretrain", "finetune", "adapt"]
 ModelFormat = Literal["safetensors", "onnx", "archive", "hf"]
 
@@ -157,6 +158,19 @@ class JobOps(Operations):
     def cancel(self, job_id: str) -> Op[Job]:
         """Cancel a queued or running job; `Conflict` for a finished one."""
         return (yield from self.fetch(Request("POST", route("/v1/jobs", job_id, "cancel")), Job))
+
+    def pause(self, job_id: str) -> Op[Job]:
+        """Pause a queued job, or ask a running one to checkpoint and stop (`pause_requested`
+        until it is `paused`); `Conflict` for a finished one."""
+        return (yield from self.fetch(Request("POST", route("/v1/jobs", job_id, "pause")), Job))
+
+    def resume(self, job_id: str) -> Op[Job]:
+        """Queue a paused job again, to go on from its last checkpoint."""
+        return (yield from self.fetch(Request("POST", route("/v1/jobs", job_id, "resume")), Job))
+
+    def checkpoints(self, job_id: str) -> Items[Checkpoint]:
+        """The checkpoints the job's retention policy keeps, by step."""
+        yield from self.paginate(route("/v1/jobs", job_id, "checkpoints"), Checkpoint, 1000)
 
     def wait(
         self, job_id: str, timeout: float | None = None, poll_interval: float = 0.5

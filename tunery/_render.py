@@ -25,6 +25,7 @@ SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 STATUS_STYLE = {
     "queued": "yellow",
     "running": "cyan",
+    "paused": "blue",
     "succeeded": "green",
     "failed": "red",
     "cancelled": "magenta",

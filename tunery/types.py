@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.schemas import BestTrial, JobError, Page, Progress, TrialCounts
+from app.schemas import CheckpointOut as Checkpoint
 from app.schemas import DatasetOut as Dataset
 from app.schemas import EventOut as Event
 from app.schemas import JobOut as Job
@@ -70,6 +71,7 @@ __all__ = [
     "AdaptData",
     "AdaptSpec",
     "BestTrial",
+    "Checkpoint",
     "Dataset",
     "DatasetSelection",
     "Event",

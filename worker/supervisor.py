@@ -28,7 +28,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import Model, new_id
 from app.problems import is_unreachable
-from app.services import attempts, dispatch, job_state, sweeps
+from app.services import attempts, checkpoints, dispatch, job_state, sweeps
 from app.services.model_files import MODEL_FILE, model_from_card
 from app.storage import ArtifactStore, get_store
 from trainer.card import ModelCard
@@ -41,7 +41,49 @@ from worker.trainer_process import TrainerProcess
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINTS_DIR = "checkpoints"
+START_CHECKPOINT_FILE = "start-checkpoint.pt"
+
+
+@dataclass
+class CheckpointSync:
+    """A job's checkpoints go through the artifact store: each one the trainer reports is put
+    there before its row is recorded, so that the API lists it, any worker resumes from the
+    latest, and any job may start from it (`base_checkpoint_id`); those the job's retention
+    policy drops are deleted, here and there. Once the job is over, the store keeps what the
+    policy kept."""
+
+    job_id: str
+    directory: Path  # the trainer's: it outlives attempts on this machine
+    store: ArtifactStore
+
+    def put(self, file: str) -> bool:
+        """Put a checkpoint the trainer reported in the store; False if it could not be."""
+        try:
+            self.store.put(checkpoints.checkpoint_key(self.job_id, file), self.directory / file)
+            return True
+        except OSError as error:
+            log.warning(
+                "job %s: could not store the checkpoint %s: %s",
+                self.job_id,
+                file,
+                error,
+                extra={"job_id": self.job_id},
+            )
+            return False
+
+    def fetch(self, key: str | None) -> None:
+        """Before an attempt: the job's latest checkpoint, unless this machine has it."""
+        if key is not None and not (self.directory / Path(key).name).exists():
+            self.store.get(key, self.directory / Path(key).name)
+
+    def drop(self, keys: list[str]) -> None:
+        for key in keys:
+            (self.directory / Path(key).name).unlink(missing_ok=True)
+            try:
+                self.store.delete(key)
+            except OSError as error:  # its row is gone: the file is only an orphan
+                log.warning("job %s: could not delete %s: %s", self.job_id, key, error)
 
 
 @dataclass
@@ -71,6 +113,11 @@ class Attempt:
     # trainer is asked to finish, and the job ends `pruned` with the model it saves.
     pruned_after: int | None = None
     tracking: JobTracking = field(default_factory=JobTracking)  # to MLflow, where it says
+    checkpoints: CheckpointSync | None = None
+    # Store keys of the checkpoint to resume from, and of another job's to start from.
+    latest_checkpoint_key: str | None = None
+    start_checkpoint_key: str | None = None
+    pause_requested: bool = False  # the job was asked to pause: checkpoint and stop
 
     @property
     def job_dir(self) -> Path:
@@ -88,12 +135,17 @@ class Attempt:
                 self.card = ModelCard.model_validate(event["card"])
             elif event["type"] == "error":
                 self.error = (event["error_type"], event["message"])
-            else:
+            elif event["type"] != "checkpoint" or self.checkpoints.put(event["file"]):
                 self.pending.append(event)
         try:
             with session_scope() as session:
-                held = attempts.record_heartbeat(
-                    session, self.job_id, self.attempt, self.settings.lease_seconds, self.pending
+                heartbeat = attempts.record_heartbeat(
+                    session,
+                    self.job_id,
+                    self.attempt,
+                    self.settings.lease_seconds,
+                    self.pending,
+                    self.spec.checkpoints,
                 )
         except DBAPIError as error:
             unreachable_for = time.monotonic() - self.renewed_at
@@ -107,6 +159,9 @@ class Attempt:
         written, self.pending = self.pending, []
         self.tracking.metrics(written)
         self.renewed_at = time.monotonic()
+        self.checkpoints.drop(heartbeat.dropped_checkpoint_keys)
+        held = bool(heartbeat.lease)
+        self.pause_requested = heartbeat.lease is job_state.Lease.PAUSE
         if held and self.objective is not None and self.pruned_after is None:
             epochs = [e for e in written if e["type"] == "metric" and _of(e) == self.objective]
             return not epochs or self._trial_goes_on(epochs)
@@ -127,48 +182,6 @@ class Attempt:
 
 def _of(point: dict) -> tuple[str | None, str | None]:
     return point.get("name"), point.get("split")
-
-
-@dataclass
-class CheckpointSync:
-    """With a store that other machines share, a job's checkpoint follows the job: fetched
-    before an attempt when this machine has none, uploaded whenever the trainer writes a new
-    one, deleted with the job. With a local store there is nothing to do."""
-
-    job_id: str
-    local: Path
-    store: ArtifactStore
-    uploaded: int = 0  # mtime (ns) of the checkpoint last uploaded
-
-    @property
-    def key(self) -> str:
-        return f"checkpoints/{self.job_id}"
-
-    def fetch(self) -> None:
-        if self.store.remote and not self.local.exists() and self.store.exists(self.key):
-            self.store.get(self.key, self.local)
-            self.uploaded = self.local.stat().st_mtime_ns
-
-    def upload(self) -> None:
-        if not self.store.remote or not self.local.exists():
-            return
-        written = self.local.stat().st_mtime_ns
-        if written != self.uploaded:
-            try:
-                self.store.put(self.key, self.local)  # reads one inode, even if replaced
-                self.uploaded = written
-            except OSError as error:
-                log.warning(
-                    "job %s: could not upload the checkpoint %s: %s",
-                    self.job_id,
-                    self.key,
-                    error,
-                    extra={"job_id": self.job_id},
-                )
-
-    def delete(self) -> None:
-        if self.store.remote:
-            self.store.delete(self.key)
 
 
 def _read_events(stream, attempt: Attempt) -> None:
@@ -359,9 +372,14 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
                     extra=about,
                 )
             return None
-    with session_scope() as session:  # the claim stands even if this fails: the job is reaped
-        inputs = attempts.attempt_inputs(session, job_id, settings)
-    job_dir = settings.run_dir / job_id  # outlives attempts: it holds the checkpoint
+    try:  # the claim stands even if this fails: the job is reaped
+        with session_scope() as session:
+            inputs = attempts.attempt_inputs(session, job_id, settings)
+    except attempts.CheckpointGone as gone:  # no attempt could run it
+        with session_scope() as session:
+            job_state.fail(session, job_id, n, "checkpoint_gone", str(gone), retryable=False)
+        return None
+    job_dir = settings.run_dir / job_id  # outlives attempts: it holds the checkpoints
     run_dir = job_dir / f"attempt-{n}"
     run_dir.mkdir(parents=True, exist_ok=True)
     attempt = Attempt(
@@ -374,6 +392,9 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
         datasets=inputs.trained_on,
         sweep_id=inputs.sweep_id,
         objective=inputs.objective,
+        checkpoints=CheckpointSync(job_id, (job_dir / CHECKPOINTS_DIR).resolve(), get_store()),
+        latest_checkpoint_key=inputs.latest_checkpoint_key,
+        start_checkpoint_key=inputs.start_checkpoint_key,
     )
     request = RunRequest(
         job_id=job_id,
@@ -382,16 +403,20 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
         base_model_path=inputs.base_model_path,
         datasets=inputs.datasets,
         output_path=run_dir / MODEL_FILE,
-        checkpoint_path=(job_dir / CHECKPOINT_FILE).resolve(),
+        checkpoint_dir=attempt.checkpoints.directory,
         checkpoint_every_steps=settings.checkpoint_every_steps,
+        start_checkpoint_path=(
+            (run_dir / START_CHECKPOINT_FILE).resolve() if inputs.start_checkpoint_key else None
+        ),
     )
     (run_dir / "run.json").write_text(request.model_dump_json())
     return attempt
 
 
-def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync) -> bool:
-    """Heartbeats until the trainer exits: True. False when this attempt stopped it: the job
-    was lost (cancelled or reaped), or it ran past its deadline and failed."""
+def _watch(attempt: Attempt, process: TrainerProcess) -> bool:
+    """Heartbeats until the trainer exits: True (stopped to pause, too). False when this
+    attempt stopped it: the job was lost (cancelled or reaped), or it ran past its deadline
+    and failed."""
     job_id, n, settings = attempt.job_id, attempt.attempt, attempt.settings
     about = {"job_id": job_id, "attempt": n}
     limit = attempt.spec.resources.max_runtime_seconds
@@ -399,7 +424,6 @@ def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync
     finishing = False
     while process.poll() is None:
         _wait_for_news(attempt, process)
-        checkpoint.upload()
         if not attempt.relay():
             trainer_process.stop(process, settings.stop_grace_seconds)
             log.info(
@@ -412,6 +436,9 @@ def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync
         if attempt.pruned_after is not None and not finishing:
             trainer_process.finish(process)
             finishing = True
+        if attempt.pause_requested:  # SIGTERM: a checkpoint, exit 75; the outcome pauses it
+            log.info("job %s attempt %d: pausing", job_id, n, extra=about)
+            trainer_process.stop(process, settings.stop_grace_seconds)
         if time.monotonic() > deadline:
             trainer_process.stop(process, settings.stop_grace_seconds)
             message = f"the job ran past max_runtime_seconds={limit}"
@@ -422,23 +449,26 @@ def _watch(attempt: Attempt, process: TrainerProcess, checkpoint: CheckpointSync
     return True
 
 
-def _run(attempt: Attempt, checkpoint: CheckpointSync) -> None:
+def _run(attempt: Attempt) -> None:
     """Start the trainer, watch it, and record how it ended."""
     job_id, n = attempt.job_id, attempt.attempt
     about = {"job_id": job_id, "attempt": n}
     process = None
     try:
         with _lease_kept(attempt) as lost:
-            checkpoint.fetch()
+            attempt.checkpoints.fetch(attempt.latest_checkpoint_key)
+            if attempt.start_checkpoint_key is not None:
+                get_store().get(
+                    attempt.start_checkpoint_key, attempt.run_dir / START_CHECKPOINT_FILE
+                )
             process, reader = _launch(attempt, attempt.spec.resources.processes)
         if lost.is_set():
             log.info("job %s attempt %d lost the job while starting", job_id, n, extra=about)
             return  # `finally` stops the trainer
         log.info("job %s attempt %d: trainer %d started", job_id, n, process.pid, extra=about)
-        if not _watch(attempt, process, checkpoint):
+        if not _watch(attempt, process):
             return
         reader.join(timeout=10)
-        checkpoint.upload()
         if attempt.relay():
             _record_outcome(attempt, process.returncode)
     finally:
@@ -446,8 +476,9 @@ def _run(attempt: Attempt, checkpoint: CheckpointSync) -> None:
             trainer_process.stop(process, attempt.settings.stop_grace_seconds)
 
 
-def _finish(attempt: Attempt, checkpoint: CheckpointSync) -> None:
-    """Clean up after the attempt, and after the job once no attempt will resume it."""
+def _finish(attempt: Attempt) -> None:
+    """Clean up after the attempt, and after the job once no attempt will resume it: its
+    local files go; the store keeps the checkpoints its retention policy kept."""
     attempt.tracking.finish(attempt.card, attempt.run_dir / MODEL_FILE)
     shutil.rmtree(attempt.run_dir, ignore_errors=True)
 
@@ -456,9 +487,8 @@ def _finish(attempt: Attempt, checkpoint: CheckpointSync) -> None:
             return job_state.is_over(session, attempt.job_id)
 
     over = _despite_outages(attempt, is_over)
-    if over:  # no attempt will resume: the checkpoint goes too
+    if over:
         shutil.rmtree(attempt.job_dir, ignore_errors=True)
-        checkpoint.delete()
         if attempt.sweep_id is not None:  # the trial ended: the study learns, more may start
             try:
                 sweeps.advance(attempt.sweep_id)
@@ -474,8 +504,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     if attempt is None:
         return
     attempt.tracking = mlflow_logging.start(attempt)
-    checkpoint = CheckpointSync(job_id, attempt.job_dir / CHECKPOINT_FILE, get_store())
     try:
-        _run(attempt, checkpoint)
+        _run(attempt)
     finally:
-        _finish(attempt, checkpoint)
+        _finish(attempt)

@@ -5,7 +5,7 @@ from fastapi import APIRouter, BackgroundTasks, Body, Header, Query
 from sse_starlette import EventSourceResponse
 
 from app.deps import CallerDep, IdempotencyKeyHeader, ReadEngineDep, SessionDep
-from app.schemas import EventOut, JobOut, JobStatus, MetricPointOut, Page
+from app.schemas import CheckpointOut, EventOut, JobOut, JobStatus, MetricPointOut, Page
 from app.services import dispatch, idempotency, jobs, stream
 from trainer.spec import JobSpec
 
@@ -58,6 +58,33 @@ async def get_job(job_id: str, caller: CallerDep, reads: ReadEngineDep) -> JobOu
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
     return jobs.to_out(jobs.cancel_job(session, caller.tenant_id, job_id))
+
+
+@router.post("/{job_id}/pause")
+def pause_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    """A queued job pauses at once; a running one checkpoints and stops at its next heartbeat
+    (`pause_requested` until then), holding no worker while `paused`."""
+    return jobs.to_out(jobs.pause_job(session, caller.tenant_id, job_id))
+
+
+@router.post("/{job_id}/resume")
+def resume_job(
+    job_id: str, session: SessionDep, caller: CallerDep, background: BackgroundTasks
+) -> JobOut:
+    """A paused job is queued again and goes on from its last checkpoint."""
+    job = jobs.to_out(jobs.resume_job(session, caller.tenant_id, job_id))
+    session.commit()  # committed before it is sent, as a new job is
+    if job.status == "queued":
+        background.add_task(dispatch.send, [job.id])
+    return job
+
+
+@router.get("/{job_id}/checkpoints")
+def list_checkpoints(job_id: str, session: SessionDep, caller: CallerDep) -> Page[CheckpointOut]:
+    """The checkpoints its retention policy keeps (`checkpoints` in its spec), by step: one
+    page, as the policy bounds how many there are."""
+    rows = jobs.job_checkpoints(session, caller.tenant_id, job_id)
+    return Page(data=[CheckpointOut.model_validate(row) for row in rows], next_cursor=None)
 
 
 @router.get("/{job_id}/metrics")

@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.models import Dataset, Job, JobDataset, MetricPoint, Model, Sweep
-from app.services import job_state
+from app.services import checkpoints, job_state
 from app.services.datasets import LABELLED_TASKS, head_task, storage_key
 from app.storage import get_store
 from app.sweep_spec import SweepSpec
 from trainer.data import dataset_names
 from trainer.run_request import DatasetFile
-from trainer.spec import JobSpec
+from trainer.spec import CheckpointRetention, JobSpec
 
 METRIC_COLUMNS = ("job_id", "attempt", "step", "epoch", "name", "split", "value", "time")
 
@@ -35,6 +35,16 @@ class AttemptInputs:
     # A sweep's trial: its sweep, and the (metric, split) it reports to the sweep's pruner.
     sweep_id: str | None
     objective: tuple[str, str] | None
+    # Store keys: the job's latest checkpoint (to resume from), and the one its spec's
+    # `base_checkpoint_id` names (to start from).
+    latest_checkpoint_key: str | None
+    start_checkpoint_key: str | None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    lease: job_state.Lease
+    dropped_checkpoint_keys: list[str]  # the files to delete, now that their rows are gone
 
 
 def attempt_inputs(session: Session, job_id: str, settings: Settings) -> AttemptInputs:
@@ -72,7 +82,33 @@ def attempt_inputs(session: Session, job_id: str, settings: Settings) -> Attempt
         trained_on={name: sha256_of.get(name) for name in sorted(dataset_names(spec.data))},
         sweep_id=job.sweep_id,
         objective=sweep_objective(session, job.sweep_id) if job.sweep_id else None,
+        latest_checkpoint_key=latest.key
+        if (latest := checkpoints.latest(session, job_id))
+        else None,
+        start_checkpoint_key=_start_checkpoint_key(session, tenant_id, spec.base_checkpoint_id),
     )
+
+
+def _start_checkpoint_key(
+    session: Session, tenant_id: str, checkpoint_id: str | None
+) -> str | None:
+    """Checked at submission; the checkpoint may have been dropped since by its job's policy."""
+    if checkpoint_id is None:
+        return None
+    found = checkpoints.find(session, tenant_id, checkpoint_id)
+    if found is None:
+        raise CheckpointGone(checkpoint_id)
+    return found[0].key
+
+
+class CheckpointGone(Exception):
+    """The checkpoint a job starts from is no longer kept: the job cannot run."""
+
+    def __init__(self, checkpoint_id: str) -> None:
+        super().__init__(
+            f"base_checkpoint_id {checkpoint_id!r} is no longer kept: its job's retention "
+            "policy dropped it after this job was submitted"
+        )
 
 
 def sweep_objective(session: Session, sweep_id: str) -> tuple[str, str]:
@@ -81,12 +117,17 @@ def sweep_objective(session: Session, sweep_id: str) -> tuple[str, str]:
 
 
 def record_heartbeat(
-    session: Session, job_id: str, attempt: int, lease_seconds: float, events: list[dict]
-) -> bool:
+    session: Session,
+    job_id: str,
+    attempt: int,
+    lease_seconds: float,
+    events: list[dict],
+    retention: CheckpointRetention,
+) -> Heartbeat:
     """Renew the lease and, while it is held, store the trainer's events (metric points, log
-    lines, progress) in the same transaction; False when the attempt no longer holds the job.
-    A database error is raised as SQLAlchemy's `DBAPIError`, for the caller to retry."""
-    points, logs, progress = [], [], {}
+    lines, progress, checkpoints kept by `retention`) in the same transaction. A database
+    error is raised as SQLAlchemy's `DBAPIError`, for the caller to retry."""
+    points, logs, progress, saved = [], [], {}, []
     for event in events:
         if event["type"] == "metric":
             when = datetime.fromtimestamp(event["time"], UTC)
@@ -100,12 +141,15 @@ def record_heartbeat(
                 "progress_epoch": event["epoch"],
                 "progress_total_steps": event["total_steps"],
             }
-    if not job_state.renew_lease(session, job_id, attempt, lease_seconds, **progress):
-        return False
+        elif event["type"] == "checkpoint":
+            saved.append(event)
+    lease = job_state.renew_lease(session, job_id, attempt, lease_seconds, **progress)
+    if not lease:
+        return Heartbeat(lease, [])
     _insert_points(session, points)
     for message in logs:
         job_state.add_event(session, job_id, attempt, "log", message)
-    return True
+    return Heartbeat(lease, checkpoints.record(session, job_id, attempt, saved, retention))
 
 
 def _insert_points(session: Session, points: list[tuple]) -> None:

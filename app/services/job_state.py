@@ -4,6 +4,8 @@
     running -> queued                                          (a retryable loss, attempts left)
     queued -> cancelled
     running -> pruned                   (a sweep's trial stopped early by its pruner)
+    queued -> paused -> queued          (paused and resumed; a paused job may be cancelled)
+    running -> paused                   (asked to pause: its trainer checkpoints and stops)
 
 `attempt` is the fencing token: a worker claims a job by incrementing it, and only the attempt
 holding the lease may extend the lease or record an outcome.
@@ -12,6 +14,7 @@ A claim also takes one of the tenant's running-job slots (its `max_running_jobs`
 refused for want of a slot stays queued, undispatched, and is sent again when a slot frees.
 """
 
+import enum
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +26,7 @@ from app.models import Job, JobEvent, Model, Tenant, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
 ACTIVE = ("queued", "running")
+CANCELLABLE = (*ACTIVE, "paused")
 
 
 def add_event(
@@ -99,21 +103,34 @@ def wait_for_slot(session: Session, job_id: str) -> bool:
 
 
 def is_over(session: Session, job_id: str) -> bool:
-    """No attempt will run the job again: it is neither queued nor running."""
-    return session.get(Job, job_id).status not in ACTIVE
+    """No attempt will run the job again: it is terminal (a paused job will be resumed)."""
+    return session.get(Job, job_id).status in TERMINAL
 
 
 def _held(job_id: str, attempt: int):
     return and_(Job.id == job_id, Job.status == "running", Job.attempt == attempt)
 
 
+class Lease(enum.Enum):
+    LOST = "lost"  # the attempt no longer holds the job
+    HELD = "held"
+    PAUSE = "pause"  # held, and asked to pause
+
+    def __bool__(self) -> bool:
+        return self is not Lease.LOST
+
+
 def renew_lease(
     session: Session, job_id: str, attempt: int, lease_seconds: float, **progress: Any
-) -> bool:
-    """Extend the lease and record progress; False means this attempt no longer owns the job."""
+) -> Lease:
+    """Extend the lease and record progress; whether this attempt still holds the job."""
     values = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds), **progress}
-    result = session.execute(update(Job).where(_held(job_id, attempt)).values(**values))
-    return result.rowcount == 1
+    held = session.execute(
+        update(Job).where(_held(job_id, attempt)).values(**values).returning(Job.pause_requested_at)
+    ).one_or_none()
+    if held is None:
+        return Lease.LOST
+    return Lease.HELD if held.pause_requested_at is None else Lease.PAUSE
 
 
 def succeed(
@@ -136,6 +153,7 @@ def succeed(
             metrics=metrics,
             finished_at=utcnow(),
             lease_expires_at=None,
+            pause_requested_at=None,  # it ended before it could pause
         )
     )
     if result.rowcount != 1:
@@ -153,7 +171,8 @@ def succeed(
 def fail(
     session: Session, job_id: str, attempt: int, error_type: str, message: str, retryable: bool
 ) -> str | None:
-    """End this attempt with an error. A retryable one re-queues the job while attempts remain.
+    """End this attempt with an error. A retryable one re-queues the job while attempts remain,
+    or pauses it if it was asked to pause (the attempt it stopped is not counted).
 
     Returns the job's new status, or None when this attempt no longer held the job.
     """
@@ -162,10 +181,15 @@ def fail(
     ).scalar_one_or_none()
     if job is None:
         return None
+    job.lease_owner = job.lease_expires_at = None
+    if retryable and job.pause_requested_at is not None:
+        job.status, job.pause_requested_at = "paused", None
+        job.max_attempts += 1
+        add_event(session, job_id, attempt, "status", "paused at its last checkpoint", "paused")
+        return job.status
     requeue = retryable and job.attempt < job.max_attempts
     job.status = "queued" if requeue else "failed"
     job.error_type, job.error_message = error_type, message[:4000]
-    job.lease_owner = job.lease_expires_at = None
     if requeue:
         job.dispatched_at = None
     else:
@@ -177,19 +201,68 @@ def fail(
 
 
 def cancel(session: Session, job: Job) -> bool:
-    """Cancel a queued or running job; False when it is already terminal.
+    """Cancel a queued, running or paused job; False when it is already terminal.
 
     A running trainer sees at its next heartbeat that its attempt lost the job, and stops.
     """
     result = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.status.in_(ACTIVE))
-        .values(status="cancelled", finished_at=utcnow(), lease_expires_at=None)
+        .where(Job.id == job.id, Job.status.in_(CANCELLABLE))
+        .values(
+            status="cancelled",
+            finished_at=utcnow(),
+            lease_expires_at=None,
+            pause_requested_at=None,
+        )
     )
     if result.rowcount != 1:
         return False
     add_event(session, job.id, job.attempt, "status", "cancelled", "cancelled")
     return True
+
+
+def pause(session: Session, job: Job) -> bool:
+    """Pause a queued job at once; ask a running one to pause, which its attempt does at its
+    next heartbeat (checkpoint, stop, `fail` as retryable: paused). False when the job is
+    neither, or already asked."""
+    queued = session.execute(
+        update(Job).where(Job.id == job.id, Job.status == "queued").values(status="paused")
+    )
+    if queued.rowcount == 1:
+        add_event(session, job.id, job.attempt, "status", "paused before it ran", "paused")
+        return True
+    running = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "running", Job.pause_requested_at.is_(None))
+        .values(pause_requested_at=utcnow())
+    )
+    if running.rowcount == 1:
+        message = "asked to pause: the trainer checkpoints and stops"
+        add_event(session, job.id, job.attempt, "log", message)
+        return True
+    return False
+
+
+def resume(session: Session, job: Job) -> bool:
+    """Queue a paused job again, to go on from its last checkpoint; a running job asked to
+    pause is no longer asked. False when the job is neither."""
+    paused = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "paused")
+        .values(status="queued", dispatched_at=None)
+    )
+    if paused.rowcount == 1:
+        add_event(session, job.id, job.attempt, "status", "resumed: queued", "queued")
+        return True
+    pausing = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "running", Job.pause_requested_at.is_not(None))
+        .values(pause_requested_at=None)
+    )
+    if pausing.rowcount == 1:
+        add_event(session, job.id, job.attempt, "log", "resumed before it paused: it runs on")
+        return True
+    return False
 
 
 def prune(session: Session, job_id: str, attempt: int, epoch: int) -> bool:

@@ -6,19 +6,45 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import read
-from app.models import Job, JobEvent, MetricPoint, Model, new_id
+from app.models import Checkpoint, Job, JobEvent, MetricPoint, Model, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Page, Progress
-from app.services import datasets, job_state, pagination, tenants
+from app.services import checkpoints, datasets, job_state, pagination, tenants
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
 from trainer.validation import check_spec, example_issues
 
 JobSpecType = PretrainSpec | FinetuneSpec | AdaptSpec
 
 
+# What a job started from a checkpoint keeps of the checkpoint's job: what shapes its weights.
+KEPT_FROM_CHECKPOINT = ("kind", "model", "base_model_id", "method")
+
+
+def _checkpoint_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[SpecIssue]:
+    found = checkpoints.find(session, tenant_id, spec.base_checkpoint_id)
+    if found is None:
+        return [SpecIssue("base_checkpoint_id", f"no checkpoint {spec.base_checkpoint_id!r}")]
+    source = found[1].spec
+    ours = spec.model_dump(mode="json")
+    for name in KEPT_FROM_CHECKPOINT:
+        if ours.get(name) != source.get(name):
+            return [
+                SpecIssue(
+                    "base_checkpoint_id",
+                    f"the checkpoint's job has another `{name}` ({source.get(name)!r}); a job "
+                    f"started from a checkpoint keeps its {', '.join(KEPT_FROM_CHECKPOINT)}",
+                )
+            ]
+    return []
+
+
 def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[SpecIssue]:
     """What is wrong with the spec against the registries and the tenant's models and
     datasets; [] when it can run."""
+    if spec.base_checkpoint_id is not None:
+        issues = _checkpoint_issues(session, tenant_id, spec)
+        if issues:
+            return issues
     base_card = None
     base_model_id = getattr(spec, "base_model_id", None)
     if base_model_id is not None:
@@ -123,7 +149,34 @@ async def read_jobs_page(
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job = get_job(session, tenant_id, job_id)
     if not job_state.cancel(session, job):
-        raise Conflict(f"job {job_id} is already {job.status}; only queued or running jobs cancel")
+        raise Conflict(
+            f"job {job_id} is already {job.status}; only queued, running or paused jobs cancel"
+        )
+    session.refresh(job)
+    return job
+
+
+def job_checkpoints(session: Session, tenant_id: str, job_id: str) -> list[Checkpoint]:
+    get_job(session, tenant_id, job_id)
+    return checkpoints.of_job(session, job_id)
+
+
+def pause_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Pause a queued job, or ask a running one to pause; a paused job stays as it is."""
+    job = get_job(session, tenant_id, job_id)
+    if job.status != "paused" and not job_state.pause(session, job):
+        session.refresh(job)
+        if job.status not in ("paused", "running"):  # running: already asked to pause
+            raise Conflict(f"job {job_id} is {job.status}; only queued or running jobs pause")
+    session.refresh(job)
+    return job
+
+
+def resume_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Queue a paused job again (the caller sends it), or take back a pause not yet made."""
+    job = get_job(session, tenant_id, job_id)
+    if not job_state.resume(session, job):
+        raise Conflict(f"job {job_id} is {job.status}; only a paused job resumes")
     session.refresh(job)
     return job
 
@@ -174,4 +227,5 @@ def to_out(job: Job) -> JobOut:
         spec=job.spec,
         sweep_id=job.sweep_id,
         trial_number=job.trial_number,
+        pause_requested=job.pause_requested_at is not None,
     )

@@ -364,8 +364,9 @@ def _unix(time: datetime) -> int:
 
 
 # tunery's statuses by OpenAI's names: the same but for a sweep's pruned trial, stopped early
-# by its pruner and not by a fault. `validating_files` is never reported: see `FineTuningJob`.
-STATUSES = {"pruned": "cancelled"}
+# by its pruner and not by a fault, and a paused job, which waits to run again (OpenAI's
+# statuses have no pause). `validating_files` is never reported: see `FineTuningJob`.
+STATUSES = {"pruned": "cancelled", "paused": "queued"}
 
 
 def to_job(job: Job) -> FineTuningJob:

@@ -222,7 +222,7 @@ def cancel_sweep(session: Session, tenant_id: str, sweep_id: str) -> Sweep:
     if stopped.rowcount != 1:
         raise Conflict(f"sweep {sweep_id} is already {sweep.status}")
     for job in session.scalars(
-        select(Job).where(Job.sweep_id == sweep_id, Job.status.in_(job_state.ACTIVE))
+        select(Job).where(Job.sweep_id == sweep_id, Job.status.in_(job_state.CANCELLABLE))
     ):
         job_state.cancel(session, job)
     session.refresh(sweep)
