@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
+from mlflow.utils.validation import validate_param_and_metric_name
 from safetensors import safe_open
 
 from tests.servers import free_port
@@ -26,6 +27,7 @@ from tests.stack import postgres_redis_stack, trainer_pids
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
 from tests.test_sweeps_e2e import sweep_over, trial_jobs
+from worker.mlflow_logging import metric_key
 
 pytestmark = pytest.mark.e2e
 
@@ -284,6 +286,12 @@ def test_a_worker_holding_mlflow_credentials_sends_them_nowhere(stack, mlflow_se
             "(MLFLOW_TRACKING_TOKEN), which the client would send to any server a job names"
         ]
     assert MlflowClient(tracking_uri=mlflow_server).get_experiment_by_name("held") is None
+
+
+def test_a_metric_key_is_one_mlflow_takes_whatever_a_target_column_is_called():
+    key = metric_key("validation", "mae_price ($)/día:1")
+    assert key == "validation_mae_price ____día_1"
+    assert validate_param_and_metric_name(key)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -93,6 +94,12 @@ def spec_params(spec: JobSpec) -> dict[str, str]:
 
     walk("", spec.model_dump(mode="json", exclude={"integrations"}))
     return params
+
+
+def metric_key(split: str, name: str) -> str:
+    """`<split>_<name>`, each character MLflow refuses in a name (a regression target's
+    column may hold any) replaced by `_`."""
+    return re.sub(r"[^\w.\- ]", "_", f"{split}_{name}")
 
 
 def credentials_in(environ: Mapping[str, str]) -> list[str]:
@@ -233,7 +240,7 @@ class MlflowRun:
 
         metrics = [
             Metric(
-                key=f"{p['split']}_{p['name']}",
+                key=metric_key(p["split"], p["name"]),
                 value=p["value"],
                 timestamp=int(p["time"] * 1000),
                 step=p["step"],
