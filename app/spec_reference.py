@@ -11,11 +11,13 @@ from pydantic.fields import FieldInfo
 from trainer.architectures import ARCHITECTURES
 from trainer.methods import METHODS
 from trainer.spec import (
+    MAX_INTEGRATIONS,
     AdaptData,
     CheckpointRetention,
     DatasetSelection,
     FinetuneSpec,
     Hyperparameters,
+    MlflowIntegration,
     Resources,
     TrainData,
 )
@@ -90,6 +92,11 @@ def reference() -> str:
         "`base_checkpoint_id` (every kind): "
         + FinetuneSpec.model_fields["base_checkpoint_id"].description
         + "\n",
+        "## `integrations` (every kind)\n",
+        f"Where else the job is logged: a list of at most {MAX_INTEGRATIONS}, each told apart by "
+        "its `type` (docs/INTEGRATIONS.md says what is logged, and what happens when the "
+        "server is down). A sweep's trials inherit its job's. `mlflow`:\n",
+        fields_table(MlflowIntegration),
         "## Methods (`method.name`, `method.params`)\n",
     ]
     for kind in KINDS:

@@ -6,6 +6,7 @@ methods and datasets) live in `trainer.validation`, so that this module stays im
 
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -221,6 +222,48 @@ class AdaptData(_Data):
     target_test: DatasetRef | None = None
 
 
+MAX_INTEGRATIONS = 5
+
+
+class MlflowIntegration(_Strict):
+    """Log the job to an MLflow tracking server: its spec as params, its metrics as they
+    arrive, tags naming it, and its model as an artifact (docs/INTEGRATIONS.md)."""
+
+    type: Literal["mlflow"]
+    tracking_uri: Text = Field(
+        max_length=2000,
+        description="The tracking server's `http(s)://` URL; the workers send no credentials.",
+        examples=["http://mlflow.internal:5000"],
+    )
+    experiment: Text = Field(
+        "Default",
+        min_length=1,
+        max_length=500,
+        description="The experiment the job's run goes in; made if it does not exist.",
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _http_server(cls, uri: str) -> str:
+        # A worker logs to a server over HTTP: a `file:` or database URI would have it write
+        # on its own disks, a `databricks` one use its own credentials. A spec is stored and
+        # shown: a password has no place in it.
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as error:
+            raise ValueError(f"not a URL: {error}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL of a tracking server")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold credentials: the spec is stored and shown")
+        return uri
+
+
+# One type for now; more integrations join the union, told apart by `type`.
+Integration = Annotated[MlflowIntegration, Field(discriminator="type")]
+
+
 class CheckpointRetention(_Strict):
     """Which of a job's checkpoints are kept, while it runs and once it is over: the last
     `keep_last` (resume needs the last one, so at least that) and the best `keep_best` by a
@@ -253,6 +296,19 @@ class _JobSpecBase(_Strict):
         "/v1/jobs/{id}/checkpoints`). That job's kind, model, base model and method are kept; "
         "this spec decides the rest (epochs, learning rate, data).",
     )
+    integrations: list[Integration] = Field(
+        default_factory=list,
+        max_length=MAX_INTEGRATIONS,
+        description="Where else the job is logged, e.g. an MLflow tracking server.",
+    )
+
+    @field_validator("integrations")
+    @classmethod
+    def _each_once(cls, integrations: list[MlflowIntegration]) -> list[MlflowIntegration]:
+        places = [(i.type, i.tracking_uri, i.experiment) for i in integrations]
+        if len(set(places)) < len(places):
+            raise ValueError("names the same integration twice: its run would be logged twice")
+        return integrations
 
 
 class PretrainSpec(_JobSpecBase):

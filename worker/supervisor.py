@@ -35,7 +35,8 @@ from trainer.card import ModelCard
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.run_request import RunRequest
 from trainer.spec import CheckpointRetention, JobSpec
-from worker import trainer_process
+from worker import mlflow_logging, trainer_process
+from worker.mlflow_logging import JobTracking
 from worker.trainer_process import TrainerProcess
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class Attempt:
     # The epoch its pruner stopped it after, when its sweep keeps pruned trials' models: the
     # trainer is asked to finish, and the job ends `pruned` with the model it saves.
     pruned_after: int | None = None
+    tracking: JobTracking = field(default_factory=JobTracking)  # to MLflow, where it says
     checkpoints: CheckpointSync | None = None
     # Store keys of the checkpoint to resume from, and of another job's to start from.
     latest_checkpoint_key: str | None = None
@@ -176,6 +178,7 @@ class Attempt:
             )
             return unreachable_for < self.settings.lease_seconds
         written, self.pending = self.pending, []
+        self.tracking.metrics(written)
         self.renewed_at = time.monotonic()
         self.checkpoints.drop(heartbeat.dropped_checkpoint_keys)
         held = bool(heartbeat.lease)
@@ -497,6 +500,7 @@ def _run(attempt: Attempt) -> None:
 def _finish(attempt: Attempt) -> None:
     """Clean up after the attempt, and after the job once no attempt will resume it: its
     local files go; the store keeps the checkpoints its retention policy kept."""
+    attempt.tracking.finish(attempt.card, attempt.run_dir / MODEL_FILE)
     shutil.rmtree(attempt.run_dir, ignore_errors=True)
 
     def is_over() -> bool:
@@ -520,6 +524,7 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     attempt = _prepare(job_id, settings, owner)
     if attempt is None:
         return
+    attempt.tracking = mlflow_logging.start(attempt)
     try:
         _run(attempt)
     finally:
