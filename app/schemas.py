@@ -169,6 +169,7 @@ class AliasOut(BaseModel):
 
 
 class ModelVersionOut(BaseModel):
+    name: str = Field(description="The registered model's name.")
     version: int
     model_id: str
     created_at: datetime

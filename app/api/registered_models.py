@@ -51,7 +51,7 @@ def register_version(
     if model is None:
         raise NotFound("model", body.model_id)
     version = registry.register(session, caller.tenant_id, name, model, key_id=caller.key_id)
-    return registry.version_out(version, deleted=False, aliases=[])
+    return registry.version_out(name, version, deleted=False, aliases=[])
 
 
 @router.put("/{name}/aliases/{alias}")

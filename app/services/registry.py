@@ -105,7 +105,7 @@ def _of_tenant(tenant_id: str, name: str) -> Select:
 def get_registered(session: Session, tenant_id: str, name: str) -> RegisteredModel:
     registered = session.scalar(_of_tenant(tenant_id, name))
     if registered is None:
-        raise NotFound("registered model", name)
+        raise NotFound("registered model", name, by="name")
     return registered
 
 
@@ -113,7 +113,7 @@ def _locked(session: Session, tenant_id: str, name: str) -> RegisteredModel:
     """The registered model, its row locked until the transaction ends; 404 if there is none."""
     registered = session.scalar(_of_tenant(tenant_id, name).with_for_update())
     if registered is None:
-        raise NotFound("registered model", name)
+        raise NotFound("registered model", name, by="name")
     return registered
 
 
@@ -193,7 +193,7 @@ def move_alias(
     )
     if version is None:
         if current is None:
-            raise NotFound("alias", f"{name}@{alias}")
+            raise NotFound("alias", f"{name}@{alias}", by="name")
         session.delete(current)
     else:
         target = _live_version(session, registered, version)
@@ -254,8 +254,11 @@ def _aliases(session: Session, registered_ids: list[str]) -> dict[str, list[Alia
     return found
 
 
-def version_out(version: ModelVersion, deleted: bool, aliases: list[str]) -> ModelVersionOut:
+def version_out(
+    name: str, version: ModelVersion, deleted: bool, aliases: list[str]
+) -> ModelVersionOut:
     return ModelVersionOut(
+        name=name,
         version=version.number,
         model_id=version.model_id,
         created_at=version.created_at,
@@ -301,7 +304,9 @@ def detail(session: Session, registered: RegisteredModel) -> RegisteredModelDeta
     for alias in aliases:
         pointing.setdefault(alias.version, []).append(alias.alias)
     versions = [
-        version_out(version, deleted_at is not None, pointing.get(version.number, []))
+        version_out(
+            registered.name, version, deleted_at is not None, pointing.get(version.number, [])
+        )
         for version, deleted_at in session.execute(
             select(ModelVersion, Model.deleted_at)
             .join(Model, Model.id == ModelVersion.model_id)
