@@ -41,7 +41,31 @@ def get_registered_model(
     return registry.detail(session, registry.get_registered(session, caller.tenant_id, name))
 
 
-@router.post("/{name}/versions", status_code=201)
+REGISTERED_MODEL = "#/paths/~1v1~1registered-models~1{name}"
+ALIAS = "#/paths/~1v1~1registered-models~1{name}~1aliases~1{alias}"
+
+
+@router.post(
+    "/{name}/versions",
+    status_code=201,
+    # OpenAPI links: where a new version leads (clients that read them, and schemathesis'
+    # stateful tests, follow them with the values of the response).
+    responses={
+        201: {
+            "links": {
+                "GetRegisteredModel": {
+                    "operationRef": f"{REGISTERED_MODEL}/get",
+                    "parameters": {"name": "$response.body#/name"},
+                },
+                "SetAlias": {
+                    "operationRef": f"{ALIAS}/put",
+                    "parameters": {"name": "$response.body#/name"},
+                    "requestBody": {"version": "$response.body#/version"},
+                },
+            }
+        }
+    },
+)
 def register_version(
     name: Name, body: RegisterVersion, session: SessionDep, caller: CallerDep
 ) -> ModelVersionOut:
@@ -54,7 +78,19 @@ def register_version(
     return registry.version_out(name, version, deleted=False, aliases=[])
 
 
-@router.put("/{name}/aliases/{alias}")
+@router.put(
+    "/{name}/aliases/{alias}",
+    responses={
+        200: {
+            "links": {
+                "DeleteAlias": {
+                    "operationRef": f"{ALIAS}/delete",
+                    "parameters": {"name": "$request.path.name", "alias": "$request.path.alias"},
+                }
+            }
+        }
+    },
+)
 def set_alias(
     name: Name, alias: Alias, body: AliasUpdate, session: SessionDep, caller: CallerDep
 ) -> AliasOut:
