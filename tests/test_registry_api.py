@@ -6,6 +6,7 @@ bad input, and tenancy.
 (`tests/test_registry.py` is the older model registry: import, naming, tags, exports.)"""
 
 import json
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,10 +17,12 @@ from app.models import ApiKey
 from app.services.auth import secret_sha256
 from tests.stack import postgres_redis_stack
 from tests.test_api import assert_problem
+from tests.test_cli import TUNERY
 from tests.test_core import DIGITS_CNN
 from tests.test_e2e import finished, wait_for
 from tests.test_registry import import_model, network, weights
 from tests.tiny_lm import save_tiny_causal_lm
+from tunery import Client, NotFound
 
 pytestmark = pytest.mark.e2e
 
@@ -327,3 +330,43 @@ def test_register_as_registers_a_jobs_model_and_a_base_named_by_alias_stays_put(
     assert made.status_code == 201, made.text
     assert client.post(f"/v1/sweeps/{made.json()['id']}/cancel").status_code == 200
     assert made.json()["spec"]["job"]["base_model_id"] == first["result_model_id"]
+
+
+def test_the_sdk_and_the_command_register_move_and_read(stack, client, tmp_path):
+    first, second = answering(client, "no"), answering(client, "yes")
+    with Client(stack.base_url, stack.key) as sdk:
+        assert sdk.registered_models.register("sdk-model", first).version == 1
+        assert sdk.registered_models.register("sdk-model", second).version == 2
+        moved = sdk.registered_models.set_alias("sdk-model", "production", 2)
+        assert (moved.version, moved.model_id) == (2, second)
+        assert (
+            sdk.models.predict("sdk-model@production", INPUTS["inputs"]).predictions == ["yes"] * 3
+        )
+        assert sdk.models.get("sdk-model/versions/1").id == first
+        with pytest.raises(NotFound):
+            sdk.registered_models.delete_alias("sdk-model", "staging")
+        listed = {m.name: m for m in sdk.registered_models.list()}
+        assert [(a.alias, a.version) for a in listed["sdk-model"].aliases] == [("production", 2)]
+
+    env = {**stack.env, "TUNERY_URL": stack.base_url, "TUNERY_API_KEY": stack.key}
+
+    def tunery(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([TUNERY, *args], env=env, capture_output=True, text=True)
+
+    aliased = tunery("registry", "alias", "sdk-model", "staging", "1", "--json")
+    assert aliased.returncode == 0, aliased.stderr
+    assert json.loads(aliased.stdout)["model_id"] == first
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps(INPUTS))
+    predicted = tunery("models", "predict", "sdk-model@staging", "-i", str(inputs), "--json")
+    assert json.loads(predicted.stdout)["predictions"] == ["no"] * 3, predicted.stderr
+    assert tunery("registry", "unalias", "sdk-model", "production").returncode == 0
+    shown = json.loads(tunery("registry", "show", "sdk-model", "--json").stdout)
+    moves = [(m["alias"], m["from_version"], m["to_version"]) for m in shown["alias_history"]]
+    assert moves == [("production", None, 2), ("staging", None, 1), ("production", 2, None)]
+    human = tunery("registry", "show", "sdk-model")
+    assert "staging" in human.stdout and second in human.stdout, human.stderr
+    listed = json.loads(tunery("registry", "list", "--json").stdout)
+    assert "sdk-model" in [m["name"] for m in listed]
+    refused = tunery("registry", "alias", "sdk-model", "Not-A-Slug", "1")
+    assert refused.returncode == 1 and "alias:" in refused.stderr, refused.stderr
