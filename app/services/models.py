@@ -100,8 +100,8 @@ def delete_model(session: Session, tenant_id: str, reference: str) -> None:
     aliases = registry.aliases_of(session, model.id)
     if aliases:
         raise Conflict(
-            f"model {model.id} is the version that {', '.join(aliases)} points at; "
-            "move or delete the alias first"
+            f"model {model.id} is a registered version that aliases point at: "
+            f"{', '.join(aliases)}; move or delete them first"
         )
     users = session.scalars(
         select(Job.id).where(Job.base_model_id == model.id, Job.status.in_(ACTIVE))

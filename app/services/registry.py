@@ -177,11 +177,11 @@ def register(
 def move_alias(
     session: Session, tenant_id: str, name: str, alias: str, version: int | None, key_id: str
 ) -> AliasMove | None:
-    """Point `alias` of `name` at version number `version`, or delete it (`version` None):
-    every change of an alias goes through here, and is kept as an `AliasMove`. None when
-    nothing changed (the alias points at that version already). `404` for an unknown name, or
-    an unknown alias to delete; `422` naming `version` for a version there is not, or whose
-    model was deleted."""
+    """Point `alias` of `name` at version number `version`, or delete it (`version` None).
+    Every change of an alias goes through here and is kept as an `AliasMove`: the one place
+    to announce a move from, in the transaction that makes it. None when nothing changed (the
+    alias points at that version already). `404` for an unknown name, or an unknown alias to
+    delete; `422` naming `version` for a version there is not, or whose model was deleted."""
     registered = _locked(session, tenant_id, name)
     current = session.scalar(
         select(ModelAlias).where(
