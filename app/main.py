@@ -19,6 +19,7 @@ from app.api import (
     openai_chat,
     openai_files,
     openai_fine_tuning,
+    registered_models,
     sweeps,
     webhooks,
 )
@@ -96,6 +97,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(sweeps.router)
     app.include_router(webhooks.router)
+    app.include_router(registered_models.router)
     app.include_router(openai_chat.router)
     app.include_router(openai_files.router)
     app.include_router(openai_fine_tuning.router)

@@ -369,3 +369,72 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(String(1000))
     duration_ms: Mapped[float] = mapped_column(Float)
     time: Mapped[datetime]
+
+
+class RegisteredModel(Base):
+    """A name, unique in its tenant, whose numbered versions are the tenant's models; its
+    aliases point at one version each and move (`app.services.registry`)."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_registered_models_tenant_name"),
+        Index("ix_registered_models_tenant_created_at_id", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """Version `number` of a registered model: one of the tenant's models, registered by an
+    API key (`POST .../versions`) or by the job that made it (`register_as`). Numbers count
+    from 1 and are never reused; the unique constraint is what keeps two registrations that
+    race from taking the same one."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("registered_model_id", "number", name="uq_model_versions_number"),
+        UniqueConstraint("registered_model_id", "model_id", name="uq_model_versions_model"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE")
+    )
+    number: Mapped[int]
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    registered_by_key_id: Mapped[str | None] = mapped_column(String(40))
+    registered_by_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """A registered model's alias (`production`, `staging`, ...) and the version it points at."""
+
+    __tablename__ = "model_aliases"
+
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version_id: Mapped[int] = mapped_column(RowId, ForeignKey("model_versions.id"), index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AliasMove(Base):
+    """One move of an alias, kept for good: from a version (null: the alias was made) to a
+    version (null: it was deleted), when, and by which API key."""
+
+    __tablename__ = "model_alias_moves"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), index=True
+    )
+    alias: Mapped[str] = mapped_column(String(100))
+    from_version: Mapped[int | None]
+    to_version: Mapped[int | None]
+    key_id: Mapped[str] = mapped_column(String(40))
+    time: Mapped[datetime] = mapped_column(default=utcnow)

@@ -124,7 +124,8 @@ class FineTuningJobRequest(BaseModel):
     model: Text = Field(
         min_length=1,
         max_length=100,
-        description="A tunery model id of task `causal_lm` (`model_…`), or the name of a "
+        description="A tunery model of task `causal_lm`: its id (`model_…`) or a registered "
+        "version (`name@alias`, `name/versions/N`); or the name of a "
         "Hugging Face causal LM directory configured in `TUNERY_HF_MODEL_DIRS`.",
     )
     training_file: Text = Field(min_length=1, max_length=200, description="A file's id.")

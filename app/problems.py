@@ -29,8 +29,8 @@ class Problem(Exception):
 
 
 class NotFound(Problem):
-    def __init__(self, what: str, id_: str) -> None:
-        super().__init__(404, f"no {what} with id {id_!r}")
+    def __init__(self, what: str, id_: str, by: str = "id") -> None:
+        super().__init__(404, f"no {what} with {by} {id_!r}")
 
 
 class Conflict(Problem):

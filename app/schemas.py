@@ -163,6 +163,65 @@ class ModelUpdate(BaseModel):
     tags: list[Tag] | None = Field(None, max_length=50, description="Replaces all tags.")
 
 
+class RegisterVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: Text = Field(
+        min_length=1,
+        max_length=220,
+        description="The model to register: its id, or another registered version "
+        "(`name@alias`, `name/versions/N`).",
+    )
+
+
+class AliasUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=999_999_999, description="The version the alias points at.")
+
+
+class AliasOut(BaseModel):
+    alias: str
+    version: int
+    model_id: str
+    updated_at: datetime
+
+
+class ModelVersionOut(BaseModel):
+    name: str = Field(description="The registered model's name.")
+    version: int
+    model_id: str
+    created_at: datetime
+    registered_by_key_id: str | None = Field(
+        description="The API key that registered it; null when its job did (`register_as`)."
+    )
+    registered_by_job_id: str | None = Field(
+        description="The job that registered its model as it succeeded (`register_as`)."
+    )
+    deleted: bool = Field(description="Its model was deleted: the version's number stays taken.")
+    aliases: list[str] = Field(description="The aliases that point at it.")
+
+
+class AliasMoveOut(BaseModel):
+    alias: str
+    from_version: int | None = Field(description="Null: the alias was made by this move.")
+    to_version: int | None = Field(description="Null: the alias was deleted by this move.")
+    key_id: str = Field(description="The API key that moved it.")
+    time: datetime
+
+
+class RegisteredModelOut(BaseModel):
+    name: str
+    created_at: datetime
+    latest_version: int
+    aliases: list[AliasOut]
+
+
+class RegisteredModelDetail(RegisteredModelOut):
+    versions: list[ModelVersionOut] = Field(description="Every version, the first first.")
+    alias_history: list[AliasMoveOut] = Field(description="Every move of an alias, oldest first.")
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -309,7 +368,11 @@ class ChatCompletionRequest(SamplingSettings):
     """OpenAI's chat completion request, for the settings tunery's models support. A setting
     sent as null is a setting not given, as in OpenAI's API."""
 
-    model: Text = Field(max_length=200, description="The id of a `causal_lm` model.")
+    model: Text = Field(
+        max_length=220,
+        description="A `causal_lm` model: its id, or a registered version (`name@alias`, "
+        "`name/versions/N`).",
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(
         None, ge=1, le=32_768, description="OpenAI's newer name of `max_tokens`; wins over it."
@@ -441,7 +504,7 @@ NEWEST_CANDIDATES = 20
 
 
 class RankModelsRequest(ScoredExamples):
-    model_ids: list[Annotated[Text, StringConstraints(min_length=1, max_length=100)]] | None = (
+    model_ids: list[Annotated[Text, StringConstraints(min_length=1, max_length=220)]] | None = (
         Field(
             None,
             min_length=1,

@@ -28,9 +28,11 @@ from app.problems import (
 from app.services import auth
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# POSTs that change nothing: read-only keys may call them too.
+# POSTs that change nothing: read-only keys may call them too. A model by any reference
+# (`app.services.registry`): `name/versions/N` holds slashes.
 READING_POSTS = re.compile(
-    r"^/v1/models/[^/]+/(predict|generate|transferability)$|^/v1/datasets/[^/]+/rank-models$"
+    r"^/v1/models/[^/]+(/versions/[^/]+)?/(predict|generate|transferability)$"
+    r"|^/v1/datasets/[^/]+/rank-models$"
     r"|^/v1/chat/completions$"
 )
 

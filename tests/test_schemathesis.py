@@ -4,9 +4,10 @@ drawn from all of Unicode, NUL and the other control characters included, and Hy
 checks are on (a strategy that cannot generate enough valid data fails the test, not hides it).
 
 Each operation alone, then in the stateful mode: sequences that follow the links between
-operations (create a job, a dataset or a model, then read, change, cancel or delete it), with the
-ids the API answered."""
+operations (create a job, a dataset or a model, then read, change, cancel or delete it; register
+a model, then read the name, make, move and delete its aliases), with the ids the API answered."""
 
+import uuid
 from collections import Counter
 
 import pytest
@@ -63,10 +64,16 @@ def test_a_generated_webhook_url_is_kept_only_if_public_https(case, api_key):
 # sweep routes, OpenAI's files and fine-tuning routes (their own tests have a worker) and the
 # webhooks' (tests/test_webhooks.py, tests/test_security.py) would only dilute the links' rules
 # with 404s: with the sweeps', some sequences of 50 never reached a dataset's preview or a model.
+# The registered models' routes have sequences of their own.
 stateful = schema.exclude(path="/v1/jobs/{job_id}/stream").exclude(
-    path_regex="^/v1/(sweeps|files|fine_tuning|webhooks)"
+    path_regex="^/v1/(sweeps|files|fine_tuning|webhooks|registered-models)"
 )
+# The registered models' routes and a model's own (a version by reference; deleting a model an
+# alias points at); not their list, whose aliases' model ids grow with every sequence: Hypothesis,
+# replaying a sequence, would draw among more of them than before, and stop as flaky.
+registry_stateful = schema.include(path_regex=r"^/v1/(registered-models/|models/\{model_id\}$)")
 CATCH_ALL = Bundle("catch_all")  # where schemathesis' machine takes every step's output
+Calls = Counter[tuple[str, str, int]]
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +84,11 @@ def client(api_database):
         yield test_client
 
 
-def test_no_sequence_of_linked_requests_gets_a_server_error(client):
-    """Random bodies almost never make a valid job spec, dataset or model file, so each sequence
-    also starts from one of each created through the same operations: the links then lead to
-    reading, changing, cancelling and deleting resources that exist."""
-    calls: Counter[tuple[str, str, int]] = Counter()
+def linked_machine(operations, client: TestClient, calls: Calls):
+    """The state machine of `operations`' links, sending `client`'s key, counting each call's
+    (method, path, status) in `calls`, and failing on a server error."""
 
-    class Linked(stateful.as_state_machine()):
+    class Linked(operations.as_state_machine()):
         def before_call(self, case):
             case.headers = {**(case.headers or {}), **client.headers}
 
@@ -96,10 +101,28 @@ def test_no_sequence_of_linked_requests_gets_a_server_error(client):
             links from it."""
             assert response.status_code == 201, response.text
             calls[("POST", path, 201)] += 1
-            case = stateful[path]["POST"].Case()
+            case = operations[path]["POST"].Case()
             self.recorder.record_case(case=case)
             return StepOutput(Response.from_any(response), case)
 
+    return Linked
+
+
+def assert_reached(calls: Calls, operations: list[tuple[str, str]]) -> None:
+    for (method, path, status), count in sorted(calls.items()):
+        print(method, path, status, count)
+    reached = {(method, path) for method, path, status in calls if status < 300}
+    for operation in operations:
+        assert operation in reached, f"no sequence reached {operation} with an existing id"
+
+
+def test_no_sequence_of_linked_requests_gets_a_server_error(client):
+    """Random bodies almost never make a valid job spec, dataset or model file, so each sequence
+    also starts from one of each created through the same operations: the links then lead to
+    reading, changing, cancelling and deleting resources that exist."""
+    calls: Calls = Counter()
+
+    class Linked(linked_machine(stateful, client, calls)):
         @initialize(target=CATCH_ALL)
         def a_job(self):
             return self.created("/v1/jobs", client.post("/v1/jobs", json=DIGITS_CNN))
@@ -121,18 +144,45 @@ def test_no_sequence_of_linked_requests_gets_a_server_error(client):
     Linked.run(
         settings=settings(max_examples=100, stateful_step_count=12, deadline=None, derandomize=True)
     )
-    for (method, path, status), count in sorted(calls.items()):
-        print(method, path, status, count)
-    reached = {(method, path) for method, path, status in calls if status < 300}
-    for operation in [
-        ("GET", "/v1/jobs/{job_id}"),
-        ("POST", "/v1/jobs/{job_id}/cancel"),
-        ("GET", "/v1/jobs/{job_id}/events"),
-        ("GET", "/v1/models/{model_id}"),
-        ("PATCH", "/v1/models/{model_id}"),
-        ("DELETE", "/v1/models/{model_id}"),
-        ("GET", "/v1/datasets/{dataset_id}"),
-        ("GET", "/v1/datasets/{dataset_id}/preview"),
-        ("DELETE", "/v1/datasets/{dataset_id}"),
-    ]:
-        assert operation in reached, f"no sequence reached {operation} with an existing id"
+    assert_reached(
+        calls,
+        [
+            ("GET", "/v1/jobs/{job_id}"),
+            ("POST", "/v1/jobs/{job_id}/cancel"),
+            ("GET", "/v1/jobs/{job_id}/events"),
+            ("GET", "/v1/models/{model_id}"),
+            ("PATCH", "/v1/models/{model_id}"),
+            ("DELETE", "/v1/models/{model_id}"),
+            ("GET", "/v1/datasets/{dataset_id}"),
+            ("GET", "/v1/datasets/{dataset_id}/preview"),
+            ("DELETE", "/v1/datasets/{dataset_id}"),
+        ],
+    )
+
+
+def test_no_sequence_of_registry_requests_gets_a_server_error(client):
+    """Each sequence starts from a registered model's first version; the links lead to its
+    name, its aliases made, moved and deleted, and its model by reference."""
+    calls: Calls = Counter()
+
+    class Linked(linked_machine(registry_stateful, client, calls)):
+        @initialize(target=CATCH_ALL)
+        def a_registered_model(self):
+            model = import_model(client, weights(network())).json()["id"]
+            path = "/v1/registered-models/{name}/versions"
+            name = f"registered-{uuid.uuid4().hex}"
+            response = client.post(path.format(name=name), json={"model_id": model})
+            return self.created(path, response)
+
+    Linked.run(
+        settings=settings(max_examples=60, stateful_step_count=8, deadline=None, derandomize=True)
+    )
+    assert_reached(
+        calls,
+        [
+            ("GET", "/v1/registered-models/{name}"),
+            ("PUT", "/v1/registered-models/{name}/aliases/{alias}"),
+            ("DELETE", "/v1/registered-models/{name}/aliases/{alias}"),
+            ("GET", "/v1/models/{model_id}"),
+        ],
+    )

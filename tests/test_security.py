@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Dataset, Job, Model, Sweep, WebhookDelivery, WebhookEndpoint
+from app.models import (
+    AliasMove,
+    Dataset,
+    Job,
+    Model,
+    ModelVersion,
+    RegisteredModel,
+    Sweep,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from app.problems import is_openai_path
 from app.services import tenants
 from tests import files
@@ -39,6 +50,8 @@ UNKNOWN = {
     "fine_tuning_job": "job_" + "2" * 32,
     "webhook": "wh_" + "0" * 32,
     "delivery": "whd_" + "0" * 32,
+    "name": "name-" + "0" * 32,
+    "alias": "alias-" + "0" * 32,
 }
 
 
@@ -56,9 +69,10 @@ def client_for(app, key: Key | None) -> TestClient:
 @dataclass
 class Owned:
     """What tenant `owner` made: a queued job, an uploaded dataset, an imported model, a sweep,
-    images the model reads (to score it on), a language model (to generate with), and by
-    OpenAI's routes a file and a queued fine-tuning job on it; a webhook, and the delivery of
-    its ping."""
+    images the model reads (to score it on), a language model (to generate with), by OpenAI's
+    routes a file and a queued fine-tuning job on it, a webhook and the delivery of its ping,
+    and a registered model's name (the model its version 1) and an alias of it that points at
+    that version."""
 
     owner: Key
     job: str
@@ -71,6 +85,8 @@ class Owned:
     fine_tuning_job: str
     webhook: str
     delivery: str
+    name: str
+    alias: str
 
     @property
     def ids(self) -> dict[str, str]:
@@ -85,6 +101,8 @@ class Owned:
             "fine_tuning_job": self.fine_tuning_job,
             "webhook": self.webhook,
             "delivery": self.delivery,
+            "name": self.name,
+            "alias": self.alias,
         }
 
 
@@ -124,11 +142,18 @@ def owned(app, tiny_llama, monkeypatch, tmp_path) -> Owned:
         assert webhook.status_code == 201, webhook.text
         delivery = client.post(f"/v1/webhooks/{webhook.json()['id']}/ping")
         assert delivery.status_code == 202, delivery.text
+        name, alias = f"name-{uuid.uuid4().hex}", f"alias-{uuid.uuid4().hex}"
+        registered = client.post(
+            f"/v1/registered-models/{name}/versions", json={"model_id": model.json()["id"]}
+        )
+        assert registered.status_code == 201, registered.text
+        aliased = client.put(f"/v1/registered-models/{name}/aliases/{alias}", json={"version": 1})
+        assert aliased.status_code == 200, aliased.text
     made = (
         r.json()["id"]
         for r in (job, dataset, model, sweep, images, lm, file, fine_tuning_job, webhook, delivery)
     )
-    return Owned(owner, *made)
+    return Owned(owner, *made, name, alias)
 
 
 PREDICT = {"json": {"inputs": torch.rand(1, 1, 8, 8).tolist()}}
@@ -153,6 +178,7 @@ ID_ROUTES = [
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job}/checkpoints", {}),
     ("GET", "/v1/webhooks/{webhook}", {}),
     ("GET", "/v1/webhooks/{webhook}/deliveries", {}),
+    ("GET", "/v1/registered-models/{name}", {}),
     ("POST", "/v1/models/{model}/predict", PREDICT),
     ("POST", "/v1/models/{lm}/generate", {"json": {"prompt": "the", "max_tokens": 2}}),
     (
@@ -164,13 +190,21 @@ ID_ROUTES = [
     ("PATCH", "/v1/models/{model}", {"json": {"tags": ["mine"]}}),
     ("POST", "/v1/jobs/{job}/pause", {}),  # queued: paused at once
     ("POST", "/v1/jobs/{job}/resume", {}),
+    # The language model as the name's next version: another tenant's model is no model.
+    (
+        "POST",
+        "/v1/registered-models/{name}/versions",
+        lambda ids: {"json": {"model_id": ids["lm"]}},
+    ),
+    ("PUT", "/v1/registered-models/{name}/aliases/{alias}", {"json": {"version": 2}}),
     ("POST", "/v1/jobs/{job}/cancel", {}),
     ("GET", "/v1/jobs/{job}/stream", {}),
     ("POST", "/v1/sweeps/{sweep}/cancel", {}),
     ("GET", "/v1/sweeps/{sweep}/stream", {}),
     ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job}/cancel", {}),
     ("DELETE", "/v1/datasets/{dataset}", {}),
-    ("DELETE", "/v1/models/{model}", {}),
+    ("DELETE", "/v1/registered-models/{name}/aliases/{alias}", {}),
+    ("DELETE", "/v1/models/{model}", {}),  # once no alias points at it
     ("DELETE", "/v1/files/{file}", {}),  # once the cancel left no job reading it
     ("PATCH", "/v1/webhooks/{webhook}", {"json": {"events": ["job.succeeded"]}}),
     ("POST", "/v1/webhooks/{webhook}/ping", {}),
@@ -263,6 +297,7 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
             "/v1/files",
             "/v1/fine_tuning/jobs",
             "/v1/webhooks",
+            "/v1/registered-models",
         ):
             assert stranger.get(path).json()["data"] == [], path
         # Naming another tenant's dataset or model in a spec is the same as naming none.
@@ -300,6 +335,18 @@ def test_another_tenants_ids_answer_as_unknown_ids_do_and_change_nothing(app, ow
         assert session.get(WebhookEndpoint, owned.webhook).events == ["job.failed"]
         deliveries = select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == owned.webhook)
         assert session.scalars(deliveries).all() == [owned.delivery]
+        # The stranger's version, alias move and alias deletion left the name as it was.
+        registered = session.scalar(
+            select(RegisteredModel).where(RegisteredModel.name == owned.name)
+        )
+        versions = select(ModelVersion.model_id).where(
+            ModelVersion.registered_model_id == registered.id
+        )
+        assert list(session.scalars(versions)) == [owned.model]
+        moves = select(AliasMove.alias, AliasMove.from_version, AliasMove.to_version).where(
+            AliasMove.registered_model_id == registered.id
+        )
+        assert session.execute(moves).all() == [(owned.alias, None, 1)]
 
 
 def test_the_owner_reaches_everything_it_made(app, owned):
@@ -341,7 +388,14 @@ def test_a_read_only_key_reads_and_predicts_but_changes_nothing(app, owned):
         assert client.post(f"/v1/models/{owned.model}/transferability", **scored).status_code == 200
         ranked = client.post(f"/v1/datasets/{owned.images}/rank-models", json={})
         assert [entry["model_id"] for entry in ranked.json()["ranking"]] == [owned.model]
+        for version in (f"{owned.name}@{owned.alias}", f"{owned.name}/versions/1"):
+            assert client.post(f"/v1/models/{version}/predict", **PREDICT).status_code == 200
+        versions = f"/v1/registered-models/{owned.name}/versions"
+        alias = f"/v1/registered-models/{owned.name}/aliases/{owned.alias}"
         for method, path, kwargs in [
+            ("POST", versions, {"json": {"model_id": owned.lm}}),
+            ("PUT", alias, {"json": {"version": 1}}),
+            ("DELETE", alias, {}),
             ("POST", "/v1/jobs", {"json": DIGITS_CNN}),
             ("PATCH", f"/v1/models/{owned.model}", {"json": {"name": "x"}}),
             ("DELETE", f"/v1/models/{owned.model}", {}),

@@ -22,6 +22,7 @@ from app.services import sweeps, webhook_addresses, webhook_delivery, webhooks
 from tests.conftest import new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
+from tests.test_registry import import_model, network, weights
 from tests.test_sweeps import SWEEP, with_
 from tests.webhook_receiver import receiver, self_signed
 
@@ -261,6 +262,24 @@ def test_a_paused_job_tells_of_its_pause_once_and_its_resume_does_not(client):
     assert delivery["event_type"] == "job.paused"
     with session_scope() as session:
         assert session.get(WebhookEvent, delivery["event_id"]).payload["data"]["id"] == job["id"]
+
+
+def test_each_move_of_an_alias_tells_where_from_and_to(client):
+    hook = client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": ["model.alias_moved"]})
+    model_id = import_model(client, weights(network())).json()["id"]
+    assert client.post(
+        "/v1/registered-models/churn/versions", json={"model_id": model_id}
+    ).is_success
+    alias = "/v1/registered-models/churn/aliases/production"
+    assert client.put(alias, json={"version": 1}).status_code == 200
+    assert client.put(alias, json={"version": 1}).status_code == 200  # no move: no event
+    assert client.delete(alias).status_code == 204
+    deliveries = _deliveries(client, hook.json()["id"])
+    with session_scope() as session:
+        told = [session.get(WebhookEvent, d["event_id"]).payload["data"] for d in deliveries]
+    moves = sorted((d["from_version"] or 0, d["to_version"] or 0, d["model_id"]) for d in told)
+    assert moves == [(0, 1, model_id), (1, 0, None)]
+    assert {(d["name"], d["alias"]) for d in told} == {("churn", "production")}
 
 
 def test_a_cancelled_sweep_tells_of_itself_and_of_its_trials(client):

@@ -62,6 +62,24 @@ def _nul_path(value: Any, path: str) -> str | None:
 # Text that can be stored: any string but one holding U+0000.
 Text = Annotated[str, AfterValidator(refuse_nul)]
 
+# A registered model's name or an alias: never a `@` or `/`, which a model reference
+# (`name@alias`, `name/versions/N`) keeps for itself.
+SLUG = r"[a-z0-9][a-z0-9_-]{0,99}"
+Slug = Annotated[
+    str,
+    Field(
+        pattern=f"^{SLUG}$",
+        description="Lowercase letters, digits, `-` and `_`, starting with a letter or digit; "
+        "at most 100 characters.",
+    ),
+]
+# A model as a job or request names it: its id, or a registered model's version by alias or
+# number (`app.services.registry`).
+BASE_MODEL_DESCRIPTION = (
+    "The model to start from: its id, or a registered model's version as `name@alias` or "
+    "`name/versions/N` (resolved at submission: the job records the model's id)."
+)
+
 
 @dataclass(frozen=True)
 class SpecIssue:
@@ -286,6 +304,11 @@ class CheckpointRetention(_Strict):
 
 class _JobSpecBase(_Strict):
     name: str | None = Field(None, max_length=200)
+    register_as: Slug | None = Field(
+        None,
+        description="A registered model's name: when the job succeeds, its model becomes the "
+        "name's next version (the name is made with its first version).",
+    )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resources: Resources = Field(default_factory=Resources)
     checkpoints: CheckpointRetention = Field(default_factory=CheckpointRetention)
@@ -323,7 +346,7 @@ class FinetuneSpec(_JobSpecBase):
 
     kind: Literal["finetune"]
     model: ModelSpec | None = None
-    base_model_id: str | None = Field(None, max_length=100)
+    base_model_id: str | None = Field(None, max_length=220, description=BASE_MODEL_DESCRIPTION)
     method: MethodSpec = Field(default_factory=lambda: MethodSpec(name="supervised"))
     data: TrainData
 
@@ -331,7 +354,7 @@ class FinetuneSpec(_JobSpecBase):
 class AdaptSpec(_JobSpecBase):
     kind: Literal["adapt"]
     model: ModelSpec | None = None
-    base_model_id: str | None = Field(None, max_length=100)
+    base_model_id: str | None = Field(None, max_length=220, description=BASE_MODEL_DESCRIPTION)
     method: MethodSpec
     data: AdaptData
 

@@ -1,5 +1,5 @@
-"""The operations of `client.jobs`, `client.sweeps`, `client.datasets` and `client.models`
-(see `tunery._core` for how one generator serves both clients)."""
+"""The operations of `client.jobs`, `client.sweeps`, `client.datasets`, `client.models` and
+`client.registered_models` (see `tunery._core` for how one generator serves both clients)."""
 
 import hashlib
 import os
@@ -32,14 +32,18 @@ from tunery.errors import APIConnectionError, TuneryError, WaitTimeout
 from tunery.types import (
     FINAL_STATUSES,
     SWEEP_FINAL_STATUSES,
+    Alias,
     Checkpoint,
     Dataset,
     Event,
     Job,
     MetricPoint,
     Model,
+    ModelVersion,
     Page,
     Prediction,
+    RegisteredModel,
+    RegisteredModelDetail,
     StreamEvent,
     Sweep,
     SweepEvent,
@@ -434,6 +438,39 @@ class ModelOps(Operations):
     def list(self, parent_id: str | None = None, page_size: int = PAGE_SIZE) -> Items[Model]:
         """Every model, newest first; with `parent_id`, the models made from that one."""
         yield from self.paginate("/v1/models", Model, page_size, {"parent_id": parent_id})
+
+
+class RegisteredModelOps(Operations):
+    """Registered models: names with numbered versions and movable aliases. A version is also a
+    model reference, `name@alias` or `name/versions/N`, wherever `client.models` takes an id."""
+
+    def list(self, page_size: int = PAGE_SIZE) -> Items[RegisteredModel]:
+        """Every registered model, newest first, with its latest version and its aliases."""
+        yield from self.paginate("/v1/registered-models", RegisteredModel, page_size)
+
+    def get(self, name: str) -> Op[RegisteredModelDetail]:
+        """Its versions, aliases and every move of an alias."""
+        request = Request("GET", route("/v1/registered-models", name))
+        return (yield from self.fetch(request, RegisteredModelDetail))
+
+    def register(self, name: str, model_id: str) -> Op[ModelVersion]:
+        """Make a model the name's next version (the first makes the name); `Conflict` if it
+        is a version of that name already."""
+        path = route("/v1/registered-models", name, "versions")
+        return (
+            yield from self.fetch(Request("POST", path, json={"model_id": model_id}), ModelVersion)
+        )
+
+    def set_alias(self, name: str, alias: str, version: int) -> Op[Alias]:
+        """Point `alias` (made if new) at a version."""
+        path = route("/v1/registered-models", name, "aliases", alias)
+        return (yield from self.fetch(Request("PUT", path, json={"version": version}), Alias))
+
+    def delete_alias(self, name: str, alias: str) -> Op[None]:
+        """Delete the alias (kept in the history as a move to nothing)."""
+        yield from self.send(
+            Request("DELETE", route("/v1/registered-models", name, "aliases", alias))
+        )
 
 
 def _download_target(

@@ -27,6 +27,8 @@ from tunery.types import (
     MetricPoint,
     Model,
     Prediction,
+    RegisteredModel,
+    RegisteredModelDetail,
     Sweep,
     Trial,
 )
@@ -215,6 +217,47 @@ def models_table(models: Iterable[Model]) -> Table:
             _headline(m.metrics),
         )
     return table
+
+
+def _aliases(model: RegisteredModel) -> str:
+    return ", ".join(f"{a.alias} → {a.version}" for a in model.aliases)
+
+
+def registered_models_table(models: Iterable[RegisteredModel]) -> Table:
+    table = Table("name", "latest version", "aliases", "created", box=None)
+    for m in models:
+        table.add_row(
+            escape(m.name), str(m.latest_version), escape(_aliases(m)), _time(m.created_at)
+        )
+    return table
+
+
+def registered_model_details(model: RegisteredModelDetail) -> Group:
+    """Its versions (each with its model, who registered it and its aliases), then every move
+    of an alias, oldest first."""
+    versions = Table("version", "model", "registered by", "aliases", "created", box=None)
+    for v in model.versions:
+        model_id = f"{v.model_id} (deleted)" if v.deleted else v.model_id
+        by = (
+            f"job {v.registered_by_job_id}"
+            if v.registered_by_job_id
+            else (v.registered_by_key_id or "")
+        )
+        versions.add_row(
+            str(v.version), model_id, by, escape(", ".join(v.aliases)), _time(v.created_at)
+        )
+    moves = Table("alias", "from", "to", "key", "time", box=None)
+    for m in model.alias_history:
+        moves.add_row(
+            escape(m.alias),
+            "" if m.from_version is None else str(m.from_version),
+            "(deleted)" if m.to_version is None else str(m.to_version),
+            m.key_id,
+            _time(m.time),
+        )
+    return Group(
+        f"[bold]{escape(model.name)}[/bold]", versions, "", "[bold]alias history[/bold]", moves
+    )
 
 
 def predictions_table(prediction: Prediction) -> Table:

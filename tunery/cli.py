@@ -1,4 +1,5 @@
-"""The `tunery` command: jobs, sweeps, datasets and models through the API (`TUNERY_URL`,
+"""The `tunery` command: jobs, sweeps, datasets, models and registered models through the API
+(`TUNERY_URL`,
 `TUNERY_API_KEY`), and `tunery admin` for tenants and keys, on the server's database.
 
 `--json` prints one JSON document on stdout and nothing else there; progress bars and errors
@@ -48,11 +49,18 @@ sweeps = typer.Typer(
     no_args_is_help=True, help="Hyperparameter sweeps: trials run as jobs, the best is kept."
 )
 datasets = typer.Typer(no_args_is_help=True, help="Upload and list datasets.")
-models = typer.Typer(no_args_is_help=True, help="List, download and call trained models.")
+models = typer.Typer(
+    no_args_is_help=True,
+    help="List, download and call trained models (by id, NAME@ALIAS or NAME/versions/N).",
+)
+registry = typer.Typer(
+    no_args_is_help=True, help="Registered models: names, numbered versions, moving aliases."
+)
 app.add_typer(jobs, name="jobs")
 app.add_typer(sweeps, name="sweeps")
 app.add_typer(datasets, name="datasets")
 app.add_typer(models, name="models")
+app.add_typer(registry, name="registry")
 app.add_typer(admin, name="admin")
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only (one document).")]
@@ -463,6 +471,60 @@ def models_predict(
     """Predict on a batch of raw inputs."""
     answer = _client(ctx).models.predict(model_id, _inputs(input), return_embeddings=embeddings)
     _show(as_json, answer, lambda: _render.predictions_table(answer))
+
+
+# Registered models
+
+
+@registry.command("list")
+def registry_list(ctx: typer.Context, limit: Limit = 20, as_json: Json = False) -> None:
+    """Your registered models, newest first: the latest version and the aliases of each."""
+    found = list(islice(_client(ctx).registered_models.list(page_size=min(limit, 100)), limit))
+    _show(as_json, found, lambda: _render.registered_models_table(found))
+
+
+@registry.command("show")
+def registry_show(ctx: typer.Context, name: str, as_json: Json = False) -> None:
+    """A registered model's versions, aliases and every move of an alias."""
+    found = _client(ctx).registered_models.get(name)
+    _show(as_json, found, lambda: _render.registered_model_details(found))
+
+
+@registry.command("register")
+def registry_register(ctx: typer.Context, name: str, model_id: str, as_json: Json = False) -> None:
+    """Make a model NAME's next version (the first makes NAME)."""
+    version = _client(ctx).registered_models.register(name, model_id)
+    _show(
+        as_json, version, lambda: f"{escape(name)}/versions/{version.version}: {version.model_id}"
+    )
+
+
+@registry.command("alias")
+def registry_alias(
+    ctx: typer.Context,
+    name: str,
+    alias: str,
+    version: Annotated[int, typer.Argument(min=1)],
+    as_json: Json = False,
+) -> None:
+    """Point ALIAS of NAME at VERSION (made if new, moved if not)."""
+    moved = _client(ctx).registered_models.set_alias(name, alias, version)
+    _show(
+        as_json,
+        moved,
+        lambda: f"{escape(name)}@{escape(alias)} → version {moved.version}: {moved.model_id}",
+    )
+
+
+@registry.command("unalias")
+def registry_unalias(ctx: typer.Context, name: str, alias: str, as_json: Json = False) -> None:
+    """Delete ALIAS of NAME."""
+    _client(ctx).registered_models.delete_alias(name, alias)
+    _show(
+        as_json,
+        {"name": name, "alias": alias, "deleted": True},
+        lambda: f"deleted {escape(name)}@{escape(alias)}",
+    )
 
 
 # Errors

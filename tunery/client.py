@@ -26,7 +26,7 @@ from tunery._core import (
     Trampoline,
     done,
 )
-from tunery._operations import DatasetOps, JobOps, ModelOps, SweepOps
+from tunery._operations import DatasetOps, JobOps, ModelOps, RegisteredModelOps, SweepOps
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -253,10 +253,26 @@ class AsyncModels(_Resource):
     predict = _acall(ModelOps.predict)
 
 
+class RegisteredModels(_Resource):
+    list = _iter(RegisteredModelOps.list)
+    get = _call(RegisteredModelOps.get)
+    register = _call(RegisteredModelOps.register)
+    set_alias = _call(RegisteredModelOps.set_alias)
+    delete_alias = _call(RegisteredModelOps.delete_alias)
+
+
+class AsyncRegisteredModels(_Resource):
+    list = _aiter(RegisteredModelOps.list)
+    get = _acall(RegisteredModelOps.get)
+    register = _acall(RegisteredModelOps.register)
+    set_alias = _acall(RegisteredModelOps.set_alias)
+    delete_alias = _acall(RegisteredModelOps.delete_alias)
+
+
 class _BaseClient:
     _http_class: type[httpx.Client] | type[httpx.AsyncClient]
     _driver_class: type[_SyncDriver] | type[_AsyncDriver]
-    _resources: tuple[type[_Resource], type[_Resource], type[_Resource], type[_Resource]]
+    _resources: tuple[type[_Resource], ...]
 
     def __init__(
         self,
@@ -269,11 +285,12 @@ class _BaseClient:
         self._http = self._http_class(**_http_options(base_url, api_key, timeout))
         driver, policy = self._driver_class(self._http), retry or RetryPolicy()  # type: ignore[arg-type]
         self.base_url = str(self._http.base_url)
-        jobs, sweeps, datasets, models = self._resources
+        jobs, sweeps, datasets, models, registered_models = self._resources
         self.jobs = jobs(driver, JobOps(policy))
         self.sweeps = sweeps(driver, SweepOps(policy))
         self.datasets = datasets(driver, DatasetOps(policy))
         self.models = models(driver, ModelOps(policy))
+        self.registered_models = registered_models(driver, RegisteredModelOps(policy))
 
 
 class Client(_BaseClient):
@@ -282,11 +299,12 @@ class Client(_BaseClient):
     `retry` says when a refused or failed request is sent again (`RetryPolicy`)."""
 
     _http_class, _driver_class = httpx.Client, _SyncDriver
-    _resources = (Jobs, Sweeps, Datasets, Models)
+    _resources = (Jobs, Sweeps, Datasets, Models, RegisteredModels)
     jobs: Jobs
     sweeps: Sweeps
     datasets: Datasets
     models: Models
+    registered_models: RegisteredModels
     _http: httpx.Client
 
     def close(self) -> None:
@@ -304,11 +322,12 @@ class AsyncClient(_BaseClient):
     iterating ones (`list`, `metrics`, `events`, `stream`, ...) are async iterators."""
 
     _http_class, _driver_class = httpx.AsyncClient, _AsyncDriver
-    _resources = (AsyncJobs, AsyncSweeps, AsyncDatasets, AsyncModels)
+    _resources = (AsyncJobs, AsyncSweeps, AsyncDatasets, AsyncModels, AsyncRegisteredModels)
     jobs: AsyncJobs
     sweeps: AsyncSweeps
     datasets: AsyncDatasets
     models: AsyncModels
+    registered_models: AsyncRegisteredModels
     _http: httpx.AsyncClient
 
     async def close(self) -> None:

@@ -7,14 +7,18 @@ Optuna's samplers and pruners, so it imports Optuna: it is loaded only when aske
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from app.schemas import BestTrial, JobError, Page, Progress, TrialCounts
+from app.schemas import AliasMoveOut as AliasMove
+from app.schemas import AliasOut as Alias
+from app.schemas import BestTrial, JobError, Page, Progress, RegisteredModelDetail, TrialCounts
 from app.schemas import CheckpointOut as Checkpoint
 from app.schemas import DatasetOut as Dataset
 from app.schemas import EventOut as Event
 from app.schemas import JobOut as Job
 from app.schemas import MetricPointOut as MetricPoint
 from app.schemas import ModelOut as Model
+from app.schemas import ModelVersionOut as ModelVersion
 from app.schemas import PredictResponse as Prediction
+from app.schemas import RegisteredModelOut as RegisteredModel
 from app.schemas import SweepOut as Sweep
 from app.schemas import TrialOut as Trial
 from trainer.spec import (
@@ -70,6 +74,8 @@ __all__ = [
     "SWEEP_FINAL_STATUSES",
     "AdaptData",
     "AdaptSpec",
+    "Alias",
+    "AliasMove",
     "BestTrial",
     "Checkpoint",
     "Dataset",
@@ -84,10 +90,13 @@ __all__ = [
     "MetricPoint",
     "Model",
     "ModelSpec",
+    "ModelVersion",
     "Page",
     "Prediction",
     "PretrainSpec",
     "Progress",
+    "RegisteredModel",
+    "RegisteredModelDetail",
     "Resources",
     "StreamEvent",
     "Sweep",

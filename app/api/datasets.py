@@ -51,7 +51,8 @@ def upload_dataset(
             min_length=1,
             max_length=200,
             description="chat: count the tokens under this model's tokenizer and chat template "
-            "(a configured Hugging Face causal LM's name or a causal_lm model's id)",
+            "(a configured Hugging Face causal LM's name, or a causal_lm model's id or "
+            "registered version: `name@alias`, `name/versions/N`)",
         ),
     ] = None,
     idempotency_key: IdempotencyKeyHeader = None,

@@ -1,6 +1,6 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
@@ -23,6 +23,15 @@ from app.services import exports, generation, imports, models, transferability
 from trainer.spec import SpecIssue, Text
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+# A model's `{model_id}` is any reference to it (`app.services.registry`): its id, `name@alias`
+# or `name/versions/N`, whose slashes the path converter lets through, encoded as `%2F` or not.
+# Starlette tries routes in order, so the routes of a model's sub-resources (`.../download`)
+# come before those of the model itself, whose `{model_id:path}` would match them too.
+ModelRef = Annotated[
+    str,
+    Path(description="The model's id, or a registered version: `name@alias`, `name/versions/N`."),
+]
 
 
 @router.get("")
@@ -71,33 +80,13 @@ def import_model(
     return models.to_out(session, model)
 
 
-@router.get("/{model_id}")
-def get_model(model_id: str, session: SessionDep, caller: CallerDep) -> ModelOut:
-    return models.to_out(session, models.get_model(session, caller.tenant_id, model_id))
-
-
-@router.patch("/{model_id}")
-def update_model(
-    model_id: str, update: ModelUpdate, session: SessionDep, caller: CallerDep
-) -> ModelOut:
-    """Rename or re-tag a model (`tags` replaces the whole list)."""
-    return models.to_out(session, models.update_model(session, caller.tenant_id, model_id, update))
-
-
-@router.delete("/{model_id}", status_code=204)
-def delete_model(model_id: str, session: SessionDep, caller: CallerDep) -> Response:
-    """Delete a model's files; `409` while a queued or running job starts from it."""
-    models.delete_model(session, caller.tenant_id, model_id)
-    return Response(status_code=204)
-
-
 @router.get(
-    "/{model_id}/download",
+    "/{model_id:path}/download",
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}, "application/zip": {}}}},
 )
 def download_model(
-    model_id: str,
+    model_id: ModelRef,
     session: SessionDep,
     caller: CallerDep,
     format: Literal["safetensors", "onnx", "archive", "hf"] = "safetensors",
@@ -120,7 +109,7 @@ NPY = "application/x-npy"
 
 
 @router.post(
-    "/{model_id}/predict",
+    "/{model_id:path}/predict",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -132,7 +121,7 @@ NPY = "application/x-npy"
     },
 )
 async def predict(
-    model_id: str,
+    model_id: ModelRef,
     request: Request,
     caller: CallerDep,
     return_embeddings: Annotated[bool, Query(description="With an npy body.")] = False,
@@ -154,12 +143,12 @@ async def predict(
 
 
 @router.post(
-    "/{model_id}/generate",
+    "/{model_id:path}/generate",
     response_model=GenerateResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def generate(
-    model_id: str, body: GenerateRequest, caller: CallerDep
+    model_id: ModelRef, body: GenerateRequest, caller: CallerDep
 ) -> GenerateResponse | EventSourceResponse:
     """Text from a `causal_lm` model: it continues `prompt`, or answers `messages` in its chat
     template. With `stream`, Server-Sent Events as the text is sampled: `text` events
@@ -177,12 +166,32 @@ async def generate(
     return await generation.answer(started)
 
 
-@router.post("/{model_id}/transferability")
+@router.post("/{model_id:path}/transferability")
 async def score_transferability(
-    model_id: str, body: TransferabilityRequest, caller: CallerDep
+    model_id: ModelRef, body: TransferabilityRequest, caller: CallerDep
 ) -> TransferabilityOut:
     """How well the model would suit a labelled dataset as a base, before any training: LogME
     of its backbone's features (one forward pass over the training split, or the `fraction`
     of it a job of `seed` would train on). `422` naming `dataset` when it is unknown, has no
     labels, or holds inputs the model does not read."""
     return await transferability.score_model(caller.tenant_id, model_id, body)
+
+
+@router.get("/{model_id:path}")
+def get_model(model_id: ModelRef, session: SessionDep, caller: CallerDep) -> ModelOut:
+    return models.to_out(session, models.get_model(session, caller.tenant_id, model_id))
+
+
+@router.patch("/{model_id:path}")
+def update_model(
+    model_id: ModelRef, update: ModelUpdate, session: SessionDep, caller: CallerDep
+) -> ModelOut:
+    """Rename or re-tag a model (`tags` replaces the whole list)."""
+    return models.to_out(session, models.update_model(session, caller.tenant_id, model_id, update))
+
+
+@router.delete("/{model_id:path}", status_code=204)
+def delete_model(model_id: ModelRef, session: SessionDep, caller: CallerDep) -> Response:
+    """Delete a model's files; `409` while a queued or running job starts from it."""
+    models.delete_model(session, caller.tenant_id, model_id)
+    return Response(status_code=204)

@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.models import Dataset, Job, JobDataset, Model, new_id
+from app.models import Dataset, Job, JobDataset, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import DatasetOut, DatasetPreview
-from app.services import tenants
+from app.services import registry, tenants
 from app.services.pagination import newest_first
 from app.storage import get_store
 from trainer.architectures import hf_causal_lm
@@ -128,12 +128,8 @@ def _role_counts(dataset: LabelledDataset) -> dict[str, int] | None:
 def _tokenizer_card(session: Session, tenant_id: str, tokenizer: str) -> TrunkCard:
     """The trunk card whose tokenizer and chat template count an upload's tokens: the tenant's
     causal_lm model of that id, or the configured Hugging Face causal LM of that name."""
-    if tokenizer.startswith("model_"):
-        model = session.scalar(
-            select(Model).where(
-                Model.id == tokenizer, Model.tenant_id == tenant_id, Model.deleted_at.is_(None)
-            )
-        )
+    if registry.names_stored_model(tokenizer):
+        model = registry.find_model(session, tenant_id, tokenizer)
         if model is None:
             raise InvalidInput([SpecIssue("tokenizer", f"no model {tokenizer!r}")])
         if model.task != "causal_lm":

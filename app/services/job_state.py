@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
 from app.models import Job, JobEvent, Model, Tenant, utcnow
-from app.services import webhooks
+from app.services import registry, webhooks
 
 TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
 ACTIVE = ("queued", "running")
@@ -145,7 +145,8 @@ def succeed(
     metrics: dict,
     pruned_after: int | None = None,
 ) -> bool:
-    """Record the model as the job's result, if this attempt still holds the job; a sweep's
+    """Record the model as the job's result, if this attempt still holds the job, and register
+    it as the next version of its spec's `register_as` in the same transaction; a sweep's
     trial pruned after an epoch, its model kept, ends `pruned`."""
     status = "succeeded" if pruned_after is None else "pruned"
     result = session.execute(
@@ -159,8 +160,10 @@ def succeed(
             lease_expires_at=None,
             pause_requested_at=None,  # it ended before it could pause
         )
+        .returning(Job.spec)
     )
-    if result.rowcount != 1:
+    spec = result.scalar_one_or_none()
+    if spec is None:
         return False
     session.add(model)
     message = (
@@ -169,6 +172,13 @@ def succeed(
         else f"pruned after epoch {pruned_after}: model {model.id} kept"
     )
     add_event(session, job_id, attempt, "status", message, status)
+    name = spec.get("register_as")
+    if name is not None and pruned_after is None:
+        session.flush()  # the model's row, which its version refers to
+        version = registry.register(session, model.tenant_id, name, model, job_id=job_id)
+        add_event(
+            session, job_id, attempt, "log", f"registered as {name}/versions/{version.number}"
+        )
     if pruned_after is None:
         webhooks.emit_job(session, job_id)
     return True

@@ -6,10 +6,10 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import read
-from app.models import Checkpoint, Job, JobEvent, MetricPoint, Model, new_id
+from app.models import Checkpoint, Job, JobEvent, MetricPoint, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Page, Progress
-from app.services import checkpoints, datasets, job_state, pagination, tenants
+from app.services import checkpoints, datasets, job_state, pagination, registry, tenants
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
 from trainer.validation import check_spec, example_issues
 
@@ -48,11 +48,7 @@ def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[Spe
     base_card = None
     base_model_id = getattr(spec, "base_model_id", None)
     if base_model_id is not None:
-        base = session.scalar(
-            select(Model).where(
-                Model.id == base_model_id, Model.tenant_id == tenant_id, Model.deleted_at.is_(None)
-            )
-        )
+        base = registry.find_model(session, tenant_id, base_model_id)
         if base is None:
             return [SpecIssue("base_model_id", f"no model {base_model_id!r}")]
         base_card = base.card
@@ -60,6 +56,17 @@ def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[Spe
     if issues:
         return issues
     return example_issues(spec, base_card, datasets.numbered_examples(session, tenant_id))
+
+
+def with_base_resolved(session: Session, tenant_id: str, spec: JobSpecType) -> JobSpecType:
+    """The spec with its `base_model_id` the id of the model it names, when it names a
+    registered version (`name@alias`, `name/versions/N`): the job starts from that model
+    whatever the alias points at later. Unchanged when it names none (`spec_issues` says so)."""
+    reference = getattr(spec, "base_model_id", None)
+    if reference is None or registry.parse(reference) is None:
+        return spec
+    base = registry.find_model(session, tenant_id, reference)
+    return spec if base is None else spec.model_copy(update={"base_model_id": base.id})
 
 
 def create_job(
@@ -70,7 +77,10 @@ def create_job(
     trial_number: int | None = None,
 ) -> Job:
     """Validate the spec, check the tenant's quota, then record the job as queued (a sweep's
-    trial with its sweep and trial number)."""
+    trial with its sweep and trial number). A base model named by a registered version is
+    recorded by its id, and the reference in a log event of the job's."""
+    reference = getattr(spec, "base_model_id", None)
+    spec = with_base_resolved(session, tenant_id, spec)
     issues = spec_issues(session, tenant_id, spec)
     if issues:
         raise InvalidInput(issues)
@@ -91,6 +101,9 @@ def create_job(
     session.flush()
     datasets.record_job_datasets(session, job.id, spec.data)
     job_state.add_event(session, job.id, 0, "status", "queued", "queued")
+    if reference != job.base_model_id:
+        message = f"base_model_id {reference} is model {job.base_model_id}"
+        job_state.add_event(session, job.id, 0, "log", message)
     return job
 
 

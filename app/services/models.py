@@ -20,6 +20,7 @@ from app.db import session_scope
 from app.models import Job, Model, utcnow
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import Ancestor, ModelOut, ModelUpdate, PredictResponse
+from app.services import registry
 from app.services.inference import Batch, L, ModelCache, Predictor
 from app.services.model_files import delete_model_files, model_file
 from app.services.pagination import newest_first
@@ -33,19 +34,18 @@ MAX_LINEAGE = 1000  # a guard: parent links cannot form a cycle, but a bug must 
 
 _cache = ModelCache(get_settings().model_cache_bytes)
 # The rows of models served lately (predict, generate), so that a warm request makes no query.
-# A model deleted through another API process may go on answering here for up to `ttl` seconds.
+# Keyed by the reference served: a model deleted, or an alias moved, through another API process
+# may go on answering here as it did for up to `ttl` seconds.
 _rows: TTLCache[tuple[str, str], Model] = TTLCache(maxsize=10_000, ttl=2.0, timer=time.monotonic)
 _rows_lock = threading.Lock()
 
 
-def get_model(session: Session, tenant_id: str, model_id: str) -> Model:
-    model = session.scalar(
-        select(Model).where(
-            Model.id == model_id, Model.tenant_id == tenant_id, Model.deleted_at.is_(None)
-        )
-    )
+def get_model(session: Session, tenant_id: str, reference: str) -> Model:
+    """The tenant's model that `reference` names: its id, `name@alias` or `name/versions/N`
+    (`registry.find_model`); 404 when there is none."""
+    model = registry.find_model(session, tenant_id, reference)
     if model is None:
-        raise NotFound("model", model_id)
+        raise NotFound("model", reference)
     return model
 
 
@@ -88,19 +88,32 @@ def update_model(session: Session, tenant_id: str, model_id: str, update: ModelU
     return model
 
 
-def delete_model(session: Session, tenant_id: str, model_id: str) -> None:
-    """Remove its files; the row stays, marked deleted, for its descendants' lineage."""
-    model = get_model(session, tenant_id, model_id)
+def delete_model(session: Session, tenant_id: str, reference: str) -> None:
+    """Remove its files; the row stays, marked deleted, for its descendants' lineage (and the
+    registered versions it is, whose numbers stay taken). `409` while a queued or running job
+    starts from it, or an alias points at it."""
+    model = get_model(session, tenant_id, reference)
+    # Locked before the aliases are read, as `registry.move_alias` locks it before pointing
+    # an alias at it: the two cannot interleave.
+    session.execute(select(Model.id).where(Model.id == model.id).with_for_update())
+    aliases = registry.aliases_of(session, model.id)
+    if aliases:
+        raise Conflict(
+            f"model {model.id} is a registered version that aliases point at: "
+            f"{', '.join(aliases)}; move or delete them first"
+        )
     users = session.scalars(
-        select(Job.id).where(Job.base_model_id == model_id, Job.status.in_(ACTIVE))
+        select(Job.id).where(Job.base_model_id == model.id, Job.status.in_(ACTIVE))
     ).all()
     if users:
-        raise Conflict(f"model {model_id} is the base of {', '.join(users)}; cancel them first")
+        raise Conflict(f"model {model.id} is the base of {', '.join(users)}; cancel them first")
     model.deleted_at = utcnow()
     session.flush()
     with _rows_lock:
-        _rows.pop((tenant_id, model_id), None)
-    _cache.drop(model_id)
+        for key in list(_rows):  # by its id and by every reference it was served by
+            if (row := _rows.get(key)) is not None and row.id == model.id:
+                _rows.pop(key, None)
+    _cache.drop(model.id)
     delete_model_files(model.id)
 
 
@@ -149,20 +162,26 @@ def npy_inputs(body: bytes) -> np.ndarray:
     return array
 
 
-def _load_row(tenant_id: str, model_id: str) -> Model:
+def _load_row(tenant_id: str, reference: str) -> Model:
     with session_scope() as session:
-        model = get_model(session, tenant_id, model_id)
+        model = get_model(session, tenant_id, reference)
     with _rows_lock:
-        _rows[(tenant_id, model_id)] = model
+        _rows[(tenant_id, reference)] = model
     return model
 
 
-async def served_row(tenant_id: str, model_id: str) -> Model:
-    """The row of a model to serve: one served lately, with no query, or (in a worker thread)
-    from the database."""
+async def served_row(tenant_id: str, reference: str) -> Model:
+    """The row of a model to serve (by any reference: an alias too): one served lately, with no
+    query, or (in a worker thread) from the database."""
     with _rows_lock:
-        model = _rows.get((tenant_id, model_id))
-    return model or await to_thread.run_sync(_load_row, tenant_id, model_id)
+        model = _rows.get((tenant_id, reference))
+    return model or await to_thread.run_sync(_load_row, tenant_id, reference)
+
+
+def forget_served(tenant_id: str, reference: str) -> None:
+    """Read `reference` from the database when it is next served here: its alias moved."""
+    with _rows_lock:
+        _rows.pop((tenant_id, reference), None)
 
 
 async def loaded(model: Model, load: Callable[[Path], L]) -> L:

@@ -2,7 +2,8 @@
 `finetune` and method `sft` (OpenAI's `supervised`) or `dpo`, on the same row, whichever route
 made it, with the same checks, quotas and tenancy. A request becomes a job spec:
 
-- `model`: a tunery model id (`model_…`, of task `causal_lm`) -> `base_model_id`; any other
+- `model`: a tunery model id (`model_…`, of task `causal_lm`) or a registered version
+  (`name@alias`, `name/versions/N`) -> `base_model_id`; any other
   name -> `model: {architecture: hf_causal_lm, params: {base: name}}`, a directory configured
   in `TUNERY_HF_MODEL_DIRS`;
 - `training_file`, `validation_file` (files: datasets of task `chat`) -> `data.train`,
@@ -42,7 +43,7 @@ from app.openai_schemas import (
     SupervisedHyperparameters,
 )
 from app.problems import InvalidInput, NotFound
-from app.services import jobs, openai_files
+from app.services import jobs, openai_files, registry
 from app.services.openai_lists import page_after
 from trainer.data import dataset_name
 from trainer.methods import dpo
@@ -52,7 +53,6 @@ from trainer.spec import FinetuneSpec, SpecIssue
 METHOD_TYPES = {"sft": "supervised", "dpo": "dpo"}
 METHODS = {method_type: method for method, method_type in METHOD_TYPES.items()}
 DEFAULT_BETA = dpo.Params.model_fields["beta"].default
-MODEL_ID_PREFIX = "model_"
 
 # "auto", as OpenAI resolves it. Epochs: the rule of OpenAI's data-preparation cookbook (its
 # "Chat fine-tuning data prep" notebook): 3 epochs, more for a small training set so that the
@@ -186,7 +186,7 @@ def spec_of(
         "data": data,
         "hyperparameters": hyperparameters,
     }
-    if request.model.startswith(MODEL_ID_PREFIX):
+    if registry.names_stored_model(request.model):
         spec["base_model_id"] = request.model
     else:
         spec["model"] = {"architecture": "hf_causal_lm", "params": {"base": request.model}}

@@ -131,6 +131,12 @@ def check(session: Session, tenant_id: str, spec: SweepSpec) -> list[SpecIssue]:
     ]
     if issues:
         return issues
+    if job.register_as is not None:
+        message = (
+            "a sweep's trials are not registered: register the best trial's model with "
+            "POST /v1/registered-models/{name}/versions"
+        )
+        issues.append(SpecIssue("job.register_as", message))
     reported = _reported(session, tenant_id, job)
     per_epoch = reported if spec.objective.split == "validation" else ("loss",)
     if spec.objective.metric not in per_epoch:
@@ -184,6 +190,9 @@ def _parameter_issues(
 
 
 def create_sweep(session: Session, tenant_id: str, spec: SweepSpec) -> Sweep:
+    """Check and record the sweep; a base model named by a registered version
+    (`name@alias`) is recorded by its id, so that every trial starts from the same model."""
+    spec = spec.model_copy(update={"job": jobs.with_base_resolved(session, tenant_id, spec.job)})
     issues = check(session, tenant_id, spec)
     if issues:
         raise InvalidInput(issues)

@@ -15,7 +15,6 @@ from functools import partial
 
 import torch
 from anyio import CapacityLimiter, to_thread
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
@@ -29,7 +28,7 @@ from app.schemas import (
     TransferabilityOut,
     TransferabilityRequest,
 )
-from app.services import datasets, models
+from app.services import datasets, models, registry
 from app.services.model_files import model_file
 from trainer.artifact import load_weights
 from trainer.data import BUILTIN_DATASETS, DatasetInfo, LabelledDataset, Split, load_dataset
@@ -106,11 +105,7 @@ def _candidates(
     else:
         for i, model_id in enumerate(dict.fromkeys(request.model_ids)):
             field = f"model_ids.{i}"
-            model = session.scalar(
-                select(Model).where(
-                    Model.id == model_id, Model.tenant_id == tenant_id, Model.deleted_at.is_(None)
-                )
-            )
+            model = registry.find_model(session, tenant_id, model_id)
             if model is None:
                 issues.append(SpecIssue(field, f"no model {model_id!r}"))
                 continue
@@ -193,7 +188,7 @@ async def score_model(
     return TransferabilityOut(
         metric=METRIC,
         score=result.score,
-        model_id=model_id,
+        model_id=candidate.model_id,
         dataset=target.info.name,
         examples=examples,
         feature_dim=result.feature_dim,
