@@ -19,6 +19,7 @@ from app.api import (
     openai_chat,
     openai_files,
     openai_fine_tuning,
+    spec_catalog,
     sweeps,
 )
 from app.config import get_settings
@@ -87,6 +88,7 @@ def create_app() -> FastAPI:
     app.include_router(models.router)
     app.include_router(datasets.router)
     app.include_router(sweeps.router)
+    app.include_router(spec_catalog.router)
     app.include_router(openai_chat.router)
     app.include_router(openai_files.router)
     app.include_router(openai_fine_tuning.router)
