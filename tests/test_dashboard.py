@@ -877,6 +877,19 @@ def test_a_job_made_from_the_form_shows_a_422_beside_its_field_then_runs(page: P
     # The architecture's params, from the catalog, with their defaults shown.
     expect(control(tab, "model.params.hidden")).to_have_attribute("placeholder", "128, 64")
     control(tab, "model.params.hidden").fill("8")
+    # Another kind keeps what it also has, and offers its own methods.
+    control(tab, "kind").select_option("adapt")
+    assert spec_shown(tab) == {
+        "kind": "adapt",
+        "name": "from-the-form",
+        "model": {"architecture": "mlp", "params": {"hidden": [8]}},
+    }
+    methods = (
+        control(tab, "method.name").locator("option").evaluate_all("os => os.map(o => o.value)")
+    )
+    assert "dann" in methods and "supervised" not in methods
+    control(tab, "kind").select_option("finetune")
+    control(tab, "data.train.dataset").fill("builtin:breast-cancer")
     tab.locator("details[data-path='hyperparameters'] > summary").click()
     control(tab, "hyperparameters.epochs").fill("0")
     assert spec_shown(tab) == {

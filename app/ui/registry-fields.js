@@ -36,9 +36,10 @@ function nameSelect(form, f, key, options, blank) {
 
 /**
  * The params of the chosen entry, from its JSON Schema (whose own `$defs` its refs name).
- * `named`: the value's name, written with the first param given where only a default named it.
+ * `named`: the value's name, written with the first param given where only a default named it;
+ * `folded`: the params shown folded until one is given (a method's, whose defaults usually do).
  */
-function paramsFields(form, f, entry, named = {}) {
+function paramsFields(form, f, entry, { named = {}, folded = false } = {}) {
   const params = child(f.bound, "params");
   const bound = binding(params.get, (value) => {
     params.set(value);
@@ -52,7 +53,8 @@ function paramsFields(form, f, entry, named = {}) {
   const schema = entry.params_schema;
   const fields = form.properties(schema, bound, path, { root: schema });
   const empty = fields.length ? null : h("p", { class: "muted" }, `${entry.name} takes no params.`);
-  return form.group({ ...f, name: "params", path, optional: false, schema: { description: schema.description } }, empty ?? fields);
+  const group = { ...f, name: "params", path, bound, optional: folded, schema: { description: schema.description } };
+  return form.group(group, empty ?? fields);
 }
 
 /** `model`: an architecture (or none, where a base model may be given instead) and its params. */
@@ -85,7 +87,7 @@ export function methodField(catalog) {
     const select = nameSelect(form, f, "name", options, blank);
     const name = f.bound.get()?.name ?? fallback;
     const method = catalog.methods.find((m) => m.name === name);
-    const params = name === undefined ? null : paramsFields(form, f, method, { name });
+    const params = name === undefined ? null : paramsFields(form, f, method, { named: { name }, folded: true });
     return form.group({ ...f, optional: false }, [select, params]);
   };
 }

@@ -74,14 +74,18 @@ export function orderedProperties(schema, first = []) {
 
 /**
  * A value with only the keys its object schema allows (an `additionalProperties: false` object,
- * through nested ones): what survives switching a union to another variant.
+ * through nested ones), and no object left empty by that: what survives switching a union to
+ * another variant.
  */
 export function prune(value, node, root) {
   const { schema } = unwrap(node, root);
   if (!isObject(value) || !schema.properties || schema.additionalProperties !== false) return value;
   const kept = {};
   for (const [key, inner] of Object.entries(value)) {
-    if (key in schema.properties) kept[key] = prune(inner, schema.properties[key], root);
+    if (!(key in schema.properties)) continue;
+    const pruned = prune(inner, schema.properties[key], root);
+    const emptied = isObject(pruned) && !Object.keys(pruned).length && Object.keys(inner).length;
+    if (!emptied) kept[key] = pruned;
   }
   return kept;
 }

@@ -223,7 +223,8 @@ export class SchemaForm {
     );
     select.addEventListener("change", () => {
       if (!select.value) return;
-      const kept = prune(isObject(value) ? value : {}, { $ref: mapping[select.value] }, f.root);
+      const now = f.bound.get(); // edited since this was drawn
+      const kept = prune(isObject(now) ? now : {}, { $ref: mapping[select.value] }, f.root);
       delete kept[propertyName];
       this.write(f, { [propertyName]: select.value, ...kept }); // the tag first, as people write it
       this.rerender();
@@ -244,19 +245,21 @@ export class SchemaForm {
   /** A map (`additionalProperties`): a row per entry, its name editable, and a row to add one. */
   map(f) {
     const valueNode = f.schema.additionalProperties;
-    const current = isObject(f.bound.get()) ? f.bound.get() : {};
+    // The entries as they are now, edited since this was drawn.
+    const entries = () => (isObject(f.bound.get()) ? f.bound.get() : {});
     const rename = (from, to) => {
+      const current = entries();
       if (!to || to === from || to in current) return;
-      const entries = Object.entries(current).map(([key, value]) => [key === from ? to : key, value]);
-      this.write(f, Object.fromEntries(entries));
+      const renamed = Object.entries(current).map(([key, value]) => [key === from ? to : key, value]);
+      this.write(f, Object.fromEntries(renamed));
       this.rerender();
     };
-    const rows = Object.keys(current).map((key) => {
+    const rows = Object.keys(entries()).map((key) => {
       const keyInput = h("input", { type: "text", class: "map-key", value: key, "aria-label": `${f.name}: the name of ${key}` });
       keyInput.addEventListener("change", () => rename(key, keyInput.value.trim()));
       const remove = h("button", { type: "button", class: "secondary" }, "Remove");
       remove.addEventListener("click", () => {
-        const { [key]: _removed, ...rest } = current;
+        const { [key]: _removed, ...rest } = entries();
         this.write(f, Object.keys(rest).length ? rest : undefined);
         this.rerender();
       });
@@ -279,6 +282,7 @@ export class SchemaForm {
     const add = h("button", { type: "button", class: "secondary" }, `Add to ${f.name}`);
     add.addEventListener("click", () => {
       const key = newKey.value.trim();
+      const current = entries();
       if (!key || key in current) return;
       this.write(f, { ...current, [key]: initialEntry(valueNode, f.root) });
       this.rerender();
