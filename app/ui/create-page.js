@@ -20,6 +20,8 @@ const SUGGESTED = 100; // datasets and models offered in the lists
 const WHAT = {
   job: {
     title: "New job",
+    list: "#/jobs",
+    plural: "Jobs",
     path: "/v1/jobs",
     link: jobLink,
     page: (id) => `#/jobs/${encodeURIComponent(id)}`,
@@ -28,6 +30,8 @@ const WHAT = {
   },
   sweep: {
     title: "New sweep",
+    list: "#/sweeps",
+    plural: "Sweeps",
     path: "/v1/sweeps",
     link: sweepLink,
     page: (id) => `#/sweeps/${encodeURIComponent(id)}`,
@@ -166,7 +170,7 @@ function renderCreate(view, query, what) {
 
   replace(
     view,
-    h("p", { class: "breadcrumb" }, h("a", { href: what === "job" ? "#/jobs" : "#/sweeps" }, what === "job" ? "← Jobs" : "← Sweeps")),
+    h("p", { class: "breadcrumb" }, h("a", { href: config.list }, `← ${config.plural}`)),
     heading(config.title),
     subtitle,
     message,
@@ -181,7 +185,12 @@ function renderCreate(view, query, what) {
         h("label", { for: "spec-json" }, "The spec sent"),
         jsonArea,
         jsonState,
-        h("p", { class: "hint" }, "Edits here change the form, and the form's change this; what the form has no field for stays here as written."),
+        h(
+          "p",
+          { class: "hint" },
+          "Edits here change the form, and the form's change this; what the form has no field ",
+          "for stays here as written.",
+        ),
       ),
     ),
     lists,
@@ -214,7 +223,10 @@ function renderCreate(view, query, what) {
         ...datasets.data.map((d) => [d.id, `${d.name} (${d.task}, ${d.num_examples} examples)`]),
         ...catalog.builtin_datasets.map((name) => [name, "built-in"]),
       ]),
-      datalist("models-list", models.data.map((m) => [m.id, `${m.name || m.id} (${m.architecture}, ${m.task})`])),
+      datalist(
+        "models-list",
+        models.data.map((m) => [m.id, `${m.name || m.id} (${m.architecture}, ${m.task})`]),
+      ),
     );
     const root = binding(
       () => spec,

@@ -22,7 +22,7 @@ function countTable(id, counts, caption, nameHeader) {
     h(
       "thead",
       {},
-      h("tr", {}, h("th", { scope: "col" }, nameHeader), h("th", { scope: "col" }, "Examples"), h("th", { scope: "col" }, "Share")),
+      h("tr", {}, [nameHeader, "Examples", "Share"].map((text) => h("th", { scope: "col" }, text))),
     ),
     h(
       "tbody",
@@ -59,8 +59,18 @@ function summary(dataset) {
     ["Labels", list(dataset.labels)],
     ["Targets", list(dataset.targets)],
     ["Features", list(dataset.feature_names)],
-    ["Series", series && `time column ${series.time_column} · season ${series.season} · context ${series.context_length} · horizon ${series.horizon}`],
-    ["Tokens", tokens && `${number(tokens.tokens)} under ${tokens.tokenizer}; longest example ${number(tokens.longest_example)}`],
+    [
+      "Series",
+      series &&
+        `time column ${series.time_column} · season ${series.season} · ` +
+          `context ${series.context_length} · horizon ${series.horizon}`,
+    ],
+    [
+      "Tokens",
+      tokens &&
+        `${number(tokens.tokens)} under ${tokens.tokenizer}; ` +
+          `longest example ${number(tokens.longest_example)}`,
+    ],
     ["Size", bytes(dataset.size_bytes)],
     ["sha256", h("span", { class: "mono small" }, dataset.sha256)],
     ["Uploaded", time(dataset.created_at)],
@@ -68,8 +78,10 @@ function summary(dataset) {
 }
 
 function splits(dataset) {
-  const names = [...SPLITS.filter((s) => s in dataset.splits), ...Object.keys(dataset.splits).filter((s) => !SPLITS.includes(s))];
-  return countTable("dataset-splits", Object.fromEntries(names.map((s) => [s, dataset.splits[s]])), "Examples by split", "Split");
+  const others = Object.keys(dataset.splits).filter((s) => !SPLITS.includes(s));
+  const names = [...SPLITS.filter((s) => s in dataset.splits), ...others];
+  const counts = Object.fromEntries(names.map((s) => [s, dataset.splits[s]]));
+  return countTable("dataset-splits", counts, "Examples by split", "Split");
 }
 
 function preview(answer) {
@@ -81,7 +93,10 @@ function preview(answer) {
         h(
           "li",
           {},
-          h("img", { src: `data:image/png;base64,${image.png_base64}`, alt: image.label ? `An example of ${image.label}` : "An example" }),
+          h("img", {
+            src: `data:image/png;base64,${image.png_base64}`,
+            alt: image.label ? `An example of ${image.label}` : "An example",
+          }),
           h("span", {}, image.label ?? ""),
         ),
       ),
@@ -110,7 +125,8 @@ export function render(view, { id }) {
   const title = heading(id);
   const previewArea = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   let disposed = false;
-  replace(view, h("p", { class: "breadcrumb" }, h("a", { href: "#/datasets" }, "← Datasets")), title, message);
+  const breadcrumb = () => h("p", { class: "breadcrumb" }, h("a", { href: "#/datasets" }, "← Datasets"));
+  replace(view, breadcrumb(), title, message);
 
   (async () => {
     let dataset;
@@ -123,24 +139,31 @@ export function render(view, { id }) {
     if (disposed) return;
     title.textContent = dataset.name;
     document.title = `${dataset.name} · datasets · tunery`;
+    const roles =
+      dataset.role_counts &&
+      card("h-roles", "By role", {}, countTable("dataset-roles", dataset.role_counts, "Messages by role", "Role"));
     const classes = Object.keys(dataset.class_counts).length
       ? countTable("dataset-classes", dataset.class_counts, "Examples by class", "Class")
       : h("p", { class: "muted" }, "No classes: this task has none.");
     replace(
       view,
-      h("p", { class: "breadcrumb" }, h("a", { href: "#/datasets" }, "← Datasets")),
+      breadcrumb(),
       title,
       h(
         "p",
         { class: "subtitle" },
         "Checked whole and kept. ",
-        h("a", { href: `#/jobs/new?dataset=${encodeURIComponent(dataset.id)}`, id: "train-on-it" }, "Train a model on it →"),
+        h(
+          "a",
+          { href: `#/jobs/new?dataset=${encodeURIComponent(dataset.id)}`, id: "train-on-it" },
+          "Train a model on it →",
+        ),
       ),
       message,
       card("h-report", "Report", {}, summary(dataset)),
       card("h-splits", "Splits", {}, splits(dataset)),
       card("h-classes", "Classes", {}, classes),
-      dataset.role_counts ? card("h-roles", "Messages by role", {}, countTable("dataset-roles", dataset.role_counts, "Messages by role", "Role")) : null,
+      roles,
       card("h-preview", "The first examples", { wide: true }, previewArea),
     );
     view.dataset.loaded = "true";

@@ -22,9 +22,13 @@ function nameSelect(form, f, key, options, blank) {
   const select = h(
     "select",
     {},
-    blank === null ? null : h("option", { value: "" }, blank),
-    current !== undefined && !known ? h("option", { value: current, selected: true }, `${current} (unknown)`) : null,
-    options.map((option) => h("option", { value: option.name, selected: option.name === current }, option.label)),
+    h("option", { value: "" }, blank),
+    current !== undefined && !known
+      ? h("option", { value: current, selected: true }, `${current} (unknown)`)
+      : null,
+    options.map((option) =>
+      h("option", { value: option.name, selected: option.name === current }, option.label),
+    ),
   );
   select.addEventListener("change", () => {
     form.write(f, select.value ? { [key]: select.value } : undefined);
@@ -53,7 +57,8 @@ function paramsFields(form, f, entry, { named = {}, folded = false } = {}) {
   const schema = entry.params_schema;
   const fields = form.properties(schema, bound, path, { root: schema });
   const empty = fields.length ? null : h("p", { class: "muted" }, `${entry.name} takes no params.`);
-  const group = { ...f, name: "params", path, bound, optional: folded, schema: { description: schema.description } };
+  const schemaShown = { description: schema.description };
+  const group = { ...f, name: "params", path, bound, optional: folded, schema: schemaShown };
   return form.group(group, empty ?? fields);
 }
 
@@ -78,16 +83,16 @@ export function methodField(catalog) {
   return (form, f) => {
     const ofKind = catalog.methods.filter((m) => m.kind === f.tag);
     const named = f.bound.get()?.name;
-    if (named !== undefined && !ofKind.some((m) => m.name === named) && catalog.methods.some((m) => m.name === named)) {
-      f.bound.set(undefined);
-    }
+    const elsewhere = catalog.methods.some((m) => m.name === named && m.kind !== f.tag);
+    if (elsewhere && !ofKind.some((m) => m.name === named)) f.bound.set(undefined);
     const fallback = f.schema.default?.name;
     const options = ofKind.map((m) => ({ name: m.name, label: modalities(m) }));
     const blank = fallback ? `default (${fallback})` : "choose…";
     const select = nameSelect(form, f, "name", options, blank);
     const name = f.bound.get()?.name ?? fallback;
     const method = catalog.methods.find((m) => m.name === name);
-    const params = name === undefined ? null : paramsFields(form, f, method, { named: { name }, folded: true });
+    const params =
+      name === undefined ? null : paramsFields(form, f, method, { named: { name }, folded: true });
     return form.group({ ...f, optional: false }, [select, params]);
   };
 }

@@ -152,16 +152,28 @@ export class SchemaForm {
     control.id = id;
     control.dataset.path = f.path;
     const errors = h("div", { class: "field-errors", id: `${id}-errors`, role: "status" });
+    const { description } = f.schema;
     const words = [constraintsText(f.schema), hintExtra].filter(Boolean).join(" · ");
     const hint =
-      f.schema.description || words
-        ? h("p", { class: "hint", id: `${id}-hint` }, prose(f.schema.description), f.schema.description && words ? " " : "", words ? h("span", { class: "constraints" }, `(${words})`) : null)
+      description || words
+        ? h(
+            "p",
+            { class: "hint", id: `${id}-hint` },
+            prose(description),
+            description && words ? " " : "",
+            words ? h("span", { class: "constraints" }, `(${words})`) : null,
+          )
         : null;
     control.setAttribute("aria-describedby", [hint?.id, errors.id].filter(Boolean).join(" "));
     const element = h(
       "div",
       { class: control.type === "checkbox" ? "field checkbox" : "field", dataset: { path: f.path } },
-      h("label", { for: id }, h("code", {}, label), f.required ? h("span", { class: "required" }, " required") : null),
+      h(
+        "label",
+        { for: id },
+        h("code", {}, label),
+        f.required ? h("span", { class: "required" }, " required") : null,
+      ),
       control,
       hint,
       errors,
@@ -192,7 +204,8 @@ export class SchemaForm {
         else this.opened.delete(f.path);
       });
     } else {
-      element = h("fieldset", { class: "group", dataset: { path: f.path } }, h("legend", {}, h("code", {}, f.name)), body);
+      const legend = h("legend", {}, h("code", {}, f.name));
+      element = h("fieldset", { class: "group", dataset: { path: f.path } }, legend, body);
     }
     this.fields.set(f.path, { element, control: null, errors });
     return element;
@@ -230,7 +243,10 @@ export class SchemaForm {
       this.rerender();
     });
     const tagPath = joinPath(f.path, propertyName);
-    const tagField = this.leaf({ ...f, name: propertyName, path: tagPath, required: true, schema: {} }, select);
+    const tagField = this.leaf(
+      { ...f, name: propertyName, path: tagPath, required: true, schema: {} },
+      select,
+    );
     const variant = known ? resolve({ $ref: mapping[tag] }, f.root) : null;
     const fields = variant
       ? [
@@ -255,7 +271,12 @@ export class SchemaForm {
       this.rerender();
     };
     const rows = Object.keys(entries()).map((key) => {
-      const keyInput = h("input", { type: "text", class: "map-key", value: key, "aria-label": `${f.name}: the name of ${key}` });
+      const keyInput = h("input", {
+        type: "text",
+        class: "map-key",
+        value: key,
+        "aria-label": `${f.name}: the name of ${key}`,
+      });
       keyInput.addEventListener("change", () => rename(key, keyInput.value.trim()));
       const remove = h("button", { type: "button", class: "secondary" }, "Remove");
       remove.addEventListener("click", () => {
@@ -273,12 +294,24 @@ export class SchemaForm {
         tag: f.tag,
         bare: true,
       });
-      const errors = h("div", { class: "field-errors", id: `${idOf(joinPath(f.path, key))}-errors`, role: "status" });
-      const element = h("div", { class: "map-entry", dataset: { key } }, h("div", { class: "map-entry-head" }, keyInput, remove), errors, entry);
-      this.fields.set(joinPath(f.path, key), { element, control: keyInput, errors });
+      const path = joinPath(f.path, key);
+      const errors = h("div", { class: "field-errors", id: `${idOf(path)}-errors`, role: "status" });
+      const element = h(
+        "div",
+        { class: "map-entry", dataset: { key } },
+        h("div", { class: "map-entry-head" }, keyInput, remove),
+        errors,
+        entry,
+      );
+      this.fields.set(path, { element, control: keyInput, errors });
       return element;
     });
-    const newKey = h("input", { type: "text", id: `${idOf(f.path)}-new`, class: "map-key", "aria-label": `New ${f.name} name` });
+    const newKey = h("input", {
+      type: "text",
+      id: `${idOf(f.path)}-new`,
+      class: "map-key",
+      "aria-label": `New ${f.name} name`,
+    });
     const add = h("button", { type: "button", class: "secondary" }, `Add to ${f.name}`);
     add.addEventListener("click", () => {
       const key = newKey.value.trim();
@@ -300,19 +333,27 @@ export class SchemaForm {
       (value) => f.bound.set(asGiven(value)),
     );
     const fields = this.properties(object, bound, f.path, { root: f.root, tag: f.tag });
-    return this.group({ ...f, schema: { ...object, description: f.schema.description ?? object.description } }, h("div", { class: "inline-fields" }, fields));
+    const description = f.schema.description ?? object.description;
+    const inline = h("div", { class: "inline-fields" }, fields);
+    return this.group({ ...f, schema: { ...object, description } }, inline);
   }
 
   choice(f) {
     const value = f.bound.get();
-    const blank = f.schema.default !== undefined ? `default (${f.schema.default})` : f.optional ? "—" : "choose…";
+    const options = f.schema.enum;
+    let blank = f.optional ? "—" : "choose…";
+    if (f.schema.default !== undefined) blank = `default (${f.schema.default})`;
     const select = h(
       "select",
       {},
       h("option", { value: "" }, blank),
-      f.schema.enum.map((option, index) => h("option", { value: String(index), selected: option === value }, String(option))),
+      options.map((option, index) =>
+        h("option", { value: String(index), selected: option === value }, String(option)),
+      ),
     );
-    select.addEventListener("change", () => this.write(f, select.value === "" ? undefined : f.schema.enum[Number(select.value)]));
+    select.addEventListener("change", () => {
+      this.write(f, select.value === "" ? undefined : options[Number(select.value)]);
+    });
     return this.leaf(f, select);
   }
 
@@ -320,7 +361,9 @@ export class SchemaForm {
   checkbox(f) {
     const fallback = f.schema.default ?? false;
     const input = h("input", { type: "checkbox", checked: f.bound.get() ?? fallback });
-    input.addEventListener("change", () => this.write(f, input.checked === fallback ? undefined : input.checked));
+    input.addEventListener("change", () => {
+      this.write(f, input.checked === fallback ? undefined : input.checked);
+    });
     return this.leaf(f, input);
   }
 
@@ -369,9 +412,17 @@ export class SchemaForm {
         return part;
       }
     };
-    const shown = (f.bound.get() ?? []).map((v) => (typeof v === "string" ? v : JSON.stringify(v))).join(", ");
+    const shown = (f.bound.get() ?? [])
+      .map((v) => (typeof v === "string" ? v : JSON.stringify(v)))
+      .join(", ");
     const placeholder = Array.isArray(f.schema.default) ? f.schema.default.join(", ") : "";
-    const input = h("input", { type: "text", value: shown, placeholder, spellcheck: "false", autocomplete: "off" });
+    const input = h("input", {
+      type: "text",
+      value: shown,
+      placeholder,
+      spellcheck: "false",
+      autocomplete: "off",
+    });
     input.addEventListener("input", () => {
       const parts = input.value.split(",").map((part) => part.trim()).filter(Boolean);
       this.write(f, parts.length ? parts.map(parse) : undefined);
@@ -382,7 +433,11 @@ export class SchemaForm {
   /** Anything else, as JSON: written once it parses; until then the field says it does not. */
   json(f) {
     const value = f.bound.get();
-    const area = h("textarea", { rows: 2, class: "json-field", spellcheck: "false" }, value === undefined ? "" : JSON.stringify(value));
+    const area = h(
+      "textarea",
+      { rows: 2, class: "json-field", spellcheck: "false" },
+      value === undefined ? "" : JSON.stringify(value),
+    );
     const element = this.leaf(f, area, { hintExtra: "JSON" });
     const { errors } = this.fields.get(f.path);
     area.addEventListener("input", () => {

@@ -88,7 +88,13 @@ export function render(view) {
     message,
     h(
       "form",
-      { class: "create", id: "upload-form", novalidate: true, onsubmit: upload, "aria-labelledby": "h-upload" },
+      {
+        class: "create",
+        id: "upload-form",
+        novalidate: true,
+        onsubmit: upload,
+        "aria-labelledby": "h-upload",
+      },
       card("h-upload", "File and settings", {}, fields, h("div", { class: "form-actions" }, submit, state)),
     ),
   );
@@ -114,7 +120,8 @@ export function render(view) {
         values = value ?? {};
       },
     );
-    replace(fields, form.field({ name: "dataset", node: uploadSchema(openapi), bound, path: "", required: true }));
+    const node = uploadSchema(openapi);
+    replace(fields, form.field({ name: "dataset", node, bound, path: "", required: true }));
     view.dataset.loaded = "true";
   })();
 
