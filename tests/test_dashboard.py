@@ -950,7 +950,10 @@ def test_a_sweep_made_from_the_form(page: Page, stack):
     open_new(page, "/ui/#/sweeps/new")
     control(tab, "job.data.train.dataset").fill("builtin:breast-cancer")
     control(tab, "job.model.architecture").select_option("mlp")
-    tab.get_by_role("textbox", name="New parameters name").fill("hyperparameters.learning_rate")
+    # The job's fields a parameter may search are suggested, the architecture's params too.
+    for path in ("hyperparameters.learning_rate", "model.params.dropout"):
+        expect(tab.locator(f"#paths-list option[value='{path}']")).to_have_count(1)
+    tab.get_by_label("New parameters name").fill("hyperparameters.learning_rate")
     tab.get_by_role("button", name="Add to parameters").click()
     row = "parameters.hyperparameters.learning_rate"
     expect(control(tab, f"{row}.type")).to_have_value("float")

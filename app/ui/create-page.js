@@ -11,8 +11,10 @@ import { methodField, modelField } from "./registry-fields.js";
 import { binding, isObject } from "./schema.js";
 import { SchemaForm } from "./spec-form.js";
 
-// Suggestions for the fields that name a dataset or a model.
-const LISTS = { dataset: "datasets-list", base_model_id: "models-list" };
+// Suggestions for the fields that name a dataset or a model, and a sweep's parameter paths.
+const LISTS = { dataset: "datasets-list", base_model_id: "models-list", parameters: "paths-list" };
+// The job fields a sweep's parameter may search: those with a value to draw (not the data's).
+const SEARCHABLE = /^job\.(hyperparameters|model\.params|method\.params)\./;
 // Shown first, where a form has them; the rest follow in the schema's order.
 const ORDER = ["kind", "name", "job", "parameters", "data", "model", "base_model_id", "method"];
 const SUGGESTED = 100; // datasets and models offered in the lists
@@ -90,6 +92,7 @@ function renderCreate(view, query, what) {
   const jsonState = h("p", { id: "spec-json-state", class: "hint", role: "status" });
   const submit = h("button", { type: "submit", id: "create-submit" }, `Create ${what}`);
   const lists = h("div", { hidden: true });
+  const paths = h("div", { hidden: true });
   let build = () => {};
 
   function showJson() {
@@ -194,6 +197,7 @@ function renderCreate(view, query, what) {
       ),
     ),
     lists,
+    paths,
   );
 
   (async () => {
@@ -246,6 +250,8 @@ function renderCreate(view, query, what) {
       });
       const node = bodySchema(openapi, config.path);
       replace(fields, form.field({ name: what, node, bound: root, path: "", required: true }));
+      const searchable = [...form.fields.keys()].filter((path) => SEARCHABLE.test(path));
+      replace(paths, datalist("paths-list", searchable.map((path) => [path.slice(4), ""])));
     };
     rebuild();
     view.dataset.loaded = "true";

@@ -275,6 +275,7 @@ export class SchemaForm {
         type: "text",
         class: "map-key",
         value: key,
+        list: this.lists[f.name],
         "aria-label": `${f.name}: the name of ${key}`,
       });
       keyInput.addEventListener("change", () => rename(key, keyInput.value.trim()));
@@ -310,6 +311,7 @@ export class SchemaForm {
       type: "text",
       id: `${idOf(f.path)}-new`,
       class: "map-key",
+      list: this.lists[f.name],
       "aria-label": `New ${f.name} name`,
     });
     const add = h("button", { type: "button", class: "secondary" }, `Add to ${f.name}`);
