@@ -28,7 +28,7 @@ const WHAT = {
     link: jobLink,
     page: (id) => `#/jobs/${encodeURIComponent(id)}`,
     start: { kind: "finetune" },
-    trained: (spec) => spec,
+    jobOf: (spec) => spec, // the job spec in this spec
   },
   sweep: {
     title: "New sweep",
@@ -38,7 +38,7 @@ const WHAT = {
     link: sweepLink,
     page: (id) => `#/sweeps/${encodeURIComponent(id)}`,
     start: { job: { kind: "finetune" } },
-    trained: (spec) => spec.job,
+    jobOf: (spec) => spec.job,
   },
 };
 
@@ -61,16 +61,12 @@ async function startingSpec(what, query) {
   }
   const spec = structuredClone(config.start);
   const dataset = query.get("dataset");
-  if (dataset) config.trained(spec).data = { train: dataset };
+  if (dataset) config.jobOf(spec).data = { train: dataset };
   return { spec, from: null };
 }
 
 function datalist(id, entries) {
-  return h(
-    "datalist",
-    { id },
-    entries.map(([value, label]) => h("option", { value }, label)),
-  );
+  return h("datalist", { id }, entries.map(([value, label]) => h("option", { value }, label)));
 }
 
 function renderCreate(view, query, what) {
@@ -90,7 +86,8 @@ function renderCreate(view, query, what) {
     "aria-describedby": "spec-json-state",
   });
   const jsonState = h("p", { id: "spec-json-state", class: "hint", role: "status" });
-  const submit = h("button", { type: "submit", id: "create-submit" }, `Create ${what}`);
+  // Enabled once the form is drawn.
+  const submit = h("button", { type: "submit", id: "create-submit", disabled: true }, `Create ${what}`);
   const lists = h("div", { hidden: true });
   const paths = h("div", { hidden: true });
   let build = () => {};
@@ -104,7 +101,6 @@ function renderCreate(view, query, what) {
   /** Redraws the fields from `spec`, keeping the keyboard focus on the control it was on. */
   function rebuild({ json = true } = {}) {
     const focused = document.activeElement?.id;
-    form?.clearErrors();
     build();
     if (json) showJson();
     if (focused && focused !== jsonArea.id) document.getElementById(focused)?.focus();
@@ -254,6 +250,7 @@ function renderCreate(view, query, what) {
       replace(paths, datalist("paths-list", searchable.map((path) => [path.slice(4), ""])));
     };
     rebuild();
+    submit.disabled = false;
     view.dataset.loaded = "true";
   })();
 

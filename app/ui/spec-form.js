@@ -147,7 +147,7 @@ export class SchemaForm {
   }
 
   /** A labelled control with its hint and a place for its errors. */
-  leaf(f, control, { hintExtra = "", label = f.name } = {}) {
+  leaf(f, control, { hintExtra = "" } = {}) {
     const id = idOf(f.path);
     control.id = id;
     control.dataset.path = f.path;
@@ -171,7 +171,7 @@ export class SchemaForm {
       h(
         "label",
         { for: id },
-        h("code", {}, label),
+        h("code", {}, f.name),
         f.required ? h("span", { class: "required" }, " required") : null,
       ),
       control,
@@ -188,15 +188,15 @@ export class SchemaForm {
    */
   group(f, children) {
     const errors = h("div", { class: "field-errors", role: "status" });
-    const description = f.schema.description ? h("p", { class: "hint" }, prose(f.schema.description)) : null;
-    const body = [description, errors, children];
+    const { description } = f.schema;
+    const body = [description ? h("p", { class: "hint" }, prose(description)) : null, errors, children];
     let element;
     if (f.optional) {
-      const open = f.bound.get() !== undefined || this.opened.has(f.path);
+      const given = f.bound.get() !== undefined;
       element = h(
         "details",
-        { class: "group", open, dataset: { path: f.path } },
-        h("summary", {}, h("code", {}, f.name), h("span", { class: "muted" }, open ? "" : " · defaults")),
+        { class: "group", open: given || this.opened.has(f.path), dataset: { path: f.path } },
+        h("summary", {}, h("code", {}, f.name), given ? null : h("span", { class: "muted" }, " · defaults")),
         body,
       );
       element.addEventListener("toggle", () => {

@@ -30,7 +30,8 @@ export function render(view) {
   let form = null;
   const message = h("div", { class: "message" });
   const fields = h("div", { class: "spec-form", id: "upload-fields" });
-  const submit = h("button", { type: "submit", id: "upload-submit" }, "Upload and check");
+  // Enabled once the form is drawn.
+  const submit = h("button", { type: "submit", id: "upload-submit", disabled: true }, "Upload and check");
   const state = h("p", { class: "hint", role: "status", id: "upload-state" });
 
   /** A file chosen while the name is empty names the dataset after it. */
@@ -122,6 +123,7 @@ export function render(view) {
     );
     const node = uploadSchema(openapi);
     replace(fields, form.field({ name: "dataset", node, bound, path: "", required: true }));
+    submit.disabled = false;
     view.dataset.loaded = "true";
   })();
 
