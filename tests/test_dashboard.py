@@ -933,6 +933,8 @@ def test_a_cloned_job_spec_fills_the_form_and_is_submitted_as_a_new_job(page: Pa
     assert spec_shown(tab) == original["spec"]
     expect(control(tab, "model.architecture")).to_have_value("mlp")
     expect(control(tab, "model.params.hidden")).to_have_value("8")
+    # The spec's nulls (validation, test) are fields not given, not boxes of JSON.
+    expect(control(tab, "data.validation.dataset")).to_have_value("")
     control(tab, "name").fill("the-clone")
     page.screenshot("clone-job")
     tab.get_by_role("button", name="Create job").click()

@@ -109,8 +109,8 @@ export class SchemaForm {
     const f = { ...field, root, schema, optional: nullable || !field.required };
     const widget = this.widgets[refName(field.node)];
     if (widget) return widget(this, f);
-    const value = f.bound.get();
-    if (schema.discriminator && (value === undefined || isObject(value))) return this.union(f);
+    const value = f.bound.get(); // null, as a clone of a spec has it, is not given either
+    if (schema.discriminator && (value == null || isObject(value))) return this.union(f);
     if (!fits(schema, value)) return this.json(f);
     // A file: OpenAPI 3.1 gives it a media type (3.0 said `format: binary`).
     if (schema.contentMediaType || schema.format === "binary") return this.file(f);
@@ -122,7 +122,7 @@ export class SchemaForm {
     if (schema.type === "object" && schema.properties) return this.object(f);
     if (schema.type === "object" && isObject(schema.additionalProperties)) return this.map(f);
     const shorthand = shorthandOf(schema, root);
-    if (shorthand && (value === undefined || typeof value === "string" || isObject(value))) {
+    if (shorthand && (value == null || typeof value === "string" || isObject(value))) {
       return this.shorthand(f, shorthand);
     }
     return this.json(f);
@@ -192,7 +192,7 @@ export class SchemaForm {
     const body = [description ? h("p", { class: "hint" }, prose(description)) : null, errors, children];
     let element;
     if (f.optional) {
-      const given = f.bound.get() !== undefined;
+      const given = f.bound.get() != null;
       element = h(
         "details",
         { class: "group", open: given || this.opened.has(f.path), dataset: { path: f.path } },
