@@ -1,11 +1,19 @@
 // Forms built from a request body's JSON Schema (from /openapi.json): a field for each property,
-// by its type — a number box, a text box, a select for an enum, a checkbox, a comma-separated
-// list, a group for an object, a kind select that switches a tagged union's variant, rows for a
-// map, a name-or-object shorthand (a dataset, or a subset of one), and a JSON box for anything
-// else. Each field reads and writes one place of the value through a binding (schema.js); the
+// by its type — a scalar's control (form-controls.js: a number box, a text box, a select for an
+// enum, a checkbox, a comma-separated list, a file), a group for an object, a kind select that
+// switches a tagged union's variant, rows for a map, a name-or-object shorthand (a dataset, or a
+// subset of one), and a JSON box for anything else. Each field reads and writes one place of the value through a binding (schema.js); the
 // defaults and bounds are in its hint; the API's 422 errors are put beside the field they name.
 
 import { h } from "./dom.js";
+import {
+  checkboxControl,
+  choiceControl,
+  fileControl,
+  listControl,
+  numberControl,
+  textControl,
+} from "./form-controls.js";
 import {
   binding,
   child,
@@ -112,13 +120,15 @@ export class SchemaForm {
     const value = f.bound.get(); // null, as a clone of a spec has it, is not given either
     if (schema.discriminator && (value == null || isObject(value))) return this.union(f);
     if (!fits(schema, value)) return this.json(f);
+    const write = (given) => this.write(f, given);
     // A file: OpenAPI 3.1 gives it a media type (3.0 said `format: binary`).
-    if (schema.contentMediaType || schema.format === "binary") return this.file(f);
-    if (schema.enum) return this.choice(f);
-    if (schema.type === "boolean") return this.checkbox(f);
-    if (schema.type === "integer" || schema.type === "number") return this.number(f);
-    if (schema.type === "string") return this.text(f);
-    if (schema.type === "array" && scalarItems(schema, root)) return this.list(f);
+    if (schema.contentMediaType || schema.format === "binary") return this.leaf(f, fileControl(f, write));
+    if (schema.enum) return this.leaf(f, choiceControl(f, write));
+    if (schema.type === "boolean") return this.leaf(f, checkboxControl(f, write));
+    if (schema.type === "integer" || schema.type === "number") return this.leaf(f, numberControl(f, write));
+    if (schema.type === "string") return this.leaf(f, textControl(f, write, this.lists[f.name]));
+    const items = schema.type === "array" ? scalarItems(schema, root) : null;
+    if (items) return this.leaf(f, listControl(f, write, items), { hintExtra: "comma-separated" });
     if (schema.type === "object" && schema.properties) return this.object(f);
     if (schema.type === "object" && isObject(schema.additionalProperties)) return this.map(f);
     const shorthand = shorthandOf(schema, root);
@@ -340,105 +350,13 @@ export class SchemaForm {
     return this.group({ ...f, schema: { ...object, description } }, inline);
   }
 
-  choice(f) {
-    const value = f.bound.get();
-    const options = f.schema.enum;
-    let blank = f.optional ? "—" : "choose…";
-    if (f.schema.default !== undefined) blank = `default (${f.schema.default})`;
-    const select = h(
-      "select",
-      {},
-      h("option", { value: "" }, blank),
-      options.map((option, index) =>
-        h("option", { value: String(index), selected: option === value }, String(option)),
-      ),
-    );
-    select.addEventListener("change", () => {
-      this.write(f, select.value === "" ? undefined : options[Number(select.value)]);
-    });
-    return this.leaf(f, select);
-  }
-
-  /** Checked as the value or its default; a value equal to the default is left out. */
-  checkbox(f) {
-    const fallback = f.schema.default ?? false;
-    const input = h("input", { type: "checkbox", checked: f.bound.get() ?? fallback });
-    input.addEventListener("change", () => {
-      this.write(f, input.checked === fallback ? undefined : input.checked);
-    });
-    return this.leaf(f, input);
-  }
-
-  number(f) {
-    const { schema } = f;
-    const input = h("input", {
-      type: "number",
-      step: schema.type === "integer" ? 1 : "any",
-      min: schema.minimum,
-      max: schema.maximum,
-      placeholder: schema.default ?? "",
-      value: f.bound.get() ?? "",
-    });
-    input.addEventListener("input", () => {
-      const raw = input.value.trim();
-      this.write(f, raw === "" ? undefined : Number(raw));
-    });
-    return this.leaf(f, input);
-  }
-
-  text(f) {
-    const input = h("input", {
-      type: "text",
-      maxlength: f.schema.maxLength,
-      placeholder: f.schema.default ?? f.schema.examples?.[0] ?? "",
-      value: f.bound.get() ?? "",
-      list: this.lists[f.name],
-      spellcheck: "false",
-      autocomplete: "off",
-    });
-    input.addEventListener("input", () => this.write(f, input.value === "" ? undefined : input.value));
-    return this.leaf(f, input);
-  }
-
-  /** An array of scalars as "8, 16": numbers where the items are numbers, JSON where mixed. */
-  list(f) {
-    const items = scalarItems(f.schema, f.root);
-    const numeric = items.every((s) => s.type === "number" || s.type === "integer");
-    const strings = items.every((s) => s.type === "string");
-    const parse = (part) => {
-      if (numeric) return part !== "" && !Number.isNaN(Number(part)) ? Number(part) : part;
-      if (strings) return part;
-      try {
-        return JSON.parse(part);
-      } catch {
-        return part;
-      }
-    };
-    const shown = (f.bound.get() ?? [])
-      .map((v) => (typeof v === "string" ? v : JSON.stringify(v)))
-      .join(", ");
-    const placeholder = Array.isArray(f.schema.default) ? f.schema.default.join(", ") : "";
-    const input = h("input", {
-      type: "text",
-      value: shown,
-      placeholder,
-      spellcheck: "false",
-      autocomplete: "off",
-    });
-    input.addEventListener("input", () => {
-      const parts = input.value.split(",").map((part) => part.trim()).filter(Boolean);
-      this.write(f, parts.length ? parts.map(parse) : undefined);
-    });
-    return this.leaf(f, input, { hintExtra: "comma-separated" });
-  }
-
   /** Anything else, as JSON: written once it parses; until then the field says it does not. */
   json(f) {
     const value = f.bound.get();
     const area = h(
       "textarea",
       { rows: 2, class: "json-field", spellcheck: "false" },
-      value === undefined ? "" : JSON.stringify(value),
+      value == null ? "" : JSON.stringify(value),
     );
     const element = this.leaf(f, area, { hintExtra: "JSON" });
     const { errors } = this.fields.get(f.path);
@@ -454,12 +372,6 @@ export class SchemaForm {
       }
     });
     return element;
-  }
-
-  file(f) {
-    const input = h("input", { type: "file" });
-    input.addEventListener("change", () => this.write(f, input.files[0]));
-    return this.leaf(f, input);
   }
 
   /** The registered field that `field` (a problem's dotted path) is in: the longest prefix. */
