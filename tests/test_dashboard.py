@@ -982,4 +982,9 @@ def test_a_sweep_made_from_the_form(page: Page, stack):
         }
     }
     assert sweep["spec"]["max_trials"] == 1
+
+    tab.get_by_role("link", name="Clone").click()
+    expect(tab.locator("#view")).to_have_attribute("data-loaded", "true")
+    assert spec_shown(tab) == sweep["spec"]
+    expect(control(tab, f"{row}.high")).to_have_value("0.01")
     page.check(allowed=("status of 422",))

@@ -71,6 +71,7 @@ function datalist(id, entries) {
 
 function renderCreate(view, query, what) {
   const config = WHAT[what];
+  document.title = `${config.title} · tunery`;
   let disposed = false;
   let spec = {};
   let form = null;

@@ -25,6 +25,7 @@ function formData(values) {
 }
 
 export function render(view) {
+  document.title = "Upload a dataset · tunery";
   let disposed = false;
   let values = {};
   let form = null;
