@@ -20,6 +20,7 @@ from app.api import (
     openai_files,
     openai_fine_tuning,
     registered_models,
+    spec_catalog,
     sweeps,
     webhooks,
 )
@@ -98,6 +99,7 @@ def create_app() -> FastAPI:
     app.include_router(sweeps.router)
     app.include_router(webhooks.router)
     app.include_router(registered_models.router)
+    app.include_router(spec_catalog.router)
     app.include_router(openai_chat.router)
     app.include_router(openai_files.router)
     app.include_router(openai_fine_tuning.router)

@@ -133,7 +133,9 @@ def response_of(problem: Problem, instance: str) -> JSONResponse:
 
 
 def _field(error: dict[str, Any]) -> str:
-    """`("body", "finetune", "hyperparameters", "epochs")` -> `hyperparameters.epochs`."""
+    """`("body", "finetune", "hyperparameters", "epochs")` -> `hyperparameters.epochs`, and a
+    sweep's `("body", "job", "finetune", "data")` -> `job.data`: a job spec's kind is the tag of
+    its union, not a field of the spec."""
     parts = [str(p) for p in error["loc"]]
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         parts.append(error["ctx"]["discriminator"].strip("'"))
@@ -141,6 +143,8 @@ def _field(error: dict[str, Any]) -> str:
         parts = parts[1:] if parts[0] == "body" or len(parts) > 1 else parts
     if parts and parts[0] in JOB_KINDS:
         parts = parts[1:]
+    elif parts[:1] == ["job"] and len(parts) > 1 and parts[1] in JOB_KINDS:
+        del parts[1]
     return ".".join(parts) or "body"
 
 

@@ -768,3 +768,37 @@ class WebhookDeliveryOut(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     attempt_log: list[WebhookAttemptOut] = Field(description="Each request made, oldest first.")
+
+
+class ArchitectureOut(BaseModel):
+    name: str = Field(description="What `model.architecture` names.")
+    modalities: list[str] = Field(
+        description="The data it reads: image, audio, tabular, text, series."
+    )
+    pretrained: bool = Field(
+        description="It starts from weights trained elsewhere (a configured Hugging Face model), "
+        "not from random ones."
+    )
+    supports_lora: bool = Field(description="LoRA adapters can be trained on it (`lora_rank`).")
+    params_schema: dict[str, Any] = Field(description="The JSON Schema of its `model.params`.")
+
+
+class MethodOut(BaseModel):
+    name: str = Field(description="What `method.name` names.")
+    kind: str = Field(description="The job kind it serves: pretrain, finetune or adapt.")
+    modalities: list[str] = Field(description="The data it reads.")
+    validation_metrics: list[str] = Field(
+        description="What it reports on the validation split after every epoch: a sweep's "
+        "`objective.metric` may be any of them."
+    )
+    params_schema: dict[str, Any] = Field(description="The JSON Schema of its `method.params`.")
+
+
+class SpecCatalog(BaseModel):
+    """What a job spec may name beyond its own schema (`POST /v1/jobs` in /openapi.json), where
+    `model.params` and `method.params` are open objects: each architecture's and method's
+    params, and the built-in datasets."""
+
+    architectures: list[ArchitectureOut]
+    methods: list[MethodOut]
+    builtin_datasets: list[str] = Field(description="Dataset names every tenant may train on.")

@@ -160,7 +160,11 @@ class SweepSpec(_Strict):
     name: Text | None = Field(None, max_length=200)
     job: JobSpec
     parameters: dict[Annotated[Text, Field(min_length=1, max_length=200)], Parameter] = Field(
-        min_length=1, max_length=50
+        min_length=1,
+        max_length=50,
+        description="What each trial draws: a dotted path into `job` "
+        "(`hyperparameters.learning_rate`, `model.params.hidden`, `method.params.lora_rank`) "
+        "and the distribution of its values.",
     )
     objective: Objective = Objective()
     sampler: Sampler = Sampler()

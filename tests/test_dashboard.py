@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import files
 from tests.stack import postgres_redis_stack
 from tests.test_core import DIGITS_CNN
 from trainer.spec import lower_is_better
@@ -785,3 +786,205 @@ def test_the_event_stream_parser_takes_text_cut_anywhere(page):
     )
     assert [json.loads(p) for p in parsed] == [{"events": SSE_EVENTS, "retry": 250}]
     page.check()
+
+
+# Starting work from the dashboard: a dataset uploaded and its report; a job made from the form
+# built from the spec's schema, a 422 shown beside the field it names; a job's spec cloned into
+# the form and submitted; a sweep made from the form. The jobs need not finish: none is waited for.
+
+# A tabular classifier that trains in seconds: what the forms make.
+TABLE_JOB = {
+    "kind": "finetune",
+    "name": "original",
+    "data": {"train": "builtin:breast-cancer"},
+    "model": {"architecture": "mlp", "params": {"hidden": [8]}},
+    "hyperparameters": {"epochs": 1},
+}
+
+
+def spec_shown(tab) -> dict:
+    """The spec in the page's JSON box."""
+    return json.loads(tab.locator("#spec-json").input_value())
+
+
+def control(tab, path: str):
+    """The control of the form's field at `path` (`hyperparameters.epochs`)."""
+    return tab.locator(f"[data-path='{path}']:is(input, select, textarea)")
+
+
+def errors_of(tab, path: str):
+    return tab.locator(f"#field-{re.sub(r'[^A-Za-z0-9_-]', '-', path)}-errors")
+
+
+def open_new(page: Page, at: str) -> None:
+    sign_in(page, at=at)
+    expect(page.tab.locator("#view")).to_have_attribute("data-loaded", "true")
+
+
+def test_an_uploaded_csv_shows_its_report_and_a_bad_one_what_is_wrong(page: Page, stack):
+    tab = page.tab
+    open_new(page, "/ui/#/datasets/upload")
+    unlabelled = files.cancer_table(30).drop(columns="label").to_csv(index=False).encode()
+    control(tab, "file").set_input_files(
+        {"name": "unlabelled.csv", "mimeType": "text/csv", "buffer": unlabelled}
+    )
+    expect(control(tab, "name")).to_have_value("unlabelled")  # named after the file
+    control(tab, "task").select_option(label="classification")
+    tab.get_by_role("button", name="Upload and check").click()
+    expect(errors_of(tab, "file")).to_contain_text("label")
+    expect(control(tab, "file")).to_have_attribute("aria-invalid", "true")
+    expect(tab.get_by_role("alert")).to_contain_text("Unprocessable")
+    page.screenshot("upload-refused")
+
+    control(tab, "file").set_input_files(
+        {"name": "cancer.csv", "mimeType": "text/csv", "buffer": files.cancer_csv(120)}
+    )
+    control(tab, "name").fill("cancer")
+    tab.get_by_role("button", name="Upload and check").click()
+    expect(tab).to_have_url(re.compile(r"#/datasets/ds_\w+$"))
+    expect(tab.get_by_role("heading", name="cancer", level=1)).to_be_visible()
+    dataset_id = tab.url.rsplit("/", 1)[1]
+    with stack.client() as client:
+        dataset = client.get(f"/v1/datasets/{dataset_id}").json()
+    assert dataset["num_examples"] == 120 and dataset["task"] == "classification"
+    expect(tab.locator("#dataset-task")).to_have_text("classification")
+    expect(tab.locator("#dataset-examples")).to_have_text("120")
+    for label, count in dataset["class_counts"].items():
+        expect(tab.locator(f"#dataset-classes tr[data-name='{label}'] td").first).to_have_text(
+            str(count)
+        )
+    for split, count in dataset["splits"].items():
+        expect(tab.locator(f"#dataset-splits tr[data-name='{split}'] td").first).to_have_text(
+            str(count)
+        )
+    expect(tab.locator("#dataset-preview tbody tr")).to_have_count(5)
+    page.screenshot("dataset-report")
+
+    tab.locator("#train-on-it").click()
+    expect(tab.locator("#view")).to_have_attribute("data-loaded", "true")
+    expect(control(tab, "data.train.dataset")).to_have_value(dataset_id)
+    assert spec_shown(tab)["data"] == {"train": dataset_id}
+    page.check(allowed=("status of 422",))
+
+
+def test_a_job_made_from_the_form_shows_a_422_beside_its_field_then_runs(page: Page, stack):
+    tab = page.tab
+    open_new(page, "/ui/#/jobs/new")
+    expect(control(tab, "kind")).to_have_value("finetune")
+    control(tab, "name").fill("from-the-form")
+    control(tab, "data.train.dataset").fill("builtin:breast-cancer")
+    control(tab, "model.architecture").select_option("mlp")
+    # The architecture's params, from the catalog, with their defaults shown.
+    expect(control(tab, "model.params.hidden")).to_have_attribute("placeholder", "128, 64")
+    control(tab, "model.params.hidden").fill("8")
+    # Another kind keeps what it also has, and offers its own methods.
+    control(tab, "kind").select_option("adapt")
+    assert spec_shown(tab) == {
+        "kind": "adapt",
+        "name": "from-the-form",
+        "model": {"architecture": "mlp", "params": {"hidden": [8]}},
+    }
+    methods = (
+        control(tab, "method.name").locator("option").evaluate_all("os => os.map(o => o.value)")
+    )
+    assert "dann" in methods and "supervised" not in methods
+    control(tab, "kind").select_option("finetune")
+    control(tab, "data.train.dataset").fill("builtin:breast-cancer")
+    tab.locator("details[data-path='hyperparameters'] > summary").click()
+    control(tab, "hyperparameters.epochs").fill("0")
+    assert spec_shown(tab) == {
+        "kind": "finetune",
+        "name": "from-the-form",
+        "data": {"train": "builtin:breast-cancer"},
+        "model": {"architecture": "mlp", "params": {"hidden": [8]}},
+        "hyperparameters": {"epochs": 0},
+    }
+    tab.get_by_role("button", name="Create job").click()
+    expect(errors_of(tab, "hyperparameters.epochs")).to_contain_text("greater than or equal to 1")
+    expect(control(tab, "hyperparameters.epochs")).to_have_attribute("aria-invalid", "true")
+    expect(tab.get_by_role("alert")).to_contain_text("beside each field")
+    page.screenshot("create-job-refused")
+
+    # The JSON box edits the form too.
+    tab.locator("#spec-json").fill(
+        json.dumps({**spec_shown(tab), "hyperparameters": {"epochs": 1, "batch_size": 16}})
+    )
+    expect(control(tab, "hyperparameters.batch_size")).to_have_value("16")
+    expect(control(tab, "hyperparameters.epochs")).to_have_value("1")
+    tab.get_by_role("button", name="Create job").click()
+    expect(tab).to_have_url(re.compile(r"#/jobs/job_\w+$"))
+    expect(tab.get_by_role("heading", name="from-the-form", level=1)).to_be_visible()
+    job_id = tab.url.rsplit("/", 1)[1]
+    with stack.client() as client:
+        spec = client.get(f"/v1/jobs/{job_id}").json()["spec"]
+    assert spec["model"]["architecture"] == "mlp" and spec["model"]["params"]["hidden"] == [8]
+    assert spec["hyperparameters"]["epochs"] == 1 and spec["hyperparameters"]["batch_size"] == 16
+    assert spec["data"]["train"] == "builtin:breast-cancer"
+    page.check(allowed=("status of 422",))
+
+
+def test_a_cloned_job_spec_fills_the_form_and_is_submitted_as_a_new_job(page: Page, stack):
+    original = submit(stack, TABLE_JOB)
+    tab = page.tab
+    sign_in(page, at=f"/ui/#/jobs/{original['id']}")
+    tab.get_by_role("link", name="Clone").click()
+    expect(tab.locator("#view")).to_have_attribute("data-loaded", "true")
+    expect(tab.locator(".subtitle")).to_contain_text(f"Cloned from job {original['id']}")
+    assert spec_shown(tab) == original["spec"]
+    expect(control(tab, "model.architecture")).to_have_value("mlp")
+    expect(control(tab, "model.params.hidden")).to_have_value("8")
+    # The spec's nulls (validation, test) are fields not given, not boxes of JSON.
+    expect(control(tab, "data.validation.dataset")).to_have_value("")
+    control(tab, "name").fill("the-clone")
+    page.screenshot("clone-job")
+    tab.get_by_role("button", name="Create job").click()
+    expect(tab.get_by_role("heading", name="the-clone", level=1)).to_be_visible()
+    clone_id = tab.url.rsplit("/", 1)[1]
+    assert clone_id != original["id"]
+    with stack.client() as client:
+        clone = client.get(f"/v1/jobs/{clone_id}").json()
+    assert clone["spec"] == {**original["spec"], "name": "the-clone"}
+    page.check()
+
+
+def test_a_sweep_made_from_the_form(page: Page, stack):
+    tab = page.tab
+    open_new(page, "/ui/#/sweeps/new")
+    control(tab, "job.data.train.dataset").fill("builtin:breast-cancer")
+    control(tab, "job.model.architecture").select_option("mlp")
+    # The job's fields a parameter may search are suggested, the architecture's params too.
+    for path in ("hyperparameters.learning_rate", "model.params.dropout"):
+        expect(tab.locator(f"#paths-list option[value='{path}']")).to_have_count(1)
+    tab.get_by_label("New parameters name").fill("hyperparameters.learning_rate")
+    tab.get_by_role("button", name="Add to parameters").click()
+    row = "parameters.hyperparameters.learning_rate"
+    expect(control(tab, f"{row}.type")).to_have_value("float")
+    control(tab, f"{row}.low").fill("0.1")
+    control(tab, f"{row}.high").fill("0.01")
+    control(tab, "max_trials").fill("1")
+    tab.get_by_role("button", name="Create sweep").click()
+    expect(errors_of(tab, row)).to_contain_text("above high")
+    page.screenshot("create-sweep-refused")
+
+    control(tab, f"{row}.low").fill("0.001")
+    tab.get_by_role("button", name="Create sweep").click()
+    expect(tab).to_have_url(re.compile(r"#/sweeps/sweep_\w+$"))
+    sweep_id = tab.url.rsplit("/", 1)[1]
+    with stack.client() as client:
+        sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert sweep["spec"]["parameters"] == {
+        "hyperparameters.learning_rate": {
+            "type": "float",
+            "low": 0.001,
+            "high": 0.01,
+            "log": False,
+            "step": None,
+        }
+    }
+    assert sweep["spec"]["max_trials"] == 1
+
+    tab.get_by_role("link", name="Clone").click()
+    expect(tab.locator("#view")).to_have_attribute("data-loaded", "true")
+    assert spec_shown(tab) == sweep["spec"]
+    expect(control(tab, f"{row}.high")).to_have_value("0.01")
+    page.check(allowed=("status of 422",))

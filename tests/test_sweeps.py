@@ -149,6 +149,12 @@ REFUSED = {
         "job.model.architecture",
         "nope",
     ),
+    # Named as the job's own 422 names it, without the kind that tags the job spec's union.
+    "a job field out of range": (
+        with_(job={**DIGITS_CNN, "hyperparameters": {"epochs": 0}}),
+        "job.hyperparameters.epochs",
+        "greater than or equal to 1",
+    ),
 }
 
 

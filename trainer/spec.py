@@ -347,7 +347,8 @@ class FinetuneSpec(_JobSpecBase):
     kind: Literal["finetune"]
     model: ModelSpec | None = None
     base_model_id: str | None = Field(None, max_length=220, description=BASE_MODEL_DESCRIPTION)
-    method: MethodSpec = Field(default_factory=lambda: MethodSpec(name="supervised"))
+    # A value rather than a factory, so that the JSON Schema (and the dashboard's form) shows it.
+    method: MethodSpec = MethodSpec(name="supervised")
     data: TrainData
 
 

@@ -73,9 +73,10 @@ async function problemOf(response) {
 /**
  * fetch(path) with the key; resolves to the Response when it is 2xx, else throws ApiError
  * (AuthRequired for 401, after dropping the refused key and telling the listeners).
- * `options`: method, json (a body to send as JSON), headers, signal.
+ * `options`: method, json (a body to send as JSON) or body (FormData, sent as multipart),
+ * headers, signal.
  */
-export async function apiFetch(path, { method = "GET", json, headers = {}, signal } = {}) {
+export async function apiFetch(path, { method = "GET", json, body, headers = {}, signal } = {}) {
   const key = getKey();
   if (!key) {
     authRequired("");
@@ -91,6 +92,8 @@ export async function apiFetch(path, { method = "GET", json, headers = {}, signa
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers["Content-Type"] = "application/json";
+  } else if (body !== undefined) {
+    init.body = body; // the browser sets the multipart Content-Type and its boundary
   }
   const response = await fetch(path, init);
   if (response.ok) return response;
@@ -108,6 +111,25 @@ export async function apiFetch(path, { method = "GET", json, headers = {}, signa
 export async function apiJson(path, options) {
   const response = await apiFetch(path, options);
   return response.json();
+}
+
+let openApi = null;
+
+/**
+ * The API's OpenAPI document (/openapi.json, which needs no key): the request bodies' JSON
+ * Schemas that the forms are built from. Fetched once per page load.
+ */
+export function openApiDocument() {
+  openApi ??= fetch("/openapi.json", { credentials: "omit", headers: { Accept: "application/json" } })
+    .then((response) => {
+      if (!response.ok) throw new ApiError(response.status, { detail: "cannot read /openapi.json" });
+      return response.json();
+    })
+    .catch((error) => {
+      openApi = null; // the next page asks again
+      throw error;
+    });
+  return openApi;
 }
 
 /** A path with query parameters; empty values are left out. */

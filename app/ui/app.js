@@ -1,25 +1,36 @@
-// The dashboard's entry point: the hash router (#/jobs, #/jobs/{id}, #/compare?jobs=…, #/sweeps,
-// #/sweeps/{id}, #/models, #/models/{id}) and the API key form, shown when there is no key and
+// The dashboard's entry point: the hash router (#/jobs, #/jobs/new, #/jobs/{id},
+// #/compare?jobs=…, #/sweeps, #/sweeps/new, #/sweeps/{id}, #/models, #/models/{id}, #/datasets,
+// #/datasets/upload, #/datasets/{id}) and the API key form, shown when there is no key and
 // whenever the server refuses one.
 
 import { AuthRequired, apiJson, forgetKey, getKey, onAuthRequired, setKey } from "./api.js";
 import { h, heading, replace } from "./dom.js";
 import * as comparePage from "./compare-page.js";
+import { newJobPage, newSweepPage } from "./create-page.js";
+import * as datasetPage from "./dataset-page.js";
+import * as datasetsPage from "./datasets-page.js";
 import * as jobPage from "./job-page.js";
 import * as jobsPage from "./jobs-page.js";
 import * as modelPage from "./model-page.js";
 import * as modelsPage from "./models-page.js";
 import * as sweepPage from "./sweep-page.js";
 import * as sweepsPage from "./sweeps-page.js";
+import * as uploadPage from "./upload-page.js";
 
+// The first that matches wins: "new" and "upload" before the ids (which have a prefix: job_…).
 const ROUTES = [
   { pattern: /^\/jobs\/?$/, page: jobsPage, section: "jobs" },
+  { pattern: /^\/jobs\/new$/, page: newJobPage, section: "jobs" },
   { pattern: /^\/jobs\/([^/]+)$/, page: jobPage, section: "jobs" },
   { pattern: /^\/compare\/?$/, page: comparePage, section: "jobs" },
   { pattern: /^\/sweeps\/?$/, page: sweepsPage, section: "sweeps" },
+  { pattern: /^\/sweeps\/new$/, page: newSweepPage, section: "sweeps" },
   { pattern: /^\/sweeps\/([^/]+)$/, page: sweepPage, section: "sweeps" },
   { pattern: /^\/models\/?$/, page: modelsPage, section: "models" },
   { pattern: /^\/models\/([^/]+)$/, page: modelPage, section: "models" },
+  { pattern: /^\/datasets\/?$/, page: datasetsPage, section: "datasets" },
+  { pattern: /^\/datasets\/upload$/, page: uploadPage, section: "datasets" },
+  { pattern: /^\/datasets\/([^/]+)$/, page: datasetPage, section: "datasets" },
 ];
 
 const view = document.getElementById("view");

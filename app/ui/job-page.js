@@ -1,6 +1,7 @@
 // #/jobs/{id}: one job. Its status, progress, spec and metrics; live training curves, events
 // and a log tail, all fed by GET /v1/jobs/{id}/stream; Cancel while it is queued or running;
-// links to the model it started from, the model it made, and the sweep it is a trial of.
+// links to the model it started from, the model it made, and the sweep it is a trial of; Clone
+// (its spec in the new job form) and a sweep over it (its spec as a new sweep's job).
 
 import { apiJson } from "./api.js";
 import { MetricCharts } from "./charts.js";
@@ -123,6 +124,12 @@ export function render(view, { id }) {
     h("p", { class: "breadcrumb" }, h("a", { href: "#/jobs" }, "← Jobs")),
     title,
     line.element,
+    h(
+      "p",
+      { class: "actions" },
+      h("a", { class: "button", id: "clone-job", href: `#/jobs/new?job=${encodeURIComponent(jobId)}` }, "Clone"),
+      h("a", { class: "button secondary", href: `#/sweeps/new?job=${encodeURIComponent(jobId)}` }, "Sweep over it"),
+    ),
     line.message,
     card("h-summary", "Summary", {}, summary),
     card("h-metrics", "Metrics", {}, metrics),

@@ -136,6 +136,12 @@ export function render(view, _params, query) {
     view,
     heading("Jobs"),
     h(
+      "p",
+      { class: "actions" },
+      h("a", { class: "button", href: "#/jobs/new", id: "new-job" }, "New job"),
+      h("a", { class: "button secondary", href: "#/datasets/upload" }, "Upload a dataset"),
+    ),
+    h(
       "form",
       { class: "filters", "aria-label": "Filter jobs", onsubmit: (e) => e.preventDefault() },
       choice("filter-status", "Status", STATUSES, filters.status, setFilter("status")),

@@ -51,9 +51,10 @@ export class CursorPager {
 /**
  * A list page: heading `title`, then a table of what GET `path` lists, newest first, a
  * `row(item)` each under `columns`, paged (`?limit=` in the page's query sets the page size).
- * `empty`: what an empty list says. Returns the page's cleanup.
+ * `empty`: what an empty list says; `actions`: what goes under the heading (a link to make
+ * one). Returns the page's cleanup.
  */
-export function renderPagedList(view, query, { title, path, columns, row, empty, tableClass }) {
+export function renderPagedList(view, query, { title, path, columns, row, empty, tableClass, actions }) {
   const limit = Math.min(Math.max(Number(query.get("limit")) || 20, 1), 1000);
   let disposed = false;
   let inFlight = null;
@@ -88,6 +89,7 @@ export function renderPagedList(view, query, { title, path, columns, row, empty,
   replace(
     view,
     heading(title),
+    actions ? h("p", { class: "actions" }, actions) : null,
     message,
     h(
       "div",

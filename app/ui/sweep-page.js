@@ -1,7 +1,8 @@
 // #/sweeps/{id}: one sweep. Its status, objective, sampler, pruner and counts; the best trial;
 // the trials, sortable; every trial's objective by epoch, the objective by trial with the best
 // so far, the parameters against the objective, their importances; Cancel while it is active;
-// a link comparing the best completed trials' jobs (#/compare).
+// a link comparing the best completed trials' jobs (#/compare); Clone (its spec in the new
+// sweep form).
 // Live from GET /v1/sweeps/{id}/stream until its `end`: a `status` event redraws the sweep, a
 // `trial` event (a trial started, reported an epoch or ended) reloads the trials.
 
@@ -211,6 +212,11 @@ export function render(view, { id }) {
     h("p", { class: "breadcrumb" }, h("a", { href: "#/sweeps" }, "← Sweeps")),
     title,
     line.element,
+    h(
+      "p",
+      { class: "actions" },
+      h("a", { class: "button", id: "clone-sweep", href: `#/sweeps/new?sweep=${encodeURIComponent(id)}` }, "Clone"),
+    ),
     line.message,
     card("h-summary", "Summary", {}, summary),
     card("h-best", "Best trial", {}, best),

@@ -6,7 +6,7 @@ import { renderPagedList } from "./paging.js";
 import { countsText, objectiveOf } from "./sweep-spec.js";
 
 const COLUMNS = ["Sweep", "Status", "Trials", "Best value", "Created"];
-const EMPTY = "No sweeps yet: POST /v1/sweeps starts one (docs/SWEEPS.md).";
+const EMPTY = "No sweeps yet: New sweep (or POST /v1/sweeps) starts one (docs/SWEEPS.md).";
 
 function best(sweep) {
   const trial = sweep.best_trial;
@@ -42,5 +42,6 @@ export function render(view, _params, query) {
     row,
     empty: EMPTY,
     tableClass: "sweeps",
+    actions: h("a", { class: "button", href: "#/sweeps/new", id: "new-sweep" }, "New sweep"),
   });
 }
