@@ -122,12 +122,16 @@ def submit(stack, spec: dict) -> dict:
         return response.json()
 
 
-def wait_for_job(stack, job_id: str, timeout: float = 120) -> dict:
+def ended(job: dict) -> bool:
+    return job["status"] in ("succeeded", "failed", "cancelled")
+
+
+def wait_for_job(stack, job_id: str, timeout: float = 120, done=ended) -> dict:
     deadline = time.monotonic() + timeout
     with stack.client() as client:
         while time.monotonic() < deadline:
             job = client.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if done(job):
                 return job
             time.sleep(0.3)
     raise AssertionError(f"job {job_id} stuck: {job}\n{stack.logs()}")
@@ -278,6 +282,40 @@ def test_the_cancel_button_cancels_a_running_job(page, stack):
     with stack.client() as client:
         assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
     page.screenshot("job-cancelled")
+    page.check()
+
+
+def test_a_job_paused_from_its_page_lists_its_checkpoint_and_a_new_job_starts_from_it(page, stack):
+    job = submit(stack, {**WATCHED, "name": "to-pause", "hyperparameters": {"epochs": 2000}})
+    tab = page.tab
+    sign_in(page, at=f"/ui/#/jobs/{job['id']}")
+    expect(status_of(tab)).to_have_text("running", timeout=30_000)
+    # An epoch's end: its checkpoint, with its figures.
+    wait_for_job(stack, job["id"], done=lambda j: j["progress"]["epoch"] >= 2)
+    tab.get_by_role("button", name="Pause").click()
+    expect(status_of(tab)).to_have_text("paused", timeout=30_000)
+    resume = tab.get_by_role("button", name="Resume")
+    expect(resume).to_be_visible()
+    expect(tab.get_by_role("button", name="Pause")).to_be_hidden()
+    rows = tab.locator("#job-checkpoints tbody tr")
+    expect(rows).to_have_count(1)  # the default policy keeps what resume needs
+    with stack.client() as client:
+        [kept] = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]
+    expect(rows.first).to_have_attribute("data-checkpoint", kept["id"])
+    page.screenshot("job-paused")
+
+    rows.first.get_by_role("link", name="Start a job from it").click()
+    expect(tab.locator("#view")).to_have_attribute("data-loaded", "true")
+    assert spec_shown(tab)["base_checkpoint_id"] == kept["id"]
+    control(tab, "name").fill("from-a-checkpoint")
+    tab.get_by_role("button", name="Create job").click()
+    expect(tab.get_by_role("heading", name="from-a-checkpoint", level=1)).to_be_visible()
+    started_id = tab.url.rsplit("/", 1)[1]
+    with stack.client() as client:
+        started = client.get(f"/v1/jobs/{started_id}").json()
+        assert started["spec"]["base_checkpoint_id"] == kept["id"]
+        for job_id in (job["id"], started_id):  # neither need run on
+            assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     page.check()
 
 

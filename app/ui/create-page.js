@@ -2,8 +2,9 @@
 // JSON Schema (/openapi.json) and the spec catalog (GET /v1/spec-catalog: the architectures and
 // methods, and their params). Beside it the spec as JSON, kept in step both ways: the way to
 // anything the form does not show. The API's 422 is put beside the fields it names.
-// `?job=ID` starts from that job's spec (Clone), `?sweep=ID` from a sweep's, `?dataset=ID` with
-// that dataset to train on.
+// `?job=ID` starts from that job's spec (Clone; with `&checkpoint=ID`, from that checkpoint of
+// it: `base_checkpoint_id`), `?sweep=ID` from a sweep's, `?dataset=ID` with that dataset to
+// train on.
 
 import { AuthRequired, ApiError, apiJson, openApiDocument, withQuery } from "./api.js";
 import { card, errorBox, h, heading, jobLink, replace, sweepLink } from "./dom.js";
@@ -57,7 +58,9 @@ async function startingSpec(what, query) {
   }
   if (job) {
     const source = await apiJson(`/v1/jobs/${encodeURIComponent(job)}`);
-    return { spec: what === "job" ? source.spec : { job: source.spec }, from: ["job", job] };
+    const checkpoint = query.get("checkpoint");
+    const spec = checkpoint ? { ...source.spec, base_checkpoint_id: checkpoint } : source.spec;
+    return { spec: what === "job" ? spec : { job: spec }, from: ["job", job] };
   }
   const spec = structuredClone(config.start);
   const dataset = query.get("dataset");

@@ -1,9 +1,11 @@
 // #/jobs/{id}: one job. Its status, progress, spec and metrics; live training curves, events
-// and a log tail, all fed by GET /v1/jobs/{id}/stream; Cancel while it is queued or running;
-// links to the model it started from, the model it made, and the sweep it is a trial of; Clone
-// (its spec in the new job form) and a sweep over it (its spec as a new sweep's job).
+// and a log tail, all fed by GET /v1/jobs/{id}/stream; Cancel while it is queued, running or
+// paused; Pause and Resume; the checkpoints it keeps, each a new job's start; links to the
+// model it started from, the model it made, and the sweep it is a trial of; Clone (its spec in
+// the new job form) and a sweep over it (its spec as a new sweep's job).
 
 import { apiJson } from "./api.js";
+import { CheckpointsTable } from "./checkpoints.js";
 import { MetricCharts } from "./charts.js";
 import {
   card,
@@ -22,6 +24,7 @@ import { StatusLine } from "./status-line.js";
 
 const LOG_LINES = 200;
 const ACTIVE = new Set(["queued", "running"]);
+const CANCELLABLE = new Set([...ACTIVE, "paused"]);
 
 function resultModel(job) {
   return job.result_model_id && h("span", { id: "result-model" }, modelLink(job.result_model_id));
@@ -49,11 +52,32 @@ export function render(view, { id }) {
   const log = h("ol", { class: "log", id: "log", tabindex: "0", "aria-label": "Log tail" });
   const spec = h("pre", { class: "spec" });
   const charts = new MetricCharts(chartArea);
+  const checkpoints = new CheckpointsTable(jobId);
+  const pause = h("button", { type: "button", id: "pause-job", class: "secondary", hidden: true }, "Pause");
+  const resume = h("button", { type: "button", id: "resume-job", hidden: true }, "Resume");
+  pause.onclick = () => post(pause, "pause");
+  resume.onclick = () => post(resume, "resume");
+
+  async function post(button, action) {
+    button.disabled = true;
+    try {
+      show(await apiJson(`${jobPath}/${action}`, { method: "POST" }));
+      line.message.replaceChildren();
+    } catch (error) {
+      line.showError(error);
+    } finally {
+      button.disabled = false;
+    }
+  }
 
   function show(job) {
     title.textContent = job.name || job.id;
     document.title = `${job.name || job.id} · jobs · tunery`;
-    line.setStatus(job.status, ACTIVE.has(job.status));
+    line.setStatus(job.status, CANCELLABLE.has(job.status));
+    // Pause a queued job, or a running one not yet asked; resume a paused one, or take back a
+    // pause not yet made.
+    pause.hidden = !(job.status === "queued" || (job.status === "running" && !job.pause_requested));
+    resume.hidden = !(job.status === "paused" || job.pause_requested);
     view.dataset.status = job.status;
     charts.setTotalSteps(job.progress.total_steps);
     // Progress changes with every status event; the rest is redrawn only when it changes, so
@@ -61,6 +85,7 @@ export function render(view, { id }) {
     replace(progressCell, progress(job));
     const { status, started_at, finished_at, attempt, result_model_id, error, metrics: m } = job;
     const key = JSON.stringify([status, started_at, finished_at, attempt, result_model_id, error, m]);
+    checkpoints.refresh(job.progress.epoch, status); // a new epoch may have a new checkpoint
     if (key !== summaryKey) {
       summaryKey = key;
       const method = job.spec?.method?.name;
@@ -129,11 +154,14 @@ export function render(view, { id }) {
       { class: "actions" },
       h("a", { class: "button", id: "clone-job", href: `#/jobs/new?job=${encodeURIComponent(jobId)}` }, "Clone"),
       h("a", { class: "button secondary", href: `#/sweeps/new?job=${encodeURIComponent(jobId)}` }, "Sweep over it"),
+      pause,
+      resume,
     ),
     line.message,
     card("h-summary", "Summary", {}, summary),
     card("h-metrics", "Metrics", {}, metrics),
     card("h-curves", "Training curves", { wide: true }, noPoints, chartArea),
+    card("h-checkpoints", "Checkpoints", { wide: true }, checkpoints.element),
     card("h-events", "Events", {}, events),
     card("h-log", "Log", {}, log),
     card(
