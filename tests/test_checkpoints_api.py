@@ -131,7 +131,16 @@ def test_the_policy_keeps_the_last_and_the_best_and_a_new_job_starts_from_one(st
         other = {**start, "model": {"architecture": "cnn", "params": {"hidden": 16}}}
         assert_refused(client.post("/v1/jobs", json=other), "base_checkpoint_id")
         unknown = {**start, "base_checkpoint_id": "ckpt_" + "0" * 32}
-        assert_refused(client.post("/v1/jobs", json=unknown), "base_checkpoint_id")
+        refused = client.post("/v1/jobs", json=unknown)
+        assert_refused(refused, "base_checkpoint_id")
+        # Another tenant's checkpoint is no checkpoint: the same answer, but for its id.
+        with stack.client(stack.new_key()) as stranger:
+            theirs = stranger.post("/v1/jobs", json=start)
+            assert_refused(theirs, "base_checkpoint_id")
+            assert theirs.json()["detail"].replace(first["id"], "ID") == refused.json()[
+                "detail"
+            ].replace(unknown["base_checkpoint_id"], "ID")
+            assert stranger.get(f"/v1/jobs/{job['id']}/checkpoints").status_code == 404
 
 
 def test_a_policy_that_keeps_nothing_resume_needs_is_refused(stack):
