@@ -25,7 +25,7 @@ from app.config import get_settings
 
 
 class ArtifactStore(Protocol):
-    # Whether workers on other machines share it: only then do checkpoints travel through it.
+    # Whether its files travel to this machine (into the cache): only then is a copy checked.
     remote: bool
 
     def put(self, key: str, source: Path) -> None: ...
@@ -155,7 +155,7 @@ class S3Store:
         return self.fs.exists(self._url(key))
 
     def delete(self, key: str) -> None:
-        if self.fs.exists(self._url(key)):
+        with suppress(FileNotFoundError):  # not asked first: a listing cached here may be stale
             self.fs.rm_file(self._url(key))
 
     def delete_tree(self, prefix: str) -> None:

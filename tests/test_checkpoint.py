@@ -26,12 +26,12 @@ SPEC = {
 }  # fmt: skip
 
 
-def start(run_dir: Path, every: int | None) -> subprocess.Popen:
+def start(run_dir: Path, every: int | None, spec: dict = SPEC) -> subprocess.Popen:
     run_dir.mkdir(parents=True, exist_ok=True)
     run = {
         "job_id": "job_test",
         "model_id": "model_test",
-        "spec": SPEC,
+        "spec": spec,
         "output_path": str(run_dir / "model.safetensors"),
     }
     if every is not None:
@@ -101,3 +101,29 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, uninterrupted, stop
     assert resumed_weights.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         assert torch.equal(resumed_weights[name], tensor), name
+
+
+def test_a_run_resumed_after_it_stopped_early_trains_no_more(tmp_path):
+    """Its last checkpoint, at the epoch where early stopping ended training, says so: a run
+    stopped after it (before its model was saved) ends with the same model, training none."""
+    hp = {**SPEC["hyperparameters"], "epochs": 50, "early_stopping_patience": 1}
+    spec = {**SPEC, "hyperparameters": hp}
+    first = start(tmp_path, 10**6, spec)
+    output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0
+    events = [json.loads(line) for line in output.splitlines()]
+    epochs = max(e["epoch"] for e in events if e["type"] == "checkpoint")
+    assert epochs < 50, "it did not stop early"
+    stopped = weights(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    second = start(tmp_path, 10**6, spec)
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0
+    events = [json.loads(line) for line in output.splitlines()]
+    assert not [
+        e for e in events if e["type"] in ("checkpoint", "metric") and e.get("split") != "test"
+    ]
+    assert [e["type"] for e in events].count("resumed") == 1
+    again = weights(tmp_path)
+    for name, tensor in stopped.items():
+        assert torch.equal(again[name], tensor), name

@@ -329,4 +329,4 @@ def test_a_checkpoint_follows_its_job_to_another_machine(stack, s3):
         # What the retention policy keeps stays in the bucket (by default the last), no more.
         [kept] = api.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"]
         stored = client.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]
-        assert [o["Key"] for o in stored] == [f"{key}step-{kept['step']:09d}.pt"]
+        assert [o["Key"] for o in stored] == [f"{key}attempt-2/step-{kept['step']:09d}.pt"]

@@ -71,6 +71,9 @@ def client(app):
         "::ffff:169.254.169.254",
         "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
         "2002:7f00:1::1",  # 6to4 of loopback
+        "64:ff9b:1::a00:1",  # local-use NAT64, into the operator's 10.0.0.1
+        "::10.0.0.1",  # IPv4-compatible
+        "fec0::1",  # site-local
     ],
 )
 def test_addresses_that_are_not_public_are_refused(address):

@@ -67,6 +67,7 @@ class Progress:
     epoch_generator: torch.Tensor | None = None  # the generator as this epoch began
     loss_sum: float = 0.0  # of this epoch's batches so far
     train_loss: float = float("nan")  # of the last whole epoch
+    stopped: bool = False  # early stopping ended training: a resumed run trains no more
 
 
 @dataclass
@@ -127,7 +128,8 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
     step_loss = distributed.data_parallel(model, recipe.batch_loss, device)
     finish = False  # asked to end training where it is, keeping the model
 
-    for epoch in range(progress.epoch, hp.epochs + 1):
+    validation = stopper.best_validation  # a run resumed once it had stopped early trains none
+    for epoch in range(progress.epoch, hp.epochs + 1) if not progress.stopped else ():
         progress.epoch = epoch
         model.train()
         for module in recipe.frozen:
@@ -186,7 +188,7 @@ def fit(ctx: RunContext, recipe: Recipe) -> FitResult:
         # stop
         stopping = stopper.should_stop(epoch, validation, model)
         if checkpointing:  # the epoch's checkpoint, with its figures: one a user may start from
-            run = vars(progress) | {"epoch": epoch + 1} | stopper.state_dict()
+            run = vars(progress) | {"epoch": epoch + 1, "stopped": stopping} | stopper.state_dict()
             _save_checkpoint(ctx, recipe, optimizer, schedule, run, epoch, validation)
         if stopping:
             best = stopper.best_epoch

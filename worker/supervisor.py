@@ -26,11 +26,11 @@ from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.db import session_scope
-from app.models import Model, new_id
+from app.models import Job, Model, new_id
 from app.problems import is_unreachable
 from app.services import attempts, checkpoints, dispatch, job_state, sweeps
 from app.services.model_files import MODEL_FILE, delete_model_files, model_from_card
-from app.storage import ArtifactStore, get_store
+from app.storage import ArtifactStore, ChecksumMismatch, get_store
 from trainer.card import ModelCard
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.run_request import RunRequest
@@ -54,6 +54,7 @@ class CheckpointSync:
     policy kept."""
 
     job_id: str
+    attempt: int
     directory: Path  # the trainer's: it outlives attempts on this machine
     store: ArtifactStore
 
@@ -77,9 +78,10 @@ class CheckpointSync:
     def put(self, file: str) -> bool:
         """Put a checkpoint the trainer reported in the store; False if it could not be."""
         try:
-            self.store.put(checkpoints.checkpoint_key(self.job_id, file), self.directory / file)
+            key = checkpoints.checkpoint_key(self.job_id, self.attempt, file)
+            self.store.put(key, self.directory / file)
             return True
-        except OSError as error:
+        except Exception as error:  # not only OSError: s3fs passes some botocore errors on
             log.warning(
                 "job %s: could not store the checkpoint %s: %s",
                 self.job_id,
@@ -99,7 +101,7 @@ class CheckpointSync:
             (self.directory / Path(key).name).unlink(missing_ok=True)
             try:
                 self.store.delete(key)
-            except OSError as error:  # its row is gone: the file is only an orphan
+            except Exception as error:  # its row is gone: the file is only an orphan
                 log.warning("job %s: could not delete %s: %s", self.job_id, key, error)
 
 
@@ -378,6 +380,32 @@ def _wake_waiting_jobs(tenant_id: str) -> None:
         dispatch.send(waiting)
 
 
+def _fail_to_prepare(job_id: str, attempt: int, error: Exception) -> None:
+    """What the attempt reads cannot be had: gone for good (a checkpoint its job's policy
+    dropped, a file missing from the store or not the one recorded) fails the job; anything
+    else (the store unreachable a moment) is retried, at once rather than a lease later."""
+    if isinstance(error, attempts.CheckpointGone):
+        error_type, retryable = "checkpoint_gone", False
+    elif isinstance(error, FileNotFoundError | ChecksumMismatch):
+        error_type, retryable = "input_gone", False
+    else:
+        error_type, retryable = "input_unavailable", True
+    log.warning(
+        "job %s attempt %d could not get its inputs: %s",
+        job_id,
+        attempt,
+        error,
+        exc_info=retryable,  # unforeseen: where it came from
+        extra={"job_id": job_id, "attempt": attempt},
+    )
+    with session_scope() as session:
+        status = job_state.fail(session, job_id, attempt, error_type, str(error), retryable)
+        tenant_id = session.get(Job, job_id).tenant_id
+    if status == "queued":
+        dispatch.send([job_id])
+    _wake_waiting_jobs(tenant_id)
+
+
 def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
     """Claim the job and write its trainer's run request; None when it is not claimable."""
     with session_scope() as session:
@@ -393,12 +421,11 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
                     extra=about,
                 )
             return None
-    try:  # the claim stands even if this fails: the job is reaped
+    try:
         with session_scope() as session:
             inputs = attempts.attempt_inputs(session, job_id)
-    except attempts.CheckpointGone as gone:  # no attempt could run it
-        with session_scope() as session:
-            job_state.fail(session, job_id, n, "checkpoint_gone", str(gone), retryable=False)
+    except Exception as error:
+        _fail_to_prepare(job_id, n, error)
         return None
     job_dir = settings.run_dir / job_id  # outlives attempts: it holds the checkpoints
     run_dir = job_dir / f"attempt-{n}"
@@ -413,7 +440,7 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
         datasets=inputs.trained_on,
         sweep_id=inputs.sweep_id,
         objective=inputs.objective,
-        checkpoints=CheckpointSync(job_id, (job_dir / CHECKPOINTS_DIR).resolve(), get_store()),
+        checkpoints=CheckpointSync(job_id, n, (job_dir / CHECKPOINTS_DIR).resolve(), get_store()),
         latest_checkpoint_key=inputs.latest_checkpoint_key,
         start_checkpoint_key=inputs.start_checkpoint_key,
     )
@@ -524,8 +551,8 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     attempt = _prepare(job_id, settings, owner)
     if attempt is None:
         return
-    attempt.tracking = mlflow_logging.start(attempt)
     try:
+        attempt.tracking = mlflow_logging.start(attempt)
         _run(attempt)
     finally:
         _finish(attempt)

@@ -74,6 +74,7 @@ def attempt_inputs(session: Session, job_id: str) -> AttemptInputs:
         for row in uploads
     }
     sha256_of = {row.id: row.sha256 for row in uploads}
+    latest = checkpoints.latest(session, job_id)
     return AttemptInputs(
         tenant_id=tenant_id,
         spec=spec,
@@ -82,10 +83,12 @@ def attempt_inputs(session: Session, job_id: str) -> AttemptInputs:
         trained_on={name: sha256_of.get(name) for name in sorted(dataset_names(spec.data))},
         sweep_id=job.sweep_id,
         objective=sweep_objective(session, job.sweep_id) if job.sweep_id else None,
-        latest_checkpoint_key=latest.key
-        if (latest := checkpoints.latest(session, job_id))
-        else None,
-        start_checkpoint_key=_start_checkpoint_key(session, tenant_id, spec.base_checkpoint_id),
+        latest_checkpoint_key=latest.key if latest else None,
+        # Once it has checkpoints of its own, it resumes from them: the one it started from
+        # may be gone by then.
+        start_checkpoint_key=None
+        if latest
+        else _start_checkpoint_key(session, tenant_id, spec.base_checkpoint_id),
     )
 
 

@@ -13,8 +13,10 @@ from app.models import Checkpoint, Job, new_id
 from trainer.spec import CheckpointRetention, lower_is_better
 
 
-def checkpoint_key(job_id: str, file: str) -> str:
-    return f"checkpoints/{job_id}/{file}"
+def checkpoint_key(job_id: str, attempt: int, file: str) -> str:
+    """Each attempt's under its own prefix: an attempt that lost its job, still running for a
+    heartbeat, never writes over a file of the attempt that holds the job now."""
+    return f"checkpoints/{job_id}/attempt-{attempt}/{file}"
 
 
 def of_job(session: Session, job_id: str) -> list[Checkpoint]:
@@ -70,7 +72,7 @@ def record(
             session.add(row)
         row.attempt, row.epoch, row.metrics = attempt, event["epoch"], event["metrics"]
         row.size_bytes = event["size_bytes"]
-        row.key = checkpoint_key(job_id, event["file"])
+        row.key = checkpoint_key(job_id, attempt, event["file"])
         row.created_at = datetime.fromtimestamp(event["time"], UTC)
     monitor = reported[-1]["monitor"], reported[-1]["mode"] == "min"
     kept = _kept(list(rows.values()), retention, monitor)

@@ -41,7 +41,7 @@ from trainer.readers.chat import Example, role_counts
 from trainer.spec import SpecIssue
 from trainer.validation import NumberedExamples
 
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "paused")  # jobs that will read their datasets again
 LABELLED_TASKS = tuple(HEADS)
 
 

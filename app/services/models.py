@@ -28,7 +28,7 @@ from trainer.card import ModelCard
 from trainer.heads import HEADS
 from trainer.spec import SpecIssue
 
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "paused")  # jobs that will read their base model again
 MAX_BATCH = 4096
 MAX_LINEAGE = 1000  # a guard: parent links cannot form a cycle, but a bug must not hang a request
 

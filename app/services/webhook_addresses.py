@@ -22,6 +22,14 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # IPv6 addresses that carry an IPv4 one, which the IPv6 address's own properties do not judge:
 # NAT64's well-known prefix (RFC 6052) translates to the IPv4 address in its last 32 bits.
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Ranges Python's `is_global` calls global that no webhook should reach: local-use NAT64 (RFC
+# 8215, into the operator's own IPv4), IPv4-compatible addresses (deprecated, carrying an IPv4
+# one) and site-local addresses (deprecated, private).
+NOT_PUBLIC = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("fec0::/10"),
+)
 
 
 class ForbiddenAddress(Exception):
@@ -39,7 +47,7 @@ def _carried(address: IPAddress) -> list[IPAddress]:
         carried.append(address.sixtofour)
     if address.teredo is not None:
         carried.extend(address.teredo)
-    if address in NAT64:
+    if address in NAT64 or address in NOT_PUBLIC[1]:
         carried.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return carried
 
@@ -48,7 +56,14 @@ def is_allowed(address: IPAddress, allow: Sequence[IPNetwork]) -> bool:
     """A public unicast address (and all it carries), or one in a range the operator allows."""
     if any(address in network for network in allow):
         return True
-    return all(a.is_global and not a.is_multicast for a in _carried(address))
+    return all(
+        a.is_global and not a.is_multicast and not a.is_reserved and not _not_public(a)
+        for a in _carried(address)
+    )
+
+
+def _not_public(address: IPAddress) -> bool:
+    return address.version == 6 and any(address in network for network in NOT_PUBLIC)
 
 
 def check_addresses(
