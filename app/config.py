@@ -106,8 +106,13 @@ class Settings(BaseSettings):
     # Events, with their deliveries and attempts, are forgotten this long after they happened
     # (none still being retried).
     webhook_log_days: float = 30.0
+    # MLflow tracking servers a job may name (`integrations`): as for webhooks, public addresses
+    # over https, and these ranges (comma-separated CIDRs, `http` too), where a deployment's own
+    # tracking server usually is. The worker requests what the job names: without this, a job
+    # could have it request the operator's network.
+    mlflow_allow: Annotated[list[IPvAnyNetwork], NoDecode] = []
 
-    @field_validator("webhook_allow", mode="before")
+    @field_validator("webhook_allow", "mlflow_allow", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

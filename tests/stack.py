@@ -177,6 +177,7 @@ def start_stack(
         "TUNERY_QUEUE": queue,
         "TUNERY_RECONCILE_INTERVAL_SECONDS": "1",
         "TUNERY_WEBHOOK_POLL_SECONDS": "0.5",
+        "TUNERY_MLFLOW_ALLOW": "127.0.0.0/8",  # the MLflow servers tests start (test_mlflow.py)
         "TUNERY_HEARTBEAT_SECONDS": "0.5",
         "TUNERY_STOP_GRACE_SECONDS": "5",
         **(extra_env or {}),

@@ -19,7 +19,7 @@ from schemathesis.core.transport import Response
 from schemathesis.generation.stateful.state_machine import StepOutput
 
 from app.main import app
-from app.services import webhook_addresses
+from app.services import outbound_addresses
 from tests import files
 from tests.conftest import new_tenant
 from tests.test_core import DIGITS_CNN
@@ -55,9 +55,9 @@ def test_a_generated_webhook_url_is_kept_only_if_public_https(case, api_key):
     response = case.call()
     assert_no_server_error(response, case, api_key.headers["Authorization"])
     if response.status_code == 201:
-        url = webhook_addresses.parse(response.json()["url"])
+        url = outbound_addresses.parse(response.json()["url"])
         assert url.scheme == "https"
-        webhook_addresses.resolve(url, [])  # raises ForbiddenAddress for any non-public one
+        outbound_addresses.resolve(url, [])  # raises ForbiddenAddress for any non-public one
 
 
 # A job's event stream stays open while the job is queued: no worker runs in this test. The

@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from app.config import get_settings
 from app.db import session_scope
 from app.models import Job, WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
-from app.services import sweeps, webhook_addresses, webhook_delivery, webhooks
+from app.services import outbound_addresses, sweeps, webhook_delivery, webhooks
 from tests.conftest import new_tenant
 from tests.test_api import assert_problem
 from tests.test_core import DIGITS_CNN
@@ -77,29 +77,29 @@ def client(app):
     ],
 )
 def test_addresses_that_are_not_public_are_refused(address):
-    assert not webhook_addresses.is_allowed(ipaddress.ip_address(address), [])
+    assert not outbound_addresses.is_allowed(ipaddress.ip_address(address), [])
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "93.184.215.14", "2606:4700:4700::1111"])
 def test_public_addresses_are_allowed(address):
-    assert webhook_addresses.is_allowed(ipaddress.ip_address(address), [])
+    assert outbound_addresses.is_allowed(ipaddress.ip_address(address), [])
 
 
 def test_a_range_the_operator_allows_is_reached_by_http_too():
     loopback = ipaddress.ip_address("127.0.0.1")
-    assert webhook_addresses.is_allowed(loopback, LOOPBACK)
-    assert not webhook_addresses.is_allowed(ipaddress.ip_address("10.0.0.1"), LOOPBACK)
-    webhook_addresses.check_addresses("localhost", [loopback], https=False, allow=LOOPBACK)
+    assert outbound_addresses.is_allowed(loopback, LOOPBACK)
+    assert not outbound_addresses.is_allowed(ipaddress.ip_address("10.0.0.1"), LOOPBACK)
+    outbound_addresses.check_addresses("localhost", [loopback], https=False, allow=LOOPBACK)
     public = ipaddress.ip_address("8.8.8.8")
-    webhook_addresses.check_addresses("example.com", [public], https=True, allow=[])
-    with pytest.raises(webhook_addresses.ForbiddenAddress, match="https"):
-        webhook_addresses.check_addresses("example.com", [public], https=False, allow=LOOPBACK)
+    outbound_addresses.check_addresses("example.com", [public], https=True, allow=[])
+    with pytest.raises(outbound_addresses.ForbiddenAddress, match="https"):
+        outbound_addresses.check_addresses("example.com", [public], https=False, allow=LOOPBACK)
 
 
 def test_a_name_is_refused_if_any_of_its_addresses_is():
     public, private = ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("10.0.0.1")
-    with pytest.raises(webhook_addresses.ForbiddenAddress, match=r"10\.0\.0\.1"):
-        webhook_addresses.check_addresses("mixed.example", [public, private], True, [])
+    with pytest.raises(outbound_addresses.ForbiddenAddress, match=r"10\.0\.0\.1"):
+        outbound_addresses.check_addresses("mixed.example", [public, private], True, [])
 
 
 @pytest.mark.parametrize(
@@ -112,17 +112,17 @@ def test_a_name_is_refused_if_any_of_its_addresses_is():
     ],
 )
 def test_urls_that_cannot_be_webhooks_are_refused(url, message):
-    with pytest.raises(webhook_addresses.ForbiddenAddress, match=message):
-        webhook_addresses.parse(url)
+    with pytest.raises(outbound_addresses.ForbiddenAddress, match=message):
+        outbound_addresses.parse(url)
 
 
 def test_names_are_resolved_and_every_address_checked():
-    with pytest.raises(webhook_addresses.ForbiddenAddress, match="not a public address"):
-        webhook_addresses.resolve(webhook_addresses.parse("https://localhost/hooks"), [])
-    with pytest.raises(webhook_addresses.ForbiddenAddress, match="does not resolve"):
-        webhook_addresses.resolve(webhook_addresses.parse("https://no-such-host.invalid/"), [])
-    url = webhook_addresses.parse("https://8.8.8.8:8443/hooks")
-    assert webhook_addresses.resolve(url, []) == [ipaddress.ip_address("8.8.8.8")]
+    with pytest.raises(outbound_addresses.ForbiddenAddress, match="not a public address"):
+        outbound_addresses.resolve(outbound_addresses.parse("https://localhost/hooks"), [])
+    with pytest.raises(outbound_addresses.ForbiddenAddress, match="does not resolve"):
+        outbound_addresses.resolve(outbound_addresses.parse("https://no-such-host.invalid/"), [])
+    url = outbound_addresses.parse("https://8.8.8.8:8443/hooks")
+    assert outbound_addresses.resolve(url, []) == [ipaddress.ip_address("8.8.8.8")]
 
 
 def test_retries_double_from_the_first_delay_up_to_the_longest():

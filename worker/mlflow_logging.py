@@ -24,11 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from app.config import Settings
 from app.db import session_scope
 from app.models import Job
 from app.services import job_state
+from app.services.outbound_addresses import ForbiddenAddress, reachable
 from trainer.card import ModelCard
 from trainer.spec import JobSpec, MlflowIntegration
 
@@ -172,6 +174,7 @@ class MlflowRun:
             )
             return
         try:
+            reachable(uri, self.facts.settings.mlflow_allow)  # its name may resolve elsewhere now
             client, run_id = self._open_run()
             while True:
                 try:
@@ -185,8 +188,8 @@ class MlflowRun:
         except Exception as error:  # any failure of the server, the network or the client
             self.failed.set()
             self._warn(
-                f"MLflow at {uri} could not be reached or refused the run: {error}; nothing "
-                "more is logged there by this attempt, and the job goes on without it"
+                f"MLflow at {uri} could not be reached or refused the run ({_reason(error)}); "
+                "nothing more is logged there by this attempt, and the job goes on without it"
             )
         finally:
             if self.ending.is_set():
@@ -254,6 +257,7 @@ class MlflowRun:
         if finish.card is not None:
             client.set_tag(run_id, "tunery.architecture", finish.card.architecture)
         if finish.model_file is not None and finish.card is not None:
+            _check_artifact_store(client.get_run(run_id).info.artifact_uri)
             client.log_artifact(run_id, str(finish.model_file), "model")
             client.log_text(run_id, finish.card.model_dump_json(indent=2), "model/card.json")
             client.set_tag(run_id, "tunery.model_id", finish.card.model_id)
@@ -311,6 +315,35 @@ class JobTracking:
             run.thread.join(max(0.0, deadline - time.monotonic()))
             if not run.thread.is_alive():  # else the thread removes it once done with it
                 _remove_staging(run.last)
+
+
+# Where a run's artifacts may go: through the tracking server. A server answering with another
+# location (`file:`, `s3://`, ...) would have the worker write there itself, on its own disks
+# or with its own credentials.
+ARTIFACT_SCHEMES = ("mlflow-artifacts", "http", "https")
+
+
+class ArtifactsElsewhere(Exception):
+    """The server keeps its runs' artifacts where the worker would have to write them itself."""
+
+
+def _check_artifact_store(artifact_uri: str) -> None:
+    scheme = urlsplit(artifact_uri).scheme
+    if scheme not in ARTIFACT_SCHEMES:
+        raise ArtifactsElsewhere(
+            f"its runs keep artifacts at a {scheme or 'local'}: location, which the worker "
+            "would write to itself; serve them through the tracking server "
+            "(`mlflow server --serve-artifacts`)"
+        )
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, without what the server answered: a job's events are the tenant's,
+    and an answer's text is whatever the address it named returned."""
+    if isinstance(error, ForbiddenAddress | ArtifactsElsewhere):  # ours: no answer's text
+        return str(error)
+    status = getattr(error, "get_http_status_code", lambda: None)()
+    return type(error).__name__ + (f", HTTP {status}" if status else "")
 
 
 def start(facts: AttemptFacts) -> JobTracking:

@@ -10,6 +10,7 @@ from app.models import Checkpoint, Job, JobEvent, MetricPoint, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Page, Progress
 from app.services import checkpoints, datasets, job_state, pagination, registry, tenants
+from app.services.outbound_addresses import ForbiddenAddress, reachable
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
 from trainer.validation import check_spec, example_issues
 
@@ -38,9 +39,25 @@ def _checkpoint_issues(session: Session, tenant_id: str, spec: JobSpecType) -> l
     return []
 
 
+def _integration_issues(spec: JobSpecType) -> list[SpecIssue]:
+    """A tracking server the worker may reach: public, or in the operator's allowed ranges."""
+    issues = []
+    for i, integration in enumerate(spec.integrations):
+        try:
+            reachable(integration.tracking_uri, get_settings().mlflow_allow)
+        except ForbiddenAddress as error:
+            issues.append(
+                SpecIssue(f"integrations.{i}.tracking_uri", f"{error} (TUNERY_MLFLOW_ALLOW)")
+            )
+    return issues
+
+
 def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[SpecIssue]:
     """What is wrong with the spec against the registries and the tenant's models and
     datasets; [] when it can run."""
+    issues = _integration_issues(spec)
+    if issues:
+        return issues
     if spec.base_checkpoint_id is not None:
         issues = _checkpoint_issues(session, tenant_id, spec)
         if issues:

@@ -12,7 +12,7 @@ current attempt may record its outcome. A receiver may then see a message twice 
 died after sending, before recording): each time with the same `webhook-id`, by which it
 knows.
 
-Each request: the URL's host resolved and checked (`webhook_addresses`), then the request made
+Each request: the URL's host resolved and checked (`outbound_addresses`), then the request made
 to that very address, with the name in the Host header and in TLS (SNI and the certificate
 check), so a name that resolves elsewhere a moment later reaches nothing it should not. No
 redirect is followed, no proxy from the environment is used, and the whole attempt, name
@@ -38,7 +38,7 @@ from standardwebhooks import Webhook
 from app.config import get_settings
 from app.db import session_scope
 from app.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
-from app.services import webhook_addresses
+from app.services import outbound_addresses
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +174,9 @@ def signed_headers(claim: Claim, body: bytes, now: datetime) -> dict[str, str]:
 async def _request(client: httpx.AsyncClient, claim: Claim) -> int:
     """POST the event to an address the checked name resolved to, each in turn until one takes
     the connection; the answer's status."""
-    url = webhook_addresses.parse(claim.url)
+    url = outbound_addresses.parse(claim.url)
     allow = get_settings().webhook_allow
-    addresses = await asyncio.to_thread(webhook_addresses.resolve, url, allow)
+    addresses = await asyncio.to_thread(outbound_addresses.resolve, url, allow)
     body = json.dumps(claim.payload, separators=(",", ":")).encode()
     headers = {
         **signed_headers(claim, body, utcnow()),
@@ -195,7 +195,7 @@ async def _request(client: httpx.AsyncClient, claim: Claim) -> int:
 async def _post(
     client: httpx.AsyncClient,
     url: httpx.URL,
-    address: webhook_addresses.IPAddress,
+    address: outbound_addresses.IPAddress,
     headers: dict[str, str],
     body: bytes,
 ) -> int:
@@ -222,7 +222,7 @@ async def attempt(client: httpx.AsyncClient, claim: Claim) -> Outcome:
             status = await _request(client, claim)
         if not 200 <= status < 300:
             error = f"answered {status}"
-    except webhook_addresses.ForbiddenAddress as refused:
+    except outbound_addresses.ForbiddenAddress as refused:
         error = f"refused: {refused}"
     except TimeoutError:
         error = f"no answer within {timeout:g} s"

@@ -39,7 +39,7 @@ from app.schemas import (
     WebhookOut,
     WebhookUpdate,
 )
-from app.services import pagination, webhook_addresses
+from app.services import outbound_addresses, pagination
 from trainer.spec import SpecIssue
 
 EVENT_TYPES: tuple[str, ...] = get_args(WebhookEventType)
@@ -55,8 +55,8 @@ def _secret() -> str:
 def check_url(url: str) -> None:
     """422 on `url` unless it is an https URL at public addresses (or in an allowed range)."""
     try:
-        webhook_addresses.resolve(webhook_addresses.parse(url), get_settings().webhook_allow)
-    except webhook_addresses.ForbiddenAddress as error:
+        outbound_addresses.resolve(outbound_addresses.parse(url), get_settings().webhook_allow)
+    except outbound_addresses.ForbiddenAddress as error:
         raise InvalidInput([SpecIssue("url", str(error))]) from error
 
 

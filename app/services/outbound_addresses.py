@@ -1,4 +1,5 @@
-"""Where a webhook may be sent: the guard against server-side request forgery.
+"""Where the service may send a request a tenant names (a webhook, an MLflow tracking
+server): the guard against server-side request forgery.
 
 A webhook's URL is the tenant's, and the service would fetch it from inside the operator's
 network. So no request goes to an address that is not public (loopback, private, link-local,
@@ -7,7 +8,10 @@ among them) unless the operator allows its range (`TUNERY_WEBHOOK_ALLOW`), and p
 inside an allowed range. A name is checked for every address it resolves to, both when the
 webhook is made and at each delivery, where the request then goes to the very address checked
 (`app.services.webhook_delivery`): a name that resolves elsewhere in between (DNS rebinding)
-reaches nothing it should not.
+reaches nothing it should not. An MLflow tracking server is checked the same way against
+`TUNERY_MLFLOW_ALLOW`, when the job is submitted and when its worker starts logging; the
+MLflow client then makes its own connections (worker/mlflow_logging.py says what else bounds
+them).
 """
 
 import ipaddress
@@ -97,6 +101,11 @@ def port_of(url: httpx.URL) -> int:
 def _addresses(infos: list[tuple]) -> list[IPAddress]:
     # An IPv6 address may come with a zone (`fe80::1%eth0`), which ip_address refuses.
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+
+
+def reachable(url: str, allow: Sequence[IPNetwork]) -> None:
+    """Raise ForbiddenAddress unless `url` is one the service may request (a tenant's)."""
+    resolve(parse(url), allow)
 
 
 def resolve(url: httpx.URL, allow: Sequence[IPNetwork]) -> list[IPAddress]:
