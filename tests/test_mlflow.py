@@ -313,6 +313,10 @@ def api(api_key):
         ([{"type": "wandb", "project": "p"}], "type"),
         ([{"type": "mlflow", "tracking_uri": "http://m.example", "run": "r"}], "run"),
         ([{"type": "mlflow", "tracking_uri": "http://m.example"}] * 2, "integrations"),
+        # The operator's network, which TUNERY_MLFLOW_ALLOW does not name here.
+        ([{"type": "mlflow", "tracking_uri": "http://169.254.169.254/latest?"}], "tracking_uri"),
+        ([{"type": "mlflow", "tracking_uri": "http://10.0.0.1:5000"}], "tracking_uri"),
+        ([{"type": "mlflow", "tracking_uri": "https://127.0.0.1"}], "tracking_uri"),
     ],
 )
 def test_an_integration_is_checked_at_submission(api, integrations, field):
@@ -320,3 +324,18 @@ def test_an_integration_is_checked_at_submission(api, integrations, field):
     assert response.status_code == 422, response.text
     fields = [error["field"] for error in response.json()["errors"]]
     assert any(f.startswith("integrations") and f.endswith(field) for f in fields), fields
+
+
+def test_a_server_answer_never_reaches_the_jobs_events_nor_a_worker_its_artifact_location():
+    from mlflow.exceptions import MlflowException
+
+    from worker.mlflow_logging import ArtifactsElsewhere, _check_artifact_store, _reason
+
+    answer = "Response body: 'AccessKeyId: ASIA... SecretAccessKey: ...'"
+    reason = _reason(MlflowException(answer, error_code="INTERNAL_ERROR"))
+    assert "AccessKeyId" not in reason and reason.startswith("MlflowException")
+    assert "AccessKeyId" not in _reason(ConnectionError(answer))
+    for location in ("file:///var/lib/tunery", "s3://the-operators-bucket/runs", "/tmp/runs"):
+        with pytest.raises(ArtifactsElsewhere):
+            _check_artifact_store(location)
+    _check_artifact_store("mlflow-artifacts:/0/abc/artifacts")
