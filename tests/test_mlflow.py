@@ -227,7 +227,7 @@ def test_a_tracking_server_that_cannot_be_reached_costs_the_job_nothing_but_an_e
         warnings = mlflow_warnings(client, job_id)
         assert len(warnings) == 1, warnings
         assert warnings[0].startswith(f"MLflow at {dead} could not be reached"), warnings
-        assert "Connection refused" in warnings[0]
+        assert "(MlflowException" in warnings[0], warnings  # what failed, not what was said
 
 
 def test_a_sweeps_trials_inherit_its_integration_each_a_run_tagged_with_the_sweep(
