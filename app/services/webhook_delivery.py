@@ -78,29 +78,31 @@ class Outcome:
 def claim_due(session: Session, now: datetime, limit: int = BATCH) -> list[Claim]:
     """Take up to `limit` due deliveries of enabled endpoints for one attempt each."""
     lease = timedelta(seconds=LEASE_TIMEOUTS * get_settings().webhook_timeout_seconds)
-    due = session.scalars(
+    claimable = (
+        WebhookDelivery.status == "pending",
+        WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
+    )
+    candidates = session.scalars(
         select(WebhookDelivery.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-        .where(
-            WebhookDelivery.status == "pending",
-            WebhookDelivery.next_attempt_at <= now,
-            or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
-            WebhookEndpoint.enabled,
-        )
+        .where(*claimable, WebhookEndpoint.enabled)
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
     ).all()
+    if not candidates:
+        return []
+    # Claimed only where still claimable: SQLite has no row locks, and two processes may have
+    # read the same candidates; its writes, one at a time, let the second claim none of them.
+    due = session.scalars(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(candidates), *claimable)
+        .values(attempts=WebhookDelivery.attempts + 1, lease_expires_at=now + lease)
+        .returning(WebhookDelivery.id)
+    ).all()
     if not due:
         return []
-    session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(due))
-        .values(
-            attempts=WebhookDelivery.attempts + 1,
-            lease_expires_at=now + lease,
-        )
-    )
     rows = session.execute(
         select(
             WebhookDelivery.id,
