@@ -469,7 +469,7 @@ def _watch(attempt: Attempt, process: TrainerProcess) -> bool:
     about = {"job_id": job_id, "attempt": n}
     limit = attempt.spec.resources.max_runtime_seconds
     deadline = time.monotonic() + limit
-    finishing = False
+    finishing = pausing = False
     while process.poll() is None:
         _wait_for_news(attempt, process)
         if not attempt.relay():
@@ -484,9 +484,12 @@ def _watch(attempt: Attempt, process: TrainerProcess) -> bool:
         if attempt.pruned_after is not None and not finishing:
             trainer_process.finish(process)
             finishing = True
-        if attempt.pause_requested:  # SIGTERM: a checkpoint, exit 75; the outcome pauses it
+        if attempt.pause_requested and not pausing:
+            # SIGTERM: a checkpoint, exit 75, and the outcome pauses the job. Heartbeats go on
+            # meanwhile, however long a large model's checkpoint takes to write.
             log.info("job %s attempt %d: pausing", job_id, n, extra=about)
-            trainer_process.stop(process, settings.stop_grace_seconds)
+            trainer_process.interrupt(process)
+            pausing = True
         if time.monotonic() > deadline:
             trainer_process.stop(process, settings.stop_grace_seconds)
             message = f"the job ran past max_runtime_seconds={limit}"

@@ -85,12 +85,18 @@ def start(
         )
 
 
+def interrupt(process: TrainerProcess) -> None:
+    """SIGTERM the trainer's process group: it stops at its next step, after a checkpoint."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.killpg(process.pid, signal.SIGTERM)
+
+
 def stop(process: TrainerProcess, grace_seconds: float) -> None:
     """SIGTERM the trainer's process group, then SIGKILL it after the grace period."""
     if process.poll() is not None:
         return
-    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-        os.killpg(process.pid, signal.SIGTERM)
+    interrupt(process)
     try:
         process.wait(timeout=grace_seconds)
     except subprocess.TimeoutExpired:
