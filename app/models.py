@@ -138,6 +138,8 @@ class Job(Base):
     suffix: Mapped[str | None] = mapped_column(String(64))
     # Set when a running job is asked to pause: its attempt checkpoints, stops and pauses it.
     pause_requested_at: Mapped[datetime | None]
+    # A job started from another's checkpoint (`base_checkpoint_id`): that job, its lineage.
+    base_checkpoint_job_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

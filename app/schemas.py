@@ -61,6 +61,9 @@ class JobOut(BaseModel):
     trial_number: int | None = None
     # Running, and asked to pause: its trainer checkpoints and stops at its next heartbeat.
     pause_requested: bool = False
+    base_checkpoint_job_id: str | None = Field(
+        None, description="Started from a checkpoint (`base_checkpoint_id`): that one's job."
+    )
 
 
 class CheckpointOut(BaseModel):

@@ -120,6 +120,7 @@ def test_the_policy_keeps_the_last_and_the_best_and_a_new_job_starts_from_one(st
         }
         started = succeeded(client, client.post("/v1/jobs", json=start).json()["id"])
         assert started["spec"]["base_checkpoint_id"] == first["id"]
+        assert started["base_checkpoint_job_id"] == job["id"]  # its lineage
         points = client.get(f"/v1/jobs/{started['id']}/metrics").json()["data"]
         [accuracy] = [
             p["value"] for p in points if p["name"] == "accuracy" and p["split"] == "validation"

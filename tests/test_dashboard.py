@@ -311,6 +311,8 @@ def test_a_job_paused_from_its_page_lists_its_checkpoint_and_a_new_job_starts_fr
     tab.get_by_role("button", name="Create job").click()
     expect(tab.get_by_role("heading", name="from-a-checkpoint", level=1)).to_be_visible()
     started_id = tab.url.rsplit("/", 1)[1]
+    expect(tab.locator("#base-checkpoint")).to_contain_text(f"checkpoint {kept['id']} of")
+    expect(tab.locator("#base-checkpoint a")).to_have_attribute("href", f"#/jobs/{job['id']}")
     with stack.client() as client:
         started = client.get(f"/v1/jobs/{started_id}").json()
         assert started["spec"]["base_checkpoint_id"] == kept["id"]

@@ -52,6 +52,11 @@ def _integration_issues(spec: JobSpecType) -> list[SpecIssue]:
     return issues
 
 
+def _checkpoint_job_id(session: Session, tenant_id: str, checkpoint_id: str | None) -> str | None:
+    found = checkpoint_id and checkpoints.find(session, tenant_id, checkpoint_id)
+    return found[1].id if found else None
+
+
 def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[SpecIssue]:
     """What is wrong with the spec against the registries and the tenant's models and
     datasets; [] when it can run."""
@@ -111,6 +116,7 @@ def create_job(
         spec=spec.model_dump(mode="json"),
         max_attempts=get_settings().max_attempts,
         base_model_id=getattr(spec, "base_model_id", None),
+        base_checkpoint_job_id=_checkpoint_job_id(session, tenant_id, spec.base_checkpoint_id),
         sweep_id=sweep_id,
         trial_number=trial_number,
     )
@@ -258,4 +264,5 @@ def to_out(job: Job) -> JobOut:
         sweep_id=job.sweep_id,
         trial_number=job.trial_number,
         pause_requested=job.pause_requested_at is not None,
+        base_checkpoint_job_id=job.base_checkpoint_job_id,
     )

@@ -12,6 +12,7 @@ import {
   facts,
   h,
   heading,
+  jobLink,
   metricsTable,
   modelLink,
   progress,
@@ -101,6 +102,11 @@ export function render(view, { id }) {
           ["Finished", time(job.finished_at)],
           ["Attempt", String(job.attempt)],
           ["Base model", modelLink(job.spec?.base_model_id)],
+          [
+            "Started from",
+            job.base_checkpoint_job_id &&
+              h("span", { id: "base-checkpoint" }, `checkpoint ${job.spec.base_checkpoint_id} of `, jobLink(job.base_checkpoint_job_id)),
+          ],
           ["Result model", resultModel(job)],
           ["Error", job.error && h("span", { class: "error-text" }, `${job.error.type}: ${job.error.message}`)],
         ]),

@@ -3,6 +3,8 @@
 `checkpoints` lists each checkpoint a job's trainer saved that its retention policy keeps:
 while the job runs and after it ends. `jobs.pause_requested_at` is set when a running job is
 asked to pause: its trainer checkpoints and stops, and the job becomes `paused`.
+`jobs.base_checkpoint_job_id`: the job whose checkpoint a job started from, kept for its
+lineage after that checkpoint is dropped.
 
 Revision ID: 0012
 Revises: 0011
@@ -38,9 +40,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("jobs") as jobs:
         jobs.add_column(sa.Column("pause_requested_at", sa.DateTime(timezone=True), nullable=True))
+        jobs.add_column(sa.Column("base_checkpoint_job_id", sa.String(40), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as jobs:
+        jobs.drop_column("base_checkpoint_job_id")
         jobs.drop_column("pause_requested_at")
     op.drop_table("checkpoints")
