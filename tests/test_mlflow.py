@@ -191,7 +191,8 @@ def test_a_resumed_job_goes_on_logging_to_its_run(stack, mlflow_server):
     spec = {
         **DIGITS_CNN,
         "model": SMALL_CNN,
-        "hyperparameters": {"epochs": 6, "batch_size": 32},
+        # Long enough to be killed: this small a CNN trains hundreds of steps a second.
+        "hyperparameters": {"epochs": 30, "batch_size": 32},
         "integrations": [{"type": "mlflow", "tracking_uri": mlflow_server}],
     }
     with stack.client() as client:
