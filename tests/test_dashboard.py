@@ -19,6 +19,7 @@ import pytest
 from tests import files
 from tests.stack import postgres_redis_stack
 from tests.test_core import DIGITS_CNN
+from tests.test_e2e import finished
 from trainer.spec import lower_is_better
 
 pytestmark = pytest.mark.e2e
@@ -122,11 +123,7 @@ def submit(stack, spec: dict) -> dict:
         return response.json()
 
 
-def ended(job: dict) -> bool:
-    return job["status"] in ("succeeded", "failed", "cancelled")
-
-
-def wait_for_job(stack, job_id: str, timeout: float = 120, done=ended) -> dict:
+def wait_for_job(stack, job_id: str, timeout: float = 120, done=finished) -> dict:
     deadline = time.monotonic() + timeout
     with stack.client() as client:
         while time.monotonic() < deadline:

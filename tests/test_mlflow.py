@@ -126,18 +126,22 @@ def mlflow_warnings(client, job_id: str, timeout: float = 30) -> list[str]:
         time.sleep(0.5)
 
 
-def test_a_job_is_logged_to_mlflow_params_metrics_tags_and_model(stack, mlflow_server, tmp_path):
-    hyperparameters = {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}
-    spec = {
+def logged_job(tracking_uri: str, experiment: str, **hyperparameters) -> dict:
+    """A small digits job that logs to the MLflow server at `tracking_uri`."""
+    return {
         **DIGITS_CNN,
-        "name": "logged",
         "model": SMALL_CNN,
         "data": {"train": {"dataset": "builtin:digits", "fraction": 0.3}},
         "hyperparameters": hyperparameters,
         "integrations": [
-            {"type": "mlflow", "tracking_uri": mlflow_server, "experiment": "tunery-e2e"}
+            {"type": "mlflow", "tracking_uri": tracking_uri, "experiment": experiment}
         ],
     }
+
+
+def test_a_job_is_logged_to_mlflow_params_metrics_tags_and_model(stack, mlflow_server, tmp_path):
+    hyperparameters = {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}
+    spec = {**logged_job(mlflow_server, "tunery-e2e", **hyperparameters), "name": "logged"}
     with stack.client() as client:
         job = client.post("/v1/jobs", json=spec).json()
         job = wait_for(client, job["id"], finished)
@@ -213,13 +217,7 @@ def test_a_resumed_job_goes_on_logging_to_its_run(stack, mlflow_server):
 
 def test_a_tracking_server_that_cannot_be_reached_costs_the_job_nothing_but_an_event(stack):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    spec = {
-        **DIGITS_CNN,
-        "model": SMALL_CNN,
-        "data": {"train": {"dataset": "builtin:digits", "fraction": 0.3}},
-        "hyperparameters": {"epochs": 2},
-        "integrations": [{"type": "mlflow", "tracking_uri": dead, "experiment": "x"}],
-    }
+    spec = logged_job(dead, "x", epochs=2)
     with stack.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
         job = wait_for(client, job_id, finished)
@@ -234,13 +232,7 @@ def test_a_tracking_server_that_cannot_be_reached_costs_the_job_nothing_but_an_e
 def test_a_sweeps_trials_inherit_its_integration_each_a_run_tagged_with_the_sweep(
     stack, mlflow_server
 ):
-    job = {
-        **DIGITS_CNN,
-        "model": SMALL_CNN,
-        "data": {"train": {"dataset": "builtin:digits", "fraction": 0.3}},
-        "hyperparameters": {"epochs": 1},
-        "integrations": [{"type": "mlflow", "tracking_uri": mlflow_server, "experiment": "lr"}],
-    }
+    job = logged_job(mlflow_server, "lr", epochs=1)
     rates = [0.001, 0.01]
     body = {
         "job": job,
@@ -271,13 +263,7 @@ def test_a_worker_holding_mlflow_credentials_sends_them_nowhere(stack, mlflow_se
     os.killpg(stack.processes[1].pid, signal.SIGKILL)  # the stack's worker: jobs go to this one
     stack.processes[1].wait()
     stack.start_worker(extra_env={"MLFLOW_TRACKING_TOKEN": "the-operators-token"})
-    spec = {
-        **DIGITS_CNN,
-        "model": SMALL_CNN,
-        "data": {"train": {"dataset": "builtin:digits", "fraction": 0.3}},
-        "hyperparameters": {"epochs": 1},
-        "integrations": [{"type": "mlflow", "tracking_uri": mlflow_server, "experiment": "held"}],
-    }
+    spec = logged_job(mlflow_server, "held", epochs=1)
     with stack.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
         job = wait_for(client, job_id, finished)
