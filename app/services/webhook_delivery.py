@@ -245,24 +245,27 @@ def new_client() -> httpx.AsyncClient:
 
 
 async def deliver_once() -> int:
-    """Claim due deliveries, send them concurrently, record each outcome; how many were sent."""
+    """Claim due deliveries, send them concurrently, record each outcome as soon as it is
+    known; how many were sent. An outcome waits for no other request: a slow receiver, or
+    this process killed while one waits, costs no other attempt its place in the log."""
 
     def claim() -> list[Claim]:
         with session_scope() as session:
             return claim_due(session, utcnow())
 
+    def record_one(outcome: Outcome) -> None:
+        with session_scope() as session:
+            record(session, outcome)
+
     claims = await asyncio.to_thread(claim)
     if not claims:
         return 0
     async with new_client() as client:
-        outcomes = await asyncio.gather(*(attempt(client, c) for c in claims))
 
-    def record_all() -> None:
-        with session_scope() as session:
-            for outcome in outcomes:
-                record(session, outcome)
+        async def send(claim: Claim) -> None:
+            await asyncio.to_thread(record_one, await attempt(client, claim))
 
-    await asyncio.to_thread(record_all)
+        await asyncio.gather(*(send(c) for c in claims))
     return len(claims)
 
 
