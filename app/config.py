@@ -4,7 +4,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator
+from pydantic import AliasChoices, Field, IPvAnyNetwork, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trainer.spec import MAX_RUNTIME_SECONDS
@@ -32,8 +32,14 @@ class Settings(BaseSettings):
     # without `-Q` consumes; and of every job while `gpu_queue` is unset.
     queue: str = "training"
     # The queue of `cuda` jobs, for workers on GPU machines (`celery ... worker -Q <it>`), so that
-    # a CPU-only worker never takes one. Set it alike on the API and every worker.
+    # a CPU-only worker never takes one; its workers' GPU count is unknown, so a job asking for
+    # more GPUs than its worker sees fails as it starts. Set it alike on the API and every worker.
     gpu_queue: str | None = None
+    # Or queues by size, `1=gpu1,4=gpu4` (GPUs per worker = queue): a `cuda` job goes to the
+    # queue of the smallest size of at least its `resources.processes`, and one larger than the
+    # largest is refused at submission; a worker consuming a sized queue refuses to start with
+    # fewer GPUs (`worker.gpu_count`). Instead of `gpu_queue`; set alike on the API and workers.
+    gpu_queues: Annotated[dict[int, str], NoDecode] = {}
     # Log records as JSON lines for a log collector (`json`) or as plain lines for a person
     # reading a terminal (`text`); the API and the workers alike.
     log_format: Literal["json", "text"] = "json"
@@ -118,6 +124,38 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("gpu_queues", mode="before")
+    @classmethod
+    def _sized_queues(cls, value: object) -> object:
+        """`1=gpu1,4=gpu4` as {1: "gpu1", 4: "gpu4"}; refused, naming the entry, when malformed."""
+        if not isinstance(value, str):
+            return value
+        table: dict[int, str] = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            size, equals, queue = (part.strip() for part in entry.partition("="))
+            if not (equals and size.isdigit() and int(size) >= 1 and queue):
+                raise ValueError(
+                    f"TUNERY_GPU_QUEUES: {entry!r} is not GPUS=QUEUE, e.g. 1=gpu1,4=gpu4"
+                )
+            if int(size) in table:
+                raise ValueError(f"TUNERY_GPU_QUEUES: two queues for size {size}")
+            table[int(size)] = queue
+        return table
+
+    @field_validator("gpu_queues")
+    @classmethod
+    def _one_routing(cls, table: dict[int, str], info: ValidationInfo) -> dict[int, str]:
+        """A queue a size: a worker's queue says how many GPUs it must see. (A field's check, not
+        the model's: a model's error would print every setting, the database's password too.)"""
+        queues = list(table.values())
+        if table and info.data.get("gpu_queue"):
+            raise ValueError("set TUNERY_GPU_QUEUES or TUNERY_GPU_QUEUE, not both")
+        if len(set(queues)) < len(queues):
+            raise ValueError("TUNERY_GPU_QUEUES names one queue for two sizes")
+        if info.data.get("queue") in queues:
+            raise ValueError("TUNERY_GPU_QUEUES names TUNERY_QUEUE, the queue of CPU jobs")
+        return table
 
 
 @cache

@@ -2,6 +2,7 @@
 `app.broker` with the tasks, the log set-up and the trainer zygote's warm-up."""
 
 import logging
+import os
 import re
 import signal
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ from celery.signals import celeryd_after_setup, celeryd_init, setup_logging, wor
 
 from app.broker import RUN_JOB_TASK, celery_app, settings
 from app.observability.logs import configure_logging
+from worker.gpu_count import too_few_gpus
 
 if TYPE_CHECKING:
     from celery.apps.worker import Worker
@@ -47,6 +49,18 @@ def _configure_logging(loglevel: int | None = None, **_: object) -> None:
     configure_logging(settings.log_format, loglevel or logging.INFO)
     for name in TASK_LOGGERS:
         logging.getLogger(name).addFilter(_job_of_task)
+
+
+@celeryd_after_setup.connect
+def _refuse_too_few_gpus(sender: str, instance: "Worker", **_: object) -> None:
+    """A worker of a sized GPU queue stops before it consumes, when it sees fewer GPUs than the
+    queue's jobs may ask for. (After set-up: `-Q` has chosen the queues it consumes.)"""
+    problem = too_few_gpus(instance.app.amqp.queues.consume_from, settings.gpu_queues)
+    if problem:
+        logging.getLogger(__name__).critical("%s refuses to start: %s", sender, problem)
+        # Celery's signals log a receiver's Exception and go on; SystemExit stops the worker
+        # with this status.
+        raise SystemExit(os.EX_CONFIG)
 
 
 @celeryd_after_setup.connect

@@ -4,8 +4,10 @@ The database is the source of truth; a broker message only wakes a worker. A job
 dispatched after its message is sent. Duplicates are harmless: the worker's claim is a
 conditional UPDATE.
 
-A job goes to the queue of the workers that can run it: `cuda` jobs to `TUNERY_GPU_QUEUE` when it
-is set, every other job to `TUNERY_QUEUE`.
+A job goes to the queue of the workers that can run it: `cuda` jobs to the GPU workers' queue
+(by size, `TUNERY_GPU_QUEUES`, or `TUNERY_GPU_QUEUE` of any size) when there is one, every other
+job to `TUNERY_QUEUE`. Re-queues (retries, resumes, the reconciler's re-sends) come through
+`send` too, so they are routed alike.
 """
 
 import logging
@@ -23,11 +25,30 @@ log = logging.getLogger(__name__)
 
 
 def queue_for(resources: Resources) -> str:
-    """The queue of the workers that can run a job with these `resources`."""
+    """The queue of the workers that can run a job with these `resources`: for a `cuda` job
+    with sized queues, that of the smallest workers with a GPU for each of its processes."""
     settings = get_settings()
-    if resources.device == "cuda" and settings.gpu_queue:
-        return settings.gpu_queue
-    return settings.queue
+    if resources.device != "cuda":
+        return settings.queue
+    if settings.gpu_queues:
+        sizes = sorted(settings.gpu_queues)
+        fitting = [size for size in sizes if size >= resources.processes]
+        # None fits only a job submitted before the table shrank (submission refuses it): the
+        # largest workers' trainer says why it cannot run (`device_unavailable`).
+        return settings.gpu_queues[fitting[0] if fitting else sizes[-1]]
+    return settings.gpu_queue or settings.queue
+
+
+def unroutable(resources: Resources) -> str | None:
+    """Why no worker of the configured queues can ever run a job with these `resources`; None
+    when one can."""
+    sizes = get_settings().gpu_queues
+    if resources.device == "cuda" and sizes and resources.processes > max(sizes):
+        return (
+            f"{resources.processes} processes on cuda take a GPU each; the largest GPU workers "
+            f"have {max(sizes)} (TUNERY_GPU_QUEUES)"
+        )
+    return None
 
 
 def send(job_ids: list[str]) -> None:

@@ -9,7 +9,7 @@ from app.db import read
 from app.models import Checkpoint, Job, JobEvent, MetricPoint, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import JobError, JobOut, Page, Progress
-from app.services import checkpoints, datasets, job_state, pagination, registry, tenants
+from app.services import checkpoints, datasets, dispatch, job_state, pagination, registry, tenants
 from app.services.outbound_addresses import ForbiddenAddress, reachable
 from trainer.spec import AdaptSpec, FinetuneSpec, PretrainSpec, SpecIssue
 from trainer.validation import check_spec, example_issues
@@ -52,6 +52,13 @@ def _integration_issues(spec: JobSpecType) -> list[SpecIssue]:
     return issues
 
 
+def _resources_issues(spec: JobSpecType) -> list[SpecIssue]:
+    """Workers that can run it: a `cuda` job of more processes than the largest GPU workers
+    have could never run."""
+    reason = dispatch.unroutable(spec.resources)
+    return [SpecIssue("resources.processes", reason)] if reason else []
+
+
 def _checkpoint_job_id(session: Session, tenant_id: str, checkpoint_id: str | None) -> str | None:
     found = checkpoint_id and checkpoints.find(session, tenant_id, checkpoint_id)
     return found[1].id if found else None
@@ -60,7 +67,7 @@ def _checkpoint_job_id(session: Session, tenant_id: str, checkpoint_id: str | No
 def spec_issues(session: Session, tenant_id: str, spec: JobSpecType) -> list[SpecIssue]:
     """What is wrong with the spec against the registries and the tenant's models and
     datasets; [] when it can run."""
-    issues = _integration_issues(spec)
+    issues = _resources_issues(spec) + _integration_issues(spec)
     if issues:
         return issues
     if spec.base_checkpoint_id is not None:
