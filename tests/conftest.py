@@ -77,3 +77,18 @@ def api_key(api_database) -> Key:
     """The tenant the in-process API tests act as; its running-job quota is out of the way of
     state-machine tests that leave many jobs running."""
     return new_tenant(max_running_jobs=1_000_000)
+
+
+@pytest.fixture
+def configured(monkeypatch):
+    """Settings from these variables for the test (they are read once, then cached)."""
+    from app.config import get_settings
+
+    def configure(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield configure
+    monkeypatch.undo()
+    get_settings.cache_clear()

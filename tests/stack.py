@@ -101,13 +101,16 @@ class Stack:
         )
 
     def start_worker(
-        self, concurrency: int = 1, extra_env: dict[str, str] | None = None
+        self,
+        concurrency: int = 1,
+        extra_env: dict[str, str] | None = None,
+        queues: list[str] | None = None,
     ) -> subprocess.Popen:
-        """Another Celery worker process (its log: worker-<n>.log)."""
+        """Another Celery worker process (its log: worker-<n>.log), of these queues (`-Q`) or
+        TUNERY_QUEUE."""
         env = {**self.env, **(extra_env or {})}
-        worker = _spawn(
-            _worker_args(concurrency), env, self.root / f"worker-{len(self.processes)}.log"
-        )
+        args = _worker_args(concurrency) + (["-Q", ",".join(queues)] if queues else [])
+        worker = _spawn(args, env, self.root / f"worker-{len(self.processes)}.log")
         self.processes.append(worker)
         return worker
 

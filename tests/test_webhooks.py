@@ -438,20 +438,6 @@ def test_events_past_the_logs_retention_are_forgotten_unless_still_retried(clien
 # Single attempts against a real receiver
 
 
-@pytest.fixture
-def configured(monkeypatch):
-    """Settings from these variables for the test (they are read once, then cached)."""
-
-    def configure(**variables: str) -> None:
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield configure
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 

@@ -33,8 +33,8 @@ def too_few_gpus(consumed: Iterable[str], gpu_queues: dict[int, str]) -> str | N
         return None
     where = os.environ.get("CUDA_VISIBLE_DEVICES")
     return (
-        f"it consumes {queue!r}, the queue of workers with {sizes[queue]} GPUs "
-        f"(TUNERY_GPU_QUEUES), and sees {seen}"
+        f"it consumes {queue!r}, the queue of {sizes[queue]}-GPU workers (TUNERY_GPU_QUEUES), "
+        f"and sees {seen} GPUs"
         + (f" (CUDA_VISIBLE_DEVICES={where})" if where is not None else "")
         + ": give it more GPUs, or have it consume the queue of its size"
     )
