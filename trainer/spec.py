@@ -183,7 +183,9 @@ class Hyperparameters(_Strict):
 
 class Resources(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="`cuda` jobs go to the GPU workers' queue, when there is one."
+        "auto",
+        description="`cuda` jobs go to the GPU workers' queue, when there is one: with queues by "
+        "size, that of the smallest workers with a GPU for each process (docs/WORKER.md).",
     )
     max_runtime_seconds: int = Field(24 * 3600, ge=1, le=MAX_RUNTIME_SECONDS)
     processes: int = Field(
