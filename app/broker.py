@@ -10,6 +10,7 @@ from celery import Celery
 from app.config import get_settings
 
 RUN_JOB_TASK = "tunery.run_job"
+JOIN_GANG_TASK = "tunery.join_gang"  # a worker joins another's job as one of its machines
 
 settings = get_settings()
 # Redis redelivers a message not acked within the visibility timeout, even while its job runs:

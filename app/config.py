@@ -1,5 +1,6 @@
 """Settings from environment variables prefixed `TUNERY_`; the defaults are the embedded setup."""
 
+import socket
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -92,6 +93,13 @@ class Settings(BaseSettings):
         ),
     )
     redispatch_after_seconds: float = 300.0
+    # Jobs of several `nodes` (docs/WORKER.md, "One job on several machines"): how long the
+    # worker that took one waits for the others to join; after how long (with jitter) it tries
+    # again when they did not; and the address by which other machines reach this worker's
+    # rendezvous (default: this host's name).
+    gang_wait_seconds: float = 60.0
+    gang_retry_seconds: float = 30.0
+    node_address: str = Field(default_factory=socket.gethostname)
     # Longer than any job may run, so the broker never redelivers a message while its job runs.
     broker_visibility_timeout_seconds: int = MAX_RUNTIME_SECONDS + 6 * 3600
 

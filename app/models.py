@@ -212,6 +212,41 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Gang(Base):
+    """The machines gathered for one attempt of a job of several `nodes`: the worker that
+    took the job (its leader) and the members that joined it. `forming` until the members
+    are in (then `formed`, with the attempt and the leader's rendezvous address) or until
+    `expires_at` passes (then `abandoned`: the members leave and the job waits queued)."""
+
+    __tablename__ = "gangs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    nodes: Mapped[int]  # the machines wanted, the leader's among them
+    state: Mapped[str] = mapped_column(String(16), default="forming")
+    leader: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int | None]
+    endpoint: Mapped[str | None] = mapped_column(String(300))  # HOST:PORT, the rendezvous
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+class GangMember(Base):
+    """A worker that joined a gang as one of its machines (`slot` 1, 2, … ; the leader is 0).
+    `seen_at` is renewed at each of its heartbeats while it trains: a member not seen for a
+    lease is lost, and its leader ends the attempt."""
+
+    __tablename__ = "gang_members"
+
+    gang_id: Mapped[str] = mapped_column(
+        ForeignKey("gangs.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Model(Base):
     """A trained or imported model. Deleting one removes its files but keeps the row, marked
     `deleted_at`, so that the lineage of its descendants stays whole."""

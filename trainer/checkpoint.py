@@ -8,11 +8,14 @@ back with `weights_only=True`: they hold tensors and plain values only, and only
 
 With several ranks (`trainer.distributed`) every rank calls `save` at the same step, rank 0
 alone writes, and no rank returns before the file is complete: a rank that then exits (75,
-stopped) never leaves a checkpoint half-written behind it. Every rank reads it on resume.
+stopped) never leaves a checkpoint half-written behind it. On resume rank 0 reads it and
+sends its bytes to the others: the ranks of other machines have no copy.
 """
 
+import io
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +51,11 @@ class Checkpointing:
         return files[-1] if files else None  # the step is zero-padded: names sort by step
 
     def load(self) -> dict[str, Any] | None:
-        path = self.latest()
-        # On the CPU: each rank moves what it loads onto its own device.
-        return None if path is None else _read(path)
+        return _read_on_main(self.latest)
 
     def start_weights(self) -> dict[str, Any] | None:
-        return None if self.start_from is None else _read(self.start_from)["model"]
+        checkpoint = _read_on_main(lambda: self.start_from)
+        return None if checkpoint is None else checkpoint["model"]
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         """Write the checkpoint of `step` whole (temporary name, sync, rename); its path."""
@@ -74,5 +76,15 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:09d}.pt"
 
 
-def _read(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _read_on_main(path: Callable[[], Path | None]) -> dict[str, Any] | None:
+    """The checkpoint at the reporting rank's `path()`, read there, on every rank. On the CPU:
+    each rank moves what it loads onto its own device."""
+    if distributed.WORLD.size == 1:
+        found = path()
+        return None if found is None else _read(found)
+    data = distributed.on_main(lambda: None if (found := path()) is None else found.read_bytes())
+    return None if data is None else _read(io.BytesIO(data))
+
+
+def _read(file: Path | io.BytesIO) -> dict[str, Any]:
+    return torch.load(file, map_location="cpu", weights_only=True)

@@ -13,7 +13,7 @@ import ctypes
 import os
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +23,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 LAUNCHER_PID = "TUNERY_LAUNCHER_PID"  # set by trainer.launch for its ranks
+# Set by trainer.launch on the machine whose supervisor reports the job (its leader): the
+# ranks of several machines get their numbers from the rendezvous, in no order of ours.
+REPORTING_NODE = "TUNERY_REPORTING_NODE"
 # How long a rank waits for the others in a collective, e.g. while rank 0 validates.
 PEER_TIMEOUT = timedelta(hours=1)
 T = TypeVar("T")
@@ -33,16 +36,24 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0  # this machine's GPU for the rank, on CUDA
+    local_size: int = 1  # ranks on this machine
+    reports: bool = True  # the rank that reports, validates and writes: the leader's first
+    main_rank: int = 0  # its global rank, learnt when the ranks join
 
     @property
     def main(self) -> bool:
-        return self.rank == 0
+        return self.reports
 
     @classmethod
     def from_env(cls) -> "World":
         if LAUNCHER_PID not in os.environ:
             return cls()
-        return cls(*(int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")))
+        rank, size, local_rank, local_size = (
+            int(os.environ[name])
+            for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+        )
+        reports = os.environ.get(REPORTING_NODE) == "1" and local_rank == 0
+        return cls(rank, size, local_rank, local_size, reports)
 
 
 WORLD = World.from_env()
@@ -51,9 +62,9 @@ WORLD = World.from_env()
 def join(device: torch.device) -> torch.device:
     """Join the other ranks (when launched as one) and return this rank's device: on CUDA,
     the GPU of its local rank."""
+    global WORLD
     if LAUNCHER_PID not in os.environ:
         return device
-    _die_with_launcher()
     if device.type == "cuda":
         device = torch.device("cuda", WORLD.local_rank)
         torch.cuda.set_device(device)
@@ -63,6 +74,13 @@ def join(device: torch.device) -> torch.device:
         timeout=PEER_TIMEOUT,
         device_id=device if device.type == "cuda" else None,
     )
+    # Which rank reports: the one rank that says so (several machines' ranks are numbered
+    # by the rendezvous, so it need not be rank 0).
+    candidates = torch.tensor([WORLD.rank if WORLD.reports else WORLD.size])
+    dist.all_reduce(candidates, op=dist.ReduceOp.MIN)
+    WORLD = replace(WORLD, main_rank=int(candidates))
+    if WORLD.main_rank == WORLD.size:
+        raise RuntimeError("no rank of this job reports: none runs on its leader")
     return device
 
 
@@ -71,9 +89,22 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
-def _die_with_launcher() -> None:
+def lost_a_peer(error: Exception) -> bool:
+    """Whether a collective failed because another rank is gone (its machine, its process):
+    c10d's own errors, and gloo's transport errors, which reach Python as RuntimeError."""
+    if WORLD.size == 1:
+        return False
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and "gloo/transport" in str(error)
+    )
+
+
+def die_with_launcher() -> None:
     """torchrun starts each rank in a session of its own: a launcher killed with SIGKILL
-    (the supervisor's last resort) must not leave ranks training on."""
+    (the supervisor's last resort, a machine's worker killed) must not leave ranks behind, be
+    they training or still starting (blocked opening the events FIFO that nobody reads)."""
+    if LAUNCHER_PID not in os.environ:
+        return
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != int(os.environ[LAUNCHER_PID]):  # it died before the prctl
         os._exit(1)
@@ -137,7 +168,7 @@ def on_main(compute: Callable[[], T]) -> T:
     if WORLD.size == 1:
         return compute()
     box = [compute() if WORLD.main else None]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=WORLD.main_rank)
     return box[0]
 
 
@@ -160,8 +191,13 @@ def rng_states() -> torch.Tensor:
 
 
 def set_rng_states(states: torch.Tensor) -> None:
-    # A copy: torch 2.13 reads a row's state from the start of its storage, and crashes.
-    torch.set_rng_state(states if WORLD.size == 1 else states[WORLD.rank].clone())
+    if WORLD.size == 1:
+        torch.set_rng_state(states if states.dim() == 1 else states[0].clone())
+    elif states.dim() == 2 and len(states) == WORLD.size:
+        # A copy: torch 2.13 reads a row's state from the start of its storage, and crashes.
+        torch.set_rng_state(states[WORLD.rank].clone())
+    # else saved by a world of another size (an elastic group re-formed with fewer machines):
+    # each rank keeps the stream it was seeded with.
 
 
 def barrier() -> None:

@@ -3,7 +3,16 @@
     python -m trainer.launch --nproc-per-node N -m trainer.main RUN_DIR [--events-fd W]
 
 runs `torchrun --standalone --nproc-per-node N -m trainer.main RUN_DIR` (torch's own
-launcher, `torch.distributed.run`, inside this process) and keeps what the supervisor relies on:
+launcher, `torch.distributed.run`, inside this process) and keeps what the supervisor relies on.
+A job on several machines runs one launcher on each, every one given the same rendezvous
+(torchrun's c10d rendezvous, its store hosted by the leader's launcher, `--leader`):
+
+    python -m trainer.launch --nproc-per-node N --nnodes M --rdzv-endpoint HOST:PORT \
+        --rdzv-id JOB-ATTEMPT --local-addr ADDRESS [--leader] [--max-restarts K] ...
+
+`--nnodes MIN:MAX` with `--max-restarts K` is elastic: when a machine is lost, the others
+start their ranks again (up to K times), with at least MIN machines, from the last checkpoint.
+The leader's first rank reports and checkpoints, whichever number the rendezvous gives it.
 
 - Events. torchrun's ranks inherit no file descriptors, so they write into a FIFO that this
   process relays onto fd W (stdout without one). Rank 0 writes every event; another rank only
@@ -34,10 +43,14 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from trainer.checkpoint import INTERRUPTED_EXIT
-from trainer.distributed import LAUNCHER_PID
+from trainer.distributed import LAUNCHER_PID, REPORTING_NODE
 
 TRAINER = "trainer.main"
 TORCHRUN_SIGNALS = "SIGINT,SIGHUP,SIGQUIT"  # what torchrun handles itself: not SIGTERM
+# How long the machines of a gang, all started, may take to meet at the rendezvous.
+JOIN_TIMEOUT_SECONDS = 120
+# Once enough machines have met (an elastic group re-forming), how long more may still join.
+LAST_CALL_SECONDS = 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +58,19 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--nproc-per-node", type=int, required=True)
+    parser.add_argument("--nnodes", default="1", help="machines: N, or MIN:MAX (elastic)")
+    parser.add_argument("--rdzv-endpoint", help="HOST:PORT of the leader's rendezvous store")
+    parser.add_argument("--rdzv-id", help="the same on every machine of one attempt")
+    parser.add_argument("--local-addr", help="this machine's address, as the others reach it")
+    parser.add_argument("--leader", action="store_true", help="host the rendezvous and report")
+    parser.add_argument("--max-restarts", type=int, default=0)
     parser.add_argument("-m", dest="module", choices=[TRAINER], required=True)
     parser.add_argument("run_dir")
     parser.add_argument("--events-fd", type=int, default=None)
     args = parser.parse_args(argv)
+    several_machines = args.nnodes != "1"
+    if several_machines and not (args.rdzv_endpoint and args.rdzv_id and args.local_addr):
+        parser.error("--nnodes other than 1 needs --rdzv-endpoint, --rdzv-id and --local-addr")
     out = os.fdopen(args.events_fd, "wb") if args.events_fd is not None else sys.stdout.buffer
     asked = {signal.SIGTERM: threading.Event(), signal.SIGUSR1: threading.Event()}
     for signum, event in asked.items():
@@ -56,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     threading.Thread(target=_forward, args=(asked, done), daemon=True).start()
     os.environ[LAUNCHER_PID] = str(os.getpid())  # the ranks' parent, for `distributed.join`
+    os.environ[REPORTING_NODE] = "1" if args.leader or not several_machines else "0"
     # torchrun would give each rank one thread: share this machine's CPUs out instead.
     threads = max(1, len(os.sched_getaffinity(0)) // args.nproc_per_node)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -63,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         fifo = os.path.join(channel, "events")
         relay = _Relay(fifo, out)
         try:
-            code = _run(args.nproc_per_node, args.run_dir, fifo)
+            code = _run(_torchrun_args(args, several_machines, fifo))
         finally:
             done.set()
             relay.finish()
@@ -73,19 +96,34 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _run(processes: int, run_dir: str, fifo: str) -> int:
-    args = torchrun.parse_args(
-        [
-            "--standalone",
-            f"--nproc-per-node={processes}",
-            f"--signals-to-handle={TORCHRUN_SIGNALS}",
-            "-m",
-            TRAINER,
-            run_dir,
-            "--events-path",
-            fifo,
+def _torchrun_args(args: argparse.Namespace, several_machines: bool, fifo: str) -> list[str]:
+    rendezvous = ["--standalone"]
+    if several_machines:
+        rendezvous = [
+            f"--nnodes={args.nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={args.rdzv_endpoint}",
+            f"--rdzv-id={args.rdzv_id}",
+            # Every machine of a test may be this one: who hosts the store is said, not guessed.
+            f"--rdzv-conf=is_host={str(args.leader).lower()},join_timeout={JOIN_TIMEOUT_SECONDS},"
+            f"last_call_timeout={LAST_CALL_SECONDS}",
+            f"--local-addr={args.local_addr}",
         ]
-    )
+    return [
+        *rendezvous,
+        f"--nproc-per-node={args.nproc_per_node}",
+        f"--max-restarts={args.max_restarts}",
+        f"--signals-to-handle={TORCHRUN_SIGNALS}",
+        "-m",
+        TRAINER,
+        args.run_dir,
+        "--events-path",
+        fifo,
+    ]
+
+
+def _run(torchrun_args: list[str]) -> int:
+    args = torchrun.parse_args(torchrun_args)
     try:
         torchrun.run(args)
     except ChildFailedError as failed:

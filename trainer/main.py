@@ -4,10 +4,10 @@ RUN_DIR/run.json holds a `trainer.run_request.RunRequest`: the job spec, where t
 base model and the uploaded datasets, and where to write the new model. The trainer writes the
 model (safetensors, its card in the header) and reports events as JSON lines on the events
 channel. Exit status: 0 success, 1 a deterministic failure (reported as an `error` event
-first), 75 stopped at a checkpoint after SIGTERM (run again to resume); death by a signal is
-the supervisor's to classify. SIGUSR1 (with a checkpoint path; ignored without) ends training
-at the next step, and the run finishes as if its epochs were done (test figures, the model
-saved, exit 0).
+first), 75 stopped at a checkpoint after SIGTERM, or a rank of another machine was lost (run
+again to resume); death by a signal is the supervisor's to classify. SIGUSR1 (with a
+checkpoint path; ignored without) ends training at the next step, and the run finishes as if
+its epochs were done (test figures, the model saved, exit 0).
 
 A job of several processes runs as one trainer per rank, started by `trainer.launch`
 (torchrun) with `--events-path`: rank 0 reports every event and writes the model; the other
@@ -44,7 +44,7 @@ def train(run_dir: Path, events: EventSink) -> None:
             name, upload.path, upload.format, upload.labelled, upload.label_column, upload.task,
             upload.time_column,
         )  # fmt: skip
-    device = distributed.join(resolve_device(spec.resources.device, distributed.WORLD.size))
+    device = distributed.join(resolve_device(spec.resources.device, distributed.WORLD.local_size))
     method = METHODS[spec.method.name]
     checkpointing = None
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # no run to end early without checkpointing
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-fd", type=int, default=None)
     parser.add_argument("--events-path", type=Path, default=None, help="a FIFO, for ranks")
     args = parser.parse_args(argv)
+    distributed.die_with_launcher()
     if args.events_path is not None:
         stream = open(args.events_path, "w")  # noqa: SIM115 - open until the process ends
     elif args.events_fd is not None:
@@ -145,6 +146,9 @@ def _run(run_dir: Path, events: EventSink) -> int:
         return 1
     except Exception as error:
         traceback.print_exc()
+        if distributed.lost_a_peer(error):  # another machine's rank died: not this job's fault
+            events.emit("error", error_type="peer_lost", message=f"{error}")
+            return INTERRUPTED_EXIT
         events.emit(
             "error", error_type="training_error", message=f"{type(error).__name__}: {error}"
         )

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 JOB_KINDS = ("pretrain", "finetune", "adapt")
 MAX_RUNTIME_SECONDS = 7 * 24 * 3600
 MAX_PROCESSES = 64  # ranks of one job, on one machine
+MAX_NODES = 64  # machines of one job
 # A transferability score (`trainer.transferability`) reads at most this many examples: a larger
 # selection is subsampled, stratified, so that one request's forward pass stays bounded.
 # Measured on 2 busy CPU cores: the seed CNN reads about 500 digits a second, MiniLM (128
@@ -181,6 +182,13 @@ class Hyperparameters(_Strict):
     )
 
 
+class ElasticNodes(_Strict):
+    min_nodes: int = Field(1, ge=1, le=MAX_NODES, description="The fewest machines to go on with.")
+    max_restarts: int = Field(
+        3, ge=0, le=100, description="How many times the group may be re-formed in one attempt."
+    )
+
+
 class Resources(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
@@ -192,10 +200,35 @@ class Resources(_Strict):
         1,
         ge=1,
         le=MAX_PROCESSES,
-        description="Data-parallel ranks under torchrun, on one machine: each takes its share "
+        description="Data-parallel ranks under torchrun on each machine: each takes its share "
         "of every batch (`batch_size` stays the global batch) and, on CUDA, a GPU of its own. "
         "Not every method and architecture can: see docs/WORKER.md.",
     )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=MAX_NODES,
+        description="Machines (workers of the job's queue) that train it together, each running "
+        "`processes` ranks: the worker that claims the job gathers `nodes - 1` more for each "
+        "attempt, all or none (docs/WORKER.md).",
+    )
+    elastic: ElasticNodes | None = Field(
+        None,
+        description="Keep an attempt alive when a machine is lost: torchrun re-forms the group "
+        "from the last checkpoint with the machines left, down to `min_nodes`.",
+    )
+
+    @model_validator(mode="after")
+    def _elastic_within_nodes(self) -> "Resources":
+        if self.elastic is not None and self.elastic.min_nodes > self.nodes:
+            raise ValueError(
+                f"elastic.min_nodes ({self.elastic.min_nodes}) exceeds nodes ({self.nodes})"
+            )
+        return self
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.processes
 
 
 MAX_WINDOW_ROWS = 100_000

@@ -358,8 +358,8 @@ def _processes_issues(spec: Spec, base_card: ModelCard | None) -> list[SpecIssue
     """On several processes each rank computes the loss of its share of the batch, and the step
     is the single process's only when that loss is a mean over examples drawn without randomness
     from the data-order generator. Methods and architectures that would train differently say
-    why in their `single_process`, and `resources.processes` must stay 1 for them."""
-    if spec.resources.processes == 1:
+    why in their `single_process`: they run on 1 process of 1 machine only."""
+    if spec.resources.ranks == 1:
         return []
     method = METHODS[spec.method.name]
     arch = ARCHITECTURES[_architecture(spec, base_card)]
@@ -375,7 +375,8 @@ def _processes_issues(spec: Spec, base_card: ModelCard | None) -> list[SpecIssue
             for name, why in arch.single_process_with.items()
             if params.get(name)
         ]
-    return [SpecIssue("resources.processes", why) for why in whys]
+    field = "resources.processes" if spec.resources.processes > 1 else "resources.nodes"
+    return [SpecIssue(field, why) for why in whys]
 
 
 # Looks a dataset's chat or preference examples up by name, with their line numbers; None for

@@ -35,7 +35,7 @@ from trainer.card import ModelCard
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.run_request import RunRequest
 from trainer.spec import CheckpointRetention, JobSpec
-from worker import mlflow_logging, trainer_process
+from worker import gang, mlflow_logging, trainer_process
 from worker.mlflow_logging import JobTracking
 from worker.trainer_process import TrainerProcess
 
@@ -137,6 +137,9 @@ class Attempt:
     latest_checkpoint_key: str | None = None
     start_checkpoint_key: str | None = None
     pause_requested: bool = False  # the job was asked to pause: checkpoint and stop
+    # A job on several machines: its gang, and this machine's `trainer.launch` rendezvous.
+    gang_id: str | None = None
+    rendezvous: list[str] = field(default_factory=list)
 
     @property
     def job_dir(self) -> Path:
@@ -260,14 +263,16 @@ def _lease_kept(attempt: Attempt) -> Iterator[threading.Event]:
         renewer.join()
 
 
-def _launch(attempt: Attempt, processes: int) -> tuple[TrainerProcess, threading.Thread]:
+def launch(attempt: Attempt) -> tuple[TrainerProcess, threading.Thread]:
+    """Start the attempt's trainer; a thread queues its events on `attempt.events`."""
     read_fd, write_fd = os.pipe()
     process = trainer_process.start(
         attempt.run_dir,
         write_fd,
         attempt.run_dir / "trainer.log",
-        processes,
+        attempt.spec.resources.processes,
         attempt.settings.trainer_zygote,
+        attempt.rendezvous,
     )
     os.close(write_fd)
     reader = threading.Thread(
@@ -322,8 +327,9 @@ def _record_outcome(attempt: Attempt, returncode: int) -> None:
             )
             delete_model_files(model.id)
         return
-    if returncode == INTERRUPTED_EXIT:
-        error_type, message = "interrupted", "the trainer stopped at a checkpoint on SIGTERM"
+    if returncode == INTERRUPTED_EXIT:  # on SIGTERM, or a machine of the gang was lost
+        stopped = ("interrupted", "the trainer stopped at a checkpoint on SIGTERM")
+        error_type, message = attempt.error or stopped
         retryable = True
     elif returncode > 0:
         error_type, message = attempt.error or ("training_error", _log_tail(attempt.run_dir))
@@ -481,6 +487,19 @@ def _watch(attempt: Attempt, process: TrainerProcess) -> bool:
                 extra=about,
             )
             return False
+        # A machine lost ends the attempt; an elastic one's launchers re-form without it.
+        gang_id = attempt.gang_id if attempt.spec.resources.elastic is None else None
+        if gang_id is not None and (lost := gang.lost_members(gang_id, settings)):
+            trainer_process.stop(process, settings.stop_grace_seconds)
+            message = (
+                f"machine {lost[0]} of the job's {attempt.spec.resources.nodes} stopped reporting"
+            )
+            with session_scope() as session:
+                status = job_state.fail(session, job_id, n, "node_lost", message, retryable=True)
+            log.warning("job %s attempt %d: %s", job_id, n, message, extra=about)
+            if status == "queued":
+                dispatch.send([job_id])
+            return False
         if attempt.pruned_after is not None and not finishing:
             trainer_process.finish(process)
             finishing = True
@@ -512,7 +531,7 @@ def _run(attempt: Attempt) -> None:
                 get_store().get(
                     attempt.start_checkpoint_key, attempt.run_dir / START_CHECKPOINT_FILE
                 )
-            process, reader = _launch(attempt, attempt.spec.resources.processes)
+            process, reader = launch(attempt)
         if lost.is_set():
             log.info("job %s attempt %d lost the job while starting", job_id, n, extra=about)
             return  # `finally` stops the trainer
@@ -551,10 +570,22 @@ def _finish(attempt: Attempt) -> None:
 def supervise(job_id: str, settings: Settings, owner: str) -> None:
     """Run one attempt at the job, if it can be claimed: prepare, launch and watch the
     trainer, record the outcome, and clean up."""
+    resources = gang.resources_of(job_id)
+    gathered = None
+    if resources.nodes > 1:  # its other machines first, all or none
+        gathered = gang.gather(job_id, resources, settings, owner)
+        if gathered is None:
+            return
     attempt = _prepare(job_id, settings, owner)
     if attempt is None:
+        if gathered is not None:
+            gang.disband(gathered)
         return
     try:
+        if gathered is not None:
+            attempt.gang_id = gathered.id
+            rendezvous = gang.start(gathered, job_id, attempt.attempt, settings)
+            attempt.rendezvous = [*rendezvous, "--leader"]
         attempt.tracking = mlflow_logging.start(attempt)
         _run(attempt)
     finally:

@@ -5,7 +5,9 @@ import socket
 
 from celery.exceptions import Reject
 
+from app.broker import JOIN_GANG_TASK
 from app.config import get_settings
+from worker import gang_member
 from worker.celery_app import RUN_JOB_TASK, celery_app
 from worker.shutdown import stopping_mark
 from worker.supervisor import supervise
@@ -16,4 +18,17 @@ def run_job(job_id: str) -> None:
     settings = get_settings()
     if stopping_mark(settings.run_dir, os.getppid()).exists():  # the parent: the main process
         raise Reject("this worker is stopping; the job is for another", requeue=True)
-    supervise(job_id, settings, owner=f"{socket.gethostname()}:{os.getpid()}")
+    supervise(job_id, settings, owner=_owner())
+
+
+@celery_app.task(name=JOIN_GANG_TASK)
+def join_gang(gang_id: str) -> None:
+    """Become one of the machines of another worker's job of several nodes."""
+    settings = get_settings()
+    if stopping_mark(settings.run_dir, os.getppid()).exists():
+        return  # a stopping worker joins nothing; the leader's wait ends without it
+    gang_member.serve(gang_id, settings, owner=_owner())
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

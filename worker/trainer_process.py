@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -64,17 +65,24 @@ def trainer_title(argv: list[str]) -> str:
 
 
 def start(
-    run_dir: Path, events_fd: int, log_path: Path, processes: int, zygote: bool
+    run_dir: Path,
+    events_fd: int,
+    log_path: Path,
+    processes: int,
+    zygote: bool,
+    rendezvous: Sequence[str] = (),
 ) -> TrainerProcess:
-    """Start the trainer of `run_dir`, its events on `events_fd`, its output into `log_path`."""
+    """Start the trainer of `run_dir`, its events on `events_fd`, its output into `log_path`;
+    `rendezvous`: `trainer.launch`'s arguments for one machine of several."""
     with open(log_path, "wb") as output:
-        if processes == 1 and zygote:
+        if processes == 1 and zygote and not rendezvous:
             forked = _ZYGOTE.fork([str(run_dir)], events_fd, output.fileno())
             if forked is not None:
                 return forked
         trainer = ["-m", "trainer.main", str(run_dir), "--events-fd", str(events_fd)]
-        if processes > 1:  # torchrun, as `trainer.launch`: one rank per process (and GPU)
-            trainer = ["-m", "trainer.launch", "--nproc-per-node", str(processes), *trainer]
+        if processes > 1 or rendezvous:  # torchrun, as `trainer.launch`: a rank per process
+            launch = ["-m", "trainer.launch", "--nproc-per-node", str(processes), *rendezvous]
+            trainer = [*launch, *trainer]
         return subprocess.Popen(
             [sys.executable, *trainer],
             pass_fds=[events_fd],

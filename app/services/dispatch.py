@@ -14,7 +14,7 @@ import logging
 
 from sqlalchemy import select
 
-from app.broker import RUN_JOB_TASK, celery_app
+from app.broker import JOIN_GANG_TASK, RUN_JOB_TASK, celery_app
 from app.config import get_settings
 from app.db import session_scope
 from app.models import Job
@@ -22,6 +22,7 @@ from app.services import job_state
 from trainer.spec import Resources
 
 log = logging.getLogger(__name__)
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
 
 
 def queue_for(resources: Resources) -> str:
@@ -51,8 +52,22 @@ def unroutable(resources: Resources) -> str | None:
     return None
 
 
-def send(job_ids: list[str]) -> None:
-    """Publish one message per job; a job whose send fails stays undispatched for the reconciler."""
+def gather(gang_id: str, resources: Resources, workers: int, within_seconds: float) -> None:
+    """Ask `workers` idle workers of the job's queue to join its gang. A message not taken
+    within the gang's wait is dropped unread (`expires`): the gang is gone by then."""
+    for _ in range(workers):
+        celery_app.send_task(
+            JOIN_GANG_TASK,
+            args=[gang_id],
+            queue=queue_for(resources),
+            expires=within_seconds,
+            retry_policy=RETRY_POLICY,
+        )
+
+
+def send(job_ids: list[str], countdown: float | None = None) -> None:
+    """Publish one message per job (to be run `countdown` seconds from now, if given); a job
+    whose send fails stays undispatched for the reconciler."""
     with session_scope() as session:
         rows = session.execute(select(Job.id, Job.spec).where(Job.id.in_(job_ids))).all()
     queues = {
@@ -66,7 +81,8 @@ def send(job_ids: list[str]) -> None:
                 RUN_JOB_TASK,
                 args=[job_id],
                 queue=queues.get(job_id, get_settings().queue),
-                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+                countdown=countdown,
+                retry_policy=RETRY_POLICY,
             )
             sent.append(job_id)
         except Exception:

@@ -1,0 +1,134 @@
+"""Gangs: the machines gathered for one attempt of a job of several `nodes`, all or none.
+
+The worker that takes such a job leads: it opens a gang (`open_gang`) while the job is still
+queued, asks the job's queue for `nodes - 1` more workers (`tunery.join_gang` messages), and
+waits for them to `join`. Once they are in, it claims the job as any worker does and marks the
+gang `formed` with the attempt and its rendezvous address; each member then runs its ranks of
+that attempt. If they are not in by `expires_at` the leader `abandon`s the gang: the members
+leave, the job stays queued with an event saying why, and the leader sends it again later.
+Each step is one conditional statement; the job's own lease and fencing (`job_state`) cover
+the attempt once it runs, and members' `seen_at` tell its leader they are still there.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.models import Gang, GangMember, Job, JobEvent, new_id, utcnow
+from app.services import job_state
+
+
+def open_gang(
+    session: Session, job_id: str, nodes: int, leader: str, wait_seconds: float
+) -> str | None:
+    """Open a gang for a queued job; None when the job is not queued, or another worker is
+    gathering one for it (a duplicate delivery)."""
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one()
+    if job.status != "queued" or job.attempt >= job.max_attempts:
+        return None
+    now = utcnow()
+    gathering = session.scalar(
+        select(func.count())
+        .select_from(Gang)
+        .where(Gang.job_id == job_id, Gang.state == "forming", Gang.expires_at > now)
+    )
+    if gathering:
+        return None
+    gang = Gang(
+        id=new_id("gang"),
+        job_id=job_id,
+        nodes=nodes,
+        leader=leader,
+        expires_at=now + timedelta(seconds=wait_seconds),
+    )
+    session.add(gang)
+    return gang.id
+
+
+def join(session: Session, gang_id: str, owner: str) -> int | None:
+    """Join a forming gang as its next machine; the slot taken, or None when the gang is full,
+    formed, abandoned or past its wait."""
+    gang = session.execute(
+        select(Gang).where(Gang.id == gang_id).with_for_update()
+    ).scalar_one_or_none()
+    if gang is None or gang.state != "forming" or gang.expires_at <= utcnow():
+        return None
+    joined = session.scalar(select(func.count()).where(GangMember.gang_id == gang_id))
+    if joined >= gang.nodes - 1:
+        return None
+    try:
+        with session.begin_nested():
+            session.add(GangMember(gang_id=gang_id, slot=joined + 1, owner=owner))
+    except IntegrityError:  # another took that slot at the same moment (SQLite: no row lock)
+        return None
+    return joined + 1
+
+
+def joined(session: Session, gang_id: str) -> int:
+    return session.scalar(select(func.count()).where(GangMember.gang_id == gang_id))
+
+
+def formed(session: Session, gang_id: str, attempt: int, endpoint: str) -> None:
+    """The leader claimed the job for `attempt`: the members start, meeting at `endpoint`."""
+    session.execute(
+        update(Gang)
+        .where(Gang.id == gang_id)
+        .values(state="formed", attempt=attempt, endpoint=endpoint)
+    )
+
+
+def abandon(session: Session, gang_id: str, why: str | None = None) -> None:
+    """The members leave. `why`: the job waits for this reason, said once in its events
+    however often it is tried again."""
+    gang = session.get(Gang, gang_id)
+    gang.state = "abandoned"
+    if why is None:
+        return
+    last = session.scalar(
+        select(JobEvent.message)
+        .where(JobEvent.job_id == gang.job_id)
+        .order_by(JobEvent.id.desc())
+        .limit(1)
+    )
+    if last != why:
+        attempt = session.scalar(select(Job.attempt).where(Job.id == gang.job_id))
+        job_state.add_event(session, gang.job_id, attempt, "log", why)
+
+
+def state(session: Session, gang_id: str) -> Gang | None:
+    """The gang as a member waiting for it sees it: a forming one past its wait counts as
+    abandoned (its leader is gone)."""
+    gang = session.get(Gang, gang_id)
+    if gang is not None and gang.state == "forming" and gang.expires_at <= utcnow():
+        gang.state = "abandoned"
+    return gang
+
+
+def seen(session: Session, gang_id: str, slot: int) -> None:
+    session.execute(
+        update(GangMember)
+        .where(GangMember.gang_id == gang_id, GangMember.slot == slot)
+        .values(seen_at=utcnow())
+    )
+
+
+def leave(session: Session, gang_id: str, slot: int) -> None:
+    """A member whose ranks ended badly: its leader counts it lost at once, not a lease later."""
+    session.execute(
+        update(GangMember)
+        .where(GangMember.gang_id == gang_id, GangMember.slot == slot)
+        .values(seen_at=datetime(1970, 1, 1, tzinfo=UTC))
+    )
+
+
+def lost_members(session: Session, gang_id: str, seen_before: datetime) -> list[int]:
+    """The slots of members that have not reported since `seen_before`."""
+    return list(
+        session.scalars(
+            select(GangMember.slot).where(
+                GangMember.gang_id == gang_id, GangMember.seen_at < seen_before
+            )
+        )
+    )
