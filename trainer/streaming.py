@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from trainer import distributed
 from trainer.readers import jsonl
 from trainer.readers.common import DatasetError
-from trainer.training import batch_sizes
+from trainer.training import TrainerError, batch_sizes
 
 STREAM_FORMATS = ("jsonl", "parquet")
 HELD_OUT = (("validation", 0.7), ("test", 0.8))  # a drawn part and where its draws start
@@ -71,8 +71,10 @@ class DatasetStream(BaseModel):
 # Reading shards
 
 
-class ShardChanged(DatasetError):
-    """A shard is not what was checked: it changed or went since the dataset was recorded."""
+def _changed(shard: Shard) -> TrainerError:
+    """A shard that is not what was checked: it changed or went since it was recorded."""
+    message = f"shard '{shard.url}' changed since the dataset was registered; register it again"
+    return TrainerError("dataset_changed", message)
 
 
 @contextmanager
@@ -84,12 +86,16 @@ def open_shard(shard: Shard, endpoint_url: str | None = None) -> Iterator[Binary
         with open(shard.url, "rb") as file:
             yield file
         return
+    from s3fs.utils import FileExpired
+
     fs = s3_filesystem(endpoint_url)
-    with fs.open(shard.url, "rb", block_size=8 * 1024**2, cache_type="readahead") as file:
-        if shard.etag is not None and file.details.get("ETag") != shard.etag:
-            where = f"shard '{shard.url}'"
-            raise ShardChanged(where, "changed since the dataset was registered; register it again")
-        yield file
+    try:
+        with fs.open(shard.url, "rb", block_size=8 * 1024**2, cache_type="readahead") as file:
+            if shard.etag is not None and file.details.get("ETag") != shard.etag:
+                raise _changed(shard)
+            yield file
+    except (FileExpired, FileNotFoundError):  # replaced while read, or gone
+        raise _changed(shard) from None
 
 
 def s3_filesystem(endpoint_url: str | None):
@@ -338,7 +344,7 @@ class TextStream:
                 f"{self.name} has {len(self.stream.shards)} shard(s); streamed on {world} "
                 "processes, each reads shards of its own: give it at least as many shards"
             )
-            raise DatasetError("file", message)
+            raise TrainerError("invalid_data", message)
         return rank_shards(self.stream.shards, world)
 
     def epoch_batches(

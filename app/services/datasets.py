@@ -52,6 +52,7 @@ from trainer.readers.chat import Example, role_counts
 from trainer.readers.common import json_safe
 from trainer.spec import SpecIssue
 from trainer.streaming import DatasetStream, Shard, StreamSummary, scan, shard_rows
+from trainer.training import TrainerError
 from trainer.validation import NumberedExamples
 
 ACTIVE = ("queued", "running", "paused")  # jobs that will read their datasets again
@@ -283,12 +284,15 @@ def _streams(path: Path, fmt: str, size: int, task: str) -> bool:
 
 
 def _scanned(shards: list[Shard], task: str, where=lambda _i, _shard: "") -> StreamSummary:
-    """Every row of the shards checked (`trainer.streaming.scan`); a `DatasetError` is a 422."""
+    """Every row of the shards checked (`trainer.streaming.scan`); a `DatasetError` is a 422,
+    and so is a shard that changes or cannot be read while it is checked."""
     labelled = task in LABELLED_TASKS
     try:
         return scan(shards, labelled, task, where, get_settings().s3_endpoint_url)
     except DatasetError as error:
         raise _invalid(error) from None
+    except (TrainerError, OSError) as error:
+        raise InvalidInput([SpecIssue("uri", f"cannot read its shards: {error}")]) from None
 
 
 def _streamed_dataset(
