@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
@@ -121,19 +120,16 @@ def shard_rows(
 
 def _parquet_rows(file: BinaryIO, where_prefix: str) -> Iterator[tuple[str, dict]]:
     try:
-        table = pq.ParquetFile(file)
-        names = table.schema_arrow.names
-        text = [f.name for f in table.schema_arrow if pa.types.is_string(f.type)]
-        table = pq.ParquetFile(file, read_dictionary=text)
+        schema = pq.ParquetFile(file).schema_arrow
+        text = [f.name for f in schema if pa.types.is_string(f.type)]
         number = 0
-        for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        batches = pq.ParquetFile(file, read_dictionary=text).iter_batches(PARQUET_BATCH_ROWS)
+        for batch in batches:
             _check_batch_size(batch, f"{where_prefix}row {number + 1}")
             for row in batch.to_pylist():
                 number += 1
-                yield f"{where_prefix}row {number}", {
-                    name: value for name, value in zip(names, row.values(), strict=True)
-                    if value is not None
-                }  # fmt: skip
+                fields = {name: value for name, value in row.items() if value is not None}
+                yield f"{where_prefix}row {number}", fields
     except DatasetError:
         raise
     except (ValueError, OSError, pa.ArrowException) as error:
@@ -388,11 +384,6 @@ def _buffer_shuffled(items: Iterator[str], rng: np.random.Generator) -> Iterator
         buffer[place] = item
     for place in rng.permutation(len(buffer)):
         yield buffer[place]
-
-
-def local_shard(path: Path, size_bytes: int) -> Shard:
-    """A local jsonl file (an upload) as the one shard of a streamed dataset."""
-    return Shard(url=str(path), format="jsonl", size_bytes=size_bytes)
 
 
 # Streamed datasets this process was handed, by name (`trainer.main`).

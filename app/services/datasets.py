@@ -204,9 +204,9 @@ def create_dataset(
             summary = _scanned([shard], task)
             _store(path, sha256)
             dataset = _streamed_dataset(
-                dataset_id, tenant_id, name, task, fmt, summary, sha256, size, None
-            )
-            dataset.stream["shards"][0]["key"] = storage_key(sha256)
+                dataset_id, tenant_id, name, task, fmt, summary, sha256, size, None,
+                [storage_key(sha256)],
+            )  # fmt: skip
             session.add(dataset)
             session.flush()
             return dataset
@@ -305,14 +305,14 @@ def _streamed_dataset(
     sha256: str,
     size: int,
     source: str | None,
+    keys: list[str],
 ) -> Dataset:
     """The record of a dataset checked as a stream: what a file read whole records, and its
-    shards (`StreamOut`)."""
+    shards (`StreamOut`), by `keys`: where they are kept."""
     shards = [
-        {"key": shard.url, **shard.model_dump(include={"format", "size_bytes", "etag", "rows",
-                                                         "train_rows"})}
-        for shard in summary.shards
-    ]  # fmt: skip
+        {"key": key, **shard.model_dump(exclude={"url"})}
+        for key, shard in zip(keys, summary.shards, strict=True)
+    ]
     return Dataset(
         id=dataset_id,
         tenant_id=tenant_id,
@@ -346,8 +346,9 @@ def register_dataset(session: Session, tenant_id: str, name: str, task: str, uri
     sha256 = hashlib.sha256(manifest.encode()).hexdigest()
     size = sum(shard.size_bytes for shard in shards)
     dataset = _streamed_dataset(
-        new_id("ds"), tenant_id, name, task, shards[0].format, summary, sha256, size, prefix
-    )
+        new_id("ds"), tenant_id, name, task, shards[0].format, summary, sha256, size, prefix,
+        [shard.url for shard in shards],
+    )  # fmt: skip
     session.add(dataset)
     session.flush()
     return dataset
