@@ -19,7 +19,7 @@ No memory cap is set: RLIMIT_AS counts the virtual memory torch and the thread p
 (gigabytes never touched), so a cap low enough to matter stops the processes at import. The
 peak resident memory is what the claim is about: flat as the dataset grows.
 
-Run: `.venv/bin/python -m bench.streaming` (sizes 8, 32 and 128 MiB of text; about 10
+Run: `.venv/bin/python -m bench.streaming` (sizes 8, 32 and 128 MiB of text; about 6
 minutes on 2 cores); `--sizes-mib 16,64` for others.
 """
 
