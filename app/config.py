@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     max_archive_members: int = 100_000
     max_archive_expanded_bytes: int = 4 * 1024**3
     max_compression_ratio: float = 100.0
+    # Text uploads (`.jsonl` of texts) larger than this are checked and trained from as a
+    # stream, never whole in memory (docs/DATASETS.md#large-datasets).
+    stream_uploads_over_bytes: int = 256 * 1024**2
+    # Where datasets registered by reference may be read from: comma-separated S3 prefixes
+    # (`s3://corpora/web/,s3://team-data/`), through `s3_endpoint_url` (AWS when unset) with
+    # the workers' credentials. None by default: no dataset can be registered by reference.
+    dataset_sources: Annotated[list[str], NoDecode] = []
+    max_dataset_shards: int = 10_000
 
     # Weights of the models `predict` and `generate` keep loaded, least recently used out first.
     model_cache_bytes: int = 1024**3
@@ -126,7 +134,7 @@ class Settings(BaseSettings):
     # could have it request the operator's network.
     mlflow_allow: Annotated[list[IPvAnyNetwork], NoDecode] = []
 
-    @field_validator("webhook_allow", "mlflow_allow", mode="before")
+    @field_validator("webhook_allow", "mlflow_allow", "dataset_sources", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

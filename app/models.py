@@ -277,7 +277,8 @@ class Model(Base):
 
 class Dataset(Base):
     """An uploaded file, validated and described. Its bytes live in the artifact store under
-    `datasets/sha256/<sha256>`: the same bytes uploaded twice are stored once."""
+    `datasets/sha256/<sha256>`: the same bytes uploaded twice are stored once. A dataset
+    registered by reference stores nothing: its shards stay where they are (`stream`)."""
 
     __tablename__ = "datasets"
     __table_args__ = (Index("ix_datasets_tenant_created_at_id", "tenant_id", "created_at", "id"),)
@@ -298,6 +299,8 @@ class Dataset(Base):
     class_counts: Mapped[dict[str, Any]]
     role_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)  # chat and preference
     token_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # uploaded with a tokenizer
+    # Too large to read whole: its shards as they were checked (`StreamOut`); None otherwise.
+    stream: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     splits: Mapped[dict[str, Any]]
     label_column: Mapped[str | None] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)

@@ -588,6 +588,45 @@ class SeriesOut(BaseModel):
     part_rows: list[int] = Field(description="Rows of train, validation, test, in time order.")
 
 
+class ShardOut(BaseModel):
+    key: str = Field(
+        description="The shard: an S3 object's URL, or an upload's key in the artifact store."
+    )
+    format: Literal["jsonl", "parquet"]
+    size_bytes: int
+    etag: str | None = Field(
+        description="An S3 object's ETag when it was checked: a job reads this version or fails."
+    )
+    rows: int
+    train_rows: int
+
+
+class StreamOut(BaseModel):
+    source: str | None = Field(
+        description="The S3 prefix the dataset was registered from; None for an upload."
+    )
+    drawn: list[str] = Field(
+        description="The held-out parts (validation, test) drawn from the training rows by "
+        "their place, as the file gives none: 10% and 20% of them."
+    )
+    shards: list[ShardOut]
+
+
+class RegisterDatasetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=200)
+    task: Literal["classification", "multilabel", "pretraining"]
+    uri: str = Field(
+        min_length=6,
+        max_length=1000,
+        description="An S3 prefix (`s3://bucket/prefix/`) under which every `.jsonl` or "
+        "`.parquet` file (one format) is a shard of text examples; within the sources the "
+        "operator allows (`TUNERY_DATASET_SOURCES`).",
+        examples=["s3://corpora/web/2027-01/"],
+    )
+
+
 class DatasetOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -631,6 +670,11 @@ class DatasetOut(BaseModel):
     )
     splits: dict[str, int] = Field(
         description="Examples in each of train, validation, test (a series: its default windows)."
+    )
+    stream: StreamOut | None = Field(
+        None,
+        description="A dataset too large to read whole (a large text upload, or one registered "
+        "by reference): its shards, checked row by row, which jobs stream.",
     )
     label_column: str | None
     sha256: str

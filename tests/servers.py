@@ -215,3 +215,38 @@ def archive_server(archive: bytes, root: Path) -> Iterator[str]:
     finally:
         server.kill()
         server.wait()
+
+
+S3_CREDENTIALS = {  # moto accepts any; the service and boto3 read them from the environment
+    "AWS_ACCESS_KEY_ID": "tunery-test",
+    "AWS_SECRET_ACCESS_KEY": "tunery-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextmanager
+def moto_s3(log_path: Path) -> Iterator[str]:
+    """A moto S3 server in its own process until the block ends; its endpoint URL."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, **S3_CREDENTIALS},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(endpoint, timeout=1)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            yield endpoint
+        finally:
+            server.kill()
+            server.wait()

@@ -4,7 +4,7 @@ trainer processes, a Celery ping worker, sweeps; and the chaos soak in short for
 
 import pytest
 
-from bench import chaos, dispatch, ingest, llm_throughput, overhead, sweep
+from bench import chaos, dispatch, ingest, llm_throughput, overhead, streaming, sweep
 from bench.timing import postgres_redis_stack
 from tests.tiny_lm import save_tiny_causal_lm
 
@@ -119,3 +119,16 @@ def test_llm_throughput_measures_both_sides_of_training_and_generation(tmp_path)
     for ours, theirs in zip(runs.service, runs.in_process, strict=True):
         assert ours.tokens == theirs.tokens and 0 < ours.seconds < 30
     assert all(0 < seconds < 30 for seconds in runs.first_token)
+
+
+@pytest.mark.timeout(300)
+def test_streaming_registers_and_trains_an_epoch_measuring_each_peak(tmp_path):
+    """Two tiny corpora on moto, registered and trained one epoch each by a real service: every
+    training row seen, and each process's peak memory read."""
+    found = streaming.run([0.25, 0.5], tmp_path, baseline_timeout_s=120)
+    assert len(found) == 2 and 0 < found[0].rows < found[1].rows
+    for m in found:
+        assert 0 < m.train_rows < m.rows and m.seen == m.train_rows
+        assert m.api_peak > 100 * 1024**2 and 100 * 1024**2 < m.trainer_peak < 4 * 1024**3
+        assert m.whole_read_peak and m.stream_check_peak
+    assert "seen = training rows" in streaming.report(found)

@@ -7,8 +7,6 @@ refused, all without the server's peak memory growing past `MEMORY_BOUND`.
 """
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 import zipfile
@@ -22,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import files
+from tests.servers import S3_CREDENTIALS, moto_s3
 from tests.stack import (
     REDIS_URL,
     create_postgres_database,
     drop_postgres_database,
-    free_port,
     postgres_url,
     start_stack,
 )
@@ -37,44 +35,19 @@ pytestmark = pytest.mark.e2e
 UPLOAD_LIMIT = 32 * 1024**2
 EXPANDED_LIMIT = 256 * 1024**2  # what a dataset may take decoded (the bombs take more)
 MEMORY_BOUND = 64 * 1024**2  # growth of the API server's resident memory
-AWS = {
-    "AWS_ACCESS_KEY_ID": "tunery-test",
-    "AWS_SECRET_ACCESS_KEY": "tunery-test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS = S3_CREDENTIALS
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server in its own process, and a fresh bucket on it."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **AWS},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(endpoint, timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.2)
     import boto3
 
-    bucket = f"tunery-{uuid.uuid4().hex[:8]}"
-    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
-    client.create_bucket(Bucket=bucket)
-    yield endpoint, bucket, client
-    server.kill()
-    server.wait()
-    log.close()
+    with moto_s3(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        bucket = f"tunery-{uuid.uuid4().hex[:8]}"
+        client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+        client.create_bucket(Bucket=bucket)
+        yield endpoint, bucket, client
 
 
 def _boto_credentials() -> dict[str, str]:

@@ -72,6 +72,7 @@ class DatasetInfo:
     targets: tuple[str, ...] = ()  # regression: the numeric targets' names; forecasting: series'
     horizon: int = 0  # forecasting: the rows its windows forecast
     part_sizes: tuple[int, ...] = ()  # forecasting: the rows of its train, validation, test parts
+    streamed: bool = False  # too large to read whole: read as a stream (`trainer.streaming`)
 
     @property
     def labelled(self) -> bool:

@@ -110,13 +110,25 @@ def die_with_launcher() -> None:
         os._exit(1)
 
 
-def shard(batch: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], float]:
+@dataclass(frozen=True)
+class Share:
+    """A batch that is already this rank's share of the global batch (a streamed dataset's,
+    whose ranks read shards of their own: `trainer.streaming`), and the weight of its mean
+    loss, as `shard` gives them."""
+
+    tensors: tuple[torch.Tensor, ...]
+    weight: float
+
+
+def shard(batch: Sequence[torch.Tensor] | Share) -> tuple[tuple[torch.Tensor, ...], float]:
     """This rank's share of a global batch (a tuple of tensors, examples along dimension 0):
     contiguous, the shares' sizes differing by one at most, and the weight of its mean loss,
     so that the average over ranks of `weight * loss` is the global batch's mean loss.
 
     Every rank must take part in every step: with fewer examples than ranks, a rank left
-    without one computes on a stand-in example with weight 0."""
+    without one computes on a stand-in example with weight 0. A `Share` is taken as it is."""
+    if isinstance(batch, Share):
+        return batch.tensors, batch.weight
     if WORLD.size == 1:
         return tuple(batch), 1.0
     total = len(batch[0])

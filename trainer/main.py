@@ -32,6 +32,7 @@ from trainer.events import EventSink
 from trainer.methods import METHODS
 from trainer.run import RunContext
 from trainer.run_request import RunRequest
+from trainer.streaming import register_stream
 from trainer.training import TrainerError, resolve_device
 
 
@@ -44,6 +45,8 @@ def train(run_dir: Path, events: EventSink) -> None:
             name, upload.path, upload.format, upload.labelled, upload.label_column, upload.task,
             upload.time_column,
         )  # fmt: skip
+    for name, stream in run.streams.items():
+        register_stream(name, stream)
     device = distributed.join(resolve_device(spec.resources.device, distributed.WORLD.local_size))
     method = METHODS[spec.method.name]
     checkpointing = None

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trainer.heads import HEADS
 from trainer.spec import JobSpec
+from trainer.streaming import DatasetStream
 
 
 class _Strict(BaseModel):
@@ -42,6 +43,8 @@ class RunRequest(_Strict):
     spec: JobSpec
     base_model_path: Path | None = None
     datasets: dict[str, DatasetFile] = Field(default_factory=dict)  # uploads, by dataset name
+    # Datasets too large for memory, read as streams of shards (`trainer.streaming`), by name.
+    streams: dict[str, DatasetStream] = Field(default_factory=dict)
     output_path: Path  # where the model file goes
     checkpoint_dir: Path | None = None  # None: no checkpoints
     checkpoint_every_steps: int | None = Field(None, ge=1)

@@ -7,6 +7,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 PAD, UNK, EOS = "[PAD]", "[UNK]", "[EOS]"  # ids 0, 1, 2: models treat id 0 as padding
+PAD_ID = 0
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
@@ -36,6 +37,16 @@ def token_stream(tokenizer: Tokenizer, texts: Sequence[str]) -> torch.Tensor:
     for encoding in tokenizer.encode_batch(list(texts)):
         ids += [*encoding.ids, eos]
     return torch.tensor(ids, dtype=torch.long)
+
+
+def encode_documents(tokenizer: Tokenizer, texts: Sequence[str], length: int) -> torch.Tensor:
+    """Token ids (N, length): each text's, then [EOS], truncated or padded with id 0."""
+    eos = tokenizer.token_to_id(EOS)
+    out = torch.full((len(texts), length), PAD_ID, dtype=torch.long)
+    for i, encoding in enumerate(tokenizer.encode_batch(list(texts))):
+        ids = [*encoding.ids, eos][:length]
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
 
 
 def encode_words(

@@ -86,6 +86,33 @@ def _data_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
     return issues
 
 
+def _stream_issues(spec: Spec, describe: Describe) -> list[SpecIssue]:
+    """A streamed dataset (`trainer.streaming`) is read by a method that streams, as the whole
+    training data: its own validation texts validate, and no subset is selected of it."""
+    method = METHODS[spec.method.name]
+    issues = []
+    for field, ref in spec.data.references():
+        info = describe(dataset_name(ref))
+        if not info.streamed:
+            continue
+        streaming = [m.name for m in METHODS.values() if m.streams]
+        if not method.streams:
+            message = (
+                f"{info.name} is streamed (too large to read whole); method {method.name!r} "
+                f"reads its data whole: train on it with {' or '.join(streaming)}"
+            )
+        elif field != "train":
+            message = (
+                f"{info.name} is streamed: it trains, and validates on its own validation texts"
+            )
+        elif isinstance(ref, DatasetSelection) and (ref.fraction or ref.per_class or ref.whole):
+            message = f"{info.name} is streamed: it is read whole, without a selection"
+        else:
+            continue
+        issues.append(SpecIssue(f"data.{field}", message))
+    return issues
+
+
 def _fit_issues(spec: Spec, base_card: ModelCard | None, describe: Describe) -> list[SpecIssue]:
     """Whether the model, the method and the data go together."""
     field, ref = _main_data(spec)
@@ -447,6 +474,8 @@ def check_spec(
     if not issues:
         describe = _as_windowed(spec, describe)
         issues = _window_issues(spec, describe)
+    if not issues:
+        issues = _stream_issues(spec, describe)
     if not issues:
         issues = _fit_issues(spec, base_card, describe) + _processes_issues(spec, base_card)
     return issues

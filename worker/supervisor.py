@@ -456,6 +456,7 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
         spec=inputs.spec,
         base_model_path=inputs.base_model_path,
         datasets=inputs.datasets,
+        streams=inputs.streams,
         output_path=run_dir / MODEL_FILE,
         checkpoint_dir=attempt.checkpoints.directory,
         checkpoint_every_steps=settings.checkpoint_every_steps,

@@ -10,6 +10,7 @@ from app.schemas import (
     Page,
     RankModelsOut,
     RankModelsRequest,
+    RegisterDatasetRequest,
 )
 from app.services import datasets, idempotency, transferability
 from trainer.spec import Text
@@ -79,6 +80,30 @@ def upload_dataset(
                 tokenizer,
                 time_column,
             )
+        ),
+    )
+    return DatasetOut.model_validate(response)
+
+
+@router.post("/references", status_code=201)
+def register_dataset(
+    body: RegisterDatasetRequest,
+    session: SessionDep,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> DatasetOut:
+    """Register a dataset by reference: the `.jsonl` or `.parquet` shards of text examples
+    under an S3 prefix that the operator allows. Every row of every shard is checked as a
+    stream (as an upload is), and each shard recorded with its size, ETag and rows; nothing is
+    copied. Jobs stream it (`causal_lm`) and read exactly what was checked: a shard changed
+    since fails the job."""
+    response, _created = idempotency.once(
+        session,
+        f"{caller.tenant_id} POST /v1/datasets/references",
+        idempotency_key,
+        idempotency.fingerprint(body.model_dump_json()),
+        lambda: datasets.to_out(
+            datasets.register_dataset(session, caller.tenant_id, body.name, body.task, body.uri)
         ),
     )
     return DatasetOut.model_validate(response)

@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session
 
 from app.models import Dataset, Job, JobDataset, MetricPoint, Model, Sweep
 from app.services import checkpoints, job_state
-from app.services.datasets import LABELLED_TASKS, head_task, storage_key
+from app.services.datasets import LABELLED_TASKS, dataset_stream, head_task, storage_key
 from app.services.model_files import model_file
 from app.storage import get_store
 from app.sweep_spec import SweepSpec
 from trainer.data import dataset_names
 from trainer.run_request import DatasetFile
 from trainer.spec import CheckpointRetention, JobSpec
+from trainer.streaming import DatasetStream
 
 METRIC_COLUMNS = ("job_id", "attempt", "step", "epoch", "name", "split", "value", "time")
 
@@ -30,6 +31,8 @@ class AttemptInputs:
     base_model_path: Path | None
     # The job's uploaded datasets as its trainer reads them: local copies of their files.
     datasets: dict[str, DatasetFile]
+    # Those too large to read whole, as its trainer streams them (`trainer.streaming`).
+    streams: dict[str, DatasetStream]
     # What the model is trained on: dataset name -> sha256 of the upload (None: built-in).
     trained_on: dict[str, str | None]
     # A sweep's trial: its sweep, and the (metric, split) it reports to the sweep's pruner.
@@ -72,7 +75,9 @@ def attempt_inputs(session: Session, job_id: str) -> AttemptInputs:
             time_column=row.series and row.series["time_column"],
         )
         for row in uploads
+        if row.stream is None
     }
+    streams = {row.id: dataset_stream(row) for row in uploads if row.stream is not None}
     sha256_of = {row.id: row.sha256 for row in uploads}
     latest = checkpoints.latest(session, job_id)
     return AttemptInputs(
@@ -80,6 +85,7 @@ def attempt_inputs(session: Session, job_id: str) -> AttemptInputs:
         spec=spec,
         base_model_path=model_file(base).resolve() if base else None,
         datasets=datasets,
+        streams=streams,
         trained_on={name: sha256_of.get(name) for name in sorted(dataset_names(spec.data))},
         sweep_id=job.sweep_id,
         objective=sweep_objective(session, job.sweep_id) if job.sweep_id else None,

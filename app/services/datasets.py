@@ -3,9 +3,12 @@
 An upload is streamed to a temporary file while its sha256 is computed, read and checked by
 the training core's readers (the same code the trainer loads it with), then put in the
 artifact store and recorded. A file that fails a check leaves no row and no stored file.
+A large text upload, and a dataset registered by reference to S3 shards, are checked as a
+stream instead, row by row (`trainer.streaming`): never whole in memory.
 """
 
 import hashlib
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,7 +22,7 @@ from app.config import get_settings
 from app.models import Dataset, Job, JobDataset, new_id
 from app.problems import Conflict, InvalidInput, NotFound
 from app.schemas import DatasetOut, DatasetPreview
-from app.services import registry, tenants
+from app.services import dataset_sources, registry, tenants
 from app.services.pagination import newest_first
 from app.storage import get_store
 from trainer.architectures import hf_causal_lm
@@ -36,9 +39,20 @@ from trainer.data import (
 )
 from trainer.heads import HEADS
 from trainer.methods import METHODS
-from trainer.readers import DatasetError, ReadLimits, UnlabelledFormat, format_of, jsonl, preview
+from trainer.readers import (
+    DatasetError,
+    ReadLimits,
+    UnlabelledFormat,
+    chat,
+    format_of,
+    jsonl,
+    preview,
+)
 from trainer.readers.chat import Example, role_counts
+from trainer.readers.common import json_safe
 from trainer.spec import SpecIssue
+from trainer.streaming import DatasetStream, Shard, StreamSummary, scan, shard_rows
+from trainer.training import TrainerError
 from trainer.validation import NumberedExamples
 
 ACTIVE = ("queued", "running", "paused")  # jobs that will read their datasets again
@@ -185,6 +199,17 @@ def create_dataset(
         sha256, size = _copy_hashing(upload, path)
         tenants.check_storage_quota(session, tenant_id, size, "file")
         dataset_id = new_id("ds")
+        if card is None and _streams(path, fmt, size, task):
+            shard = Shard(url=str(path), format="jsonl", size_bytes=size)
+            summary = _scanned([shard], task)
+            _store(path, sha256)
+            dataset = _streamed_dataset(
+                dataset_id, tenant_id, name, task, fmt, summary, sha256, size, None,
+                [storage_key(sha256)],
+            )  # fmt: skip
+            session.add(dataset)
+            session.flush()
+            return dataset
         try:
             loaded = read_file_dataset(
                 dataset_id, path, fmt, labelled, label_column, read_limits(), head_task(task),
@@ -199,9 +224,7 @@ def create_dataset(
         except ChatTemplateError as error:
             message = f"its chat template cannot read the examples: {error}"
             raise InvalidInput([SpecIssue("tokenizer", message)]) from None
-        store = get_store()
-        if not store.exists(storage_key(sha256)):
-            store.put(storage_key(sha256), path)
+        _store(path, sha256)
     labels = torch.cat([part.y for part in loaded.splits.values()])
     if loaded.task == "multilabel":  # the examples that have each label
         counts = labels.sum(0).long()
@@ -236,6 +259,120 @@ def create_dataset(
     return dataset
 
 
+def _store(path: Path, sha256: str) -> None:
+    store = get_store()
+    if not store.exists(storage_key(sha256)):
+        store.put(storage_key(sha256), path)
+
+
+STREAMED_TASKS = ("classification", "multilabel", "pretraining")  # of texts
+
+
+def _streams(path: Path, fmt: str, size: int, task: str) -> bool:
+    """Whether an upload is checked and trained from as a stream: a text file (not chat)
+    larger than `TUNERY_STREAM_UPLOADS_OVER_BYTES`."""
+    if fmt != "jsonl" or task not in STREAMED_TASKS:
+        return False
+    if size <= get_settings().stream_uploads_over_bytes:
+        return False
+    with open(path, "rb") as file:
+        try:
+            first = next(jsonl.objects(file, limit=1), None)
+        except DatasetError:
+            return True  # the check says what is wrong, as reading it whole would
+    return first is not None and chat.kind_of(first[1]) is None
+
+
+def _scanned(shards: list[Shard], task: str, where=lambda _i, _shard: "") -> StreamSummary:
+    """Every row of the shards checked (`trainer.streaming.scan`); a `DatasetError` is a 422,
+    and so is a shard that changes or cannot be read while it is checked."""
+    labelled = task in LABELLED_TASKS
+    try:
+        return scan(shards, labelled, task, where, get_settings().s3_endpoint_url)
+    except DatasetError as error:
+        raise _invalid(error) from None
+    except (TrainerError, OSError) as error:
+        raise InvalidInput([SpecIssue("uri", f"cannot read its shards: {error}")]) from None
+
+
+def _streamed_dataset(
+    dataset_id: str,
+    tenant_id: str,
+    name: str,
+    task: str,
+    fmt: str,
+    summary: StreamSummary,
+    sha256: str,
+    size: int,
+    source: str | None,
+    keys: list[str],
+) -> Dataset:
+    """The record of a dataset checked as a stream: what a file read whole records, and its
+    shards (`StreamOut`), by `keys`: where they are kept."""
+    shards = [
+        {"key": key, **shard.model_dump(exclude={"url"})}
+        for key, shard in zip(keys, summary.shards, strict=True)
+    ]
+    return Dataset(
+        id=dataset_id,
+        tenant_id=tenant_id,
+        name=name,
+        task=task,
+        format=fmt,
+        modality="text",
+        num_examples=summary.num_examples,
+        input_shape=[],
+        feature_names=None,
+        labels=list(summary.labels),
+        class_counts=summary.class_counts,
+        splits=summary.splits,
+        label_column=None,
+        sha256=sha256,
+        size_bytes=size,
+        stream={"source": source, "drawn": list(summary.drawn), "shards": shards},
+    )
+
+
+def register_dataset(session: Session, tenant_id: str, name: str, task: str, uri: str) -> Dataset:
+    """A dataset of the shards under an S3 prefix (`app.services.dataset_sources`), each row
+    of each checked as a stream, recorded with each shard's size, ETag and rows so that its
+    jobs read exactly what was checked. Nothing is copied; its `sha256` is that of the list
+    of its shards (keys, sizes, ETags)."""
+    prefix = dataset_sources.allowed_prefix(uri)
+    shards = dataset_sources.list_shards(prefix)
+    where = lambda _i, shard: f"shard '{shard.url.removeprefix(prefix)}', "  # noqa: E731
+    summary = _scanned(shards, task, where)
+    manifest = "\n".join(f"{s.url} {s.size_bytes} {s.etag}" for s in shards)
+    sha256 = hashlib.sha256(manifest.encode()).hexdigest()
+    size = sum(shard.size_bytes for shard in shards)
+    dataset = _streamed_dataset(
+        new_id("ds"), tenant_id, name, task, shards[0].format, summary, sha256, size, prefix,
+        [shard.url for shard in shards],
+    )  # fmt: skip
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def dataset_stream(dataset: Dataset) -> DatasetStream:
+    """A streamed dataset as its trainer reads it: an upload from its local copy, registered
+    shards from S3, each as it was checked."""
+    shards = tuple(
+        Shard(
+            url=str(get_store().local_path(shard["key"]).resolve())
+            if dataset.stream["source"] is None
+            else shard["key"],
+            **{k: v for k, v in shard.items() if k != "key"},
+        )
+        for shard in dataset.stream["shards"]
+    )
+    return DatasetStream(
+        shards=shards,
+        drawn=tuple(dataset.stream["drawn"]),
+        s3_endpoint_url=get_settings().s3_endpoint_url,
+    )
+
+
 def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     dataset = session.scalar(
         select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
@@ -256,6 +393,9 @@ def dataset_file(dataset: Dataset) -> Path:
 
 def load_labelled(dataset: Dataset) -> LabelledDataset:
     """A labelled upload, read from its stored file by the trainer's readers, as a job reads it."""
+    if dataset.stream is not None:
+        message = f"{dataset.id} is streamed (too large to read whole): it cannot be scored"
+        raise InvalidInput([SpecIssue("dataset", message)])
     return read_file_dataset(
         dataset.id,
         dataset_file(dataset),
@@ -269,6 +409,10 @@ def load_labelled(dataset: Dataset) -> LabelledDataset:
 
 
 def preview_dataset(dataset: Dataset, count: int) -> DatasetPreview:
+    if dataset.stream is not None:  # the first rows of its first shard
+        stream = dataset_stream(dataset)
+        rows = itertools.islice(shard_rows(stream.shards[0], "", stream.s3_endpoint_url), count)
+        return DatasetPreview.model_validate({"rows": [json_safe(f) for _w, f in rows]})
     label_column = dataset.label_column or "label"
     shown = preview(dataset_file(dataset), dataset.format, label_column, count, read_limits())
     return DatasetPreview.model_validate(shown)
@@ -286,7 +430,8 @@ def delete_dataset(session: Session, tenant_id: str, dataset_id: str) -> None:
     session.delete(dataset)
     session.flush()
     others = session.scalar(select(Dataset.id).where(Dataset.sha256 == dataset.sha256).limit(1))
-    if others is None:
+    registered = dataset.stream is not None and dataset.stream["source"] is not None
+    if others is None and not registered:  # a registered dataset's shards are not ours
         get_store().delete(storage_key(dataset.sha256))
 
 
@@ -308,7 +453,7 @@ def describer(session: Session, tenant_id: str):
         return DatasetInfo(
             row.id, row.modality, tuple(row.input_shape), tuple(row.labels),
             head_task(row.task), tuple(row.targets or ()), series.get("horizon", 0),
-            tuple(series.get("part_rows", ())),
+            tuple(series.get("part_rows", ())), row.stream is not None,
         )  # fmt: skip
 
     return describe

@@ -79,6 +79,8 @@ class Method:
     # Chat methods: the tokens of an example's longest sequence as it trains on it, so that
     # examples over the model's `max_length` are refused at submission (see trainer.validation).
     example_tokens: Callable[[ChatTokenizer, Any], int] | None = None
+    # Trains from streamed datasets (`trainer.streaming`), too large to read whole.
+    streams: bool = False
 
     def run(self, ctx: RunContext) -> TrainResult:
         """Train as the job's spec says, its method params parsed once, here."""
@@ -119,6 +121,7 @@ METHODS: dict[str, Method] = {
             needs_left_to_right=True,
             validation_metrics=PRETEXT_LOSS,
             tasks=None,
+            streams=True,
         ),
         Method(
             "simcse",

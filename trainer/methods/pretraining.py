@@ -3,16 +3,17 @@ unlabelled training split and validated with fixed randomness, so that the valid
 of every epoch (and before training, epoch 0) compares. The card keeps both losses and the
 optimizer steps run, from which `doubts` tells a fine-tune why its base may not help it."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from trainer.card import ModelCard
-from trainer.data import Split, splits_for
+from trainer.data import LabelledDataset, Split, dataset_name, splits_for
 from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
+from trainer.streaming import TextStream, stream_of
 from trainer.training import batches_per_epoch, seed_everything, shuffled_batches
 from trainer.trunk import Trunk, start_trunk
 
@@ -25,22 +26,77 @@ class Pretext:
     examples: Callable[[Trunk, Split], torch.Tensor]
     # The loss of a batch of examples; `generator` drives corruption or augmentation.
     loss: Callable[[Trunk, nn.Module, torch.Tensor, torch.Generator | None], torch.Tensor]
+    # A pretext that trains from streamed datasets (`trainer.streaming`): the examples of a
+    # batch of texts read from the stream, one each. None: it reads its data whole.
+    text_examples: Callable[[Trunk, list[str]], torch.Tensor] | None = None
+
+
+# A streamed dataset is never held whole: a fresh tokenizer is trained on its first training
+# texts, and validation reads its first validation texts.
+TOKENIZER_TEXTS = 20_000
+VALIDATION_TEXTS = 1_000
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What pretraining reads: the trunk (a fresh one fitted to the data), the validation
+    examples, and the training batches."""
+
+    trunk: Trunk
+    validation_examples: torch.Tensor
+    epoch_batches: Callable[[torch.Generator], Iterable]
+    steps_per_epoch: int
+    told: str  # what the log says of the training examples
+
+
+def _in_memory(ctx: RunContext, pretext: Pretext) -> _Data:
+    data, hp = ctx.spec.data, ctx.spec.hyperparameters
+    dataset, train, validation, _test = splits_for(data.train, data.validation, None, hp.seed)
+    trunk = start_trunk(ctx, dataset, train)
+    train_examples = pretext.examples(trunk, train)
+    unlabelled = Split(torch.zeros(len(train_examples), dtype=torch.long), train_examples)
+    return _Data(
+        trunk,
+        pretext.examples(trunk, validation),
+        lambda g: shuffled_batches(unlabelled, hp.batch_size, g),
+        batches_per_epoch(len(unlabelled), hp.batch_size),
+        f"{len(train_examples)} training",
+    )
+
+
+def _streamed(ctx: RunContext, pretext: Pretext, stream: TextStream) -> _Data:
+    """A streamed dataset's training texts, read a batch at a time; a bounded sample of them
+    trains a fresh tokenizer, and of its validation texts validates."""
+    hp = ctx.spec.hyperparameters
+    sample = Split(torch.zeros(0), texts=tuple(stream.texts("train", TOKENIZER_TEXTS)))
+    trunk = start_trunk(ctx, LabelledDataset(stream.name, "text", (), (), {}), sample)
+    validation = stream.texts("validation", VALIDATION_TEXTS)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return pretext.text_examples(trunk, texts)
+
+    shards = len(stream.stream.shards)
+    return _Data(
+        trunk,
+        encode(validation),
+        lambda g: stream.epoch_batches(g, hp.batch_size, encode),
+        stream.steps_per_epoch(hp.batch_size),
+        f"{stream.train_rows()} streamed training texts in {shards} shard(s) (each epoch "
+        f"sees {stream.examples_per_epoch(hp.batch_size)}),",
+    )
 
 
 def pretrain(ctx: RunContext, pretext: Pretext) -> TrainResult:
     spec, device, hp = ctx.spec, ctx.device, ctx.spec.hyperparameters
     generator = seed_everything(hp.seed)
-    data = spec.data
-    dataset, train, validation, _test = splits_for(data.train, data.validation, None, hp.seed)
-    trunk = start_trunk(ctx, dataset, train)
+    stream = stream_of(dataset_name(spec.data.train))
+    data = _in_memory(ctx, pretext) if stream is None else _streamed(ctx, pretext, stream)
+    trunk, validation_examples = data.trunk, data.validation_examples
     head = pretext.head(trunk)
     model = nn.ModuleDict({"normalize": trunk.normalize, "backbone": trunk.backbone, "head": head})
     model.to(device)
-    train_examples = pretext.examples(trunk, train)
-    validation_examples = pretext.examples(trunk, validation)
-    unlabelled = Split(torch.zeros(len(train_examples), dtype=torch.long), train_examples)
     ctx.events.log(
-        f"{pretext.task}: {len(train_examples)} training and {len(validation_examples)} "
+        f"{pretext.task}: {data.told} and {len(validation_examples)} "
         f"validation examples on {device}"
     )
 
@@ -62,8 +118,8 @@ def pretrain(ctx: RunContext, pretext: Pretext) -> TrainResult:
     recipe = Recipe(
         model=model,
         param_groups=[{"params": list(model.parameters())}],
-        epoch_batches=lambda g: shuffled_batches(unlabelled, hp.batch_size, g),
-        steps_per_epoch=batches_per_epoch(len(unlabelled), hp.batch_size),
+        epoch_batches=data.epoch_batches,
+        steps_per_epoch=data.steps_per_epoch,
         batch_loss=lambda batch, _progress: batch_loss(batch[0], generator),
         validate=validate,
         monitor="loss",

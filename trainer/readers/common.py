@@ -177,15 +177,25 @@ def check_split(values: Any, where_of: Callable[[int], str], numbered: bool = Fa
     return values
 
 
-def add_line_split(fields: dict, where: str, splits: list[str], first: bool) -> None:
-    """Appends the `split` of a jsonl line (its `fields`, at `where`) to `splits`. A file
-    assigns splits on every line or on none; its first line (`first`) decides which."""
-    if not first and ("split" in fields) != bool(splits):
+def line_split(fields: dict, where: str, first_gave_split: bool | None) -> str | None:
+    """The `split` of a jsonl line (its `fields`, at `where`), None where it gives none. A file
+    assigns splits on every line or on none; `first_gave_split` says whether its first line
+    gave one (None: this is the first line)."""
+    if first_gave_split is not None and ("split" in fields) != first_gave_split:
         message = "`split` must be given on every line or on none"
         raise DatasetError(f"{where}, field 'split'", message)
-    if "split" in fields:
-        splits.append(str(fields["split"]))
-        check_split(splits[-1:], lambda _i: f"{where}, field 'split'")
+    if "split" not in fields:
+        return None
+    value = str(fields["split"])
+    check_split([value], lambda _i: f"{where}, field 'split'")
+    return value
+
+
+def add_line_split(fields: dict, where: str, splits: list[str], first: bool) -> None:
+    """Appends the `split` of a jsonl line to `splits` (`line_split`); `first`: its first line."""
+    value = line_split(fields, where, None if first else bool(splits))
+    if value is not None:
+        splits.append(value)
 
 
 # Zip archives (npz files are zip archives too)

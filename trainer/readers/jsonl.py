@@ -6,6 +6,7 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from trainer.readers.common import (
     encode_labels,
     encode_tag_sequences,
     json_safe,
+    line_split,
 )
 
 JSONL_FIELDS = {
@@ -52,11 +54,27 @@ def numbered_examples(path: Path) -> list[tuple[int, chat.Example]]:
     ]
 
 
-def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool, task: str) -> ParsedDataset:
+class TextRow(NamedTuple):
+    """One checked example of a text file: its text, its label (a label set for multilabel;
+    None unlabelled) and the split it gives (None where the file gives none)."""
+
+    text: str
+    label: str | int | list[str] | None
+    split: str | None
+
+
+def text_rows(
+    lines: Iterable[tuple[str, dict]],
+    labelled: bool,
+    task: str,
+    first_gave_split: bool | None = None,
+) -> Iterator[TextRow]:
+    """Each of `lines` (where it is, its fields) checked as a text example, one at a time: what
+    reading a file whole (`read`) and checking one as a stream (`trainer.streaming`) share.
+    `first_gave_split`: whether the dataset's first row gave a split, when `lines` are not
+    its first (a shard after the first)."""
     fields_of_task = JSONL_FIELDS[task]
-    texts, labels, splits = [], [], []
-    for number, fields in lines:
-        where = f"line {number}"
+    for where, fields in lines:
         unknown = [name for name in fields if name not in fields_of_task]
         if unknown:
             message = f"unknown field; expected {', '.join(fields_of_task)}"
@@ -67,20 +85,36 @@ def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool, task: str) ->
             raise DatasetError(where, "`text` is missing")
         if not isinstance(fields["text"], str) or not fields["text"].strip():
             raise DatasetError(where, "`text` must be a non-empty string")
-        texts.append(fields["text"])
+        label = None
         if labelled:
-            labels.append(
-                _label_set(fields, where) if task == "multilabel" else _label(fields, where)
-            )
-        add_line_split(fields, where, splits, first=len(texts) == 1)
-    if not labelled:
-        y, names = None, ()
-    elif task == "multilabel":
-        y, names = encode_label_sets(labels, "file")
-    else:
-        y, names = encode_labels(np.array([str(v) for v in labels]), "file")
+            label = _label_set(fields, where) if task == "multilabel" else _label(fields, where)
+        split = line_split(fields, where, first_gave_split)
+        first_gave_split = split is not None
+        yield TextRow(fields["text"], label, split)
+
+
+def encode_text_labels(labels: list, task: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A text file's labels (label sets for multilabel) as `ParsedDataset.y` and the names."""
+    if task == "multilabel":
+        return encode_label_sets(labels, "file")
+    return encode_labels(np.array([str(v) for v in labels]), "file")
+
+
+def _read_texts(lines: Iterable[tuple[int, dict]], labelled: bool, task: str) -> ParsedDataset:
+    texts, labels, splits = [], [], []
+    for text, label, split in text_rows(numbered(lines), labelled, task):
+        texts.append(text)
+        labels.append(label)
+        if split is not None:
+            splits.append(split)
+    y, names = encode_text_labels(labels, task) if labelled else (None, ())
     split = np.array(splits, dtype=str) if splits else None
     return ParsedDataset("text", None, tuple(texts), y, names, split, None, task=task)
+
+
+def numbered(lines: Iterable[tuple[int, dict]]) -> Iterator[tuple[str, dict]]:
+    """(line number, fields) as (where, fields): "line 3"."""
+    return ((f"line {number}", fields) for number, fields in lines)
 
 
 def _read_tagged(lines: Iterable[tuple[int, dict]], labelled: bool) -> ParsedDataset:
@@ -150,25 +184,31 @@ def preview(path: Path, count: int) -> dict:
 
 def _jsonl_objects(path: Path, limit: int | None = None) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line, numbered from 1; at most `limit`."""
-    found = 0
     with open(path, "rb") as file:
-        for number, raw in enumerate(file, 1):
-            if limit is not None and found >= limit:
-                return
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise DatasetError(f"line {number}", f"not UTF-8 text: {error.reason}") from None
-            if not line.strip():
-                continue
-            try:
-                fields = json.loads(line)
-            except json.JSONDecodeError as error:
-                message = f"invalid JSON: {error.msg} at column {error.colno}"
-                raise DatasetError(f"line {number}", message) from None
-            except RecursionError:
-                raise DatasetError(f"line {number}", "invalid JSON: nested too deeply") from None
-            if not isinstance(fields, dict):
-                raise DatasetError(f"line {number}", "not a JSON object")
-            found += 1
-            yield number, fields
+        yield from objects(file, limit)
+
+
+def objects(file: BinaryIO, limit: int | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of an open file, numbered from 1, read
+    one line at a time; at most `limit`."""
+    found = 0
+    for number, raw in enumerate(file, 1):
+        if limit is not None and found >= limit:
+            return
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as error:
+            raise DatasetError(f"line {number}", f"not UTF-8 text: {error.reason}") from None
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError as error:
+            message = f"invalid JSON: {error.msg} at column {error.colno}"
+            raise DatasetError(f"line {number}", message) from None
+        except RecursionError:
+            raise DatasetError(f"line {number}", "invalid JSON: nested too deeply") from None
+        if not isinstance(fields, dict):
+            raise DatasetError(f"line {number}", "not a JSON object")
+        found += 1
+        yield number, fields
