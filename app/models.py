@@ -215,8 +215,8 @@ class Checkpoint(Base):
 class Gang(Base):
     """The machines gathered for one attempt of a job of several `nodes`: the worker that
     took the job (its leader) and the members that joined it. `forming` until the members
-    are in (then `formed`, with the attempt and the leader's rendezvous address) or until
-    `expires_at` passes (then `abandoned`: the members leave and the job waits queued)."""
+    are in (then `formed`, with the attempt and the leader's rendezvous address); given up
+    (deleted) if they are not by `expires_at`: the members leave and the job waits queued."""
 
     __tablename__ = "gangs"
 

@@ -33,10 +33,10 @@ def serve(gang_id: str, settings: Settings, owner: str) -> None:
     with session_scope() as session:
         slot = gangs.join(session, gang_id, owner)
     if slot is None:
-        return  # formed, abandoned or full already: the message came late
-    formed = _wait_until_formed(gang_id, slot, settings)
+        return  # formed, given up or full already: the message came late
+    formed = _wait_until_formed(gang_id, slot)
     if formed is None:
-        log.info("gang %s was abandoned: this worker leaves it", gang_id)
+        log.info("gang %s was given up: this worker leaves it", gang_id)
         return
     job_id, attempt_number, endpoint, nodes = formed
     about = {"job_id": job_id, "attempt": attempt_number}
@@ -77,20 +77,18 @@ def serve(gang_id: str, settings: Settings, owner: str) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _wait_until_formed(
-    gang_id: str, slot: int, settings: Settings
-) -> tuple[str, int, str, int] | None:
+def _wait_until_formed(gang_id: str, slot: int) -> tuple[str, int, str, int] | None:
     """The job, attempt, rendezvous and machine count once the leader has claimed the job;
     None when it gave the gang up."""
     while True:
-        with session_scope() as session:
-            found = gangs.state(session, gang_id)
-            if found.state == "formed":
-                joined = gangs.joined(session, gang_id)
-                return found.job_id, found.attempt, found.endpoint, joined + 1
-            if found.state == "abandoned":
-                return None
-            gangs.seen(session, gang_id, slot)
+        try:
+            with session_scope() as session:
+                formed = gangs.formed_gang(session, gang_id, slot)
+                if formed is not None:
+                    machines = gangs.joined(session, gang_id) + 1
+                    return formed.job_id, formed.attempt, formed.endpoint, machines
+        except gangs.GangGone:
+            return None
         time.sleep(gang.POLL_SECONDS)
 
 

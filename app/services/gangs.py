@@ -4,15 +4,16 @@ The worker that takes such a job leads: it opens a gang (`open_gang`) while the 
 queued, asks the job's queue for `nodes - 1` more workers (`tunery.join_gang` messages), and
 waits for them to `join`. Once they are in, it claims the job as any worker does and marks the
 gang `formed` with the attempt and its rendezvous address; each member then runs its ranks of
-that attempt. If they are not in by `expires_at` the leader `abandon`s the gang: the members
-leave, the job stays queued with an event saying why, and the leader sends it again later.
-Each step is one conditional statement; the job's own lease and fencing (`job_state`) cover
-the attempt once it runs, and members' `seen_at` tell its leader they are still there.
+that attempt. If they are not in by `expires_at` the leader `abandon`s the gang, deleting it
+(a job may wait through many): the members leave, the job stays queued with an event saying
+why, and the leader sends it again later. Each step is one conditional statement; the job's
+own lease and fencing (`job_state`) cover the attempt once it runs, and members' `seen_at`
+tell its leader they are still there.
 """
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,30 +81,42 @@ def formed(session: Session, gang_id: str, attempt: int, endpoint: str) -> None:
 
 
 def abandon(session: Session, gang_id: str, why: str | None = None) -> None:
-    """The members leave. `why`: the job waits for this reason, said once in its events
-    however often it is tried again."""
+    """Give the gang up: its rows go (a job may wait through many), and members waiting for
+    it leave. `why`: the job waits for this reason, said once in its events however often it
+    is tried again."""
     gang = session.get(Gang, gang_id)
-    gang.state = "abandoned"
+    if gang is None:
+        return
+    job_id = gang.job_id
+    session.execute(delete(GangMember).where(GangMember.gang_id == gang_id))
+    session.delete(gang)
     if why is None:
         return
     last = session.scalar(
         select(JobEvent.message)
-        .where(JobEvent.job_id == gang.job_id)
+        .where(JobEvent.job_id == job_id)
         .order_by(JobEvent.id.desc())
         .limit(1)
     )
     if last != why:
-        attempt = session.scalar(select(Job.attempt).where(Job.id == gang.job_id))
-        job_state.add_event(session, gang.job_id, attempt, "log", why)
+        attempt = session.scalar(select(Job.attempt).where(Job.id == job_id))
+        job_state.add_event(session, job_id, attempt, "log", why)
 
 
-def state(session: Session, gang_id: str) -> Gang | None:
-    """The gang as a member waiting for it sees it: a forming one past its wait counts as
-    abandoned (its leader is gone)."""
+class GangGone(Exception):
+    """The gang was given up, or its wait is over with no leader left to give it up."""
+
+
+def formed_gang(session: Session, gang_id: str, slot: int) -> Gang | None:
+    """For a member waiting: the gang once its leader has claimed the job, None while it is
+    still forming (the member is seen meanwhile); `GangGone` when it will not form."""
     gang = session.get(Gang, gang_id)
-    if gang is not None and gang.state == "forming" and gang.expires_at <= utcnow():
-        gang.state = "abandoned"
-    return gang
+    if gang is None or (gang.state == "forming" and gang.expires_at <= utcnow()):
+        raise GangGone(gang_id)
+    if gang.state == "formed":
+        return gang
+    seen(session, gang_id, slot)
+    return None
 
 
 def seen(session: Session, gang_id: str, slot: int) -> None:
