@@ -233,8 +233,8 @@ class Gang(Base):
 
 class GangMember(Base):
     """A worker that joined a gang as one of its machines (`slot` 1, 2, … ; the leader is 0).
-    `seen_at` is renewed at each of its heartbeats while it trains: a member not seen for a
-    lease is lost, and its leader ends the attempt."""
+    `seen_at` is renewed at each of its heartbeats while it waits and trains: a member not
+    seen for a lease is lost, and its leader ends the attempt."""
 
     __tablename__ = "gang_members"
 
@@ -245,6 +245,9 @@ class GangMember(Base):
     owner: Mapped[str] = mapped_column(String(200))
     joined_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # How its ranks ended: `done` (never counted lost while the leader still saves the
+    # model) or `failed` (counted lost at once); None while they run.
+    ended: Mapped[str | None] = mapped_column(String(8))
 
 
 class Model(Base):

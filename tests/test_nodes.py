@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.stack import postgres_redis_stack
+from tests.stack import postgres_redis_stack, trainer_pids
 from tests.test_distributed import SEVERAL_STEP_EPOCHS, finish, job, metric_values, start
 from tests.test_e2e import finished, wait_for
 
@@ -97,11 +97,18 @@ def stack(tmp_path_factory):
         yield s
 
 
-def second_machine(stack) -> None:
-    root = stack.root / "machine-2"
-    stack.start_worker(
-        extra_env={"TUNERY_RUN_DIR": str(root / "runs"), "TUNERY_CACHE_DIR": str(root / "cache")}
-    )
+def add_a_second_machine(stack) -> None:
+    """A second worker, with its own run and cache directories, unless it is there already."""
+    if len(stack.processes) < 3:  # the API and the first worker
+        root = stack.root / "machine-2"
+        env = {"TUNERY_RUN_DIR": str(root / "runs"), "TUNERY_CACHE_DIR": str(root / "cache")}
+        stack.start_worker(extra_env=env)
+
+
+@pytest.fixture
+def two_machines(stack):
+    add_a_second_machine(stack)
+    return stack
 
 
 def events_of(client, job_id: str) -> list[dict]:
@@ -132,7 +139,7 @@ def test_a_gang_that_cannot_form_waits_queued_and_starts_when_a_second_worker_ar
             f"{stack.env['TUNERY_QUEUE']!r} it needs joined within 4 s; trying again"
         ]
 
-        second_machine(stack)
+        add_a_second_machine(stack)
         done = wait_for(client, job_id, finished, timeout=180)
         assert done["status"] == "succeeded", (done, stack.logs())
         assert (done["attempt"], done["progress"]["step"]) == (1, 2 * 5)
@@ -140,10 +147,13 @@ def test_a_gang_that_cannot_form_waits_queued_and_starts_when_a_second_worker_ar
 
 
 @pytest.mark.e2e
-def test_a_machine_killed_mid_epoch_ends_the_attempt_and_the_job_resumes_on_all_ranks(stack):
+def test_a_machine_killed_mid_epoch_ends_the_attempt_and_the_job_resumes_on_all_ranks(
+    two_machines,
+):
+    stack = two_machines
     with stack.client() as client:
         job_id = client.post("/v1/jobs", json=LONG | {"resources": {"nodes": 2}}).json()["id"]
-        member = kill_the_member_after_a_checkpoint(client, job_id, stack)
+        kill_the_member_after_a_checkpoint(client, job_id, stack)
         done = wait_for(client, job_id, finished, timeout=300)
         assert done["status"] == "succeeded", (done, stack.logs())
         assert done["attempt"] == 2 and done["progress"]["step"] == 40 * 10
@@ -151,11 +161,12 @@ def test_a_machine_killed_mid_epoch_ends_the_attempt_and_the_job_resumes_on_all_
         assert any("peer_lost" in m or "machine 1 of the job's 2" in m for m in messages), messages
         assert len([m for m in messages if m.startswith("resumed from the checkpoint")]) == 1
         assert len(models_of(client, job_id)) == 1
-        assert member not in trainer_launchers()
+        assert no_trainer_left(job_id), "a rank or launcher of the job outlived it"
 
 
 @pytest.mark.e2e
-def test_an_elastic_job_goes_on_without_a_machine_it_lost(stack):
+def test_an_elastic_job_goes_on_without_a_machine_it_lost(two_machines):
+    stack = two_machines
     elastic = {"nodes": 2, "elastic": {"min_nodes": 1, "max_restarts": 1}}
     with stack.client() as client:
         job_id = client.post("/v1/jobs", json=LONG | {"resources": elastic}).json()["id"]
@@ -166,6 +177,14 @@ def test_an_elastic_job_goes_on_without_a_machine_it_lost(stack):
         messages = [e["message"] for e in events_of(client, job_id)]
         assert len([m for m in messages if m.startswith("resumed from the checkpoint")]) == 1
         assert len(models_of(client, job_id)) == 1
+        assert no_trainer_left(job_id), "a rank or launcher of the job outlived it"
+
+
+def no_trainer_left(job_id: str, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while trainer_pids(job_id) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return trainer_pids(job_id) == []
 
 
 def trainer_launchers() -> dict[int, str]:
@@ -173,7 +192,7 @@ def trainer_launchers() -> dict[int, str]:
     return {int(line.split()[0]): line for line in found.stdout.splitlines()}
 
 
-def kill_the_member_after_a_checkpoint(client, job_id: str, stack) -> int:
+def kill_the_member_after_a_checkpoint(client, job_id: str, stack) -> None:
     """kill -9 the launcher (and so the ranks) of the machine that joined the job's gang."""
     deadline = time.monotonic() + 120
     while client.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"] == []:
@@ -183,4 +202,3 @@ def kill_the_member_after_a_checkpoint(client, job_id: str, stack) -> int:
                if job_id in line and "-machine-" in line]  # fmt: skip
     assert len(members) == 1, trainer_launchers()
     os.killpg(members[0], signal.SIGKILL)
-    return members[0]

@@ -8,8 +8,9 @@ back with `weights_only=True`: they hold tensors and plain values only, and only
 
 With several ranks (`trainer.distributed`) every rank calls `save` at the same step, rank 0
 alone writes, and no rank returns before the file is complete: a rank that then exits (75,
-stopped) never leaves a checkpoint half-written behind it. On resume rank 0 reads it and
-sends its bytes to the others: the ranks of other machines have no copy.
+stopped) never leaves a checkpoint half-written behind it. On resume every rank of one
+machine reads it; across machines the reporting rank sends its bytes to the others, which
+have no copy.
 """
 
 import io
@@ -77,9 +78,10 @@ def checkpoint_name(step: int) -> str:
 
 
 def _read_on_main(path: Callable[[], Path | None]) -> dict[str, Any] | None:
-    """The checkpoint at the reporting rank's `path()`, read there, on every rank. On the CPU:
-    each rank moves what it loads onto its own device."""
-    if distributed.WORLD.size == 1:
+    """The checkpoint at the reporting rank's `path()`, on every rank: on one machine each
+    rank reads the file; across machines the reporting rank sends its bytes to the others,
+    which have no copy. On the CPU: each rank moves what it loads onto its own device."""
+    if distributed.on_one_machine():
         found = path()
         return None if found is None else _read(found)
     data = distributed.on_main(lambda: None if (found := path()) is None else found.read_bytes())

@@ -76,7 +76,7 @@ def join(device: torch.device) -> torch.device:
     )
     # Which rank reports: the one rank that says so (several machines' ranks are numbered
     # by the rendezvous, so it need not be rank 0).
-    candidates = torch.tensor([WORLD.rank if WORLD.reports else WORLD.size])
+    candidates = torch.tensor([WORLD.rank if WORLD.reports else WORLD.size], device=device)
     dist.all_reduce(candidates, op=dist.ReduceOp.MIN)
     WORLD = replace(WORLD, main_rank=int(candidates))
     if WORLD.main_rank == WORLD.size:
@@ -89,14 +89,23 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+# What gloo and NCCL say when the process at the other end of a connection is gone.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "remote process exited")  # fmt: skip
+
+
 def lost_a_peer(error: Exception) -> bool:
-    """Whether a collective failed because another rank is gone (its machine, its process):
-    c10d's own errors, and gloo's transport errors, which reach Python as RuntimeError."""
+    """Whether a collective failed because another rank is gone (its machine, its process),
+    rather than for a reason of this job's own (which would fail again: no retry)."""
     if WORLD.size == 1:
         return False
-    return isinstance(error, dist.DistError) or (
-        isinstance(error, RuntimeError) and "gloo/transport" in str(error)
+    return isinstance(error, dist.DistNetworkError) or (
+        isinstance(error, RuntimeError) and any(gone in str(error) for gone in _PEER_GONE)
     )
+
+
+def on_one_machine() -> bool:
+    return WORLD.size == WORLD.local_size
 
 
 def die_with_launcher() -> None:

@@ -41,14 +41,16 @@ from typing import BinaryIO
 from torch.distributed import run as torchrun
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous.api import RendezvousError
 
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.distributed import LAUNCHER_PID, REPORTING_NODE
 
 TRAINER = "trainer.main"
 TORCHRUN_SIGNALS = "SIGINT,SIGHUP,SIGQUIT"  # what torchrun handles itself: not SIGTERM
-# How long the machines of a gang, all started, may take to meet at the rendezvous.
-JOIN_TIMEOUT_SECONDS = 120
+# How long the machines of a gang, all started, may take to meet at the rendezvous (the
+# leader may still be fetching a large checkpoint from the artifact store).
+JOIN_TIMEOUT_SECONDS = 600
 # Once enough machines have met (an elastic group re-forming), how long more may still join.
 LAST_CALL_SECONDS = 5
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         fifo = os.path.join(channel, "events")
         relay = _Relay(fifo, out)
         try:
-            code = _run(_torchrun_args(args, several_machines, fifo))
+            code = _run(_torchrun_args(args, several_machines, fifo), fifo)
         finally:
             done.set()
             relay.finish()
@@ -106,7 +108,7 @@ def _torchrun_args(args: argparse.Namespace, several_machines: bool, fifo: str) 
             f"--rdzv-id={args.rdzv_id}",
             # Every machine of a test may be this one: who hosts the store is said, not guessed.
             f"--rdzv-conf=is_host={str(args.leader).lower()},join_timeout={JOIN_TIMEOUT_SECONDS},"
-            f"last_call_timeout={LAST_CALL_SECONDS}",
+            f"read_timeout={JOIN_TIMEOUT_SECONDS},last_call_timeout={LAST_CALL_SECONDS}",
             f"--local-addr={args.local_addr}",
         ]
     return [
@@ -122,7 +124,7 @@ def _torchrun_args(args: argparse.Namespace, several_machines: bool, fifo: str) 
     ]
 
 
-def _run(torchrun_args: list[str]) -> int:
+def _run(torchrun_args: list[str], fifo: str) -> int:
     args = torchrun.parse_args(torchrun_args)
     try:
         torchrun.run(args)
@@ -131,6 +133,12 @@ def _run(torchrun_args: list[str]) -> int:
         return outcome([failure.exitcode for failure in failed.failures.values()])
     except SignalException as signalled:  # SIGINT, SIGHUP, SIGQUIT: torchrun stopped the ranks
         return -int(signalled.sigval)
+    except RendezvousError as failed:  # the machines did not meet, or could not meet again
+        print(f"rendezvous failed: {failed!r}", file=sys.stderr)
+        error = {"type": "error", "error_type": "rendezvous_failed", "message": str(failed)[:2000]}
+        with open(fifo, "w") as events:  # relayed as the ranks' own: the supervisor retries
+            events.write(json.dumps(error) + "\n")
+        return INTERRUPTED_EXIT
     return 0
 
 

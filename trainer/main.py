@@ -52,9 +52,10 @@ def train(run_dir: Path, events: EventSink) -> None:
     checkpointing = None
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # no run to end early without checkpointing
     if run.checkpoint_dir:
-        checkpointing = Checkpointing(
-            run.checkpoint_dir, run.checkpoint_every_steps, run.start_checkpoint_path
-        )
+        # Every rank checkpoints at the same steps, with collectives: the reporting rank's
+        # interval, should another machine's worker be configured otherwise.
+        every_steps = distributed.on_main(lambda: run.checkpoint_every_steps)
+        checkpointing = Checkpointing(run.checkpoint_dir, every_steps, run.start_checkpoint_path)
         # SIGTERM (a cancel, a deadline, a worker shutting down) stops at the next step,
         # after a checkpoint.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: checkpointing.stop.set())

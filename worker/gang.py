@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+
 from app.config import Settings
 from app.db import session_scope
 from app.models import Job, utcnow
@@ -36,7 +39,10 @@ def resources_of(job_id: str) -> Resources:
     with session_scope() as session:
         job = session.get(Job, job_id)
         spec = job.spec if job is not None else {}  # unknown: its claim says so
-    return Resources.model_validate(spec.get("resources", {}))
+    try:
+        return Resources.model_validate(spec.get("resources", {}))
+    except ValidationError:  # no longer valid: the attempt's own reading of it fails the job
+        return Resources()
 
 
 def gather(job_id: str, resources: Resources, settings: Settings, owner: str) -> Gathered | None:
@@ -50,17 +56,22 @@ def gather(job_id: str, resources: Resources, settings: Settings, owner: str) ->
         gang_id = gangs.open_gang(session, job_id, resources.nodes, owner, wait)
     if gang_id is None:
         return None
+    deadline = time.monotonic() + wait  # no later than the gang's `expires_at`
     wanted = resources.nodes - 1
     enough = resources.elastic.min_nodes - 1 if resources.elastic else wanted
     dispatch.gather(gang_id, resources, wanted, wait)
-    deadline = time.monotonic() + wait
     while True:
         with session_scope() as session:
             joined = gangs.joined(session, gang_id)
-        if joined >= wanted or (time.monotonic() > deadline and joined >= enough):
-            log.info("job %s: %d machines gathered", job_id, joined + 1, extra={"job_id": job_id})
-            return Gathered(gang_id, joined + 1, resources)
-        if time.monotonic() > deadline:
+        closing = time.monotonic() > deadline - 2 * POLL_SECONDS
+        if joined >= wanted or (closing and joined >= enough):
+            with session_scope() as session:
+                machines = gangs.take(session, gang_id, settings.lease_seconds)
+            if machines is not None:
+                log.info("job %s: %d machines gathered", job_id, machines, extra={"job_id": job_id})
+                return Gathered(gang_id, machines, resources)
+            break
+        if closing:
             break
         time.sleep(POLL_SECONDS)
     queue = dispatch.queue_for(resources)
@@ -81,12 +92,25 @@ def disband(gathered: Gathered) -> None:
         gangs.abandon(session, gathered.id)
 
 
+class CannotStart(Exception):
+    """The gang was gathered but cannot start this attempt: its members gave up waiting, or
+    this machine has no rendezvous to offer them (`TUNERY_NODE_ADDRESS`)."""
+
+
 def start(gathered: Gathered, job_id: str, attempt: int, settings: Settings) -> list[str]:
     """Tell the members which attempt they train and where to meet; the leader's own
     `trainer.launch` arguments."""
-    endpoint = f"{settings.node_address}:{_free_port(settings.node_address)}"
+    try:
+        endpoint = f"{settings.node_address}:{_free_port(settings.node_address)}"
+    except OSError as error:
+        disband(gathered)
+        raise CannotStart(f"no rendezvous at TUNERY_NODE_ADDRESS={settings.node_address!r}: "
+                          f"{error}") from error  # fmt: skip
     with session_scope() as session:
-        gangs.formed(session, gathered.id, attempt, endpoint)
+        started = gangs.formed(session, gathered.id, attempt, endpoint)
+    if not started:
+        disband(gathered)
+        raise CannotStart("the other machines gave up waiting for this one to start")
     return launch_args(gathered.nodes, gathered.resources, job_id, attempt, endpoint, settings)
 
 
@@ -112,11 +136,15 @@ def launch_args(
 
 
 def lost_members(gang_id: str, settings: Settings) -> list[int]:
-    """The members that have not reported for a lease: their machine, or their worker, is
-    gone, and the attempt with it (the lease covers the whole gang)."""
+    """The members that left or have not reported for a lease: their machine, or their
+    worker, is gone, and the attempt with it (the lease covers the whole gang). None known
+    while the database cannot be reached: the heartbeat's own retries cover that."""
     since = utcnow() - timedelta(seconds=settings.lease_seconds)
-    with session_scope() as session:
-        return gangs.lost_members(session, gang_id, since)
+    try:
+        with session_scope() as session:
+            return gangs.lost_members(session, gang_id, since)
+    except DBAPIError:
+        return []
 
 
 def _free_port(address: str) -> int:

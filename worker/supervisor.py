@@ -394,6 +394,8 @@ def _fail_to_prepare(job_id: str, attempt: int, error: Exception) -> None:
         error_type, retryable = "checkpoint_gone", False
     elif isinstance(error, FileNotFoundError | ChecksumMismatch):
         error_type, retryable = "input_gone", False
+    elif isinstance(error, gang.CannotStart):
+        error_type, retryable = "gang_unavailable", True
     else:
         error_type, retryable = "input_unavailable", True
     log.warning(
@@ -450,22 +452,30 @@ def _prepare(job_id: str, settings: Settings, owner: str) -> Attempt | None:
         latest_checkpoint_key=inputs.latest_checkpoint_key,
         start_checkpoint_key=inputs.start_checkpoint_key,
     )
+    start_from = (
+        (run_dir / START_CHECKPOINT_FILE).resolve() if inputs.start_checkpoint_key else None
+    )
+    write_run_request(attempt, inputs, start_from)
+    return attempt
+
+
+def write_run_request(
+    attempt: Attempt, inputs: attempts.AttemptInputs, start_checkpoint_path: Path | None = None
+) -> None:
+    """The trainer's run request, RUN_DIR/run.json, for this machine's attempt."""
     request = RunRequest(
-        job_id=job_id,
+        job_id=attempt.job_id,
         model_id=attempt.model_id,
         spec=inputs.spec,
         base_model_path=inputs.base_model_path,
         datasets=inputs.datasets,
         streams=inputs.streams,
-        output_path=run_dir / MODEL_FILE,
+        output_path=attempt.run_dir / MODEL_FILE,
         checkpoint_dir=attempt.checkpoints.directory,
-        checkpoint_every_steps=settings.checkpoint_every_steps,
-        start_checkpoint_path=(
-            (run_dir / START_CHECKPOINT_FILE).resolve() if inputs.start_checkpoint_key else None
-        ),
+        checkpoint_every_steps=attempt.settings.checkpoint_every_steps,
+        start_checkpoint_path=start_checkpoint_path,
     )
-    (run_dir / "run.json").write_text(request.model_dump_json())
-    return attempt
+    (attempt.run_dir / "run.json").write_text(request.model_dump_json())
 
 
 def _watch(attempt: Attempt, process: TrainerProcess) -> bool:
@@ -489,17 +499,7 @@ def _watch(attempt: Attempt, process: TrainerProcess) -> bool:
             )
             return False
         # A machine lost ends the attempt; an elastic one's launchers re-form without it.
-        gang_id = attempt.gang_id if attempt.spec.resources.elastic is None else None
-        if gang_id is not None and (lost := gang.lost_members(gang_id, settings)):
-            trainer_process.stop(process, settings.stop_grace_seconds)
-            message = (
-                f"machine {lost[0]} of the job's {attempt.spec.resources.nodes} stopped reporting"
-            )
-            with session_scope() as session:
-                status = job_state.fail(session, job_id, n, "node_lost", message, retryable=True)
-            log.warning("job %s attempt %d: %s", job_id, n, message, extra=about)
-            if status == "queued":
-                dispatch.send([job_id])
+        if attempt.spec.resources.elastic is None and _lost_a_machine(attempt, process):
             return False
         if attempt.pruned_after is not None and not finishing:
             trainer_process.finish(process)
@@ -517,6 +517,33 @@ def _watch(attempt: Attempt, process: TrainerProcess) -> bool:
                 job_state.fail(session, job_id, n, "timeout", message, retryable=False)
             log.warning("job %s attempt %d: %s; failed", job_id, n, message, extra=about)
             return False
+    return True
+
+
+def _lost_a_machine(attempt: Attempt, process: TrainerProcess) -> bool:
+    """Whether a member of the attempt's gang stopped reporting, and the attempt ended for
+    it: retryable, unless this machine's trainer ends meanwhile (its own outcome, recorded as
+    usual, says more than the member's absence). Its last events are written first."""
+    lost = gang.lost_members(attempt.gang_id, attempt.settings) if attempt.gang_id else []
+    if not lost:
+        return False
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=attempt.settings.stop_grace_seconds)
+    if process.poll() is not None:
+        return False
+    trainer_process.stop(process, attempt.settings.stop_grace_seconds)
+    attempt.relay()
+    job_id, n = attempt.job_id, attempt.attempt
+    message = f"machine {lost[0]} of the job's {attempt.spec.resources.nodes} stopped reporting"
+
+    def record() -> str | None:
+        with session_scope() as session:
+            return job_state.fail(session, job_id, n, "node_lost", message, retryable=True)
+
+    status = _despite_outages(attempt, record)
+    log.warning("job %s attempt %d: %s", job_id, n, message, extra={"job_id": job_id})
+    if status == "queued":
+        dispatch.send([job_id])
     return True
 
 
@@ -568,14 +595,21 @@ def _finish(attempt: Attempt) -> None:
     _wake_waiting_jobs(attempt.tenant_id)
 
 
-def supervise(job_id: str, settings: Settings, owner: str) -> None:
+def supervise(
+    job_id: str, settings: Settings, owner: str, stopping: Callable[[], bool] = lambda: False
+) -> None:
     """Run one attempt at the job, if it can be claimed: prepare, launch and watch the
-    trainer, record the outcome, and clean up."""
+    trainer, record the outcome, and clean up. A job of several machines gathers the others
+    first; a worker `stopping` meanwhile hands the job back."""
     resources = gang.resources_of(job_id)
     gathered = None
     if resources.nodes > 1:  # its other machines first, all or none
         gathered = gang.gather(job_id, resources, settings, owner)
         if gathered is None:
+            return
+        if stopping():
+            gang.disband(gathered)
+            dispatch.send([job_id])
             return
     attempt = _prepare(job_id, settings, owner)
     if attempt is None:
@@ -585,7 +619,11 @@ def supervise(job_id: str, settings: Settings, owner: str) -> None:
     try:
         if gathered is not None:
             attempt.gang_id = gathered.id
-            rendezvous = gang.start(gathered, job_id, attempt.attempt, settings)
+            try:
+                rendezvous = gang.start(gathered, job_id, attempt.attempt, settings)
+            except gang.CannotStart as error:
+                _fail_to_prepare(job_id, attempt.attempt, error)
+                return
             attempt.rendezvous = [*rendezvous, "--leader"]
         attempt.tracking = mlflow_logging.start(attempt)
         _run(attempt)

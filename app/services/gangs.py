@@ -2,18 +2,18 @@
 
 The worker that takes such a job leads: it opens a gang (`open_gang`) while the job is still
 queued, asks the job's queue for `nodes - 1` more workers (`tunery.join_gang` messages), and
-waits for them to `join`. Once they are in, it claims the job as any worker does and marks the
-gang `formed` with the attempt and its rendezvous address; each member then runs its ranks of
-that attempt. If they are not in by `expires_at` the leader `abandon`s the gang, deleting it
-(a job may wait through many): the members leave, the job stays queued with an event saying
-why, and the leader sends it again later. Each step is one conditional statement; the job's
-own lease and fencing (`job_state`) cover the attempt once it runs, and members' `seen_at`
-tell its leader they are still there.
+waits for them to `join`. Once they are in, it `take`s the gang (no more joins), claims the job
+as any worker does and marks the gang `formed` with the attempt and its rendezvous address;
+each member then runs its ranks of that attempt. If they are not in by `expires_at` the
+leader `abandon`s the gang, deleting it (a job may wait through many): the members leave, the
+job stays queued with an event saying why, and the leader sends it again later. Each step is
+one conditional statement; the job's own lease and fencing (`job_state`) cover the attempt
+once it runs, and members' `seen_at` tell its leader they are still there.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -71,13 +71,29 @@ def joined(session: Session, gang_id: str) -> int:
     return session.scalar(select(func.count()).where(GangMember.gang_id == gang_id))
 
 
-def formed(session: Session, gang_id: str, attempt: int, endpoint: str) -> None:
-    """The leader claimed the job for `attempt`: the members start, meeting at `endpoint`."""
-    session.execute(
+def take(session: Session, gang_id: str, start_within_seconds: float) -> int | None:
+    """The leader takes the gang as it is (all in, or enough for an elastic job) before its
+    wait is over: no one joins after, and the members wait `start_within_seconds` more for it
+    to claim the job and start. The machines it has; None when its wait was over first (the
+    members may have left)."""
+    now = utcnow()
+    taken = session.execute(
         update(Gang)
-        .where(Gang.id == gang_id)
+        .where(Gang.id == gang_id, Gang.state == "forming", Gang.expires_at > now)
+        .values(state="starting", expires_at=now + timedelta(seconds=start_within_seconds))
+    )
+    return joined(session, gang_id) + 1 if taken.rowcount == 1 else None
+
+
+def formed(session: Session, gang_id: str, attempt: int, endpoint: str) -> bool:
+    """The leader claimed the job for `attempt`: the members start, meeting at `endpoint`.
+    False when they gave up waiting for it first."""
+    started = session.execute(
+        update(Gang)
+        .where(Gang.id == gang_id, Gang.state == "starting", Gang.expires_at > utcnow())
         .values(state="formed", attempt=attempt, endpoint=endpoint)
     )
+    return started.rowcount == 1
 
 
 def abandon(session: Session, gang_id: str, why: str | None = None) -> None:
@@ -111,7 +127,7 @@ def formed_gang(session: Session, gang_id: str, slot: int) -> Gang | None:
     """For a member waiting: the gang once its leader has claimed the job, None while it is
     still forming (the member is seen meanwhile); `GangGone` when it will not form."""
     gang = session.get(Gang, gang_id)
-    if gang is None or (gang.state == "forming" and gang.expires_at <= utcnow()):
+    if gang is None or (gang.state != "formed" and gang.expires_at <= utcnow()):
         raise GangGone(gang_id)
     if gang.state == "formed":
         return gang
@@ -127,21 +143,27 @@ def seen(session: Session, gang_id: str, slot: int) -> None:
     )
 
 
-def leave(session: Session, gang_id: str, slot: int) -> None:
-    """A member whose ranks ended badly: its leader counts it lost at once, not a lease later."""
+def end(session: Session, gang_id: str, slot: int, failed: bool) -> None:
+    """A member's ranks ended: if `failed` (killed, or failed on their own) its leader
+    counts it lost at once, not a lease later; if not, never."""
     session.execute(
         update(GangMember)
         .where(GangMember.gang_id == gang_id, GangMember.slot == slot)
-        .values(seen_at=datetime(1970, 1, 1, tzinfo=UTC))
+        .values(ended="failed" if failed else "done")
     )
 
 
 def lost_members(session: Session, gang_id: str, seen_before: datetime) -> list[int]:
-    """The slots of members that have not reported since `seen_before`."""
+    """The slots of members whose ranks failed, or that have not reported since
+    `seen_before`."""
     return list(
         session.scalars(
             select(GangMember.slot).where(
-                GangMember.gang_id == gang_id, GangMember.seen_at < seen_before
+                GangMember.gang_id == gang_id,
+                or_(
+                    GangMember.ended == "failed",
+                    and_(GangMember.ended.is_(None), GangMember.seen_at < seen_before),
+                ),
             )
         )
     )
