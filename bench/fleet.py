@@ -67,13 +67,16 @@ UNLIMITED = "100000000"
 READS_PER_SECOND = 20
 SAMPLE_SECONDS = 0.5
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+# Where Postgres spends its time, by statement; on a server started without it, not reported.
+STATEMENTS = "pg_stat_statements"
+TOP_STATEMENTS = 8
 
 
 @dataclass(frozen=True)
 class Setup:
     seconds: float = 30.0  # the measured window, per fleet size
     heartbeat_seconds: float = 1.0  # TUNERY_HEARTBEAT_SECONDS; 1 is the deployed default
-    job_seconds: float = 15.0  # each job's length, give or take a fifth
+    job_seconds: float = 20.0  # each job's length, give or take a fifth
     points_per_heartbeat: int = 4
     processes: int = 2  # of simulated workers
     pool_size: int | None = None  # per process; None: a connection per worker
@@ -99,6 +102,8 @@ class FleetRun:
     connections: list[int]  # samples of pg_stat_activity for the database
     active_connections: list[int]
     cpu_s: dict[str, float | None] = field(default_factory=dict)  # by process, over the window
+    # The database's costliest statements in the window: (calls, total seconds, text).
+    statements: list[tuple[int, float, str]] = field(default_factory=list)
 
     def cores(self, role: str) -> float | None:
         """CPU seconds per second of the window."""
@@ -189,6 +194,32 @@ class Sampler:
                 self.active.append(active - 1)
 
 
+class Statements:
+    """pg_stat_statements of the stack's database, where the server loads it."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.url = psycopg_url(stack)
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            loaded = connection.execute("SHOW shared_preload_libraries").fetchone()[0]
+            self.on = STATEMENTS in loaded
+            if self.on:
+                connection.execute(f"CREATE EXTENSION IF NOT EXISTS {STATEMENTS}")
+
+    def reset(self) -> None:
+        if self.on:
+            with psycopg.connect(self.url, autocommit=True) as connection:
+                connection.execute(f"SELECT {STATEMENTS}_reset()")
+
+    def top(self) -> list[tuple[int, float, str]]:
+        if not self.on:
+            return []
+        query = (f"SELECT calls, total_exec_time / 1000, query FROM {STATEMENTS} "
+                 "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                 "ORDER BY total_exec_time DESC LIMIT %s")  # fmt: skip
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            return [tuple(row) for row in connection.execute(query, (TOP_STATEMENTS,))]
+
+
 def _metric_rows(stack: Stack) -> int:
     with psycopg.connect(psycopg_url(stack)) as connection:
         return connection.execute("SELECT count(*) FROM job_metrics").fetchone()[0]
@@ -251,6 +282,7 @@ def run_fleet(workers: int, setup: Setup) -> FleetRun:
                     if process.stdout.readline().strip() != "ready":
                         raise RuntimeError("a fleet process did not start")
                 rows_before = _metric_rows(stack)
+                statements = Statements(stack)
                 start_at = time.time() + 1
                 stop_at = start_at + setup.seconds
                 for process in processes:
@@ -258,9 +290,12 @@ def run_fleet(workers: int, setup: Setup) -> FleetRun:
                     process.stdin.flush()
                 time.sleep(max(0.0, start_at - time.time()))
                 cpu_before = _servers_cpu(stack)
-                with Sampler(stack, keys[0], job_ids) as sampler:
+                statements.reset()
+                # Reads of the first tenant's jobs (submitted round-robin), as that tenant.
+                with Sampler(stack, keys[0], job_ids[:: len(keys)]) as sampler:
                     time.sleep(max(0.0, stop_at - time.time()))
                     cpu_after = _servers_cpu(stack)
+                    top_statements = statements.top()
                 for process in processes:
                     if process.wait(timeout=120) != 0:
                         raise RuntimeError("a fleet process failed")
@@ -300,6 +335,7 @@ def run_fleet(workers: int, setup: Setup) -> FleetRun:
         connections=sampler.connections,
         active_connections=sampler.active,
         cpu_s=cpu,
+        statements=top_statements,
     )
 
 
@@ -365,7 +401,28 @@ def report(runs: list[FleetRun]) -> str:
                 f"| {postgres / (window * run.workers) * 1000:.1f} "
                 f"| {run.cpu_s['fleet'] / hb * 1000:.2f} |"
             )
-    return "\n".join([*load, "", *costs, "", *units])
+    return "\n".join([*load, "", *costs, "", *units, *map(_statements, runs)])
+
+
+def _statements(run: FleetRun) -> str:
+    """Postgres' time by statement: execution time, lock and commit waits included."""
+    if not run.statements:
+        return ""
+    total = sum(seconds for _calls, seconds, _query in run.statements)
+    lines = [
+        f"\nN = {run.workers}: the database's {len(run.statements)} costliest statements "
+        f"({total:.1f} s of execution in the {run.window_s:.0f} s window)",
+        "",
+        "| calls/s | mean ms | share | statement |",
+        "|---|---|---|---|",
+    ]
+    for calls, seconds, query in run.statements:
+        text = " ".join(query.split())[:90].replace("|", "\\|")
+        lines.append(
+            f"| {calls / run.window_s:.1f} | {seconds / calls * 1000:.2f} "
+            f"| {seconds / total:.0%} | `{text}` |"
+        )
+    return "\n".join(lines)
 
 
 def describe(setup: Setup) -> str:
@@ -395,7 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="write every measurement here too")
     args = parser.parse_args(argv)
     setup = Setup(**{name: getattr(args, name) for name in asdict(defaults)})
-    settings = {"max_connections": "700", **({} if args.no_durable else DURABLE)}
+    settings = {"max_connections": "700", "shared_preload_libraries": STATEMENTS,
+                **({} if args.no_durable else DURABLE)}  # fmt: skip
     servers.start_unless_named(settings)  # stopped and removed at exit
     durability = "fsync off" if args.no_durable else "durable"
     print(f"# bench.fleet: {machine()}; {describe(setup)}; Postgres {durability}")

@@ -4,7 +4,7 @@ trainer processes, a Celery ping worker, sweeps; and the chaos soak in short for
 
 import pytest
 
-from bench import chaos, dispatch, ingest, llm_throughput, overhead, sweep
+from bench import chaos, dispatch, fleet, ingest, llm_throughput, overhead, sweep
 from bench.timing import postgres_redis_stack
 from tests.tiny_lm import save_tiny_causal_lm
 
@@ -119,3 +119,19 @@ def test_llm_throughput_measures_both_sides_of_training_and_generation(tmp_path)
     for ours, theirs in zip(runs.service, runs.in_process, strict=True):
         assert ours.tokens == theirs.tokens and 0 < ours.seconds < 30
     assert all(0 < seconds < 30 for seconds in runs.first_token)
+
+
+@pytest.mark.timeout(300)
+def test_fleet_simulates_workers_on_the_real_job_state_and_measures_the_control_plane():
+    """bench.fleet with 4 workers for a few seconds: every job claimed once, heartbeats and
+    points stored as reported, a connection per worker, and the side measurements taken."""
+    setup = fleet.Setup(seconds=4, heartbeat_seconds=0.5, job_seconds=1.5, processes=2)
+    run = fleet.run_fleet(4, setup)
+    assert run.refused_claims == 0 and len(run.claims) >= 4
+    assert run.burst_claims_per_s > 0 and all(0 < s < 5 for _, s in run.claims)
+    assert len(run.heartbeats) >= 4 and run.outcomes
+    assert run.points_stored == run.points_reported == 4 * len(run.heartbeats)
+    assert max(run.connections) >= 4  # a connection of each worker's own
+    assert run.reads and run.passes
+    assert run.cpu_s["fleet"] > 0 and run.cpu_s["reconciler"] > 0 and run.cpu_s["api"] > 0
+    assert "| 4 |" in fleet.report([run])
