@@ -46,6 +46,7 @@ import psycopg
 
 from bench.fleet_workers import Plan
 from bench.timing import (
+    CLOCK_TICKS,
     cpu_seconds,
     machine,
     percentile,
@@ -104,6 +105,8 @@ class FleetRun:
     cpu_s: dict[str, float | None] = field(default_factory=dict)  # by process, over the window
     # The database's costliest statements in the window: (calls, total seconds, text).
     statements: list[tuple[int, float, str]] = field(default_factory=list)
+    # The whole machine's busy CPU over the window: other processes on a shared machine too.
+    machine_cores: float = 0.0
 
     def cores(self, role: str) -> float | None:
         """CPU seconds per second of the window."""
@@ -132,6 +135,12 @@ def server_cpu_seconds(pid: int) -> float | None:
                 if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
                     children += cpu_seconds(int(entry.name)) or 0.0
     return own + reaped + children
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (not idle nor waiting on I/O)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
 def _servers_cpu(stack: Stack) -> dict[str, float | None]:
@@ -289,12 +298,12 @@ def run_fleet(workers: int, setup: Setup) -> FleetRun:
                     process.stdin.write(f"{start_at} {stop_at}\n")
                     process.stdin.flush()
                 time.sleep(max(0.0, start_at - time.time()))
-                cpu_before = _servers_cpu(stack)
+                cpu_before, busy_before = _servers_cpu(stack), machine_busy_seconds()
                 statements.reset()
                 # Reads of the first tenant's jobs (submitted round-robin), as that tenant.
                 with Sampler(stack, keys[0], job_ids[:: len(keys)]) as sampler:
                     time.sleep(max(0.0, stop_at - time.time()))
-                    cpu_after = _servers_cpu(stack)
+                    cpu_after, busy_after = _servers_cpu(stack), machine_busy_seconds()
                     top_statements = statements.top()
                 for process in processes:
                     if process.wait(timeout=120) != 0:
@@ -336,6 +345,7 @@ def run_fleet(workers: int, setup: Setup) -> FleetRun:
         active_connections=sampler.active,
         cpu_s=cpu,
         statements=top_statements,
+        machine_cores=(busy_after - busy_before) / setup.seconds,
     )
 
 
@@ -358,8 +368,9 @@ def report(runs: list[FleetRun]) -> str:
     ]
     costs = [
         "| workers | Postgres cores | connections max (active, mean) | reconciler pass ms "
-        "p50 / max | API GET job ms p50 / p99 | API cores | Redis cores | fleet (client) cores |",
-        "|---" * 8 + "|",
+        "p50 / max | API GET job ms p50 / p99 | API cores | Redis cores | fleet (client) cores "
+        "| whole machine cores (of 2) |",
+        "|---" * 9 + "|",
     ]
     units = [
         "| workers | transactions/s | Postgres CPU ms per transaction | per heartbeat "
@@ -389,7 +400,8 @@ def report(runs: list[FleetRun]) -> str:
             f"| {max(conns)} ({mean(active):.1f}) "
             f"| {_ms(run.passes, 50)} / {_ms(run.passes, 100)} "
             f"| {_ms(run.reads, 50)} / {_ms(run.reads, 99)} "
-            f"| {_cores(run, 'api')} | {_cores(run, 'redis')} | {_cores(run, 'fleet')} |"
+            f"| {_cores(run, 'api')} | {_cores(run, 'redis')} | {_cores(run, 'fleet')} "
+            f"| {run.machine_cores:.2f} |"
         )
         postgres = run.cpu_s.get("postgres")
         if run.workers and hb and postgres is not None:
