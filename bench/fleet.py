@@ -8,14 +8,17 @@ threads in a few processes, each doing in the database what a supervisor does, w
 that only sleeps) take those messages, claim the jobs, heartbeat (metric points and the lease
 in one transaction) and record their outcomes for a window of `--seconds`. Meanwhile:
 
-- the reconciler's pass (`reconciler.reconcile_once`) runs at its deployed interval in a
-  process of its own, timed (the API's own reconciler is off, so it is the only one);
+- the reconciler's pass (`reconciler.reconcile_once`) runs every 2 s in a process of its own,
+  timed (deployed: every 10 s in each API process; the API's own is off here, so this is the
+  only one);
 - a client reads `GET /v1/jobs/{id}` of random jobs 20 times a second, timed;
 - `pg_stat_activity` is sampled every half second (connections to the database);
 - CPU time is read from /proc before and after: the whole Postgres server (postmaster, its
-  live children, and those it reaped), Redis, the API server; each simulated-fleet process
-  reads its own. The fleet's is the client's cost: this bench's, not the service's, and on
-  these 2 cores it competes with Postgres for the same CPU.
+  live children, and those it reaped), Redis, the API server, the machine's busy cores (other
+  sessions share it); each simulated-fleet process reads its own. The fleet's is the client's
+  cost: this bench's, not the service's, and on these 2 cores it competes with Postgres;
+- Postgres' time by statement, where the server loads `pg_stat_statements` (the one this
+  starts does).
 
 N = 0 is the baseline in the same run: the same API, reads and reconciler with no fleet.
 
@@ -24,7 +27,8 @@ The Postgres this starts is durable (fsync and synchronous commits on, as in pro
 holding one connection per worker can be measured past the default limit of 100.
 
 Run: `.venv/bin/python -m bench.fleet` (N = 10, 100, 500, 30 s each: about 5 minutes on
-2 cores); `--fleet`, `--seconds`, `--heartbeat-seconds` and the rest for other runs.
+2 cores); `--fleet`, `--seconds`, `--heartbeat-seconds` and the rest for other runs. Figures
+and the capacity model drawn from them: docs/SCALING.md.
 """
 
 import argparse
