@@ -116,8 +116,9 @@ def _owner() -> pwd.struct_passwd | None:
     return pwd.getpwnam("postgres") if os.geteuid() == 0 else None
 
 
-def postgres(root: Path) -> tuple[Server, str]:
-    """A new cluster in `root`, running; and its admin URL."""
+def postgres(root: Path, settings: dict[str, str] | None = None) -> tuple[Server, str]:
+    """A new cluster in `root`, running; and its admin URL. `settings` override the run's
+    (later `-c` options win): a benchmark may want more connections, or durable commits."""
     user, port = _owner(), free_port()
     data = root / "data"
     root.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,8 @@ def postgres(root: Path) -> tuple[Server, str]:
                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
                "-c", "max_connections=300", "-c", "fsync=off", "-c", "synchronous_commit=off",
                "-c", "full_page_writes=off"]  # fmt: skip
+    for name, value in (settings or {}).items():
+        command += ["-c", f"{name}={value}"]
     server = Server("postgres", command, root, answers, user)
     server.start()
     return server, url
@@ -169,15 +172,18 @@ def redis_server(root: Path) -> tuple[Server, str]:
 STARTED: dict[str, Server] = {}
 
 
-def start_unless_named() -> None:
-    """Start what the environment does not name, and point the environment at it."""
+def start_unless_named(postgres_settings: dict[str, str] | None = None) -> None:
+    """Start what the environment does not name, and point the environment at it; a PostgreSQL
+    started here takes `postgres_settings` (see `postgres`)."""
     if os.environ.get("TUNERY_TEST_DATABASE_URL") and os.environ.get("TUNERY_TEST_REDIS_URL"):
         return
     root = Path(tempfile.mkdtemp(prefix="tunery-test-servers-"))
     os.chmod(root, 0o755)  # the postgres user reaches its directory inside
     atexit.register(_clean_up, os.getpid(), root)
     if not os.environ.get("TUNERY_TEST_DATABASE_URL"):
-        STARTED["postgres"], os.environ["TUNERY_TEST_DATABASE_URL"] = postgres(root / "postgres")
+        STARTED["postgres"], os.environ["TUNERY_TEST_DATABASE_URL"] = postgres(
+            root / "postgres", postgres_settings
+        )
     if not os.environ.get("TUNERY_TEST_REDIS_URL"):
         STARTED["redis"], os.environ["TUNERY_TEST_REDIS_URL"] = redis_server(root / "redis")
 

@@ -166,8 +166,9 @@ def start_stack(
     concurrency: int = 1,
     extra_env: dict[str, str] | None = None,
 ) -> Stack:
-    """Migrate the database, then start the API server and a worker of `concurrency` processes,
-    and wait until the API is ready. With several processes each trainer gets one thread."""
+    """Migrate the database, then start the API server and a worker of `concurrency` processes
+    (none with 0: a benchmark that brings workers of its own), and wait until the API is ready.
+    With several processes each trainer gets one thread."""
     env = {
         **os.environ,
         "TUNERY_DATABASE_URL": database_url,
@@ -195,8 +196,10 @@ def start_stack(
     )
     port = free_port()
     api = _spawn(["uvicorn", "app.main:app", "--port", str(port)], env, root / "api.log")
-    worker = _spawn(_worker_args(concurrency), env, root / "worker.log")
-    stack = Stack(f"http://127.0.0.1:{port}", env, root, [api, worker])
+    processes = [api]
+    if concurrency > 0:
+        processes.append(_spawn(_worker_args(concurrency), env, root / "worker.log"))
+    stack = Stack(f"http://127.0.0.1:{port}", env, root, processes)
     try:
         # The tenant tests and benchmarks act as: its request rate is no limit on a benchmark.
         stack.key = create_tenant_key(env, "--requests-per-minute", "100000000")

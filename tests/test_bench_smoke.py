@@ -4,7 +4,7 @@ trainer processes, a Celery ping worker, sweeps; and the chaos soak in short for
 
 import pytest
 
-from bench import chaos, dispatch, ingest, llm_throughput, overhead, streaming, sweep
+from bench import chaos, dispatch, fleet, ingest, llm_throughput, overhead, streaming, sweep
 from bench.timing import postgres_redis_stack
 from tests.tiny_lm import save_tiny_causal_lm
 
@@ -132,3 +132,19 @@ def test_streaming_registers_and_trains_an_epoch_measuring_each_peak(tmp_path):
         assert m.api_peak > 100 * 1024**2 and 100 * 1024**2 < m.trainer_peak < 4 * 1024**3
         assert m.whole_read_peak and m.stream_check_peak
     assert "seen = training rows" in streaming.report(found)
+
+
+@pytest.mark.timeout(300)
+def test_fleet_simulates_workers_on_the_real_job_state_and_measures_the_control_plane():
+    """bench.fleet with 4 workers for a few seconds: every job claimed once, heartbeats and
+    points stored as reported, a connection per worker, and the side measurements taken."""
+    setup = fleet.Setup(seconds=4, heartbeat_seconds=0.5, job_seconds=1.5, processes=2)
+    run = fleet.run_fleet(4, setup)
+    assert run.refused_claims == 0 and len(run.claims) >= 4
+    assert run.burst_claims_per_s > 0 and all(0 < s < 5 for _, s in run.claims)
+    assert len(run.heartbeats) >= 4 and run.outcomes
+    assert run.points_stored == run.points_reported == 4 * len(run.heartbeats)
+    assert max(run.connections) >= 4  # a connection of each worker's own
+    assert run.reads and run.passes
+    assert run.cpu_s["fleet"] > 0 and run.cpu_s["reconciler"] > 0 and run.cpu_s["api"] > 0
+    assert "| 4 |" in fleet.report([run])
