@@ -61,11 +61,12 @@ def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> in
     """Start an attempt on a queued job; None when it is not queued, has no attempts left, or
     its tenant has no free running-job slot (then see `wait_for_slot`)."""
     # The tenant's row is locked first, so that concurrent claims count its running jobs one
-    # at a time (Postgres; SQLite runs one writer at a time anyway).
+    # at a time (Postgres; SQLite runs one writer at a time anyway). FOR NO KEY UPDATE: rows
+    # that refer to the tenant (a model `succeed` inserts) need not wait behind the claims.
     session.execute(
         select(Tenant.id)
         .where(Tenant.id == select(Job.tenant_id).where(Job.id == job_id).scalar_subquery())
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     now = utcnow()
     attempt = session.execute(
