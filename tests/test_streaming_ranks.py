@@ -16,7 +16,15 @@ from tests.test_nodes import free_port, start_machine
 from tests.test_streaming import write_jsonl, write_parquet
 from trainer import distributed
 from trainer.checkpoint import INTERRUPTED_EXIT
-from trainer.streaming import DatasetStream, TextStream, rank_shards, scan, shard_rows, share_size
+from trainer.streaming import (
+    DatasetStream,
+    Example,
+    TextStream,
+    rank_shards,
+    scan,
+    shard_rows,
+    share_size,
+)
 
 BATCH_SIZE = 16
 EPOCHS = 3
@@ -71,9 +79,9 @@ def test_two_ranks_see_disjoint_texts_of_their_own_shards(corpus, monkeypatch):
         monkeypatch.setattr(distributed, "WORLD", distributed.World(rank=rank, size=2))
         batches: list[list[str]] = []
 
-        def encode(texts: list[str], batches=batches) -> torch.Tensor:
-            batches.append(texts)
-            return torch.zeros(len(texts))
+        def encode(examples: list[Example], batches=batches) -> tuple[torch.Tensor]:
+            batches.append([example.text for example in examples])
+            return (torch.zeros(len(examples)),)
 
         for share in stream.epoch_batches(torch.Generator().manual_seed(7), BATCH_SIZE, encode):
             assert share.weight == pytest.approx(len(share.tensors[0]) * 2 / BATCH_SIZE)
