@@ -123,14 +123,26 @@ def test_llm_throughput_measures_both_sides_of_training_and_generation(tmp_path)
 
 @pytest.mark.timeout(300)
 def test_streaming_registers_and_trains_an_epoch_measuring_each_peak(tmp_path):
-    """Two tiny corpora on moto, registered and trained one epoch each by a real service: every
-    training row seen, and each process's peak memory read."""
-    found = streaming.run([0.25, 0.5], tmp_path, baseline_timeout_s=120)
-    assert len(found) == 2 and 0 < found[0].rows < found[1].rows
-    for m in found:
+    """Three tiny corpora on moto, registered by a real service under a memory cap, the first
+    two trained one epoch each: every training row seen, each process's peak memory read, and
+    each capped group's where this machine lets a cgroup be made."""
+    found, capped = streaming.run(
+        [0.25, 0.5, 0.75], tmp_path, 1024, 1536, 0.5, baseline_timeout_s=120
+    )
+    assert len(found) == 3 and 0 < found[0].rows < found[1].rows < found[2].rows
+    for m in found[:2]:
         assert 0 < m.train_rows < m.rows and m.seen == m.train_rows
         assert m.api_peak > 100 * 1024**2 and 100 * 1024**2 < m.trainer_peak < 4 * 1024**3
         assert m.whole_read_peak and m.stream_check_peak
+    assert found[2].seen is None and found[2].trainer_peak is None  # registered only
+    if not capped.startswith("no cap: "):
+        assert capped.startswith("the API capped at 1024 MiB"), capped
+        assert capped.endswith("OOM kills: 0"), capped
+        for m in found[:2]:
+            assert 50 * 1024**2 < m.api_group_peak <= 1024**3
+            assert 100 * 1024**2 < m.worker_group_peak <= 1536 * 1024**2
+    else:
+        assert found[0].api_group_peak is None, capped
     assert "seen = training rows" in streaming.report(found)
 
 

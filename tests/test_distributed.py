@@ -50,13 +50,21 @@ SEVERAL_STEP_EPOCHS = job(
 )
 
 
-def start(run_dir: Path, spec: dict, processes: int, every: int | None = None) -> subprocess.Popen:
-    """The trainer as the supervisor starts it (its own session), events on stdout."""
+def start(
+    run_dir: Path,
+    spec: dict,
+    processes: int,
+    every: int | None = None,
+    streams: dict[str, dict] | None = None,
+) -> subprocess.Popen:
+    """The trainer as the supervisor starts it (its own session), events on stdout; `streams`:
+    the run request's streamed datasets (`trainer.streaming.DatasetStream`), by name."""
     run_dir.mkdir(parents=True, exist_ok=True)
     run = {
         "job_id": "job_test",
         "model_id": "model_test",
         "spec": spec | {"resources": spec.get("resources", {}) | {"processes": processes}},
+        "streams": streams or {},
         "output_path": str(run_dir / "model.safetensors"),
     }
     if every is not None:

@@ -23,13 +23,21 @@ from tests.test_distributed import SEVERAL_STEP_EPOCHS, finish, job, metric_valu
 from tests.test_e2e import finished, wait_for
 
 
-def start_machine(run_dir: Path, spec: dict, nodes: int, port: int, leader: bool):
+def start_machine(
+    run_dir: Path,
+    spec: dict,
+    nodes: int,
+    port: int,
+    leader: bool,
+    streams: dict[str, dict] | None = None,
+):
     """One machine's `trainer.launch` of a job of `nodes` machines, events on stdout."""
     run_dir.mkdir(parents=True, exist_ok=True)
     run = {
         "job_id": "job_test",
         "model_id": "model_test",
         "spec": spec | {"resources": {"nodes": nodes}},
+        "streams": streams or {},
         "output_path": str(run_dir / "model.safetensors"),
         "checkpoint_dir": str(run_dir / "checkpoints"),
         "checkpoint_every_steps": 5,

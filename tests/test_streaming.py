@@ -18,7 +18,15 @@ import torch
 from tests.test_checkpoint import latest_checkpoint, wait_for_checkpoint, weights
 from trainer.checkpoint import INTERRUPTED_EXIT
 from trainer.readers import DatasetError, read_dataset
-from trainer.streaming import DatasetStream, Shard, TextStream, row_split, scan
+from trainer.streaming import (
+    DatasetStream,
+    Example,
+    Shard,
+    TextStream,
+    row_split,
+    scan,
+    shard_rows,
+)
 
 TOPICS = ("sport", "business", "tech")
 
@@ -112,16 +120,18 @@ def test_shards_are_checked_as_one_dataset_naming_the_shard_and_row(tmp_path):
 
 
 def _stream(tmp_path: Path) -> tuple[TextStream, list[str]]:
-    """A stream of three shards of two formats, more rows than the shuffle buffer holds."""
+    """A stream of three shards of two formats, more rows than the shuffle buffer holds, of
+    texts labelled by topic."""
     from trainer import streaming
 
     shards = [
-        write_jsonl(tmp_path / "a.jsonl", documents(0, 700, labelled=False)),
-        write_parquet(tmp_path / "b.parquet", documents(700, 900, labelled=False)),
-        write_jsonl(tmp_path / "c.jsonl", documents(1600, 400, labelled=False)),
+        write_jsonl(tmp_path / "a.jsonl", documents(0, 700)),
+        write_parquet(tmp_path / "b.parquet", documents(700, 900)),
+        write_jsonl(tmp_path / "c.jsonl", documents(1600, 400)),
     ]
-    summary = scan(shards, False)
-    stream = TextStream("ds_test", DatasetStream(shards=summary.shards, drawn=summary.drawn))
+    summary = scan(shards, True)
+    checked = DatasetStream(shards=summary.shards, drawn=summary.drawn, labels=summary.labels)
+    stream = TextStream("ds_test", checked)
     train = [
         row["text"]
         for index, shard in enumerate(summary.shards)
@@ -136,9 +146,9 @@ def _epoch(stream: TextStream, generator: torch.Generator, skip: int = 0) -> lis
     """The texts of an epoch's batches, those of the first `skip` batches left out."""
     batches: list[list[str]] = []
 
-    def encode(texts: list[str]) -> torch.Tensor:
-        batches.append(texts)
-        return torch.zeros(len(texts), 1)
+    def encode(examples: list[Example]) -> tuple[torch.Tensor]:
+        batches.append([example.text for example in examples])
+        return (torch.zeros(len(examples), 1),)
 
     for share in stream.epoch_batches(generator, 64, encode):
         assert share.weight == len(share.tensors[0]) / 64
@@ -189,12 +199,24 @@ LM_SPEC = {
 }
 
 
-def _start_streamed(run_dir: Path, stream: DatasetStream, every: int) -> subprocess.Popen:
+# Supervised text classification: each text names its topic, its label.
+CLASSIFIER_SPEC = {
+    "kind": "finetune",
+    "model": {"architecture": "transformer", "params": {"vocab_size": 200, "max_length": 16}},
+    "data": {"train": "ds_corpus"},
+    "method": {"name": "supervised", "params": {}},
+    "hyperparameters": {"epochs": 2, "batch_size": 16, "lr_schedule": "cosine", "seed": 3},
+}
+
+
+def _start_streamed(
+    run_dir: Path, stream: DatasetStream, every: int, spec: dict
+) -> subprocess.Popen:
     run_dir.mkdir(parents=True, exist_ok=True)
     run = {
         "job_id": "job_test",
         "model_id": "model_test",
-        "spec": LM_SPEC,
+        "spec": spec,
         "streams": {"ds_corpus": stream.model_dump(mode="json")},
         "output_path": str(run_dir / "model.safetensors"),
         "checkpoint_dir": str(run_dir / "checkpoints"),
@@ -206,27 +228,35 @@ def _start_streamed(run_dir: Path, stream: DatasetStream, every: int) -> subproc
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
 
 
-def test_a_streamed_run_resumed_after_sigterm_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("spec", [LM_SPEC, CLASSIFIER_SPEC], ids=["causal_lm", "supervised"])
+def test_a_streamed_run_resumed_after_sigterm_equals_an_uninterrupted_one(tmp_path, spec):
     """The checkpoint records the epoch's generator state and the batches done: the resumed
     run reads the same epoch again, skips them, and ends with the very same weights, so each
     text was seen exactly as often as without the stop."""
     stream, train = _stream(tmp_path)
-    plain = _start_streamed(tmp_path / "plain", stream.stream, 10**6)
+    plain = _start_streamed(tmp_path / "plain", stream.stream, 10**6, spec)
     output, _ = plain.communicate(timeout=300)
     assert plain.returncode == 0
-    logs = [json.loads(line)["message"] for line in output.splitlines() if '"log"' in line]
+    events = [json.loads(line) for line in output.splitlines()]
+    logs = [e["message"] for e in events if e["type"] == "log"]
     told = f"{len(train)} streamed training texts in 3 shard(s) (each epoch sees {len(train)})"
     assert any(told in message for message in logs), logs
+    if spec is CLASSIFIER_SPEC:  # the labels checked, learnt from the texts that name them
+        (result,) = [e for e in events if e["type"] == "result"]
+        card = result["card"]
+        assert card["labels"] == list(stream.stream.labels) == sorted(TOPICS)
+        assert card["metrics"]["train_examples"] == len(train)
+        assert card["metrics"]["test_accuracy"] > 0.9, card["metrics"]
 
     run_dir = tmp_path / "stopped"
-    first = _start_streamed(run_dir, stream.stream, 20)
+    first = _start_streamed(run_dir, stream.stream, 20, spec)
     wait_for_checkpoint(run_dir, first)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=60) == INTERRUPTED_EXIT
     saved = torch.load(latest_checkpoint(run_dir), weights_only=True)["run"]
     steps_per_epoch = -(-len(train) // 16)
     assert 0 < saved["step"] < 2 * steps_per_epoch
-    second = _start_streamed(run_dir, stream.stream, 20)
+    second = _start_streamed(run_dir, stream.stream, 20, spec)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0
     events = [json.loads(line) for line in output.splitlines()]
@@ -234,3 +264,29 @@ def test_a_streamed_run_resumed_after_sigterm_equals_an_uninterrupted_one(tmp_pa
     resumed, uninterrupted = weights(run_dir), weights(tmp_path / "plain")
     for name, tensor in uninterrupted.items():
         assert torch.equal(resumed[name], tensor), name
+
+
+@pytest.mark.parametrize("task", ["classification", "multilabel"])
+def test_a_streams_labels_are_encoded_as_a_whole_read_encodes_them(tmp_path, task):
+    """The labels a stream's batches carry: those its check recorded, in the same places as
+    a whole read of the file puts them."""
+    rows = documents(0, 300)
+    if task == "multilabel":
+        for n, row in enumerate(rows):
+            row["labels"] = [TOPICS[n % 3], TOPICS[n % 2]][: 1 + n % 2]
+            del row["label"]
+    shard = write_jsonl(tmp_path / "a.jsonl", rows)
+    summary = scan([shard], True, task)
+    checked = DatasetStream(
+        shards=summary.shards, drawn=summary.drawn, labels=summary.labels, task=task
+    )
+    stream = TextStream("ds_test", checked)
+    examples = [
+        Example(fields["text"], fields.get("labels", fields.get("label")))
+        for _where, fields in shard_rows(shard, "")
+    ]
+    whole = read_dataset(Path(shard.url), "jsonl", True, task=task)
+    split = stream.split(examples)
+    assert stream.dataset().labels == whole.labels
+    assert split.texts == whole.texts
+    assert torch.equal(split.y, torch.as_tensor(whole.y).to(split.y.dtype))

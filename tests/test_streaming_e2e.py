@@ -109,15 +109,25 @@ def test_a_large_text_upload_is_checked_as_a_stream_and_trains_as_one(stack, tmp
         problem = assert_problem(response, 422)
         assert problem["errors"] == [{"field": "file", "message": str(expected.value)}]
 
-        # A method that reads its data whole is refused it; causal_lm streams it.
-        supervised = {
+        # A method that reads its data whole is refused it; supervised and causal_lm stream it.
+        simcse = {**LM, "method": {"name": "simcse"}, "data": {"train": dataset["id"]}}
+        problem = assert_problem(api.post("/v1/jobs", json=simcse), 422)
+        assert problem["errors"][0]["field"] == "data.train"
+        assert "streamed" in problem["errors"][0]["message"]
+        classifier = {
             "kind": "finetune",
             "model": {"architecture": "gru", "params": {"vocab_size": 200, "max_length": 16}},
             "data": {"train": dataset["id"]},
+            "hyperparameters": {"epochs": 2, "batch_size": 32},
         }
-        problem = assert_problem(api.post("/v1/jobs", json=supervised), 422)
-        assert problem["errors"][0]["field"] == "data.train"
-        assert "streamed" in problem["errors"][0]["message"]
+        job = api.post("/v1/jobs", json=classifier)
+        assert job.status_code == 201, job.text
+        job = wait_for(api, job.json()["id"], finished, timeout=300)
+        assert job["status"] == "succeeded", (job, stack.logs())
+        model = api.get(f"/v1/models/{job['result_model_id']}").json()
+        assert model["labels"] == dataset["labels"]  # as its check recorded them
+        assert job["metrics"]["train_examples"] == dataset["splits"]["train"]
+        assert job["metrics"]["test_accuracy"] > 0.9, job["metrics"]
         job = api.post("/v1/jobs", json={**LM, "data": {"train": dataset["id"]}})
         assert job.status_code == 201, job.text
         job = wait_for(api, job.json()["id"], finished, timeout=300)

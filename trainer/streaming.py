@@ -8,7 +8,9 @@ read one line or one batch of rows at a time, so memory stays flat however large
 - `scan` checks every row as `trainer.readers.jsonl` checks a file it reads whole (the same
   code: `jsonl.text_rows`), counting what the dataset's record keeps;
 - `TextStream` trains from them: its shards shared out among the ranks, shuffled by shard
-  order and by a buffer, in batches that are each rank's share of the global batch.
+  order and by a buffer, in batches that are each rank's share of the global batch; its labels
+  (those `scan` recorded, never a whole read's) encoded a batch at a time; bounded samples of
+  its splits for what must be held in memory (a fresh tokenizer's texts, validation, test).
 
 Splits. A file that gives `split` on its rows keeps it; a held-out part that it leaves empty
 (or every part, when it gives none) is drawn from its training rows by a hash of each row's
@@ -17,11 +19,12 @@ place (its shard's index and its row number): rows whose draw is in [0.7, 0.8) v
 whole dataset, and is the same on every machine.
 """
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from trainer import distributed
+from trainer.data import UNLABELLED, LabelledDataset, Split
 from trainer.readers import jsonl
 from trainer.readers.common import DatasetError
 from trainer.training import TrainerError, batch_sizes
@@ -42,6 +46,10 @@ PARQUET_BATCH_ROWS = 1024
 # strings are repeated (as `trainer.readers.tables` refuses a whole table).
 MAX_BATCH_BYTES = 256 * 1024**2
 SHUFFLE_BUFFER = 10_000  # rows each rank shuffles among as it reads its shards
+# The bounded samples of a streamed dataset held in memory (`TextStream.sample`): its first
+# training texts (what a fresh tokenizer is trained on, a head fitted to) and its first
+# validation and test texts (what a job validates and tests on).
+SAMPLE_TEXTS = {"train": 20_000, "validation": 10_000, "test": 10_000}
 
 
 class Shard(BaseModel):
@@ -65,6 +73,10 @@ class DatasetStream(BaseModel):
     shards: tuple[Shard, ...]
     drawn: tuple[str, ...]  # the held-out parts drawn from the rows given `train` (see above)
     s3_endpoint_url: str | None = None  # the operator's S3 server, for s3:// shards
+    # Its labels as `scan` found them (the order a whole read gives them), and the task head
+    # they train: () for texts without labels.
+    labels: tuple[str, ...] = ()
+    task: Literal["classification", "multilabel"] = "classification"
 
 
 # Reading shards
@@ -288,6 +300,13 @@ def share_size(batch_size: int, world: int, rank: int) -> int:
     return batch_size // world + (rank < batch_size % world)
 
 
+class Example(NamedTuple):
+    """A text example as a stream reads it."""
+
+    text: str
+    label: Any  # as the file gives it: a class (`label`), a list (`labels`), None unlabelled
+
+
 @dataclass(frozen=True)
 class TextStream:
     """The training texts of a streamed dataset, in batches of this rank's share."""
@@ -295,24 +314,48 @@ class TextStream:
     name: str
     stream: DatasetStream
 
-    def texts(self, part: str, count: int) -> list[str]:
-        """The first `count` texts of a split, in shard order: a bounded sample (what a fresh
-        tokenizer is trained on; what validation reads)."""
-        found: list[str] = []
-        for _shard, text in self._texts(range(len(self.stream.shards)), part):
-            found.append(text)
-            if len(found) == count:
-                break
-        return found
+    def dataset(self) -> LabelledDataset:
+        """What the dataset is, without its examples: its labels are those checked."""
+        labels, task = self.stream.labels, self.stream.task
+        return LabelledDataset(self.name, "text", (), labels, {}, task=task)
 
-    def _texts(self, indices: Iterable[int], part: str) -> Iterator[tuple[int, str]]:
+    def sample(self, part: str) -> Split:
+        """The first `SAMPLE_TEXTS[part]` examples of a split, in shard order."""
+        every_shard = range(len(self.stream.shards))
+        return self.split(
+            list(itertools.islice(self._examples(every_shard, part), SAMPLE_TEXTS[part]))
+        )
+
+    def split(self, examples: list[Example]) -> Split:
+        """Examples with their labels encoded as a whole read encodes them: a class's index
+        (int64), a label set's indicators (float32, multilabel); `UNLABELLED` without."""
+        texts = tuple(example.text for example in examples)
+        labels = self.stream.labels
+        if not labels:
+            return Split(torch.full((len(texts),), UNLABELLED), texts=texts)
+        index = {name: i for i, name in enumerate(labels)}
+        if self.stream.task == "multilabel":
+            y = torch.zeros(len(texts), len(labels))
+            for row, example in enumerate(examples):
+                y[row, [index[str(name)] for name in example.label]] = 1.0
+            return Split(y, texts=texts)
+        return Split(torch.tensor([index[str(e.label)] for e in examples]), texts=texts)
+
+    def _examples(self, indices: Iterable[int], part: str) -> Iterator[Example]:
         for index in indices:
             shard = self.stream.shards[index]
             rows = shard_rows(shard, "", self.stream.s3_endpoint_url)
             for number, (_where, fields) in enumerate(rows):
                 split = row_split(fields.get("split"), row_draw(index, number), self.stream.drawn)
                 if split == part:
-                    yield index, fields["text"]
+                    yield Example(fields["text"], fields.get("labels", fields.get("label")))
+
+    def describe(self, batch_size: int) -> str:
+        """What a job's log says of its training examples."""
+        return (
+            f"{self.train_rows()} streamed training texts in {len(self.stream.shards)} shard(s) "
+            f"(each epoch sees {self.examples_per_epoch(batch_size)})"
+        )
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """The steps every rank takes in an epoch: one rank alone sees every training row (a
@@ -347,9 +390,9 @@ class TextStream:
         self,
         generator: torch.Generator,
         batch_size: int,
-        encode: Callable[[list[str]], torch.Tensor],
+        encode: Callable[[list[Example]], tuple[torch.Tensor, ...]],
     ) -> Iterator[distributed.Share]:
-        """An epoch's batches of this rank's share, each texts encoded as `encode` says: the
+        """An epoch's batches of this rank's share, each examples encoded as `encode` says: the
         rank's shards in an order drawn from `generator` (the same draw on every rank), their
         rows shuffled through a buffer of `SHUFFLE_BUFFER`. Deterministic given the generator's
         state, so a resumed run draws the same epoch again and skips the batches it did."""
@@ -358,7 +401,7 @@ class TextStream:
         rng = np.random.default_rng([seed, rank])
         mine = self._ranks()[rank]
         order = [mine[i] for i in rng.permutation(len(mine))]
-        texts = _buffer_shuffled((text for _i, text in self._texts(order, "train")), rng)
+        examples = _buffer_shuffled(self._examples(order, "train"), rng)
         steps = self.steps_per_epoch(batch_size)
         sizes = (
             batch_sizes(self.train_rows(), batch_size)
@@ -366,15 +409,15 @@ class TextStream:
             else [share_size(batch_size, world, rank)] * steps
         )
         for size in sizes[:steps]:
-            batch = [next(texts) for _ in range(size)]
-            yield distributed.Share((encode(batch),), size * world / batch_size)
+            batch = [next(examples) for _ in range(size)]
+            yield distributed.Share(encode(batch), size * world / batch_size)
 
 
-def _buffer_shuffled(items: Iterator[str], rng: np.random.Generator) -> Iterator[str]:
+def _buffer_shuffled(items: Iterator[Example], rng: np.random.Generator) -> Iterator[Example]:
     """`items` in a random order, holding at most `SHUFFLE_BUFFER` of them at once: each new
     item takes the place of one drawn from the buffer, which goes out; the rest go out
     shuffled at the end."""
-    buffer: list[str] = []
+    buffer: list[Example] = []
     for item in items:
         if len(buffer) < SHUFFLE_BUFFER:
             buffer.append(item)

@@ -370,6 +370,8 @@ def dataset_stream(dataset: Dataset) -> DatasetStream:
         shards=shards,
         drawn=tuple(dataset.stream["drawn"]),
         s3_endpoint_url=get_settings().s3_endpoint_url,
+        labels=tuple(dataset.labels),  # as checking every row found them
+        task=head_task(dataset.task),
     )
 
 

@@ -144,6 +144,7 @@ METHODS: dict[str, Method] = {
             check=lora_issues,
             tasks=frozenset(HEADS),
             validation_metrics=SUPERVISED_METRICS,
+            streams=True,  # text classification, multilabel: the tasks a stream can hold
         ),
         Method(
             "sft",

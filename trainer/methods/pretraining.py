@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from trainer.card import ModelCard
-from trainer.data import LabelledDataset, Split, dataset_name, splits_for
+from trainer.data import Split, dataset_name, splits_for
 from trainer.loop import Recipe, fit
 from trainer.run import RunContext, TrainResult
-from trainer.streaming import TextStream, stream_of
+from trainer.streaming import Example, TextStream, stream_of
 from trainer.training import batches_per_epoch, seed_everything, shuffled_batches
 from trainer.trunk import Trunk, start_trunk
 
@@ -29,12 +29,6 @@ class Pretext:
     # A pretext that trains from streamed datasets (`trainer.streaming`): the examples of a
     # batch of texts read from the stream, one each. None: it reads its data whole.
     text_examples: Callable[[Trunk, list[str]], torch.Tensor] | None = None
-
-
-# A streamed dataset is never held whole: a fresh tokenizer is trained on its first training
-# texts, and validation reads its first validation texts.
-TOKENIZER_TEXTS = 20_000
-VALIDATION_TEXTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -66,23 +60,19 @@ def _in_memory(ctx: RunContext, pretext: Pretext) -> _Data:
 
 def _streamed(ctx: RunContext, pretext: Pretext, stream: TextStream) -> _Data:
     """A streamed dataset's training texts, read a batch at a time; a bounded sample of them
-    trains a fresh tokenizer, and of its validation texts validates."""
+    trains a fresh tokenizer, and of its validation texts validates (`TextStream.sample`)."""
     hp = ctx.spec.hyperparameters
-    sample = Split(torch.zeros(0), texts=tuple(stream.texts("train", TOKENIZER_TEXTS)))
-    trunk = start_trunk(ctx, LabelledDataset(stream.name, "text", (), (), {}), sample)
-    validation = stream.texts("validation", VALIDATION_TEXTS)
+    trunk = start_trunk(ctx, stream.dataset(), stream.sample("train"))
 
-    def encode(texts: list[str]) -> torch.Tensor:
-        return pretext.text_examples(trunk, texts)
+    def encode(examples: list[Example]) -> tuple[torch.Tensor]:
+        return (pretext.text_examples(trunk, [example.text for example in examples]),)
 
-    shards = len(stream.stream.shards)
     return _Data(
         trunk,
-        encode(validation),
+        pretext.text_examples(trunk, list(stream.sample("validation").texts)),
         lambda g: stream.epoch_batches(g, hp.batch_size, encode),
         stream.steps_per_epoch(hp.batch_size),
-        f"{stream.train_rows()} streamed training texts in {shards} shard(s) (each epoch "
-        f"sees {stream.examples_per_epoch(hp.batch_size)}),",
+        f"{stream.describe(hp.batch_size)},",
     )
 
 

@@ -2,7 +2,8 @@
 regression, multilabel, forecasting): from scratch or from a base model, with freezing strategies
 (`backbone` is a linear probe, `partial` trains the top N blocks) and separate learning rates
 for head and backbone. Hugging Face encoders can instead train LoRA adapters, merged into the
-weights at the end.
+weights at the end. A streamed text dataset (`trainer.streaming`) trains a batch at a time:
+bounded samples of its splits train a fresh tokenizer, fit a head, validate and test.
 
 A new head on a trained backbone is first fitted to the backbone's frozen features (LP-FT,
 Kumar et al., 2022): a random head's first steps send random gradients into the backbone and
@@ -10,6 +11,8 @@ distort the features that made it worth starting from. With 5% of the digits lab
 contrastive pretrain's frozen features gave 90% under a logistic regression, and fine-tuning
 from a random head 82%; from a fitted one 91% (docs/RESULTS.md, bench.pretraining)."""
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -18,11 +21,12 @@ from pydantic import Field
 from trainer.architectures import ARCHITECTURES, Network, lora
 from trainer.architectures.lora import LoraParams
 from trainer.card import ModelCard
-from trainer.data import Split, splits_for
+from trainer.data import Split, dataset_name, splits_for
 from trainer.heads import HEADS, TaskHead
 from trainer.loop import Recipe, fit
 from trainer.methods.pretraining import doubts
 from trainer.run import RunContext, TrainResult
+from trainer.streaming import Example, TextStream, stream_of
 from trainer.training import (
     batches_per_epoch,
     freeze,
@@ -30,7 +34,7 @@ from trainer.training import (
     shuffled_batches,
     trainable_parameters,
 )
-from trainer.trunk import start_trunk
+from trainer.trunk import Trunk, start_trunk
 
 
 class Params(LoraParams):
@@ -113,13 +117,52 @@ def fit_head(
     return len(train), task.fit_to_features(model.head, features, targets)
 
 
+@dataclass(frozen=True)
+class _Training:
+    """The training batches of an epoch, and what the job says of them."""
+
+    epoch_batches: Callable[[torch.Generator], Iterable]
+    steps_per_epoch: int
+    examples: int  # the training examples
+    told: str
+
+
+def _in_memory(train: Split, batch_size: int) -> _Training:
+    return _Training(
+        lambda g: shuffled_batches(train, batch_size, g),
+        batches_per_epoch(len(train), batch_size),
+        len(train),
+        f"{len(train)} train",
+    )
+
+
+def _streamed(stream: TextStream, trunk: Trunk, task: TaskHead, batch_size: int) -> _Training:
+    """A streamed dataset's training examples, read, labelled and encoded a batch at a time."""
+
+    def encode(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = task.inputs(trunk, stream.split(examples))
+        return batch.x, batch.y
+
+    return _Training(
+        lambda g: stream.epoch_batches(g, batch_size, encode),
+        stream.steps_per_epoch(batch_size),
+        stream.train_rows(),
+        stream.describe(batch_size),
+    )
+
+
 def run(ctx: RunContext, params: Params) -> TrainResult:
     spec, device, hp = ctx.spec, ctx.device, ctx.spec.hyperparameters
     generator = seed_everything(hp.seed)
     data = spec.data
-    dataset, train, validation, test = splits_for(
-        data.train, data.validation, data.test, hp.seed, data.context_length, data.horizon
-    )
+    stream = stream_of(dataset_name(data.train))
+    if stream is None:
+        dataset, train, validation, test = splits_for(
+            data.train, data.validation, data.test, hp.seed, data.context_length, data.horizon
+        )
+    else:  # bounded samples: `train`'s trains a fresh tokenizer and fits a head, never batches
+        dataset = stream.dataset()
+        train, validation, test = (stream.sample(p) for p in ("train", "validation", "test"))
     trunk = start_trunk(ctx, dataset, train)
     task = HEADS[dataset.task]
     head = task.build(trunk.backbone.feature_dim, dataset, train)
@@ -153,8 +196,13 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     if backbone_params:
         lr = params.backbone_learning_rate or hp.learning_rate
         groups.append({"params": backbone_params, "lr": lr})
+    training = (
+        _in_memory(train, hp.batch_size)
+        if stream is None
+        else _streamed(stream, trunk, task, hp.batch_size)
+    )
     ctx.events.log(
-        f"supervised: {len(train)} train, {len(validation)} validation, {len(test)} test "
+        f"supervised: {training.told}, {len(validation)} validation, {len(test)} test "
         f"examples; {len(frozen)} frozen blocks; on {device}"
     )
 
@@ -165,8 +213,8 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
     recipe = Recipe(
         model=model,
         param_groups=groups,
-        epoch_batches=lambda g: shuffled_batches(train, hp.batch_size, g),
-        steps_per_epoch=batches_per_epoch(len(train), hp.batch_size),
+        epoch_batches=training.epoch_batches,
+        steps_per_epoch=training.steps_per_epoch,
         batch_loss=batch_loss,
         validate=lambda: task.evaluate(model, validation, hp.batch_size, device),
         monitor=task.monitor,
@@ -189,7 +237,7 @@ def run(ctx: RunContext, params: Params) -> TrainResult:
         **{f"validation_{name}": value for name, value in validated.items()},
         **{f"test_{name}": value for name, value in tested.items()},
         "best_epoch": result.best_epoch,
-        "train_examples": len(train),
+        "train_examples": training.examples,
         "trained_parameters": trained,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
