@@ -27,6 +27,7 @@ from tests.stack import (
     drop_postgres_database,
     postgres_url,
     start_stack,
+    trainer_pids,
 )
 from tests.test_e2e import finished, wait_for
 
@@ -292,7 +293,13 @@ def test_a_checkpoint_follows_its_job_to_another_machine(stack, s3):
         worker = stack.processes[1]
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-        shutil.rmtree(Path(stack.env["TUNERY_RUN_DIR"]) / job_id)  # the machine is gone
+        # Its trainer dies with it a moment later (PDEATHSIG), maybe while saving: then the
+        # machine is gone, its disk with it.
+        deadline = time.monotonic() + 20
+        while trainer_pids(job_id):
+            assert time.monotonic() < deadline, "the trainer outlived its worker"
+            time.sleep(0.1)
+        shutil.rmtree(Path(stack.env["TUNERY_RUN_DIR"]) / job_id)
         stack.start_worker()
         job = wait_for(api, job_id, finished, timeout=300)
         assert (job["status"], job["attempt"]) == ("succeeded", 2), (job, stack.logs())
