@@ -13,13 +13,7 @@ import numpy as np
 import pytest
 
 from app.storage import ChecksumMismatch, LocalStore, S3Store
-from tests.stack import (
-    REDIS_URL,
-    create_postgres_database,
-    drop_postgres_database,
-    postgres_url,
-    start_stack,
-)
+from tests.stack import postgres_redis_stack
 from tests.test_e2e import finished, wait_for
 from tests.test_heads_api import onnx_in_clean_process
 from tests.test_registry import CARD, import_model, network, weights
@@ -53,9 +47,6 @@ def stack(s3, tmp_path_factory):  # noqa: F811 (the fixture imported above)
     """An API on a machine of its own; its stack's worker, which shares its directories, is
     stopped before any job: each test starts workers on other machines."""
     endpoint, bucket, _client = s3
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_models_store_{tag}"
-    create_postgres_database(database)
     root = tmp_path_factory.mktemp("models-store")
     env = {
         **AWS,
@@ -63,17 +54,11 @@ def stack(s3, tmp_path_factory):  # noqa: F811 (the fixture imported above)
         "TUNERY_S3_ENDPOINT_URL": endpoint,
         **_machine(root, "api"),
     }
-    stack = start_stack(
-        root, postgres_url(database), REDIS_URL, queue=f"tunery-models-{tag}", extra_env=env
-    )
-    try:
+    with postgres_redis_stack(root, "models-store", extra_env=env) as stack:
         worker = stack.processes[1]
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
         yield stack
-    finally:
-        stack.stop()
-        drop_postgres_database(database)
 
 
 def _stores(s3, tmp_path) -> list:  # noqa: F811

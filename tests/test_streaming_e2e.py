@@ -7,20 +7,13 @@ each shard's ETag; a job trains on it from S3, and a shard changed since fails t
 than train on what was never checked."""
 
 import json
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.stack import (
-    REDIS_URL,
-    create_postgres_database,
-    drop_postgres_database,
-    postgres_url,
-    start_stack,
-)
+from tests.stack import postgres_redis_stack
 from tests.test_api import assert_problem
 from tests.test_e2e import finished, wait_for
 from tests.test_streaming import documents
@@ -41,9 +34,6 @@ LM = {
 @pytest.fixture(scope="module")
 def stack(s3, tmp_path_factory):  # noqa: F811 (the fixture imported above)
     endpoint, bucket, _client = s3
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_streaming_{tag}"
-    create_postgres_database(database)
     env = {
         **AWS,
         "TUNERY_ARTIFACT_STORE_URL": f"s3://{bucket}/tunery",
@@ -52,12 +42,8 @@ def stack(s3, tmp_path_factory):  # noqa: F811 (the fixture imported above)
         "TUNERY_DATASET_SOURCES": f"s3://{bucket}/corpora/",
     }
     root = tmp_path_factory.mktemp("streaming")
-    stack = start_stack(
-        root, postgres_url(database), REDIS_URL, queue=f"tunery-streaming-{tag}", extra_env=env
-    )
-    yield stack
-    stack.stop()
-    drop_postgres_database(database)
+    with postgres_redis_stack(root, "streaming", extra_env=env) as stack:
+        yield stack
 
 
 def _jsonl(rows: list[dict]) -> bytes:

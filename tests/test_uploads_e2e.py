@@ -21,14 +21,7 @@ import pytest
 
 from tests import files
 from tests.servers import S3_CREDENTIALS, moto_s3
-from tests.stack import (
-    REDIS_URL,
-    create_postgres_database,
-    drop_postgres_database,
-    postgres_url,
-    start_stack,
-    trainer_pids,
-)
+from tests.stack import postgres_redis_stack, trainer_pids
 from tests.test_e2e import finished, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -62,9 +55,6 @@ def _boto_credentials() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stack(s3, tmp_path_factory):
     endpoint, bucket, _client = s3
-    tag = uuid.uuid4().hex[:8]
-    database = f"tunery_uploads_{tag}"
-    create_postgres_database(database)
     env = {
         **AWS,
         "TUNERY_ARTIFACT_STORE_URL": f"s3://{bucket}/tunery",
@@ -75,16 +65,8 @@ def stack(s3, tmp_path_factory):
         "TUNERY_LEASE_SECONDS": "4",
     }
     root = tmp_path_factory.mktemp("uploads")
-    stack = start_stack(
-        root,
-        postgres_url(database),
-        REDIS_URL,
-        queue=f"tunery-uploads-{tag}",
-        extra_env=env,
-    )
-    yield stack
-    stack.stop()
-    drop_postgres_database(database)
+    with postgres_redis_stack(root, "uploads", extra_env=env) as stack:
+        yield stack
 
 
 def test_the_s3_store_shows_a_file_only_whole_and_fetches_it_once(s3, tmp_path):
